@@ -1,0 +1,333 @@
+//! The store conformance suite: what every [`Store`](crate::Store) implementation must do.
+//!
+//! Each case gets the URL of a fresh, empty store and opens it itself (so cases can also
+//! close and reopen). Backends instantiate the suite with [`run`]; see
+//! `tests/conformance_*.rs`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sovdb_types::audit::{AuditEntry, Outcome, GENESIS_HASH};
+use sovdb_types::*;
+
+use crate::{AuditFilter, ClusterRecord, Store, StoreError};
+
+type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every case, by name.
+pub const CASES: &[(&str, fn(String) -> CaseFuture)] = &[
+    ("projects_round_trip_and_names_are_unique", |u| Box::pin(projects_round_trip_and_names_are_unique(u))),
+    ("users_roles_and_tokens", |u| Box::pin(users_roles_and_tokens(u))),
+    ("locations_create_get_delete", |u| Box::pin(locations_create_get_delete(u))),
+    ("pagination_returns_every_item_once", |u| Box::pin(pagination_returns_every_item_once(u))),
+    ("clusters_are_scoped_by_project", |u| Box::pin(clusters_are_scoped_by_project(u))),
+    ("dropped_transaction_writes_nothing", |u| Box::pin(dropped_transaction_writes_nothing(u))),
+    ("reads_do_not_wait_for_writers", |u| Box::pin(reads_do_not_wait_for_writers(u))),
+    ("audit_chain_links_and_filters", |u| Box::pin(audit_chain_links_and_filters(u))),
+    ("concurrent_audit_appends_form_one_chain", |u| Box::pin(concurrent_audit_appends_form_one_chain(u))),
+    ("reopen_keeps_everything", |u| Box::pin(reopen_keeps_everything(u))),
+];
+
+/// Runs every case, each on a store at a fresh URL from `fresh_url`.
+pub async fn run<F, Fut>(fresh_url: F)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: Future<Output = String>,
+{
+    for (name, case) in CASES {
+        eprintln!("store conformance: {name}");
+        let url = fresh_url(name).await;
+        case(url).await;
+    }
+}
+
+async fn open(url: &str) -> Arc<dyn Store> {
+    crate::open(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+/// Millisecond precision: what the store keeps.
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
+}
+
+fn project(name: &str) -> Project {
+    Project { id: ProjectId::new(), name: name.into(), created_at: now() }
+}
+
+fn location(name: &str) -> Location {
+    Location {
+        id: LocationId::new(),
+        name: name.into(),
+        provider: Provider::Ssh,
+        region: "eu-central".into(),
+        zone: Some("a".into()),
+        labels: [("jurisdiction".to_string(), "EU".to_string())].into(),
+        created_at: now(),
+    }
+}
+
+fn entry(actor: &str, target: &str) -> AuditEntry {
+    AuditEntry {
+        at: now(),
+        actor: actor.into(),
+        project: Some("default".into()),
+        source: Some("127.0.0.1".into()),
+        action: "thing.create".into(),
+        target: target.into(),
+        params: serde_json::json!({"k": "v"}),
+        outcome: Outcome::Success,
+        request_id: None,
+    }
+}
+
+async fn projects_round_trip_and_names_are_unique(url: String) {
+    let store = open(&url).await;
+    let p = project("alpha");
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&p).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.read().await.unwrap();
+    assert_eq!(tx.project_get("alpha").await.unwrap(), Some(p));
+    assert_eq!(tx.project_get("beta").await.unwrap(), None);
+    drop(tx);
+
+    let mut tx = store.write().await.unwrap();
+    let err = tx.project_create(&project("alpha")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+async fn users_roles_and_tokens(url: String) {
+    let store = open(&url).await;
+    let p = project("alpha");
+    let u = User { id: UserId::new(), name: "ann".into(), disabled: false, created_at: now() };
+    let admin = RoleBinding { user_id: u.id, role: Role::Admin, project_id: None };
+    let viewer = RoleBinding { user_id: u.id, role: Role::Viewer, project_id: Some(p.id) };
+    let t = TokenRecord {
+        id: TokenId::new(),
+        user_id: u.id,
+        name: "ci".into(),
+        secret_sha256: "ab".repeat(32),
+        created_at: now(),
+        expires_at: Some(now() + chrono::Duration::days(1)),
+        revoked: false,
+    };
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&p).await.unwrap();
+    tx.user_create(&u).await.unwrap();
+    tx.role_binding_create(&admin).await.unwrap();
+    tx.role_binding_create(&viewer).await.unwrap();
+    tx.token_create(&t).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.read().await.unwrap();
+    assert_eq!(tx.user_get(u.id).await.unwrap(), Some(u.clone()));
+    assert_eq!(tx.user_get(UserId::new()).await.unwrap(), None);
+    let roles = tx.role_binding_list(u.id).await.unwrap();
+    assert_eq!(roles.len(), 2);
+    assert!(roles.contains(&admin) && roles.contains(&viewer), "{roles:?}");
+    assert_eq!(tx.token_get_by_secret(&t.secret_sha256).await.unwrap(), Some(t.clone()));
+    assert_eq!(tx.token_get_by_secret(&"cd".repeat(32)).await.unwrap(), None);
+    drop(tx);
+
+    let mut tx = store.write().await.unwrap();
+    let err = tx.role_binding_create(&admin).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "the same binding twice: {err:?}");
+}
+
+async fn locations_create_get_delete(url: String) {
+    let store = open(&url).await;
+    let l = location("eu-1");
+    let mut tx = store.write().await.unwrap();
+    tx.location_create(&l).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.location_get("eu-1").await.unwrap(), Some(l.clone()));
+    assert!(matches!(tx.location_create(&location("eu-1")).await, Err(StoreError::Conflict(_))));
+    drop(tx);
+
+    let mut tx = store.write().await.unwrap();
+    assert!(tx.location_delete(l.id).await.unwrap());
+    assert!(!tx.location_delete(l.id).await.unwrap(), "a second delete finds nothing");
+    tx.commit().await.unwrap();
+    assert_eq!(store.read().await.unwrap().location_get("eu-1").await.unwrap(), None);
+}
+
+async fn pagination_returns_every_item_once(url: String) {
+    let store = open(&url).await;
+    let mut tx = store.write().await.unwrap();
+    let mut names: Vec<String> = (0..7).map(|i| format!("loc-{i}")).collect();
+    names.reverse(); // inserted out of order; pages come back sorted
+    for n in &names {
+        tx.location_create(&location(n)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    names.sort();
+
+    let mut seen = Vec::new();
+    let mut req = PageRequest::first(3);
+    let mut pages = 0;
+    loop {
+        let page = store.read().await.unwrap().location_list(&req).await.unwrap();
+        pages += 1;
+        seen.extend(page.items.iter().map(|l| l.name.clone()));
+        match page.next_page_token {
+            Some(t) => req = PageParams { limit: Some(3), page_token: Some(t) }.resolve().unwrap(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, names);
+    assert_eq!(pages, 3);
+
+    let all = store.read().await.unwrap().location_list(&PageRequest::first(7)).await.unwrap();
+    assert_eq!(all.items.len(), 7);
+    assert_eq!(all.next_page_token, None, "an exactly full page is the last one");
+}
+
+async fn clusters_are_scoped_by_project(url: String) {
+    let store = open(&url).await;
+    let (a, b, l) = (project("a"), project("b"), location("here"));
+    let cluster = |p: &Project, name: &str| ClusterRecord {
+        id: ClusterId::new(),
+        project_id: p.id,
+        name: name.into(),
+        engine: Engine::Postgres,
+        version: "15".into(),
+        state: ClusterState::Creating,
+        location_id: l.id,
+        spec: serde_json::json!({"replicas": 2}),
+        created_at: now(),
+    };
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&a).await.unwrap();
+    tx.project_create(&b).await.unwrap();
+    tx.location_create(&l).await.unwrap();
+    let db = cluster(&a, "db");
+    tx.cluster_create(&db).await.unwrap();
+    tx.cluster_create(&cluster(&b, "db")).await.unwrap();
+    tx.cluster_create(&cluster(&a, "other")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.write().await.unwrap();
+    let got = tx.cluster_get(a.id, "db").await.unwrap().unwrap();
+    assert_eq!((got.id, got.project.as_str(), got.location.as_str()), (db.id, "a", "here"));
+    assert_eq!(got.state, ClusterState::Creating);
+    let list = tx.cluster_list(a.id, &PageRequest::first(10)).await.unwrap();
+    assert_eq!(list.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["db", "other"]);
+    assert_eq!(tx.cluster_list(b.id, &PageRequest::first(10)).await.unwrap().items.len(), 1);
+    assert_eq!(tx.cluster_count_in_location(l.id).await.unwrap(), 3);
+    assert!(matches!(tx.cluster_create(&cluster(&a, "db")).await, Err(StoreError::Conflict(_))));
+}
+
+async fn dropped_transaction_writes_nothing(url: String) {
+    let store = open(&url).await;
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&project("ghost")).await.unwrap();
+    tx.audit_append(&entry("x", "project/ghost")).await.unwrap();
+    drop(tx);
+    let mut tx = store.read().await.unwrap();
+    assert_eq!(tx.project_get("ghost").await.unwrap(), None);
+    let audit = tx.audit_list(&AuditFilter::default(), &PageRequest::first(10)).await.unwrap();
+    assert!(audit.items.is_empty());
+}
+
+async fn reads_do_not_wait_for_writers(url: String) {
+    let store = open(&url).await;
+    let mut writer = store.write().await.unwrap();
+    writer.project_create(&project("pending")).await.unwrap();
+    // The writer holds its lock; a reader must still answer, from before the write.
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        store.read().await.unwrap().project_get("pending").await.unwrap()
+    })
+    .await
+    .expect("a read waited for a writer");
+    assert_eq!(read, None);
+    writer.commit().await.unwrap();
+    assert!(store.read().await.unwrap().project_get("pending").await.unwrap().is_some());
+}
+
+async fn audit_chain_links_and_filters(url: String) {
+    let store = open(&url).await;
+    let mut tx = store.write().await.unwrap();
+    let first = tx.audit_append(&entry("ann", "location/eu")).await.unwrap();
+    let second = tx.audit_append(&entry("bob", "location/us")).await.unwrap();
+    let third = tx.audit_append(&entry("ann", "cluster/db")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!((first.seq, second.seq, third.seq), (1, 2, 3));
+    assert_eq!(first.prev_hash, GENESIS_HASH);
+    assert_eq!(second.prev_hash, first.hash);
+    assert_eq!(third.prev_hash, second.hash);
+
+    let mut tx = store.read().await.unwrap();
+    let all = tx.audit_list(&AuditFilter::default(), &PageRequest::first(10)).await.unwrap();
+    assert_eq!(all.items, vec![first.clone(), second.clone(), third.clone()], "stored as returned");
+    assert!(all.items.iter().all(|r| r.hash_is_valid()));
+
+    let by = |actor: Option<&str>, target: Option<&str>| AuditFilter {
+        actor: actor.map(Into::into),
+        target: target.map(Into::into),
+        since: None,
+    };
+    let seqs = |p: Page<sovdb_types::audit::AuditRecord>| p.items.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(tx.audit_list(&by(Some("ann"), None), &PageRequest::first(10)).await.unwrap()), [1, 3]);
+    assert_eq!(seqs(tx.audit_list(&by(None, Some("location/")), &PageRequest::first(10)).await.unwrap()), [1, 2]);
+    assert_eq!(seqs(tx.audit_list(&by(None, Some("location/us")), &PageRequest::first(10)).await.unwrap()), [2]);
+    let later = AuditFilter { since: Some(now() + chrono::Duration::hours(1)), ..Default::default() };
+    assert!(tx.audit_list(&later, &PageRequest::first(10)).await.unwrap().items.is_empty());
+
+    let page = tx.audit_list(&AuditFilter::default(), &PageRequest::first(2)).await.unwrap();
+    let next = PageParams { limit: Some(2), page_token: page.next_page_token }.resolve().unwrap();
+    assert_eq!(seqs(tx.audit_list(&AuditFilter::default(), &next).await.unwrap()), [3]);
+}
+
+async fn concurrent_audit_appends_form_one_chain(url: String) {
+    let store = open(&url).await;
+    let writers = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for j in 0..5 {
+                let mut tx = store.write().await.unwrap();
+                tx.audit_append(&entry(&format!("w{i}"), &format!("x/{j}"))).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        })
+    });
+    for w in writers.collect::<Vec<_>>() {
+        w.await.unwrap();
+    }
+    let all = store.read().await.unwrap().audit_list(&AuditFilter::default(), &PageRequest::first(100)).await.unwrap();
+    assert_eq!(all.items.len(), 40);
+    let mut prev = GENESIS_HASH.to_string();
+    for (i, r) in all.items.iter().enumerate() {
+        assert_eq!(r.seq, i as i64 + 1);
+        assert_eq!(r.prev_hash, prev, "record {} does not follow its predecessor", r.seq);
+        assert!(r.hash_is_valid());
+        prev = r.hash.clone();
+    }
+}
+
+async fn reopen_keeps_everything(url: String) {
+    let store = open(&url).await;
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&project("kept")).await.unwrap();
+    tx.meta_set("installation", "abc").await.unwrap();
+    tx.meta_set("installation", "def").await.unwrap();
+    tx.audit_append(&entry("ann", "project/kept")).await.unwrap();
+    tx.commit().await.unwrap();
+    store.close().await;
+    drop(store);
+
+    // Opening again finds everything and applies no migration twice.
+    let store = open(&url).await;
+    let mut tx = store.read().await.unwrap();
+    assert!(tx.project_get("kept").await.unwrap().is_some());
+    assert_eq!(tx.meta_get("installation").await.unwrap().as_deref(), Some("def"));
+    assert_eq!(tx.meta_get("missing").await.unwrap(), None);
+    let audit = tx.audit_list(&AuditFilter::default(), &PageRequest::first(10)).await.unwrap();
+    assert_eq!(audit.items.len(), 1);
+}

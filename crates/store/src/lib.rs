@@ -1,0 +1,186 @@
+//! The state store: the only code that touches SQL.
+//!
+//! One trait ([`Store`], with its transaction [`Tx`]) and two implementations: SQLite (the
+//! embedded default) and PostgreSQL (for several control-plane replicas). Both are compiled
+//! from the same source, `sql.rs`, because the schema and queries are written in the SQL
+//! both engines accept; each backend module only says how to connect, how to begin a
+//! transaction and how to serialise writers to the audit chain.
+//!
+//! Guarantees:
+//! - every change goes through a [`Tx`]: nothing is visible until `commit`, and a dropped
+//!   transaction rolls back, so a crash never leaves a half-written change;
+//! - migrations are versioned, each applied in its own transaction, and a store written by
+//!   a newer sovdb is refused rather than misread;
+//! - the audit log is append-only through this API and hash-chained (see
+//!   `sovdb_types::audit`).
+//!
+//! [`conformance`] is the test suite every implementation must pass.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sovdb_types::audit::{AuditEntry, AuditRecord};
+use sovdb_types::*;
+
+pub mod conformance;
+mod migrations;
+mod postgres;
+mod sqlite;
+
+pub use migrations::SCHEMA_VERSION;
+
+/// Which implementation a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule refused the write: the thing already exists.
+    #[error("already exists ({0})")]
+    Conflict(String),
+    /// A stored value could not be read back: the store was edited by hand or is damaged.
+    #[error("stored {what} is unreadable: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    /// The database said no.
+    #[error("store error")]
+    Backend(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
+            _ => StoreError::Backend(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a store could not be opened. Each message names the cause and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("store URL {0:?} is not understood: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB")]
+    BadUrl(String),
+    #[error("cannot open the store at {url}: {cause}; check that the database is running and the URL, user and password are right")]
+    Unreachable { url: String, cause: String },
+    #[error("the store file {path} is not a readable SQLite database ({cause}); restore it from a backup, or move it away to start with an empty store")]
+    CorruptFile { path: String, cause: String },
+    #[error("the store at {url} has schema version {found}, newer than this sovdb understands ({known}); run a newer sovdb")]
+    TooNew { url: String, found: i64, known: i64 },
+    #[error("cannot migrate the store at {url}: {cause}")]
+    Migration { url: String, cause: String },
+}
+
+/// Opens (creating if needed) and migrates the store at `url`: `sqlite://PATH` or
+/// `postgres://…`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, OpenError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(OpenError::BadUrl(url.to_string()));
+        }
+        Ok(Arc::new(sqlite::SqlStore::open(path).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::SqlStore::open(url).await?))
+    } else {
+        Err(OpenError::BadUrl(redact_url(url)))
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+/// A state store. Cheap to share (`Arc<dyn Store>`); all reads and writes go through a
+/// transaction from [`Store::read`] or [`Store::write`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// A transaction for reads: a consistent snapshot that never waits for writers.
+    async fn read(&self) -> Result<Box<dyn Tx>>;
+
+    /// A transaction that will write. Writers are serialised where the backend needs it
+    /// (SQLite takes its write lock up front, so two writers never deadlock).
+    async fn write(&self) -> Result<Box<dyn Tx>>;
+
+    /// Closes every connection after in-flight transactions end.
+    async fn close(&self);
+}
+
+/// Filters of the audit log listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub actor: Option<String>,
+    /// Exact `kind/name`, or a `kind/` prefix.
+    pub target: Option<String>,
+}
+
+/// A cluster as stored: the API view plus what it refers to and its full spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterRecord {
+    pub id: ClusterId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub engine: Engine,
+    pub version: String,
+    pub state: ClusterState,
+    pub location_id: LocationId,
+    pub spec: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One transaction. Dropping it without [`Tx::commit`] rolls everything back.
+///
+/// Methods are named resource-then-verb. `*_get` answers `None` for a missing object;
+/// `*_create` fails with [`StoreError::Conflict`] when the name is taken.
+#[async_trait]
+pub trait Tx: Send {
+    async fn commit(self: Box<Self>) -> Result<()>;
+
+    async fn meta_get(&mut self, key: &str) -> Result<Option<String>>;
+    async fn meta_set(&mut self, key: &str, value: &str) -> Result<()>;
+
+    async fn project_create(&mut self, p: &Project) -> Result<()>;
+    async fn project_get(&mut self, name: &str) -> Result<Option<Project>>;
+    async fn project_list(&mut self, page: &PageRequest) -> Result<Page<Project>>;
+
+    async fn user_create(&mut self, u: &User) -> Result<()>;
+    async fn user_get(&mut self, id: UserId) -> Result<Option<User>>;
+    async fn role_binding_create(&mut self, b: &RoleBinding) -> Result<()>;
+    async fn role_binding_list(&mut self, user: UserId) -> Result<Vec<RoleBinding>>;
+
+    async fn token_create(&mut self, t: &TokenRecord) -> Result<()>;
+    async fn token_get_by_secret(&mut self, secret_sha256: &str) -> Result<Option<TokenRecord>>;
+
+    async fn location_create(&mut self, l: &Location) -> Result<()>;
+    async fn location_get(&mut self, name: &str) -> Result<Option<Location>>;
+    async fn location_list(&mut self, page: &PageRequest) -> Result<Page<Location>>;
+    /// Deletes the location; `false` when it did not exist.
+    async fn location_delete(&mut self, id: LocationId) -> Result<bool>;
+
+    async fn cluster_create(&mut self, c: &ClusterRecord) -> Result<()>;
+    async fn cluster_get(&mut self, project: ProjectId, name: &str) -> Result<Option<Cluster>>;
+    async fn cluster_list(&mut self, project: ProjectId, page: &PageRequest) -> Result<Page<Cluster>>;
+    async fn cluster_count_in_location(&mut self, location: LocationId) -> Result<i64>;
+
+    /// Appends `entry` to the audit chain and returns the record as stored.
+    async fn audit_append(&mut self, entry: &AuditEntry) -> Result<AuditRecord>;
+    /// Records in chain order (oldest first).
+    async fn audit_list(&mut self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditRecord>>;
+}

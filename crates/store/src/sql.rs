@@ -1,0 +1,479 @@
+// The store implementation shared by both backends. This file is not a module of its own:
+// `sqlite.rs` and `postgres.rs` each `include!` it after defining `Db`, `BACKEND`,
+// `BEGIN_READ`, `BEGIN_WRITE`, `LOCK_AUDIT` and `LOCK_MIGRATIONS`, so one text of SQL
+// compiles into two fully typed implementations. Keep every statement portable: `$n`
+// parameters, BIGINT, TEXT, BOOLEAN, `ON CONFLICT`, no RETURNING of generated values.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Executor as _, Row as _};
+use sovdb_types::audit::{AuditEntry, AuditRecord, Outcome, GENESIS_HASH};
+use sovdb_types::*;
+
+use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
+use crate::{AuditFilter, Backend, ClusterRecord, OpenError, Result, StoreError, Tx};
+
+type Row = <Db as sqlx::Database>::Row;
+
+/// A store on one connection pool.
+pub(crate) struct SqlStore {
+    pool: sqlx::Pool<Db>,
+}
+
+/// Applies the migrations this build knows and the store lacks. `url` is for messages
+/// only and must already be redacted.
+async fn migrate(pool: &sqlx::Pool<Db>, url: &str) -> std::result::Result<(), OpenError> {
+    let fail = |e: sqlx::Error| OpenError::Migration { url: url.to_string(), cause: e.to_string() };
+    for (version, name, sql) in MIGRATIONS {
+        // Crash safety: each migration and its record commit together, so a crash leaves
+        // the store at a whole version and the next start carries on from there.
+        let mut tx = pool.begin_with(BEGIN_WRITE).await.map_err(fail)?;
+        if let Some(lock) = LOCK_MIGRATIONS {
+            sqlx::query(lock).execute(&mut *tx).await.map_err(fail)?;
+        }
+        tx.execute(CREATE_MIGRATIONS_TABLE).await.map_err(fail)?;
+        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let newest = newest.unwrap_or(0);
+        if newest > SCHEMA_VERSION {
+            return Err(OpenError::TooNew { url: url.to_string(), found: newest, known: SCHEMA_VERSION });
+        }
+        if newest >= *version {
+            continue;
+        }
+        tx.execute(*sql).await.map_err(fail)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(*version)
+            .bind(*name)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        tracing::info!(version, name, "store migrated");
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl crate::Store for SqlStore {
+    fn backend(&self) -> Backend {
+        BACKEND
+    }
+
+    async fn read(&self) -> Result<Box<dyn Tx>> {
+        Ok(Box::new(SqlTx { tx: self.pool.begin_with(BEGIN_READ).await? }))
+    }
+
+    async fn write(&self) -> Result<Box<dyn Tx>> {
+        Ok(Box::new(SqlTx { tx: self.pool.begin_with(BEGIN_WRITE).await? }))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+struct SqlTx {
+    tx: sqlx::Transaction<'static, Db>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(row: &Row, col: &str) -> Result<DateTime<Utc>> {
+    let v: i64 = row.try_get(col)?;
+    DateTime::from_timestamp_millis(v)
+        .ok_or_else(|| StoreError::Corrupt { what: "timestamp", detail: format!("{col}={v}") })
+}
+
+fn parsed<T: std::str::FromStr>(row: &Row, col: &str, what: &'static str) -> Result<T> {
+    let v: String = row.try_get(col)?;
+    v.parse().map_err(|_| StoreError::Corrupt { what, detail: format!("{col}={v:?}") })
+}
+
+fn enum_col<T>(row: &Row, col: &str, what: &'static str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    let v: String = row.try_get(col)?;
+    parse(&v).ok_or_else(|| StoreError::Corrupt { what, detail: format!("{col}={v:?}") })
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row, col: &str, what: &'static str) -> Result<T> {
+    let v: String = row.try_get(col)?;
+    serde_json::from_str(&v).map_err(|e| StoreError::Corrupt { what, detail: format!("{col}: {e}") })
+}
+
+fn project_from(row: &Row) -> Result<Project> {
+    Ok(Project { id: parsed(row, "id", "project id")?, name: row.try_get("name")?, created_at: time(row, "created_at")? })
+}
+
+fn user_from(row: &Row) -> Result<User> {
+    Ok(User {
+        id: parsed(row, "id", "user id")?,
+        name: row.try_get("name")?,
+        disabled: row.try_get("disabled")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+fn token_from(row: &Row) -> Result<TokenRecord> {
+    let expires_at: Option<i64> = row.try_get("expires_at")?;
+    Ok(TokenRecord {
+        id: parsed(row, "id", "token id")?,
+        user_id: parsed(row, "user_id", "user id")?,
+        name: row.try_get("name")?,
+        secret_sha256: row.try_get("secret_sha256")?,
+        created_at: time(row, "created_at")?,
+        expires_at: expires_at.and_then(DateTime::from_timestamp_millis),
+        revoked: row.try_get("revoked")?,
+    })
+}
+
+fn location_from(row: &Row) -> Result<Location> {
+    Ok(Location {
+        id: parsed(row, "id", "location id")?,
+        name: row.try_get("name")?,
+        provider: enum_col(row, "provider", "provider", Provider::parse)?,
+        region: row.try_get("region")?,
+        zone: row.try_get("zone")?,
+        labels: json_col::<BTreeMap<String, String>>(row, "labels", "location labels")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+fn cluster_from(row: &Row) -> Result<Cluster> {
+    Ok(Cluster {
+        id: parsed(row, "id", "cluster id")?,
+        name: row.try_get("name")?,
+        project: row.try_get("project")?,
+        engine: enum_col(row, "engine", "engine", Engine::parse)?,
+        version: row.try_get("version")?,
+        state: enum_col(row, "state", "cluster state", ClusterState::parse)?,
+        location: row.try_get("location")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+fn audit_from(row: &Row) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        id: parsed(row, "id", "audit id")?,
+        at: time(row, "at")?,
+        actor: row.try_get("actor")?,
+        project: row.try_get("project")?,
+        source: row.try_get("source")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        params: json_col(row, "params", "audit params")?,
+        outcome: enum_col(row, "outcome", "audit outcome", Outcome::parse)?,
+        request_id: row.try_get("request_id")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+const CLUSTER_SELECT: &str = "SELECT c.id, c.name, p.name AS project, c.engine, c.version, c.state, \
+     l.name AS location, c.created_at \
+     FROM clusters c JOIN projects p ON p.id = c.project_id JOIN locations l ON l.id = c.location_id";
+
+#[async_trait]
+impl Tx for SqlTx {
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+
+    async fn meta_get(&mut self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
+    async fn meta_set(&mut self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn project_create(&mut self, p: &Project) -> Result<()> {
+        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(p.id.to_string())
+            .bind(&p.name)
+            .bind(ms(p.created_at))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn project_get(&mut self, name: &str) -> Result<Option<Project>> {
+        sqlx::query("SELECT id, name, created_at FROM projects WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| project_from(&r))
+            .transpose()
+    }
+
+    async fn project_list(&mut self, page: &PageRequest) -> Result<Page<Project>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM projects WHERE name > $1 ORDER BY name LIMIT $2")
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(page.fetch_limit())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let items = rows.iter().map(project_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |p| p.name.clone()))
+    }
+
+    async fn user_create(&mut self, u: &User) -> Result<()> {
+        sqlx::query("INSERT INTO users (id, name, disabled, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(u.id.to_string())
+            .bind(&u.name)
+            .bind(u.disabled)
+            .bind(ms(u.created_at))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn user_get(&mut self, id: UserId) -> Result<Option<User>> {
+        sqlx::query("SELECT id, name, disabled, created_at FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| user_from(&r))
+            .transpose()
+    }
+
+    async fn role_binding_create(&mut self, b: &RoleBinding) -> Result<()> {
+        sqlx::query("INSERT INTO role_bindings (user_id, role, scope) VALUES ($1, $2, $3)")
+            .bind(b.user_id.to_string())
+            .bind(b.role.as_str())
+            .bind(b.project_id.map(|p| p.to_string()).unwrap_or_default())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn role_binding_list(&mut self, user: UserId) -> Result<Vec<RoleBinding>> {
+        let rows = sqlx::query("SELECT role, scope FROM role_bindings WHERE user_id = $1 ORDER BY role, scope")
+            .bind(user.to_string())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let scope: String = row.try_get("scope")?;
+                let project_id = if scope.is_empty() {
+                    None
+                } else {
+                    Some(scope.parse().map_err(|_| StoreError::Corrupt { what: "role scope", detail: scope.clone() })?)
+                };
+                Ok(RoleBinding { user_id: user, role: enum_col(row, "role", "role", Role::parse)?, project_id })
+            })
+            .collect()
+    }
+
+    async fn token_create(&mut self, t: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (id, user_id, name, secret_sha256, created_at, expires_at, revoked) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(t.id.to_string())
+        .bind(t.user_id.to_string())
+        .bind(&t.name)
+        .bind(&t.secret_sha256)
+        .bind(ms(t.created_at))
+        .bind(t.expires_at.map(ms))
+        .bind(t.revoked)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_get_by_secret(&mut self, secret_sha256: &str) -> Result<Option<TokenRecord>> {
+        sqlx::query(
+            "SELECT id, user_id, name, secret_sha256, created_at, expires_at, revoked FROM tokens WHERE secret_sha256 = $1",
+        )
+        .bind(secret_sha256)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .map(|r| token_from(&r))
+        .transpose()
+    }
+
+    async fn location_create(&mut self, l: &Location) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO locations (id, name, provider, region, zone, labels, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(l.id.to_string())
+        .bind(&l.name)
+        .bind(l.provider.as_str())
+        .bind(&l.region)
+        .bind(&l.zone)
+        .bind(serde_json::to_string(&l.labels).expect("labels serialise"))
+        .bind(ms(l.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn location_get(&mut self, name: &str) -> Result<Option<Location>> {
+        sqlx::query("SELECT id, name, provider, region, zone, labels, created_at FROM locations WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| location_from(&r))
+            .transpose()
+    }
+
+    async fn location_list(&mut self, page: &PageRequest) -> Result<Page<Location>> {
+        let rows = sqlx::query(
+            "SELECT id, name, provider, region, zone, labels, created_at FROM locations WHERE name > $1 ORDER BY name LIMIT $2",
+        )
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let items = rows.iter().map(location_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |l| l.name.clone()))
+    }
+
+    async fn location_delete(&mut self, id: LocationId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM locations WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn cluster_create(&mut self, c: &ClusterRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO clusters (id, project_id, name, engine, version, state, location_id, spec, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(c.id.to_string())
+        .bind(c.project_id.to_string())
+        .bind(&c.name)
+        .bind(c.engine.as_str())
+        .bind(&c.version)
+        .bind(c.state.as_str())
+        .bind(c.location_id.to_string())
+        .bind(c.spec.to_string())
+        .bind(ms(c.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn cluster_get(&mut self, project: ProjectId, name: &str) -> Result<Option<Cluster>> {
+        sqlx::query(&format!("{CLUSTER_SELECT} WHERE c.project_id = $1 AND c.name = $2"))
+            .bind(project.to_string())
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| cluster_from(&r))
+            .transpose()
+    }
+
+    async fn cluster_list(&mut self, project: ProjectId, page: &PageRequest) -> Result<Page<Cluster>> {
+        let rows = sqlx::query(&format!("{CLUSTER_SELECT} WHERE c.project_id = $1 AND c.name > $2 ORDER BY c.name LIMIT $3"))
+            .bind(project.to_string())
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(page.fetch_limit())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let items = rows.iter().map(cluster_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |c| c.name.clone()))
+    }
+
+    async fn cluster_count_in_location(&mut self, location: LocationId) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM clusters WHERE location_id = $1")
+            .bind(location.to_string())
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
+    async fn audit_append(&mut self, entry: &AuditEntry) -> Result<AuditRecord> {
+        // Appenders must see each other's heads: serialise them for the rest of this
+        // transaction (SQLite write transactions already are).
+        if let Some(lock) = LOCK_AUDIT {
+            sqlx::query(lock).execute(&mut *self.tx).await?;
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let (seq, prev_hash) = match head {
+            Some(row) => (row.try_get::<i64, _>("seq")? + 1, row.try_get::<String, _>("hash")?),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let id = AuditId::new();
+        // Store the time at the precision it is hashed and kept with.
+        let mut entry = entry.clone();
+        entry.at = DateTime::from_timestamp_millis(ms(entry.at)).unwrap_or(entry.at);
+        let hash = AuditRecord::compute_hash(seq, id, &entry, &prev_hash);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, id, at, actor, project, source, action, target, params, outcome, request_id, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(seq)
+        .bind(id.to_string())
+        .bind(ms(entry.at))
+        .bind(&entry.actor)
+        .bind(&entry.project)
+        .bind(&entry.source)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(entry.params.to_string())
+        .bind(entry.outcome.as_str())
+        .bind(&entry.request_id)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(AuditRecord {
+            seq,
+            id,
+            at: entry.at,
+            actor: entry.actor,
+            project: entry.project,
+            source: entry.source,
+            action: entry.action,
+            target: entry.target,
+            params: entry.params,
+            outcome: entry.outcome,
+            request_id: entry.request_id,
+            prev_hash,
+            hash,
+        })
+    }
+
+    async fn audit_list(&mut self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditRecord>> {
+        let after: i64 = match &page.after {
+            Some(a) => a.parse().map_err(|_| StoreError::Corrupt { what: "page token", detail: a.clone() })?,
+            None => 0,
+        };
+        // Optional filters are bound as NULL when absent, so the statement stays one text.
+        let target_prefix = filter.target.as_ref().filter(|t| t.ends_with('/')).map(|t| format!("{t}%"));
+        let target_exact = filter.target.as_ref().filter(|t| !t.ends_with('/'));
+        let rows = sqlx::query(
+            "SELECT seq, id, at, actor, project, source, action, target, params, outcome, request_id, prev_hash, hash \
+             FROM audit_log WHERE seq > $1 \
+             AND ($2 IS NULL OR at >= $2) AND ($3 IS NULL OR actor = $3) \
+             AND ($4 IS NULL OR target = $4) AND ($5 IS NULL OR target LIKE $5) \
+             ORDER BY seq LIMIT $6",
+        )
+        .bind(after)
+        .bind(filter.since.map(ms))
+        .bind(&filter.actor)
+        .bind(target_exact)
+        .bind(target_prefix)
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let items = rows.iter().map(audit_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |r| r.seq.to_string()))
+    }
+}

@@ -1,0 +1,36 @@
+//! Harnesses that start real programs for tests: each starts its program in a temporary
+//! directory on a free port, waits until it answers, stops it on drop, and keeps the
+//! directory (with the program's logs) when the test failed, printing where it is.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+pub mod postgres;
+pub mod server;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago. Harnesses that bind it later retry
+/// with another port if something took it in between.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+/// Whether this process runs as root (and so must drop privileges for PostgreSQL).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Keeps `dir` when the current thread is panicking (a failed test) and says where.
+pub(crate) fn finish_dir(dir: tempfile::TempDir, what: &str) {
+    if std::thread::panicking() {
+        let kept = dir.keep();
+        eprintln!("{what}: kept {} for inspection", kept.display());
+    }
+}
+
+/// The last `n` lines of a log file, for failure messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

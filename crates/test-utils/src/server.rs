@@ -1,0 +1,126 @@
+//! A real `sovdb serve` process for end-to-end tests: its own data directory, an ephemeral
+//! port, and a HOME of its own so no user configuration leaks in. Tests can kill it
+//! (`kill -9`), stop it (SIGTERM) and start it again on the same data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{finish_dir, tail};
+
+pub struct TestServer {
+    bin: PathBuf,
+    dir: Option<tempfile::TempDir>,
+    store: Option<String>,
+    child: Option<Child>,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// The admin token the server wrote on first start.
+    pub token: String,
+}
+
+impl TestServer {
+    /// Starts `bin serve` on the embedded default (SQLite in a fresh data directory).
+    pub fn start(bin: &Path) -> TestServer {
+        Self::start_with_store(bin, None)
+    }
+
+    /// Starts `bin serve` with `--store store` when given.
+    pub fn start_with_store(bin: &Path, store: Option<String>) -> TestServer {
+        let dir = tempfile::Builder::new().prefix("sovdb-test-serve-").tempdir().unwrap();
+        let mut s = TestServer { bin: bin.to_path_buf(), dir: Some(dir), store, child: None, url: String::new(), token: String::new() };
+        s.launch();
+        s
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.as_ref().unwrap().path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root().join("data")
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.root().join("home")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root().join("serve.log")
+    }
+
+    /// `sovdb` with the environment of a user on this machine: no server, token or
+    /// config given, so the CLI must find the local server by itself.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .env("SOVDB_DATA_DIR", self.data_dir())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts the server on the existing data directory and waits until it answers.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        std::fs::create_dir_all(self.home()).unwrap();
+        let url_file = self.data_dir().join("api.url");
+        let _ = std::fs::remove_file(&url_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut cmd = self.cli();
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").env("SOVDB_LOG", "info,sovdb=debug");
+        if let Some(store) = &self.store {
+            cmd.arg("--store").arg(store);
+        }
+        let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start sovdb serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!("sovdb serve exited ({status}) before it answered:\n{}", tail(&self.log_path(), 30));
+            }
+            if let Ok(url) = std::fs::read_to_string(&url_file) {
+                self.url = url.trim().to_string();
+                self.token = std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap().trim().to_string();
+                return;
+            }
+            assert!(Instant::now() < deadline, "sovdb serve did not answer in 60 s:\n{}", tail(&self.log_path(), 30));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9`: the server gets no chance to finish anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("not running");
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        child.wait().unwrap()
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("sovdb serve log:\n{}", tail(&self.log_path(), 40));
+        }
+        if let Some(dir) = self.dir.take() {
+            finish_dir(dir, "test sovdb serve");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The vocabulary every other crate shares: one newtype ID per resource, the resources
+//! themselves, request bodies and the API's error and page shapes.
+//!
+//! This crate does no IO and holds no business rules beyond the pure checks that both the
+//! CLI and the server must agree on (what a valid name looks like). Everything here is
+//! serialisable and described for the OpenAPI document.
+
+pub mod audit;
+pub mod ids;
+pub mod names;
+pub mod page;
+pub mod resources;
+
+pub use ids::*;
+pub use page::{Page, PageError, PageParams, PageRequest};
+pub use resources::*;
+
+/// The body of every error the API returns, whatever the status.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable code (`not_found`, `invalid_request`, `conflict`, ...).
+    pub code: String,
+    /// What went wrong and what to do about it, for a person.
+    pub message: String,
+    /// The request's ID, also in the `x-request-id` header and the server log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}

@@ -1,0 +1,237 @@
+//! The resources a user sees through the API, and the bodies that create them.
+//!
+//! Request bodies refuse unknown fields: a misspelt field is an error, not a silently
+//! ignored setting.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::*;
+
+/// Free-form `key=value` labels used by placement and residency rules
+/// (`jurisdiction=EU`, `zone=a`, `tier=nvme`).
+pub type Labels = BTreeMap<String, String>;
+
+/// A tenant: every cluster, repository, alert and operation belongs to one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    pub id: ProjectId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A person or automation that calls the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A role a user holds, installation-wide (`project` absent) or in one project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, everywhere.
+    Admin,
+    /// Members and everything in the project.
+    Owner,
+    /// Day-2 operations, backups and restores.
+    Operator,
+    /// Create, connect to and delete clusters.
+    Developer,
+    /// Read without secrets.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+            Role::Operator => "operator",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "owner" => Role::Owner,
+            "operator" => Role::Operator,
+            "developer" => Role::Developer,
+            "viewer" => Role::Viewer,
+            _ => return None,
+        })
+    }
+}
+
+/// A role held by a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RoleBinding {
+    pub user_id: UserId,
+    pub role: Role,
+    /// The project the role applies to; absent for installation-wide roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<ProjectId>,
+}
+
+/// An API token as stored: the secret itself is never kept, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub user_id: UserId,
+    pub name: String,
+    pub secret_sha256: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+/// How sovdb reaches the hosts of a location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Databases run as processes on the machine that runs `sovdb serve`.
+    Local,
+    /// Hosts reached over SSH once, then through their agent.
+    Ssh,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::Ssh => "ssh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Provider> {
+        match s {
+            "local" => Some(Provider::Local),
+            "ssh" => Some(Provider::Ssh),
+            _ => None,
+        }
+    }
+}
+
+/// A region (and optionally a zone) of one provider; hosts live in locations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Location {
+    pub id: LocationId,
+    pub name: String,
+    pub provider: Provider,
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    pub labels: Labels,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Body of `POST /api/v1/locations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationCreate {
+    /// A DNS label, unique in the installation.
+    pub name: String,
+    pub provider: Provider,
+    /// The provider's region, e.g. `eu-central` or `dc1`.
+    pub region: String,
+    /// The default zone for hosts added to this location.
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// The database engine of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Postgres,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Engine> {
+        match s {
+            "postgres" => Some(Engine::Postgres),
+            _ => None,
+        }
+    }
+}
+
+/// Where a cluster is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    Creating,
+    Ready,
+    Degraded,
+    Failed,
+    Deleting,
+}
+
+impl ClusterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterState::Creating => "creating",
+            ClusterState::Ready => "ready",
+            ClusterState::Degraded => "degraded",
+            ClusterState::Failed => "failed",
+            ClusterState::Deleting => "deleting",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ClusterState> {
+        Some(match s {
+            "creating" => ClusterState::Creating,
+            "ready" => ClusterState::Ready,
+            "degraded" => ClusterState::Degraded,
+            "failed" => ClusterState::Failed,
+            "deleting" => ClusterState::Deleting,
+            _ => return None,
+        })
+    }
+}
+
+/// A database cluster of one project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Cluster {
+    pub id: ClusterId,
+    pub name: String,
+    pub project: String,
+    pub engine: Engine,
+    pub version: String,
+    pub state: ClusterState,
+    pub location: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who the caller is, as the server sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub user: String,
+    pub user_id: UserId,
+    /// The project this request ran in (header `x-sovdb-project`, default `default`).
+    pub project: String,
+    pub roles: Vec<RoleBinding>,
+}
+
+/// Answer of `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` when the store answers.
+    pub status: String,
+    pub version: String,
+}
