@@ -1,1 +1,84 @@
-//! placeholder
+//! The REST API under `/api/v1`, plus `/healthz`.
+//!
+//! Handlers are thin: parse, take the request context, make one app call, answer. They
+//! never touch SQL, SSH or an agent. Conventions every endpoint shares:
+//! - JSON in and out; request bodies with unknown fields are refused;
+//! - `Authorization: Bearer <token>` on everything under `/api/v1` except the OpenAPI
+//!   document; the project is chosen with the `x-sovdb-project` header (default `default`);
+//! - errors are `ErrorBody` JSON objects with a stable `code` (mapped in [`error`]);
+//! - lists take `limit` and `page_token` and answer a `Page`;
+//! - every response carries an `x-request-id`, also in the log and in error bodies.
+//!
+//! The OpenAPI document is generated from the handlers' annotations as they are routed,
+//! so a route cannot exist without being described.
+
+use axum::Router;
+use sovdb_app::App;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+mod context;
+pub mod error;
+mod extract;
+mod handlers;
+
+pub use context::PROJECT_HEADER;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "sovdb API", description = "The sovdb control plane: sovereign databases on demand."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "system", description = "Health and identity"),
+        (name = "projects", description = "Tenants"),
+        (name = "locations", description = "Where hosts and databases run"),
+        (name = "clusters", description = "Database clusters"),
+        (name = "audit", description = "The audit log"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole HTTP application, without a socket (tests drive it with `oneshot`).
+pub fn app(app: App) -> Router {
+    let (router, openapi) = api_router(app.clone()).split_for_parts();
+    let openapi_json = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || std::future::ready(axum::Json(openapi_json.clone()))),
+        )
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(context::request_id))
+        .with_state(app)
+}
+
+fn api_router(app: App) -> OpenApiRouter<App> {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(handlers::whoami))
+        .routes(routes!(handlers::project_list))
+        .routes(routes!(handlers::location_list, handlers::location_create))
+        .routes(routes!(handlers::location_get, handlers::location_delete))
+        .routes(routes!(handlers::cluster_list))
+        .routes(routes!(handlers::cluster_get))
+        .routes(routes!(handlers::audit_list))
+        .layer(axum::middleware::from_fn_with_state(app, context::authenticate));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::healthz))
+        .nest("/api/v1", v1)
+}

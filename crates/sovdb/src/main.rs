@@ -1,1 +1,71 @@
-fn main() {}
+//! `sovdb`: one binary for the control plane (`sovdb serve`) and every client command.
+//!
+//! Errors end here: printed as one line (`error: what happened: why`) on stderr with a
+//! non-zero exit status. Usage errors come from clap with exit status 2.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sovdb_cli::{ClientCommand, GlobalOpts};
+
+mod fsutil;
+mod serve;
+
+/// sovdb: sovereign databases on demand, on infrastructure you control.
+///
+/// Run `sovdb serve` for the control plane; every other command is a client of its API.
+#[derive(Debug, Parser)]
+#[command(name = "sovdb", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: the API, the store and the background work
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    init_logging(serving);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Client(cmd) => sovdb_cli::run(cmd, cli.global).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The server logs at `info` by default, client commands only warnings; `SOVDB_LOG`
+/// (a tracing filter such as `debug` or `info,sovdb_store=debug`) overrides both.
+fn init_logging(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOVDB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

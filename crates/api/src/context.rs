@@ -1,0 +1,90 @@
+//! What every request carries before its handler runs: a request ID (for the log, the
+//! response header and error bodies) and, under `/api/v1`, the authenticated [`Ctx`].
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use sovdb_app::{App, Ctx};
+
+use crate::error::ApiError;
+
+/// The header that picks the project a request runs in.
+pub const PROJECT_HEADER: &str = "x-sovdb-project";
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The current request's ID, so errors made anywhere in its handling can name it.
+    pub(crate) static REQUEST_ID: String;
+}
+
+/// Gives the request an ID, runs it, and logs one line for it.
+pub(crate) async fn request_id(req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::now_v7().to_string();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = Instant::now();
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let status = response.status();
+    let ms = started.elapsed().as_millis() as u64;
+    if status.is_server_error() {
+        tracing::warn!(request_id = %id, %method, path, status = status.as_u16(), ms, "request failed");
+    } else {
+        tracing::debug!(request_id = %id, %method, path, status = status.as_u16(), ms, "request");
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// Authenticates the bearer token and attaches the request context, or answers 401/404.
+pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let headers = req.headers();
+    let bearer = match headers.get(AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the Authorization header must be `Bearer <token>`")
+                })?
+                .to_string(),
+        ),
+    };
+    let project = match headers.get(PROJECT_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the x-sovdb-project header is not text"))?
+                .to_string(),
+        ),
+    };
+    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+    let ctx = app.authenticate(bearer.as_deref(), project.as_deref(), source, request_id).await?;
+    req.extensions_mut().insert(ctx);
+    Ok(next.run(req).await)
+}
+
+/// The authenticated context, as a handler argument.
+pub(crate) struct Context(pub Ctx);
+
+impl<S: Send + Sync> FromRequestParts<S> for Context {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Ctx>()
+            .cloned()
+            .map(Context)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("handler routed outside the authentication layer")))
+    }
+}

@@ -1,0 +1,77 @@
+//! The API's one error type, and the one place where errors become HTTP statuses.
+//!
+//! An [`ApiError`] has an external side (status, stable code, message for the user) and an
+//! optional internal side (the cause, logged here, never sent).
+
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sovdb_app::AppError;
+use sovdb_types::ErrorBody;
+
+use crate::context::REQUEST_ID;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    internal: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), internal: None }
+    }
+
+    pub fn internal(cause: anyhow::Error) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error; the server log has the details under this request's ID".into(),
+            internal: Some(cause),
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let message = e.to_string();
+        match e {
+            AppError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message),
+            AppError::Unauthenticated(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message),
+            AppError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            AppError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            AppError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            AppError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+        if let Some(cause) = &self.internal {
+            // Handled here: this is where the cause stops travelling, so log it here.
+            tracing::error!(request_id = request_id.as_deref().unwrap_or("-"), error = format!("{cause:#}"), "internal error");
+        }
+        let body = ErrorBody { code: self.code.to_string(), message: self.message, request_id };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub(crate) async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {method} {}", uri.path()))
+}
+
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}; see /api/v1/openapi.json", uri.path()),
+    )
+}

@@ -1,0 +1,117 @@
+//! The endpoints. Each: parse → context → one app call → response.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sovdb_app::App;
+use sovdb_store::AuditFilter;
+use sovdb_types::audit::AuditRecord;
+use sovdb_types::*;
+
+use crate::context::Context;
+use crate::error::ApiError;
+use crate::extract::{Body, Params};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Liveness and store reachability.
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()),
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+pub(crate) async fn healthz(State(app): State<App>) -> ApiResult<Json<Health>> {
+    app.health().await.map_err(|e| {
+        tracing::warn!(error = format!("{:#}", anyhow::Error::new(e)), "health check: store unavailable");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store does not answer")
+    })?;
+    Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
+}
+
+/// Who the token belongs to, and the project the request ran in.
+#[utoipa::path(get, path = "/whoami", tag = "system",
+    params(("x-sovdb-project" = Option<String>, Header, description = "Project to act in (default `default`)")),
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+pub(crate) async fn whoami(Context(ctx): Context) -> Json<WhoAmI> {
+    Json(ctx.whoami())
+}
+
+/// Projects the caller can see.
+#[utoipa::path(get, path = "/projects", tag = "projects", params(PageParams),
+    responses((status = 200, body = Page<Project>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn project_list(State(app): State<App>, Context(ctx): Context, Params(page): Params<PageParams>) -> ApiResult<Json<Page<Project>>> {
+    Ok(Json(app.project_list(&ctx, &page).await?))
+}
+
+/// All locations of the installation.
+#[utoipa::path(get, path = "/locations", tag = "locations", params(PageParams),
+    responses((status = 200, body = Page<Location>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn location_list(State(app): State<App>, Context(ctx): Context, Params(page): Params<PageParams>) -> ApiResult<Json<Page<Location>>> {
+    Ok(Json(app.location_list(&ctx, &page).await?))
+}
+
+/// Registers a location (admin).
+#[utoipa::path(post, path = "/locations", tag = "locations", request_body = LocationCreate,
+    responses((status = 201, body = Location), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn location_create(State(app): State<App>, Context(ctx): Context, Body(req): Body<LocationCreate>) -> ApiResult<(StatusCode, Json<Location>)> {
+    Ok((StatusCode::CREATED, Json(app.location_create(&ctx, req).await?)))
+}
+
+/// One location.
+#[utoipa::path(get, path = "/locations/{name}", tag = "locations", params(("name" = String, Path)),
+    responses((status = 200, body = Location), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn location_get(State(app): State<App>, Context(ctx): Context, Path(name): Path<String>) -> ApiResult<Json<Location>> {
+    Ok(Json(app.location_get(&ctx, &name).await?))
+}
+
+/// Deletes a location with nothing in it (admin).
+#[utoipa::path(delete, path = "/locations/{name}", tag = "locations", params(("name" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn location_delete(State(app): State<App>, Context(ctx): Context, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    app.location_delete(&ctx, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Clusters of the request's project.
+#[utoipa::path(get, path = "/clusters", tag = "clusters",
+    params(PageParams, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Page<Cluster>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn cluster_list(State(app): State<App>, Context(ctx): Context, Params(page): Params<PageParams>) -> ApiResult<Json<Page<Cluster>>> {
+    Ok(Json(app.cluster_list(&ctx, &page).await?))
+}
+
+/// One cluster of the request's project.
+#[utoipa::path(get, path = "/clusters/{name}", tag = "clusters",
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Cluster), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn cluster_get(State(app): State<App>, Context(ctx): Context, Path(name): Path<String>) -> ApiResult<Json<Cluster>> {
+    Ok(Json(app.cluster_get(&ctx, &name).await?))
+}
+
+/// Filters and paging of `GET /audit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only records at or after this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Only records by this user.
+    actor: Option<String>,
+    /// Only records about this target (`kind/name`), or every target of a kind (`kind/`).
+    target: Option<String>,
+    /// Items per page, 1–1000 (default 100).
+    limit: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// The audit log, oldest first (admin).
+#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Page<AuditRecord>), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn audit_list(State(app): State<App>, Context(ctx): Context, Params(q): Params<AuditQuery>) -> ApiResult<Json<Page<AuditRecord>>> {
+    let filter = AuditFilter { since: q.since, actor: q.actor, target: q.target };
+    let page = PageParams { limit: q.limit, page_token: q.page_token };
+    Ok(Json(app.audit_list(&ctx, &filter, &page).await?))
+}

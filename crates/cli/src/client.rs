@@ -1,0 +1,82 @@
+//! A small typed client of the REST API. Errors carry the server's own message, or say
+//! plainly that the server could not be reached and how to fix that.
+
+use anyhow::{anyhow, Context as _};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sovdb_types::{ErrorBody, Page};
+
+use crate::config::Resolved;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    project: Option<String>,
+}
+
+impl Client {
+    pub fn new(r: Resolved) -> Client {
+        Client { http: reqwest::Client::new(), base: r.server, token: r.token, project: r.project }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.base)).bearer_auth(&self.token);
+        if let Some(p) = &self.project {
+            req = req.header("x-sovdb-project", p);
+        }
+        req
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| {
+            let why = if e.is_connect() { "connection refused or no route" } else if e.is_timeout() { "timed out" } else { "request failed" };
+            anyhow!(
+                "cannot reach the sovdb server at {} ({why}): start it with `sovdb serve`, or point --server / SOVDB_SERVER at it",
+                self.base
+            )
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => anyhow!("{} ({})", body.message, body.code),
+            Err(_) => anyhow!("the server answered {status}: {}", text.chars().take(200).collect::<String>()),
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
+        let resp = self.send(self.request(reqwest::Method::GET, path).query(query)).await?;
+        resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
+    }
+
+    /// Every item of a list, following pages.
+    pub async fn list<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Vec<T>> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", "1000".into()));
+            if let Some(t) = token.take() {
+                q.push(("page_token", t));
+            }
+            let page: Page<T> = self.get(path, &q).await?;
+            items.extend(page.items);
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        let resp = self.send(self.request(reqwest::Method::POST, path).json(body)).await?;
+        resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())
+    }
+}

@@ -1,0 +1,88 @@
+use anyhow::bail;
+use clap::Subcommand;
+use sovdb_types::{Labels, Location, LocationCreate, Provider};
+
+use crate::client::Client;
+use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
+
+#[derive(Debug, Subcommand)]
+pub enum LocationCmd {
+    /// Register a location (admin)
+    Create {
+        /// Name: a DNS label, unique in the installation
+        name: String,
+        /// How sovdb reaches the location's hosts
+        #[arg(long, value_parser = ["local", "ssh"])]
+        provider: String,
+        /// The provider's region, e.g. eu-central or dc1
+        #[arg(long)]
+        region: String,
+        /// Default zone for the location's hosts
+        #[arg(long)]
+        zone: Option<String>,
+        /// A label, key=value; repeat for more (e.g. --label jurisdiction=EU)
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// List locations
+    List,
+    /// Show one location
+    Show {
+        name: String,
+    },
+    /// Delete a location that has nothing in it (admin)
+    Delete {
+        name: String,
+    },
+}
+
+impl Tabular for Location {
+    const HEADERS: &'static [&'static str] = &["NAME", "PROVIDER", "REGION", "ZONE", "LABELS", "CREATED"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.provider.as_str().into(),
+            self.region.clone(),
+            self.zone.clone().unwrap_or_else(|| "-".into()),
+            output::labels(&self.labels),
+            output::time(&self.created_at),
+        ]
+    }
+}
+
+/// `k=v` pairs into labels; a pair without `=` or with an empty key is refused.
+pub fn parse_labels(pairs: &[String]) -> anyhow::Result<Labels> {
+    let mut labels = Labels::new();
+    for pair in pairs {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_string(), v.to_string());
+            }
+            _ => bail!("--label {pair:?} must be KEY=VALUE"),
+        }
+    }
+    Ok(labels)
+}
+
+pub async fn run(cmd: LocationCmd, client: &Client, out: OutputFormat) -> anyhow::Result<()> {
+    match cmd {
+        LocationCmd::Create { name, provider, region, zone, labels } => {
+            let req = LocationCreate {
+                name,
+                provider: Provider::parse(&provider).expect("clap checked the provider"),
+                region,
+                zone,
+                labels: parse_labels(&labels)?,
+            };
+            let created: Location = client.post("/locations", &req).await?;
+            print_one(&created, out)
+        }
+        LocationCmd::List => print_list(&client.list::<Location>("/locations", &[]).await?, out),
+        LocationCmd::Show { name } => print_one(&client.get::<Location>(&format!("/locations/{name}"), &[]).await?, out),
+        LocationCmd::Delete { name } => {
+            client.delete(&format!("/locations/{name}")).await?;
+            eprintln!("location {name} deleted");
+            Ok(())
+        }
+    }
+}

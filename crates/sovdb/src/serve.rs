@@ -1,0 +1,173 @@
+//! `sovdb serve`: the control plane.
+//!
+//! Start-up checks everything that can be wrong before it changes anything: the listen
+//! address is bound first, the data directory must be writable, the store must open and
+//! migrate. Then the first start bootstraps the installation (see `sovdb_app::bootstrap`).
+//!
+//! Shutdown on SIGTERM/SIGINT stops accepting, lets in-flight requests finish for a grace
+//! period, then closes the store. Every change is one store transaction, so a request cut
+//! off at any point leaves either all of its change or none.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use sovdb_app::App;
+use sovdb_cli::config::DEFAULT_LISTEN;
+
+use crate::fsutil::write_atomic;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory for the embedded store, the admin token and other state
+    /// [default: /var/lib/sovdb as root, else ~/.local/share/sovdb]
+    #[arg(long, env = "SOVDB_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Address to serve the API on (port 0 picks a free port)
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+    listen: SocketAddr,
+
+    /// State store: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB
+    /// [default: sqlite://<data-dir>/sovdb.db]
+    #[arg(long, env = "SOVDB_STORE", value_name = "URL", hide_env_values = true)]
+    store: Option<String>,
+}
+
+/// The server's configuration, resolved once from flags and environment.
+struct ServeConfig {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    store_url: String,
+}
+
+impl ServeArgs {
+    fn resolve(self) -> ServeConfig {
+        let data_dir = self.data_dir.unwrap_or_else(sovdb_cli::default_data_dir);
+        let store_url = self.store.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("sovdb.db").display()));
+        ServeConfig { data_dir, listen: self.listen, store_url }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve();
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "another process uses it: stop that process or pass --listen with another port",
+            std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges: pass --listen with a higher port",
+            _ => "pass --listen with an address of this machine",
+        };
+        anyhow!("cannot listen on {}: {e}; {hint}", config.listen)
+    })?;
+    let addr = listener.local_addr()?;
+
+    prepare_data_dir(&config.data_dir)?;
+    let store = sovdb_store::open(&config.store_url).await?;
+    let app = App::new(store.clone());
+
+    let token_file = config.data_dir.join("admin.token");
+    let created = app
+        .bootstrap(|secret| {
+            write_atomic(&token_file, format!("{secret}\n").as_bytes(), 0o600)
+                .with_context(|| format!("cannot write {}", token_file.display()))
+        })
+        .await
+        .map_err(|e| anyhow!("cannot set up the installation: {e:#}"))?;
+    if let Some(b) = &created {
+        tracing::info!(installation_id = %b.installation_id, token_file = %token_file.display(), "installation created");
+    }
+
+    let base_url = format!("http://{addr}");
+    let url_file = config.data_dir.join("api.url");
+    write_atomic(&url_file, format!("{base_url}\n").as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", url_file.display()))?;
+    print_banner(&base_url, &config, &token_file, created.is_some());
+    tracing::info!(%addr, store = %sovdb_store::redact_url(&config.store_url), "serving");
+
+    let router = sovdb_api::app(app).into_make_service_with_connect_info::<SocketAddr>();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let grace_expired = async move {
+        let _ = stop_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r.context("the HTTP server failed")?,
+        _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them (their transactions roll back)"),
+    }
+
+    // Only remove the address file if it is still ours (another server may have started
+    // on this data directory since).
+    if std::fs::read_to_string(&url_file).is_ok_and(|s| s.trim() == base_url) {
+        let _ = std::fs::remove_file(&url_file);
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates the data directory (mode 0700: it holds the admin token) and checks that it is
+/// writable, so a bad one is reported before anything is written.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let fix = "pass --data-dir (or SOVDB_DATA_DIR) with a directory you can write";
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow!("cannot create the data directory {}: {e}; {fix}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| anyhow!("cannot restrict the data directory {}: {e}", dir.display()))?;
+    } else if !dir.is_dir() {
+        anyhow::bail!("the data directory {} is not a directory; {fix}", dir.display());
+    }
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"")
+        .map_err(|e| anyhow!("cannot write in the data directory {}: {e}; {fix}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn print_banner(base_url: &str, config: &ServeConfig, token_file: &Path, created: bool) {
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "sovdb".into());
+    let token_note = if created { " (created now, mode 0600)" } else { "" };
+    println!(
+        "sovdb {version} is serving\n\
+         \x20 API:         {base_url}/api/v1  (OpenAPI document: {base_url}/api/v1/openapi.json)\n\
+         \x20 health:      {base_url}/healthz\n\
+         \x20 store:       {store}\n\
+         \x20 data dir:    {data}\n\
+         \x20 admin token: {token}{token_note}\n\
+         \n\
+         Try, in another terminal on this machine (no configuration needed):\n\
+         \x20 {exe} location list\n\
+         \x20 {exe} cluster list -o json\n\
+         \x20 curl -H \"Authorization: Bearer $(cat {token})\" {base_url}/api/v1/whoami\n\
+         \n\
+         Stop with Ctrl-C (or SIGTERM).",
+        version = env!("CARGO_PKG_VERSION"),
+        store = sovdb_store::redact_url(&config.store_url),
+        data = config.data_dir.display(),
+        token = token_file.display(),
+    );
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
