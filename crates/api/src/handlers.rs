@@ -27,6 +27,17 @@ pub(crate) async fn healthz(State(app): State<App>) -> ApiResult<Json<Health>> {
     Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
 }
 
+/// The OpenAPI document as JSON, shared by every request.
+#[derive(Clone)]
+pub(crate) struct OpenApiDocument(pub std::sync::Arc<serde_json::Value>);
+
+/// This API's OpenAPI 3 document (no authentication needed).
+#[utoipa::path(get, path = "/openapi.json", tag = "system", security(()),
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
+pub(crate) async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiDocument>) -> Json<serde_json::Value> {
+    Json(doc.0.as_ref().clone())
+}
+
 /// Who the token belongs to, and the project the request ran in.
 #[utoipa::path(get, path = "/whoami", tag = "system",
     params(("x-sovdb-project" = Option<String>, Header, description = "Project to act in (default `default`)")),

@@ -56,14 +56,13 @@ impl Modify for BearerAuth {
 /// The whole HTTP application, without a socket (tests drive it with `oneshot`).
 pub fn app(app: App) -> Router {
     let (router, openapi) = api_router(app.clone()).split_for_parts();
-    let openapi_json = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
+    let document = handlers::OpenApiDocument(std::sync::Arc::new(
+        serde_json::to_value(&openapi).expect("the OpenAPI document serialises"),
+    ));
     router
-        .route(
-            "/api/v1/openapi.json",
-            axum::routing::get(move || std::future::ready(axum::Json(openapi_json.clone()))),
-        )
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::Extension(document))
         .layer(axum::middleware::from_fn(context::request_id))
         .with_state(app)
 }
@@ -80,5 +79,5 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .layer(axum::middleware::from_fn_with_state(app, context::authenticate));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::healthz))
-        .nest("/api/v1", v1)
+        .nest("/api/v1", OpenApiRouter::new().routes(routes!(handlers::openapi_json)).merge(v1))
 }

@@ -101,12 +101,11 @@ impl AuditRecord {
             entry.source,
             entry.action,
             entry.target,
-            entry.params,
+            canonical_json(&entry.params),
             entry.outcome.as_str(),
             entry.request_id,
             prev_hash,
         ]);
-        // serde_json's maps are sorted by key, so `params` serialises the same every time.
         hex_lower(&Sha256::digest(canonical.to_string().as_bytes()))
     }
 
@@ -128,6 +127,20 @@ impl AuditRecord {
     /// Whether this record's hash matches its fields and `prev_hash`.
     pub fn hash_is_valid(&self) -> bool {
         Self::compute_hash(self.seq, self.id, &self.entry(), &self.prev_hash) == self.hash
+    }
+}
+
+/// `value` with every object's keys in sorted order, whatever order serde_json keeps maps
+/// in (its `preserve_order` feature may be switched on by any crate in the build).
+fn canonical_json(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(keys.into_iter().map(|k| (k.clone(), canonical_json(&m[k]))).collect())
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(canonical_json).collect()),
+        other => other.clone(),
     }
 }
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what sovdb needs to build, run and test, from Debian's packages.
+# Idempotent and quiet: when everything is there it prints nothing and takes well under a
+# second. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+# Build: a C compiler for the bundled SQLite. Tests: a PostgreSQL server for the store
+# conformance suite; setpriv (util-linux) to run it as an unprivileged user.
+PACKAGES=(gcc libc6-dev make util-linux postgresql-15)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    as_root=()
+  elif command -v sudo >/dev/null; then
+    as_root=(sudo)
+  else
+    echo "error: missing Debian packages: ${missing[*]}; install them as root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  # Debian's postgresql package would create and start a default cluster on port 5432;
+  # sovdb runs its own clusters, so switch that off before the package is installed.
+  if [[ " ${missing[*]} " == *" postgresql-15 "* ]]; then
+    "${as_root[@]}" mkdir -p /etc/postgresql-common
+    if ! grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf; then
+      echo 'create_main_cluster = false' | "${as_root[@]}" tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo is not installed; install the Rust toolchain named in rust-toolchain.toml (rustup), then run this again" >&2
+  exit 1
+fi
