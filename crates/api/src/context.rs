@@ -50,10 +50,16 @@ pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next:
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
+                // The scheme name is case-insensitive (RFC 9110 section 11.1).
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
                 .ok_or_else(|| {
-                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the Authorization header must be `Bearer <token>`")
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        "the Authorization header must be `Bearer <token>`",
+                    )
                 })?
                 .to_string(),
         ),
@@ -62,7 +68,9 @@ pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next:
         None => None,
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the x-sovdb-project header is not text"))?
+                .map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the x-sovdb-project header is not text")
+                })?
                 .to_string(),
         ),
     };

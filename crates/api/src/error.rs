@@ -53,7 +53,11 @@ impl IntoResponse for ApiError {
         let request_id = REQUEST_ID.try_with(Clone::clone).ok();
         if let Some(cause) = &self.internal {
             // Handled here: this is where the cause stops travelling, so log it here.
-            tracing::error!(request_id = request_id.as_deref().unwrap_or("-"), error = format!("{cause:#}"), "internal error");
+            tracing::error!(
+                request_id = request_id.as_deref().unwrap_or("-"),
+                error = format!("{cause:#}"),
+                "internal error"
+            );
         }
         let body = ErrorBody { code: self.code.to_string(), message: self.message, request_id };
         let mut response = (self.status, Json(body)).into_response();

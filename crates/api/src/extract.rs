@@ -19,18 +19,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Body(v)),
             Err(rejection) => Err(match rejection {
-                JsonRejection::JsonSyntaxError(e) => {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {}", source_text(&e)))
-                }
-                JsonRejection::JsonDataError(e) => {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("the body does not fit: {}", source_text(&e)))
-                }
+                JsonRejection::JsonSyntaxError(e) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("the body is not valid JSON: {}", source_text(&e)),
+                ),
+                JsonRejection::JsonDataError(e) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("the body does not fit: {}", source_text(&e)),
+                ),
                 JsonRejection::MissingJsonContentType(_) => ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
                     "send the body as JSON with `Content-Type: application/json`",
                 ),
-                other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text()),
+                other => rejected(other.status(), other.body_text()),
             }),
         }
     }
@@ -50,9 +54,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
                 "invalid_request",
                 format!("bad query parameters: {}", source_text(&e)),
             )),
-            Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text())),
+            Err(other) => Err(rejected(other.status(), other.body_text())),
         }
     }
+}
+
+/// Any other refusal keeps axum's status (413 for a body over the limit, ...).
+fn rejected(status: StatusCode, message: String) -> ApiError {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    ApiError::new(status, code, message)
 }
 
 /// The innermost cause of an extractor error: serde's own words ("unknown field `x`,

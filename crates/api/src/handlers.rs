@@ -49,14 +49,22 @@ pub(crate) async fn whoami(Context(ctx): Context) -> Json<WhoAmI> {
 /// Projects the caller can see.
 #[utoipa::path(get, path = "/projects", tag = "projects", params(PageParams),
     responses((status = 200, body = Page<Project>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub(crate) async fn project_list(State(app): State<App>, Context(ctx): Context, Params(page): Params<PageParams>) -> ApiResult<Json<Page<Project>>> {
+pub(crate) async fn project_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(page): Params<PageParams>,
+) -> ApiResult<Json<Page<Project>>> {
     Ok(Json(app.project_list(&ctx, &page).await?))
 }
 
 /// All locations of the installation.
 #[utoipa::path(get, path = "/locations", tag = "locations", params(PageParams),
     responses((status = 200, body = Page<Location>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub(crate) async fn location_list(State(app): State<App>, Context(ctx): Context, Params(page): Params<PageParams>) -> ApiResult<Json<Page<Location>>> {
+pub(crate) async fn location_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(page): Params<PageParams>,
+) -> ApiResult<Json<Page<Location>>> {
     Ok(Json(app.location_list(&ctx, &page).await?))
 }
 
@@ -64,14 +72,22 @@ pub(crate) async fn location_list(State(app): State<App>, Context(ctx): Context,
 #[utoipa::path(post, path = "/locations", tag = "locations", request_body = LocationCreate,
     responses((status = 201, body = Location), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn location_create(State(app): State<App>, Context(ctx): Context, Body(req): Body<LocationCreate>) -> ApiResult<(StatusCode, Json<Location>)> {
+pub(crate) async fn location_create(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Body(req): Body<LocationCreate>,
+) -> ApiResult<(StatusCode, Json<Location>)> {
     Ok((StatusCode::CREATED, Json(app.location_create(&ctx, req).await?)))
 }
 
 /// One location.
 #[utoipa::path(get, path = "/locations/{name}", tag = "locations", params(("name" = String, Path)),
     responses((status = 200, body = Location), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn location_get(State(app): State<App>, Context(ctx): Context, Path(name): Path<String>) -> ApiResult<Json<Location>> {
+pub(crate) async fn location_get(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Location>> {
     Ok(Json(app.location_get(&ctx, &name).await?))
 }
 
@@ -79,7 +95,11 @@ pub(crate) async fn location_get(State(app): State<App>, Context(ctx): Context, 
 #[utoipa::path(delete, path = "/locations/{name}", tag = "locations", params(("name" = String, Path)),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn location_delete(State(app): State<App>, Context(ctx): Context, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub(crate) async fn location_delete(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     app.location_delete(&ctx, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -88,7 +108,11 @@ pub(crate) async fn location_delete(State(app): State<App>, Context(ctx): Contex
 #[utoipa::path(get, path = "/clusters", tag = "clusters",
     params(PageParams, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
     responses((status = 200, body = Page<Cluster>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub(crate) async fn cluster_list(State(app): State<App>, Context(ctx): Context, Params(page): Params<PageParams>) -> ApiResult<Json<Page<Cluster>>> {
+pub(crate) async fn cluster_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(page): Params<PageParams>,
+) -> ApiResult<Json<Page<Cluster>>> {
     Ok(Json(app.cluster_list(&ctx, &page).await?))
 }
 
@@ -96,7 +120,11 @@ pub(crate) async fn cluster_list(State(app): State<App>, Context(ctx): Context, 
 #[utoipa::path(get, path = "/clusters/{name}", tag = "clusters",
     params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
     responses((status = 200, body = Cluster), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn cluster_get(State(app): State<App>, Context(ctx): Context, Path(name): Path<String>) -> ApiResult<Json<Cluster>> {
+pub(crate) async fn cluster_get(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Cluster>> {
     Ok(Json(app.cluster_get(&ctx, &name).await?))
 }
 
@@ -121,7 +149,11 @@ pub(crate) struct AuditQuery {
 #[utoipa::path(get, path = "/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = Page<AuditRecord>), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub(crate) async fn audit_list(State(app): State<App>, Context(ctx): Context, Params(q): Params<AuditQuery>) -> ApiResult<Json<Page<AuditRecord>>> {
+pub(crate) async fn audit_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(q): Params<AuditQuery>,
+) -> ApiResult<Json<Page<AuditRecord>>> {
     let filter = AuditFilter { since: q.since, actor: q.actor, target: q.target };
     let page = PageParams { limit: q.limit, page_token: q.page_token };
     Ok(Json(app.audit_list(&ctx, &filter, &page).await?))

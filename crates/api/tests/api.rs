@@ -56,7 +56,8 @@ impl Harness {
         let status = resp.status();
         let request_id = resp.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string());
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("every answer is JSON") };
+        let body =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("every answer is JSON") };
         Answer { status, request_id, body }
     }
 
@@ -96,12 +97,25 @@ async fn api_refuses_missing_bad_and_malformed_tokens() {
         let a = h.call(Method::GET, "/api/v1/clusters", token, None).await;
         assert_error(&a, StatusCode::UNAUTHORIZED, "unauthenticated");
     }
-    let req = Request::get("/api/v1/clusters").header("authorization", "Basic YWRtaW46YWRtaW4=").body(Body::empty()).unwrap();
+    let req =
+        Request::get("/api/v1/clusters").header("authorization", "Basic YWRtaW46YWRtaW4=").body(Body::empty()).unwrap();
     let resp = h.router.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(resp.headers().get("www-authenticate").unwrap(), "Bearer");
     // Denied before any handler ran: nothing was written.
     assert!(!h.audit_targets().await.iter().any(|t| t.starts_with("cluster/")));
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let h = harness().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let req = Request::get("/api/v1/whoami")
+            .header("authorization", format!("{scheme} {}", h.token))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(h.router.clone().oneshot(req).await.unwrap().status(), StatusCode::OK, "{scheme}");
+    }
 }
 
 #[tokio::test]
@@ -131,7 +145,10 @@ async fn bodies_with_unknown_fields_or_bad_json_are_refused() {
     let a = h.post("/api/v1/locations", r#"{"name":"eu","provider":"carrier-pigeon","region":"eu"}"#).await;
     assert_error(&a, StatusCode::BAD_REQUEST, "invalid_request");
 
-    let req = Request::post("/api/v1/locations").header("authorization", format!("Bearer {}", h.token)).body(Body::from("{}")).unwrap();
+    let req = Request::post("/api/v1/locations")
+        .header("authorization", format!("Bearer {}", h.token))
+        .body(Body::from("{}"))
+        .unwrap();
     assert_eq!(h.router.clone().oneshot(req).await.unwrap().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let a = h.get("/api/v1/locations?limit=5000").await;
@@ -155,18 +172,26 @@ async fn unknown_routes_and_methods_answer_json() {
 #[tokio::test]
 async fn location_lifecycle_is_audited_in_the_same_transaction() {
     let h = harness().await;
-    let a = h.post("/api/v1/locations", r#"{"name":"eu-1","provider":"ssh","region":"eu-central","zone":"a","labels":{"jurisdiction":"EU"}}"#).await;
+    let a = h
+        .post(
+            "/api/v1/locations",
+            r#"{"name":"eu-1","provider":"ssh","region":"eu-central","zone":"a","labels":{"jurisdiction":"EU"}}"#,
+        )
+        .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     assert_eq!(a.body["labels"]["jurisdiction"], "EU");
 
+    let created_answer = a.body.clone();
     let a = h.post("/api/v1/locations", r#"{"name":"eu-1","provider":"ssh","region":"eu-central"}"#).await;
     assert_error(&a, StatusCode::CONFLICT, "conflict");
     let a = h.post("/api/v1/locations", r#"{"name":"EU_1","provider":"ssh","region":"eu-central"}"#).await;
     assert_error(&a, StatusCode::BAD_REQUEST, "invalid_request");
     assert!(a.body["message"].as_str().unwrap().contains("location name"), "{}", a.body);
 
+    let created = created_answer;
     let a = h.get("/api/v1/locations/eu-1").await;
-    assert_eq!((a.status, a.body["zone"].as_str()), (StatusCode::OK, Some("a")));
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, created, "a read returns exactly what the create returned");
 
     // Refused while a cluster lives there.
     let (project, location) = {
@@ -200,8 +225,13 @@ async fn location_lifecycle_is_audited_in_the_same_transaction() {
     // Exactly one record per accepted change, none for refused ones; the chain verifies.
     let targets = h.audit_targets().await;
     assert_eq!(targets.iter().filter(|t| *t == "location/eu-1").count(), 1, "{targets:?}");
-    assert_eq!(targets.iter().filter(|t| *t == "location/local").count(), 2, "created at bootstrap, deleted now: {targets:?}");
-    let records: Vec<sovdb_types::audit::AuditRecord> = serde_json::from_value(h.get("/api/v1/audit").await.body["items"].clone()).unwrap();
+    assert_eq!(
+        targets.iter().filter(|t| *t == "location/local").count(),
+        2,
+        "created at bootstrap, deleted now: {targets:?}"
+    );
+    let records: Vec<sovdb_types::audit::AuditRecord> =
+        serde_json::from_value(h.get("/api/v1/audit").await.body["items"].clone()).unwrap();
     assert!(records.iter().all(|r| r.hash_is_valid()));
     assert!(records.windows(2).all(|w| w[1].prev_hash == w[0].hash));
     let deleted = records.iter().find(|r| r.action == "location.delete").unwrap();

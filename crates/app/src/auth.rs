@@ -2,7 +2,6 @@
 //! only their SHA-256, so a leaked store does not leak usable tokens, and looking a token
 //! up by its hash needs no constant-time comparison of secrets.
 
-use chrono::Utc;
 use rand::distributions::{Alphanumeric, DistString};
 use sha2::{Digest, Sha256};
 use sovdb_types::audit::{AuditEntry, Outcome};
@@ -51,7 +50,7 @@ impl Ctx {
     /// An audit entry for an action this caller took.
     pub(crate) fn audit(&self, action: &str, target: String, params: serde_json::Value) -> AuditEntry {
         AuditEntry {
-            at: Utc::now(),
+            at: crate::now(),
             actor: self.user.name.clone(),
             project: Some(self.project.name.clone()),
             source: self.source.clone(),
@@ -93,7 +92,7 @@ impl App {
         let bad = || AppError::Unauthenticated("the bearer token is invalid, expired or revoked".into());
         let mut tx = self.store.read().await?;
         let token = tx.token_get_by_secret(&hash_token(secret)).await?.ok_or_else(bad)?;
-        if token.revoked || token.expires_at.is_some_and(|t| t <= Utc::now()) {
+        if token.revoked || token.expires_at.is_some_and(|t| t <= crate::now()) {
             return Err(bad());
         }
         let user = tx.user_get(token.user_id).await?.ok_or_else(bad)?;

@@ -1,7 +1,6 @@
 //! The first start of an installation: the `default` project, the `admin` user with an API
 //! token, and the `local` location, so a fresh install works with no setup.
 
-use chrono::Utc;
 use sovdb_types::audit::{AuditEntry, Outcome};
 use sovdb_types::*;
 
@@ -20,7 +19,7 @@ pub struct Bootstrapped {
 
 fn system_entry(action: &str, target: String, params: serde_json::Value) -> AuditEntry {
     AuditEntry {
-        at: Utc::now(),
+        at: crate::now(),
         actor: "system".into(),
         project: None,
         source: None,
@@ -41,15 +40,12 @@ impl App {
     /// before that transaction commits. A crash before the commit leaves no installation,
     /// so the next start bootstraps again and overwrites the saved token; a crash after it
     /// leaves a complete installation whose token is already saved.
-    pub async fn bootstrap(
-        &self,
-        save_token: impl FnOnce(&str) -> anyhow::Result<()>,
-    ) -> Result<Option<Bootstrapped>> {
+    pub async fn bootstrap(&self, save_token: impl FnOnce(&str) -> anyhow::Result<()>) -> Result<Option<Bootstrapped>> {
         let mut tx = self.store.write().await?;
         if tx.meta_get("installation_id").await?.is_some() {
             return Ok(None);
         }
-        let now = Utc::now();
+        let now = crate::now();
         let installation_id = uuid::Uuid::now_v7().to_string();
         tx.meta_set("installation_id", &installation_id).await?;
         tx.meta_set("bootstrapped_at", &now.to_rfc3339()).await?;
@@ -68,8 +64,12 @@ impl App {
         let admin = User { id: UserId::new(), name: ADMIN_USER.into(), disabled: false, created_at: now };
         tx.user_create(&admin).await?;
         tx.role_binding_create(&RoleBinding { user_id: admin.id, role: Role::Admin, project_id: None }).await?;
-        tx.audit_append(&system_entry("user.create", format!("user/{ADMIN_USER}"), serde_json::json!({"role": "admin"})))
-            .await?;
+        tx.audit_append(&system_entry(
+            "user.create",
+            format!("user/{ADMIN_USER}"),
+            serde_json::json!({"role": "admin"}),
+        ))
+        .await?;
 
         let secret = new_token_secret();
         let token = TokenRecord {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use sovdb_store::Store;
 
+mod audit;
 mod auth;
 mod bootstrap;
 mod clusters;
 mod error;
 mod locations;
-mod audit;
 mod projects;
 mod validate;
 
@@ -23,6 +23,13 @@ pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
 pub use error::AppError;
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// The current time at the precision the store keeps (milliseconds), so what a create
+/// returns is exactly what a later read returns.
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    let t = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
 
 /// The application: cheap to clone, shared by every request handler.
 #[derive(Clone)]

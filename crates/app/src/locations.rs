@@ -1,7 +1,6 @@
 //! Locations: a region (and zone) of one provider. Installation-wide; only admins change
 //! them, every authenticated user can see them (to choose where to place a cluster).
 
-use chrono::Utc;
 use sovdb_store::StoreError;
 use sovdb_types::*;
 
@@ -25,7 +24,7 @@ impl App {
             region: req.region.clone(),
             zone: req.zone.clone(),
             labels: req.labels.clone(),
-            created_at: Utc::now(),
+            created_at: crate::now(),
         };
         let mut tx = self.store.write().await?;
         match tx.location_create(&location).await {

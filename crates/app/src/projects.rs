@@ -11,10 +11,25 @@ impl App {
         if ctx.is_admin() {
             return Ok(tx.project_list(&page).await?);
         }
-        // A non-admin holds roles in a handful of projects: filter one generous page.
-        let mut all = tx.project_list(&PageRequest::first(sovdb_types::page::MAX_PAGE_LIMIT)).await?;
-        all.items.retain(|p| ctx.roles.iter().any(|b| b.project_id == Some(p.id)));
-        all.next_page_token = None;
-        Ok(all)
+        // A non-admin holds roles in a handful of projects: walk them all, keep theirs,
+        // and page the result like any other list.
+        let mut mine = Vec::new();
+        let mut req = PageRequest::first(sovdb_types::page::MAX_PAGE_LIMIT);
+        loop {
+            let all = tx.project_list(&req).await?;
+            mine.extend(all.items.into_iter().filter(|p| {
+                ctx.roles.iter().any(|b| b.project_id == Some(p.id)) && page.after.as_ref().is_none_or(|a| p.name > *a)
+            }));
+            match all.next_page_token {
+                Some(t) => {
+                    req = PageParams { limit: Some(req.limit), page_token: Some(t) }
+                        .resolve()
+                        .map_err(|e| AppError::Internal(e.into()))?
+                }
+                None => break,
+            }
+        }
+        mine.truncate(page.limit as usize + 1);
+        Ok(Page::from_rows(mine, &page, |p| p.name.clone()))
     }
 }

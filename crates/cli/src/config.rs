@@ -13,7 +13,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Options every client command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalOpts {
-    /// URL of the sovdb server [default: the server on this machine, else http://127.0.0.1:7070]
+    /// URL of the sovdb server [default: from the config file, else the server running on this
+    /// machine, else http://127.0.0.1:7070]
     #[arg(long, global = true, env = "SOVDB_SERVER", value_name = "URL")]
     pub server: Option<String>,
 
@@ -25,7 +26,7 @@ pub struct GlobalOpts {
     #[arg(long, short = 'p', global = true, env = "SOVDB_PROJECT", value_name = "NAME")]
     pub project: Option<String>,
 
-    /// Output format of read commands
+    /// Output format
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
@@ -75,21 +76,25 @@ pub struct Resolved {
 impl GlobalOpts {
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
         let path = config_path();
-        let file: ConfigFile = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("cannot read the CLI config {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read the CLI config {}", path.display())),
-        };
+        // The config file only fills what flags and environment leave open.
+        let file =
+            if self.server.is_some() && self.token.is_some() { ConfigFile::default() } else { read_config(&path)? };
         let data_dir = default_data_dir();
-        let server = self
-            .server
-            .clone()
-            .or(file.server)
-            .or_else(|| std::fs::read_to_string(data_dir.join("api.url")).ok().map(|s| s.trim().to_string()))
-            .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
+        let local_server =
+            std::fs::read_to_string(data_dir.join("api.url")).ok().map(|s| s.trim().trim_end_matches('/').to_string());
+        let named_server = self.server.clone().or(file.server).map(|s| s.trim_end_matches('/').to_string());
+        let server =
+            named_server.clone().or_else(|| local_server.clone()).unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
         let token = match self.token.clone().or(file.token) {
             Some(t) => t,
             None => {
+                // This machine's admin token goes to this machine's server only: never to a
+                // server named by a flag, the environment or the config file.
+                if named_server.is_some() && named_server != local_server {
+                    bail!(
+                        "no API token for {server}: pass --token or set SOVDB_TOKEN (this machine's admin token is only sent to the server running here)"
+                    );
+                }
                 let token_file = data_dir.join("admin.token");
                 match std::fs::read_to_string(&token_file) {
                     Ok(t) => t.trim().to_string(),
@@ -102,6 +107,18 @@ impl GlobalOpts {
                 }
             }
         };
-        Ok(Resolved { server: server.trim_end_matches('/').to_string(), token, project: self.project.clone().or(file.project) })
+        Ok(Resolved { server, token, project: self.project.clone().or(file.project) })
+    }
+}
+
+fn read_config(path: &std::path::Path) -> anyhow::Result<ConfigFile> {
+    match std::fs::read_to_string(path) {
+        // toml's own message spans several lines; the CLI's errors are one.
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(1);
+            anyhow::anyhow!("cannot read the CLI config {} (line {line}): {}", path.display(), e.message().trim())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read the CLI config {}", path.display())),
     }
 }

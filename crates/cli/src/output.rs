@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let out = render_table(&["NAME", "REGION"], &[vec!["local".into(), "local".into()], vec!["eu-central-dc1".into(), "eu".into()]]);
+        let out = render_table(
+            &["NAME", "REGION"],
+            &[vec!["local".into(), "local".into()], vec!["eu-central-dc1".into(), "eu".into()]],
+        );
         assert_eq!(out, "NAME            REGION\nlocal           local\neu-central-dc1  eu\n");
     }
 }

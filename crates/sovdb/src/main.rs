@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sovdb_cli::{ClientCommand, GlobalOpts};
+use sovdb_cli::ClientCommand;
 
 mod fsutil;
 mod serve;
@@ -17,16 +17,13 @@ mod serve;
 #[derive(Debug, Parser)]
 #[command(name = "sovdb", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
-    #[command(flatten)]
-    global: GlobalOpts,
-
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the control plane: the API, the store and the background work
+    /// Run the control plane: the REST API over the state store
     Serve(serve::ServeArgs),
     #[command(flatten)]
     Client(ClientCommand),
@@ -46,7 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Client(cmd) => sovdb_cli::run(cmd, cli.global).await,
+            Command::Client(cmd) => sovdb_cli::run(cmd).await,
         }
     });
     match result {
@@ -64,7 +61,9 @@ fn init_logging(serving: bool) {
     let default = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOVDB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

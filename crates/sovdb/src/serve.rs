@@ -59,8 +59,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
         let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => "another process uses it: stop that process or pass --listen with another port",
-            std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges: pass --listen with a higher port",
+            std::io::ErrorKind::AddrInUse => {
+                "another process uses it: stop that process or pass --listen with another port"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need privileges: pass --listen with a higher port"
+            }
             _ => "pass --listen with an address of this machine",
         };
         anyhow!("cannot listen on {}: {e}; {hint}", config.listen)
@@ -120,7 +124,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     let fix = "pass --data-dir (or SOVDB_DATA_DIR) with a directory you can write";
     if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow!("cannot create the data directory {}: {e}; {fix}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow!("cannot create the data directory {}: {e}; {fix}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| anyhow!("cannot restrict the data directory {}: {e}", dir.display()))?;
     } else if !dir.is_dir() {
@@ -135,7 +140,13 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 fn print_banner(base_url: &str, config: &ServeConfig, token_file: &Path, created: bool) {
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "sovdb".into());
-    let token_note = if created { " (created now, mode 0600)" } else { "" };
+    let token_note = if created {
+        " (created now, mode 0600)"
+    } else if !token_file.exists() {
+        " (not here: this installation was created by another server on the same store)"
+    } else {
+        ""
+    };
     println!(
         "sovdb {version} is serving\n\
          \x20 API:         {base_url}/api/v1  (OpenAPI document: {base_url}/api/v1/openapi.json)\n\

@@ -16,9 +16,11 @@ use sovdb_types::*;
 use crate::{AuditFilter, ClusterRecord, Store, StoreError};
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A case: given a fresh store's URL, checks one behaviour.
+type Case = fn(String) -> CaseFuture;
 
 /// Every case, by name.
-pub const CASES: &[(&str, fn(String) -> CaseFuture)] = &[
+pub const CASES: &[(&str, Case)] = &[
     ("projects_round_trip_and_names_are_unique", |u| Box::pin(projects_round_trip_and_names_are_unique(u))),
     ("users_roles_and_tokens", |u| Box::pin(users_roles_and_tokens(u))),
     ("locations_create_get_delete", |u| Box::pin(locations_create_get_delete(u))),

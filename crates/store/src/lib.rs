@@ -53,9 +53,7 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(db.message().to_string())
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_string()),
             _ => StoreError::Backend(e),
         }
     }
@@ -72,7 +70,9 @@ pub enum OpenError {
     Unreachable { url: String, cause: String },
     #[error("the store file {path} is not a readable SQLite database ({cause}); restore it from a backup, or move it away to start with an empty store")]
     CorruptFile { path: String, cause: String },
-    #[error("the store at {url} has schema version {found}, newer than this sovdb understands ({known}); run a newer sovdb")]
+    #[error(
+        "the store at {url} has schema version {found}, newer than this sovdb understands ({known}); run a newer sovdb"
+    )]
     TooNew { url: String, found: i64, known: i64 },
     #[error("cannot migrate the store at {url}: {cause}")]
     Migration { url: String, cause: String },

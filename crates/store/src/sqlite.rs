@@ -33,9 +33,7 @@ impl SqlStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let classify = |e: sqlx::Error| match &e {
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some(SQLITE_CORRUPT) | Some(SQLITE_NOTADB)) =>
-            {
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some(SQLITE_CORRUPT) | Some(SQLITE_NOTADB)) => {
                 OpenError::CorruptFile { path: path.to_string(), cause: db.message().to_string() }
             }
             _ => OpenError::Unreachable { url: display.clone(), cause: e.to_string() },

@@ -71,7 +71,12 @@ impl TestPostgres {
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .expect("run initdb");
-        assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // A port can be taken between choosing and binding it: try a few.
         let log = dir.path().join("postgres.log");
@@ -131,7 +136,8 @@ impl TestPostgres {
     /// Creates an empty database named after `label` (made a valid identifier) and
     /// returns its URL.
     pub async fn create_database(&self, label: &str) -> String {
-        let name: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+        let name: String =
+            label.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
         let name = format!("t_{}", &name[..name.len().min(50)]);
         let mut conn = sqlx::PgConnection::connect(&self.url("postgres")).await.unwrap();
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();

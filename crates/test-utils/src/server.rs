@@ -28,7 +28,14 @@ impl TestServer {
     /// Starts `bin serve` with `--store store` when given.
     pub fn start_with_store(bin: &Path, store: Option<String>) -> TestServer {
         let dir = tempfile::Builder::new().prefix("sovdb-test-serve-").tempdir().unwrap();
-        let mut s = TestServer { bin: bin.to_path_buf(), dir: Some(dir), store, child: None, url: String::new(), token: String::new() };
+        let mut s = TestServer {
+            bin: bin.to_path_buf(),
+            dir: Some(dir),
+            store,
+            child: None,
+            url: String::new(),
+            token: String::new(),
+        };
         s.launch();
         s
     }

@@ -23,10 +23,7 @@ pub fn check_dns_label(name: &str) -> Result<(), NameError> {
     if name.len() > 63 {
         return Err(NameError::TooLong);
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
         return Err(NameError::BadChar(c));
     }
     if !first.is_ascii_lowercase() {

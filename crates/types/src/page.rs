@@ -95,7 +95,7 @@ fn encode_token(key: &str) -> String {
 }
 
 fn decode_token(token: &str) -> Option<String> {
-    if token.is_empty() || token.len() % 2 != 0 {
+    if token.is_empty() || !token.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..token.len())

@@ -9,9 +9,7 @@ pub enum ClusterCmd {
     /// List the project's clusters
     List,
     /// Show one cluster
-    Show {
-        name: String,
-    },
+    Show { name: String },
 }
 
 impl Tabular for Cluster {

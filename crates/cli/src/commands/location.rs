@@ -27,13 +27,9 @@ pub enum LocationCmd {
     /// List locations
     List,
     /// Show one location
-    Show {
-        name: String,
-    },
+    Show { name: String },
     /// Delete a location that has nothing in it (admin)
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 impl Tabular for Location {
@@ -78,7 +74,9 @@ pub async fn run(cmd: LocationCmd, client: &Client, out: OutputFormat) -> anyhow
             print_one(&created, out)
         }
         LocationCmd::List => print_list(&client.list::<Location>("/locations", &[]).await?, out),
-        LocationCmd::Show { name } => print_one(&client.get::<Location>(&format!("/locations/{name}"), &[]).await?, out),
+        LocationCmd::Show { name } => {
+            print_one(&client.get::<Location>(&format!("/locations/{name}"), &[]).await?, out)
+        }
         LocationCmd::Delete { name } => {
             client.delete(&format!("/locations/{name}")).await?;
             eprintln!("location {name} deleted");

@@ -13,30 +13,56 @@ mod project;
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Locations: the regions and zones where hosts and databases run
-    #[command(subcommand)]
-    Location(location::LocationCmd),
+    Location {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: location::LocationCmd,
+    },
     /// Database clusters of the project
-    #[command(subcommand)]
-    Cluster(cluster::ClusterCmd),
+    Cluster {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: cluster::ClusterCmd,
+    },
     /// Projects (tenants)
-    #[command(subcommand)]
-    Project(project::ProjectCmd),
+    Project {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: project::ProjectCmd,
+    },
     /// The audit log of every change
-    #[command(subcommand)]
-    Audit(audit::AuditCmd),
+    Audit {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
     /// Show who the token belongs to and the project in use
-    Whoami,
+    Whoami {
+        #[command(flatten)]
+        global: GlobalOpts,
+    },
 }
 
 /// Runs one client command against the API.
-pub async fn run(cmd: ClientCommand, global: GlobalOpts) -> anyhow::Result<()> {
+pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
+    let global = match &cmd {
+        ClientCommand::Location { global, .. }
+        | ClientCommand::Cluster { global, .. }
+        | ClientCommand::Project { global, .. }
+        | ClientCommand::Audit { global, .. }
+        | ClientCommand::Whoami { global } => global.clone(),
+    };
     let client = Client::new(global.resolve()?);
     let out = global.output;
     match cmd {
-        ClientCommand::Location(c) => location::run(c, &client, out).await,
-        ClientCommand::Cluster(c) => cluster::run(c, &client, out).await,
-        ClientCommand::Project(c) => project::run(c, &client, out).await,
-        ClientCommand::Audit(c) => audit::run(c, &client, out).await,
-        ClientCommand::Whoami => project::whoami(&client, out).await,
+        ClientCommand::Location { cmd, .. } => location::run(cmd, &client, out).await,
+        ClientCommand::Cluster { cmd, .. } => cluster::run(cmd, &client, out).await,
+        ClientCommand::Project { cmd, .. } => project::run(cmd, &client, out).await,
+        ClientCommand::Audit { cmd, .. } => audit::run(cmd, &client, out).await,
+        ClientCommand::Whoami { .. } => project::whoami(&client, out).await,
     }
 }
