@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sovdb_types::audit::{AuditEntry, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
-use crate::{AuditFilter, ClusterRecord, Store, StoreError};
+use crate::{AuditFilter, ClusterRecord, NewOperation, OperationChange, StepChange, Store, StoreError};
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A case: given a fresh store's URL, checks one behaviour.
@@ -31,6 +31,11 @@ pub const CASES: &[(&str, Case)] = &[
     ("audit_chain_links_and_filters", |u| Box::pin(audit_chain_links_and_filters(u))),
     ("concurrent_audit_appends_form_one_chain", |u| Box::pin(concurrent_audit_appends_form_one_chain(u))),
     ("reopen_keeps_everything", |u| Box::pin(reopen_keeps_everything(u))),
+    ("operations_are_claimed_one_per_target_and_fenced", |u| {
+        Box::pin(operations_are_claimed_one_per_target_and_fenced(u))
+    }),
+    ("operations_list_newest_first_with_steps", |u| Box::pin(operations_list_newest_first_with_steps(u))),
+    ("concurrent_claims_take_each_operation_once", |u| Box::pin(concurrent_claims_take_each_operation_once(u))),
 ];
 
 /// Runs every case, each on a store at a fresh URL from `fresh_url`.
@@ -332,4 +337,173 @@ async fn reopen_keeps_everything(url: String) {
     assert_eq!(tx.meta_get("missing").await.unwrap(), None);
     let audit = tx.audit_list(&AuditFilter::default(), &PageRequest::first(10)).await.unwrap();
     assert_eq!(audit.items.len(), 1);
+}
+
+fn new_op(target: &str, at: DateTime<Utc>) -> NewOperation {
+    NewOperation {
+        id: OperationId::new(),
+        project_id: None,
+        kind: "test.work".into(),
+        target: target.into(),
+        params: serde_json::json!({"n": 1}),
+        created_by: "ann".into(),
+        created_at: at,
+        steps: vec!["first".into(), "second".into()],
+    }
+}
+
+async fn operations_are_claimed_one_per_target_and_fenced(url: String) {
+    let store = open(&url).await;
+    let t0 = now();
+    let (a, b, c) = (
+        new_op("cluster/x", t0),
+        new_op("cluster/x", t0 + chrono::Duration::milliseconds(1)),
+        new_op("cluster/y", t0 + chrono::Duration::milliseconds(2)),
+    );
+    let mut tx = store.write().await.unwrap();
+    for op in [&a, &b, &c] {
+        tx.operation_create(op).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let lease = |from: DateTime<Utc>| from + chrono::Duration::seconds(30);
+    let claim = |worker: &'static str, at: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.write().await.unwrap();
+            let got = tx.operation_claim(worker, at, lease(at)).await.unwrap();
+            tx.commit().await.unwrap();
+            got
+        }
+    };
+    assert_eq!(claim("w0", t0 - chrono::Duration::seconds(1)).await, None, "nothing is due yet");
+    let t1 = t0 + chrono::Duration::seconds(1);
+    let (got_a, fence_a) = claim("w1", t1).await.expect("the oldest is claimed");
+    assert_eq!(got_a, a.id);
+    let (got_c, _) = claim("w2", t1).await.expect("another target runs alongside");
+    assert_eq!(got_c, c.id, "b waits: a is unfinished on the same target");
+    assert_eq!(claim("w3", t1).await, None, "nothing else is runnable");
+
+    // The holder records a step.
+    let out = serde_json::json!({"port": 5432});
+    let start = StepChange { state: StepState::Running, new_attempt: true, output: None, error: None, at: now() };
+    let done =
+        StepChange { state: StepState::Succeeded, new_attempt: false, output: Some(&out), error: None, at: now() };
+    let mut tx = store.write().await.unwrap();
+    assert!(tx.operation_step_change(a.id, fence_a, 0, &start).await.unwrap());
+    assert!(tx.operation_step_change(a.id, fence_a, 0, &done).await.unwrap());
+    assert!(tx.operation_renew(a.id, fence_a, lease(t1)).await.unwrap());
+    tx.commit().await.unwrap();
+
+    // Its lease lapses; another worker takes over with a higher fence.
+    let later = t0 + chrono::Duration::seconds(60);
+    let (again, fence_a2) = claim("w2", later).await.expect("an expired lease is taken over");
+    assert_eq!((again, fence_a2), (a.id, fence_a + 1));
+    let mut tx = store.write().await.unwrap();
+    let stale = StepChange { state: StepState::Running, new_attempt: true, output: None, error: None, at: now() };
+    assert!(!tx.operation_step_change(a.id, fence_a, 1, &stale).await.unwrap(), "the old holder is fenced out");
+    assert!(!tx.operation_renew(a.id, fence_a, lease(later)).await.unwrap());
+    let finish = OperationChange {
+        state: OperationState::Succeeded,
+        error: None,
+        next_run_at: later,
+        release: true,
+        finished_at: Some(later),
+    };
+    assert!(!tx.operation_change(a.id, fence_a, &finish).await.unwrap());
+    assert!(tx.operation_change(a.id, fence_a2, &finish).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let run = store.read().await.unwrap().operation_run(a.id).await.unwrap().unwrap();
+    assert_eq!(run.state, OperationState::Succeeded);
+    assert_eq!(
+        (run.steps[0].state, run.steps[0].attempts, run.steps[0].output.clone()),
+        (StepState::Succeeded, 1, Some(out))
+    );
+    assert_eq!(
+        (run.steps[1].state, run.steps[1].attempts),
+        (StepState::Pending, 0),
+        "the fenced-out write left no trace"
+    );
+
+    // Now b may run; a cancel request marks unfinished operations only.
+    assert_eq!(claim("w1", later).await.map(|c| c.0), Some(b.id));
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.operation_request_cancel(b.id).await.unwrap(), Some(OperationState::Running));
+    assert_eq!(tx.operation_request_cancel(a.id).await.unwrap(), Some(OperationState::Succeeded));
+    assert_eq!(tx.operation_request_cancel(OperationId::new()).await.unwrap(), None);
+    tx.commit().await.unwrap();
+    let mut tx = store.read().await.unwrap();
+    assert!(tx.operation_get(b.id).await.unwrap().unwrap().cancel_requested);
+    assert!(
+        !tx.operation_get(a.id).await.unwrap().unwrap().cancel_requested,
+        "a finished operation can't be cancelled"
+    );
+}
+
+async fn operations_list_newest_first_with_steps(url: String) {
+    let store = open(&url).await;
+    let p = project("alpha");
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&p).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut op = new_op(&format!("cluster/{i}"), now());
+        op.project_id = if i % 2 == 0 { Some(p.id) } else { None };
+        ids.push(op.id);
+        tx.operation_create(&op).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut tx = store.read().await.unwrap();
+    let one = tx.operation_get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (one.project.as_deref(), one.state, one.kind.as_str()),
+        (Some("alpha"), OperationState::Queued, "test.work")
+    );
+    assert_eq!(
+        one.steps.iter().map(|s| (s.index, s.name.as_str(), s.state)).collect::<Vec<_>>(),
+        [(0, "first", StepState::Pending), (1, "second", StepState::Pending)]
+    );
+    assert_eq!(tx.operation_get(OperationId::new()).await.unwrap(), None);
+
+    let page = tx.operation_list(None, &PageRequest::first(3)).await.unwrap();
+    assert_eq!(page.items.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[4], ids[3], ids[2]]);
+    let next = PageParams { limit: Some(3), page_token: page.next_page_token }.resolve().unwrap();
+    let rest = tx.operation_list(None, &next).await.unwrap();
+    assert_eq!(rest.items.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[1], ids[0]]);
+    let mine = tx.operation_list(Some(p.id), &PageRequest::first(10)).await.unwrap();
+    assert_eq!(mine.items.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[4], ids[2], ids[0]]);
+}
+
+async fn concurrent_claims_take_each_operation_once(url: String) {
+    let store = open(&url).await;
+    let mut tx = store.write().await.unwrap();
+    for i in 0..12 {
+        tx.operation_create(&new_op(&format!("t/{i}"), now())).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let at = now();
+    let workers = (0..4).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let mut tx = store.write().await.unwrap();
+                match tx.operation_claim(&format!("w{w}"), at, at + chrono::Duration::seconds(30)).await.unwrap() {
+                    Some((id, _)) => {
+                        tx.commit().await.unwrap();
+                        got.push(id);
+                    }
+                    None => return got,
+                }
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for w in workers.collect::<Vec<_>>() {
+        all.extend(w.await.unwrap());
+    }
+    let unique: std::collections::BTreeSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (12, 12), "every operation claimed exactly once");
 }

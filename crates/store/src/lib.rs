@@ -145,6 +145,64 @@ pub struct ClusterRecord {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A new operation and the names of its steps, as the app creates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOperation {
+    pub id: OperationId,
+    pub project_id: Option<ProjectId>,
+    pub kind: String,
+    pub target: String,
+    pub params: serde_json::Value,
+    pub created_by: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub steps: Vec<String>,
+}
+
+/// What a worker needs to run an operation it claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationRun {
+    pub id: OperationId,
+    pub kind: String,
+    pub params: serde_json::Value,
+    pub state: OperationState,
+    pub cancel_requested: bool,
+    pub error: Option<StepError>,
+    pub steps: Vec<StepRun>,
+}
+
+/// A step as a worker sees it: with its persisted output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRun {
+    pub index: i64,
+    pub name: String,
+    pub state: StepState,
+    pub attempts: i64,
+    pub output: Option<serde_json::Value>,
+}
+
+/// A change to one step, written only if the writer still holds the operation's fence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepChange<'a> {
+    pub state: StepState,
+    /// Count one more attempt (set when the step starts).
+    pub new_attempt: bool,
+    pub output: Option<&'a serde_json::Value>,
+    pub error: Option<&'a StepError>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A change to an operation, written only if the writer still holds its fence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationChange<'a> {
+    pub state: OperationState,
+    pub error: Option<&'a StepError>,
+    /// Not before this time may a worker claim it again (retry backoff).
+    pub next_run_at: chrono::DateTime<chrono::Utc>,
+    /// Give up the lease, so that any worker may claim it (at `next_run_at`).
+    pub release: bool,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// One transaction. Dropping it without [`Tx::commit`] rolls everything back.
 ///
 /// Methods are named resource-then-verb. `*_get` answers `None` for a missing object;
@@ -178,6 +236,39 @@ pub trait Tx: Send {
     async fn cluster_get(&mut self, project: ProjectId, name: &str) -> Result<Option<Cluster>>;
     async fn cluster_list(&mut self, project: ProjectId, page: &PageRequest) -> Result<Page<Cluster>>;
     async fn cluster_count_in_location(&mut self, location: LocationId) -> Result<i64>;
+
+    async fn operation_create(&mut self, op: &NewOperation) -> Result<()>;
+    async fn operation_get(&mut self, id: OperationId) -> Result<Option<Operation>>;
+    /// Newest first; `project` `None` lists every project's and the installation's.
+    async fn operation_list(&mut self, project: Option<ProjectId>, page: &PageRequest) -> Result<Page<Operation>>;
+    /// Claims the oldest runnable operation: unfinished, due, with no live lease, and the
+    /// oldest unfinished one of its target. Returns it with the fence the claim took.
+    async fn operation_claim(
+        &mut self,
+        worker: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<(OperationId, i64)>>;
+    async fn operation_run(&mut self, id: OperationId) -> Result<Option<OperationRun>>;
+    /// Extends the lease; `false` when the fence moved on (another worker took over).
+    async fn operation_renew(
+        &mut self,
+        id: OperationId,
+        fence: i64,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool>;
+    /// `false` when the fence moved on: nothing was written.
+    async fn operation_change(&mut self, id: OperationId, fence: i64, change: &OperationChange<'_>) -> Result<bool>;
+    /// `false` when the fence moved on: nothing was written.
+    async fn operation_step_change(
+        &mut self,
+        id: OperationId,
+        fence: i64,
+        index: i64,
+        change: &StepChange<'_>,
+    ) -> Result<bool>;
+    /// Marks the operation for cancelling; returns its state, `None` when it doesn't exist.
+    async fn operation_request_cancel(&mut self, id: OperationId) -> Result<Option<OperationState>>;
 
     /// Appends `entry` to the audit chain and returns the record as stored.
     async fn audit_append(&mut self, entry: &AuditEntry) -> Result<AuditRecord>;

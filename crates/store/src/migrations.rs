@@ -3,7 +3,10 @@
 //! edited once released (add a new one instead).
 
 /// `(version, name, sql)`, in order, versions from 1 without gaps.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "operations", include_str!("../migrations/0002_operations.sql")),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

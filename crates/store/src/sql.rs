@@ -13,7 +13,10 @@ use sovdb_types::audit::{AuditEntry, AuditRecord, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
-use crate::{AuditFilter, Backend, ClusterRecord, OpenError, Result, StoreError, Tx};
+use crate::{
+    AuditFilter, Backend, ClusterRecord, NewOperation, OpenError, OperationChange, OperationRun, Result, StepChange,
+    StepRun, StoreError, Tx,
+};
 
 type Row = <Db as sqlx::Database>::Row;
 
@@ -174,6 +177,64 @@ fn audit_from(row: &Row) -> Result<AuditRecord> {
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
     })
+}
+
+fn opt_time(row: &Row, col: &str) -> Result<Option<DateTime<Utc>>> {
+    let v: Option<i64> = row.try_get(col)?;
+    Ok(v.and_then(DateTime::from_timestamp_millis))
+}
+
+fn opt_json<T: serde::de::DeserializeOwned>(row: &Row, col: &str, what: &'static str) -> Result<Option<T>> {
+    let v: Option<String> = row.try_get(col)?;
+    v.map(|v| serde_json::from_str(&v).map_err(|e| StoreError::Corrupt { what, detail: format!("{col}: {e}") }))
+        .transpose()
+}
+
+fn operation_from(row: &Row, steps: Vec<OperationStep>) -> Result<Operation> {
+    Ok(Operation {
+        id: parsed(row, "id", "operation id")?,
+        kind: row.try_get("kind")?,
+        target: row.try_get("target")?,
+        project: row.try_get("project")?,
+        state: enum_col(row, "state", "operation state", OperationState::parse)?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        created_by: row.try_get("created_by")?,
+        created_at: time(row, "created_at")?,
+        finished_at: opt_time(row, "finished_at")?,
+        error: opt_json(row, "error", "operation error")?,
+        steps,
+    })
+}
+
+fn step_from(row: &Row) -> Result<OperationStep> {
+    Ok(OperationStep {
+        index: row.try_get("idx")?,
+        name: row.try_get("name")?,
+        state: enum_col(row, "state", "step state", StepState::parse)?,
+        attempts: row.try_get("attempts")?,
+        started_at: opt_time(row, "started_at")?,
+        finished_at: opt_time(row, "finished_at")?,
+        error: opt_json(row, "error", "step error")?,
+    })
+}
+
+const OPERATION_SELECT: &str = "SELECT o.id, o.kind, o.target, p.name AS project, o.state, o.cancel_requested, \
+     o.created_by, o.created_at, o.finished_at, o.error FROM operations o LEFT JOIN projects p ON p.id = o.project_id";
+
+/// Operations a worker may still have to run.
+const UNFINISHED: &str = "('queued', 'running', 'undoing')";
+
+impl SqlTx {
+    async fn steps_of(&mut self, id: &str) -> Result<Vec<OperationStep>> {
+        let rows = sqlx::query(
+            "SELECT idx, name, state, attempts, started_at, finished_at, error FROM operation_steps \
+             WHERE operation_id = $1 ORDER BY idx",
+        )
+        .bind(id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(step_from).collect()
+    }
 }
 
 const CLUSTER_SELECT: &str = "SELECT c.id, c.name, p.name AS project, c.engine, c.version, c.state, \
@@ -394,6 +455,219 @@ impl Tx for SqlTx {
             .bind(location.to_string())
             .fetch_one(&mut *self.tx)
             .await?)
+    }
+
+    async fn operation_create(&mut self, op: &NewOperation) -> Result<()> {
+        let id = op.id.to_string();
+        sqlx::query(
+            "INSERT INTO operations (id, project_id, kind, target, params, state, created_by, created_at, next_run_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(&id)
+        .bind(op.project_id.map(|p| p.to_string()))
+        .bind(&op.kind)
+        .bind(&op.target)
+        .bind(op.params.to_string())
+        .bind(OperationState::Queued.as_str())
+        .bind(&op.created_by)
+        .bind(ms(op.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        for (idx, name) in op.steps.iter().enumerate() {
+            sqlx::query("INSERT INTO operation_steps (operation_id, idx, name, state) VALUES ($1, $2, $3, $4)")
+                .bind(&id)
+                .bind(idx as i64)
+                .bind(name)
+                .bind(StepState::Pending.as_str())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn operation_get(&mut self, id: OperationId) -> Result<Option<Operation>> {
+        let id = id.to_string();
+        let Some(row) = sqlx::query(&format!("{OPERATION_SELECT} WHERE o.id = $1"))
+            .bind(&id)
+            .fetch_optional(&mut *self.tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let steps = self.steps_of(&id).await?;
+        Ok(Some(operation_from(&row, steps)?))
+    }
+
+    async fn operation_list(&mut self, project: Option<ProjectId>, page: &PageRequest) -> Result<Page<Operation>> {
+        // IDs are UUIDv7: descending ID order is newest first.
+        let rows = sqlx::query(&format!(
+            "{OPERATION_SELECT} WHERE ($1 IS NULL OR o.project_id = $1) AND ($2 IS NULL OR o.id < $2) \
+             ORDER BY o.id DESC LIMIT $3"
+        ))
+        .bind(project.map(|p| p.to_string()))
+        .bind(&page.after)
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let steps = self.steps_of(&id).await?;
+            items.push(operation_from(row, steps)?);
+        }
+        Ok(Page::from_rows(items, page, |o| o.id.to_string()))
+    }
+
+    async fn operation_claim(
+        &mut self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<(OperationId, i64)>> {
+        let candidate = sqlx::query(&format!(
+            "SELECT o.id, o.fence FROM operations o \
+             WHERE o.state IN {UNFINISHED} AND o.next_run_at <= $1 \
+             AND (o.lease_owner IS NULL OR o.lease_expires_at < $1) \
+             AND NOT EXISTS (SELECT 1 FROM operations e WHERE e.target = o.target AND e.state IN {UNFINISHED} \
+                 AND (e.created_at < o.created_at OR (e.created_at = o.created_at AND e.id < o.id))) \
+             ORDER BY o.created_at, o.id LIMIT 1"
+        ))
+        .bind(ms(now))
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(row) = candidate else { return Ok(None) };
+        let id: String = row.try_get("id")?;
+        let fence: i64 = row.try_get("fence")?;
+        // Compare-and-swap on the fence: of two workers that saw the same candidate, one wins.
+        let done = sqlx::query(
+            "UPDATE operations SET fence = fence + 1, lease_owner = $1, lease_expires_at = $2, \
+             state = CASE WHEN state = 'queued' THEN 'running' ELSE state END \
+             WHERE id = $3 AND fence = $4",
+        )
+        .bind(worker)
+        .bind(ms(lease_until))
+        .bind(&id)
+        .bind(fence)
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let id = id.parse().map_err(|_| StoreError::Corrupt { what: "operation id", detail: id.clone() })?;
+        Ok(Some((id, fence + 1)))
+    }
+
+    async fn operation_run(&mut self, id: OperationId) -> Result<Option<OperationRun>> {
+        let sid = id.to_string();
+        let Some(row) =
+            sqlx::query("SELECT kind, params, state, cancel_requested, error FROM operations WHERE id = $1")
+                .bind(&sid)
+                .fetch_optional(&mut *self.tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT idx, name, state, attempts, output FROM operation_steps WHERE operation_id = $1 ORDER BY idx",
+        )
+        .bind(&sid)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let steps = rows
+            .iter()
+            .map(|r| {
+                Ok(StepRun {
+                    index: r.try_get("idx")?,
+                    name: r.try_get("name")?,
+                    state: enum_col(r, "state", "step state", StepState::parse)?,
+                    attempts: r.try_get("attempts")?,
+                    output: opt_json(r, "output", "step output")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(OperationRun {
+            id,
+            kind: row.try_get("kind")?,
+            params: json_col(&row, "params", "operation params")?,
+            state: enum_col(&row, "state", "operation state", OperationState::parse)?,
+            cancel_requested: row.try_get("cancel_requested")?,
+            error: opt_json(&row, "error", "operation error")?,
+            steps,
+        }))
+    }
+
+    async fn operation_renew(&mut self, id: OperationId, fence: i64, until: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query("UPDATE operations SET lease_expires_at = $1 WHERE id = $2 AND fence = $3")
+            .bind(ms(until))
+            .bind(id.to_string())
+            .bind(fence)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn operation_change(&mut self, id: OperationId, fence: i64, change: &OperationChange<'_>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE operations SET state = $1, error = $2, next_run_at = $3, finished_at = $4, \
+             lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, \
+             lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END \
+             WHERE id = $6 AND fence = $7",
+        )
+        .bind(change.state.as_str())
+        .bind(change.error.map(|e| serde_json::to_string(e).expect("serialise")))
+        .bind(ms(change.next_run_at))
+        .bind(change.finished_at.map(ms))
+        .bind(change.release)
+        .bind(id.to_string())
+        .bind(fence)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn operation_step_change(
+        &mut self,
+        id: OperationId,
+        fence: i64,
+        index: i64,
+        change: &StepChange<'_>,
+    ) -> Result<bool> {
+        let finished = matches!(change.state, StepState::Succeeded | StepState::Failed | StepState::Undone);
+        let done = sqlx::query(
+            "UPDATE operation_steps SET state = $1, \
+             attempts = attempts + CASE WHEN $2 THEN 1 ELSE 0 END, \
+             output = CASE WHEN $3 IS NULL THEN output ELSE $3 END, \
+             error = $4, \
+             started_at = CASE WHEN $2 THEN $5 ELSE started_at END, \
+             finished_at = CASE WHEN $6 THEN $5 ELSE NULL END \
+             WHERE operation_id = $7 AND idx = $8 \
+             AND EXISTS (SELECT 1 FROM operations WHERE id = $7 AND fence = $9)",
+        )
+        .bind(change.state.as_str())
+        .bind(change.new_attempt)
+        .bind(change.output.map(|o| o.to_string()))
+        .bind(change.error.map(|e| serde_json::to_string(e).expect("serialise")))
+        .bind(ms(change.at))
+        .bind(finished)
+        .bind(id.to_string())
+        .bind(index)
+        .bind(fence)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn operation_request_cancel(&mut self, id: OperationId) -> Result<Option<OperationState>> {
+        let sid = id.to_string();
+        sqlx::query(&format!("UPDATE operations SET cancel_requested = TRUE WHERE id = $1 AND state IN {UNFINISHED}"))
+            .bind(&sid)
+            .execute(&mut *self.tx)
+            .await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM operations WHERE id = $1").bind(&sid).fetch_optional(&mut *self.tx).await?;
+        state
+            .map(|s| OperationState::parse(&s).ok_or(StoreError::Corrupt { what: "operation state", detail: s }))
+            .transpose()
     }
 
     async fn audit_append(&mut self, entry: &AuditEntry) -> Result<AuditRecord> {

@@ -72,3 +72,7 @@ id_type!(
     /// An audit record.
     AuditId
 );
+id_type!(
+    /// An operation: one durable workflow run.
+    OperationId
+);

@@ -8,10 +8,12 @@
 pub mod audit;
 pub mod ids;
 pub mod names;
+pub mod operations;
 pub mod page;
 pub mod resources;
 
 pub use ids::*;
+pub use operations::*;
 pub use page::{Page, PageError, PageParams, PageRequest};
 pub use resources::*;
 
