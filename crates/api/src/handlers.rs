@@ -158,3 +158,38 @@ pub(crate) async fn audit_list(
     let page = PageParams { limit: q.limit, page_token: q.page_token };
     Ok(Json(app.audit_list(&ctx, &filter, &page).await?))
 }
+
+/// Operations, newest first: all of them for admins, else the project's.
+#[utoipa::path(get, path = "/operations", tag = "operations", params(PageParams),
+    responses((status = 200, body = Page<Operation>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn operation_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(page): Params<PageParams>,
+) -> ApiResult<Json<Page<Operation>>> {
+    Ok(Json(app.operation_list(&ctx, &page).await?))
+}
+
+/// One operation with its steps.
+#[utoipa::path(get, path = "/operations/{id}", tag = "operations", params(("id" = String, Path)),
+    responses((status = 200, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn operation_get(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Operation>> {
+    Ok(Json(app.operation_get(&ctx, &id).await?))
+}
+
+/// Cancels an operation at its next step boundary; what it did is undone.
+#[utoipa::path(post, path = "/operations/{id}/cancel", tag = "operations", params(("id" = String, Path)),
+    responses((status = 200, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn operation_cancel(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Operation>> {
+    Ok(Json(app.operation_cancel(&ctx, &id).await?))
+}

@@ -37,6 +37,7 @@ pub use context::PROJECT_HEADER;
         (name = "locations", description = "Where hosts and databases run"),
         (name = "clusters", description = "Database clusters"),
         (name = "audit", description = "The audit log"),
+        (name = "operations", description = "Durable operations and their progress"),
     )
 )]
 struct ApiDoc;
@@ -76,6 +77,9 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::cluster_list))
         .routes(routes!(handlers::cluster_get))
         .routes(routes!(handlers::audit_list))
+        .routes(routes!(handlers::operation_list))
+        .routes(routes!(handlers::operation_get))
+        .routes(routes!(handlers::operation_cancel))
         .layer(axum::middleware::from_fn_with_state(app, context::authenticate));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::healthz))

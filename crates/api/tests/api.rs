@@ -7,7 +7,7 @@ use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sovdb_app::App;
-use sovdb_store::{ClusterRecord, Store};
+use sovdb_store::{ClusterRecord, NewOperation, Store};
 use sovdb_types::*;
 use tower::ServiceExt;
 
@@ -284,7 +284,7 @@ async fn openapi_document_is_valid_and_describes_every_route() {
         for (method, _) in item.methods() {
             operations += 1;
             let method = method.as_str().to_lowercase();
-            let full = path.replace("{name}", "x");
+            let full = path.replace("{name}", "x").replace("{id}", "x");
             let answer = h.call(method.to_uppercase().parse().unwrap(), &full, None, None).await;
             assert_ne!(answer.status, StatusCode::NOT_FOUND, "{method} {full} is described but not routed");
             assert_ne!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {full}");
@@ -307,4 +307,64 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
         Value::Array(a) => a.iter().for_each(|v| collect_refs(v, out)),
         _ => {}
     }
+}
+
+#[tokio::test]
+async fn operations_are_listed_shown_and_cancelled_with_an_audit_record() {
+    let h = harness().await;
+    let project = h.store.read().await.unwrap().project_get("default").await.unwrap().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let op = NewOperation {
+            id: OperationId::new(),
+            project_id: Some(project.id),
+            kind: "cluster.create".into(),
+            target: format!("cluster/db-{i}"),
+            params: json!({"password": "never-shown"}),
+            created_by: "admin".into(),
+            created_at: chrono::Utc::now(),
+            steps: vec!["allocate".into(), "start".into()],
+        };
+        ids.push(op.id);
+        let mut tx = h.store.write().await.unwrap();
+        tx.operation_create(&op).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    let a = h.get("/api/v1/operations?limit=2").await;
+    let listed: Vec<&str> = a.body["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [ids[2].to_string(), ids[1].to_string()], "newest first");
+    assert!(a.body["next_page_token"].is_string());
+    assert!(!a.body.to_string().contains("never-shown"), "parameters and outputs are not shown");
+
+    let a = h.get(&format!("/api/v1/operations/{}", ids[0])).await;
+    assert_eq!((a.status, a.body["state"].as_str()), (StatusCode::OK, Some("queued")));
+    assert_eq!(a.body["steps"][1]["name"], "start");
+
+    assert_error(&h.get("/api/v1/operations/not-a-uuid").await, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(
+        &h.get(&format!("/api/v1/operations/{}", OperationId::new())).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    let a = h.post(&format!("/api/v1/operations/{}/cancel", ids[0]), "{}").await;
+    assert_eq!((a.status, a.body["cancel_requested"].as_bool()), (StatusCode::OK, Some(true)), "{}", a.body);
+    assert!(h.audit_targets().await.contains(&format!("operation/{}", ids[0])));
+
+    // A finished operation can't be cancelled.
+    let mut tx = h.store.write().await.unwrap();
+    let (claimed, fence) = tx.operation_claim("w", chrono::Utc::now(), chrono::Utc::now()).await.unwrap().unwrap();
+    let now = chrono::Utc::now();
+    let done = sovdb_store::OperationChange {
+        state: OperationState::Succeeded,
+        error: None,
+        next_run_at: now,
+        release: true,
+        finished_at: Some(now),
+    };
+    assert!(tx.operation_change(claimed, fence, &done).await.unwrap());
+    tx.commit().await.unwrap();
+    let a = h.post(&format!("/api/v1/operations/{claimed}/cancel"), "{}").await;
+    assert_error(&a, StatusCode::CONFLICT, "conflict");
 }

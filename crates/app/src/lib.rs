@@ -15,6 +15,7 @@ mod bootstrap;
 mod clusters;
 mod error;
 mod locations;
+mod operations;
 mod projects;
 mod validate;
 

@@ -52,6 +52,16 @@ fn cli_works_against_a_fresh_server_with_no_configuration() {
     assert_eq!(names(&json(&server, &["location", "list"])), ["local"]);
     assert_eq!(json(&server, &["cluster", "list"]), Value::Array(vec![]));
     assert_eq!(json(&server, &["whoami"])["user"], "admin");
+    assert_eq!(json(&server, &["op", "list"]), Value::Array(vec![]));
+    let e = fails(
+        {
+            let mut c = server.cli();
+            c.args(["op", "show", "nope"]);
+            c
+        },
+        1,
+    );
+    assert!(e.contains("is not an operation ID"), "{e}");
 
     let table = ok(&server, &["location", "list"]);
     assert!(table.starts_with("NAME"), "{table}");

@@ -8,6 +8,7 @@ use crate::config::GlobalOpts;
 mod audit;
 mod cluster;
 mod location;
+mod op;
 mod project;
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +41,13 @@ pub enum ClientCommand {
         #[command(subcommand)]
         cmd: audit::AuditCmd,
     },
+    /// Operations: the durable work behind every change, with its progress
+    Op {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: op::OpCmd,
+    },
     /// Show who the token belongs to and the project in use
     Whoami {
         #[command(flatten)]
@@ -54,6 +62,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         | ClientCommand::Cluster { global, .. }
         | ClientCommand::Project { global, .. }
         | ClientCommand::Audit { global, .. }
+        | ClientCommand::Op { global, .. }
         | ClientCommand::Whoami { global } => global.clone(),
     };
     let client = Client::new(global.resolve()?);
@@ -63,6 +72,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Cluster { cmd, .. } => cluster::run(cmd, &client, out).await,
         ClientCommand::Project { cmd, .. } => project::run(cmd, &client, out).await,
         ClientCommand::Audit { cmd, .. } => audit::run(cmd, &client, out).await,
+        ClientCommand::Op { cmd, .. } => op::run(cmd, &client, out).await,
         ClientCommand::Whoami { .. } => project::whoami(&client, out).await,
     }
 }

@@ -1,0 +1,86 @@
+use clap::Subcommand;
+use sovdb_types::{Operation, OperationStep};
+
+use crate::client::Client;
+use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
+
+#[derive(Debug, Subcommand)]
+pub enum OpCmd {
+    /// List operations, newest first
+    List,
+    /// Show one operation and its steps
+    Show {
+        /// The operation's ID
+        id: String,
+    },
+    /// Cancel an operation: it stops at its next step boundary and undoes what it did
+    Cancel {
+        /// The operation's ID
+        id: String,
+    },
+}
+
+/// `n/m name` of the step in progress (or the last one), for tables.
+fn progress(op: &Operation) -> String {
+    let total = op.steps.len();
+    let done = op.steps.iter().filter(|s| s.state == sovdb_types::StepState::Succeeded).count();
+    match op.steps.iter().find(|s| s.state != sovdb_types::StepState::Succeeded) {
+        Some(s) => format!("{}/{total} {}", s.index + 1, s.name),
+        None => format!("{done}/{total}"),
+    }
+}
+
+impl Tabular for Operation {
+    const HEADERS: &'static [&'static str] =
+        &["ID", "KIND", "TARGET", "STATE", "STEP", "CREATED BY", "CREATED", "ERROR"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.to_string(),
+            self.kind.clone(),
+            self.target.clone(),
+            self.state.as_str().to_string()
+                + if self.cancel_requested && !self.state.is_final() { " (cancelling)" } else { "" },
+            progress(self),
+            self.created_by.clone(),
+            output::time(&self.created_at),
+            self.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "-".into()),
+        ]
+    }
+}
+
+impl Tabular for OperationStep {
+    const HEADERS: &'static [&'static str] = &["#", "STEP", "STATE", "ATTEMPTS", "STARTED", "FINISHED", "ERROR"];
+    fn row(&self) -> Vec<String> {
+        let t = |t: &Option<chrono::DateTime<chrono::Utc>>| t.as_ref().map(output::time).unwrap_or_else(|| "-".into());
+        vec![
+            (self.index + 1).to_string(),
+            self.name.clone(),
+            self.state.as_str().into(),
+            self.attempts.to_string(),
+            t(&self.started_at),
+            t(&self.finished_at),
+            self.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "-".into()),
+        ]
+    }
+}
+
+fn show(op: &Operation, out: OutputFormat) -> anyhow::Result<()> {
+    print_one(op, out)?;
+    if out == OutputFormat::Table {
+        println!();
+        print_list(&op.steps, out)?;
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: OpCmd, client: &Client, out: OutputFormat) -> anyhow::Result<()> {
+    match cmd {
+        OpCmd::List => print_list(&client.list::<Operation>("/operations", &[]).await?, out),
+        OpCmd::Show { id } => show(&client.get::<Operation>(&format!("/operations/{id}"), &[]).await?, out),
+        OpCmd::Cancel { id } => {
+            let op: Operation = client.post(&format!("/operations/{id}/cancel"), &serde_json::json!({})).await?;
+            eprintln!("operation {id}: cancel requested; it stops at its next step boundary and undoes its steps");
+            show(&op, out)
+        }
+    }
+}
