@@ -17,7 +17,7 @@ use sovdb_types::{OperationId, OperationState, StepError, StepState};
 use tokio::sync::{watch, Notify};
 
 use crate::failpoints::{Action, Failpoints};
-use crate::workflow::{StepCtx, StepFailure, Workflow};
+use crate::workflow::{StepCtx, StepFailure, StepFn, Workflow};
 
 /// How the engine paces itself. Defaults suit production; tests shorten them.
 #[derive(Debug, Clone)]
@@ -201,14 +201,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
             return Ok(Some(Driven::FencedOut));
         }
         let attempts = step.attempts + 1;
-        let result = match self.inject(&format!("{point}.before")) {
-            Some(f) => Err(f),
-            None => self.with_lease(run.id, fence, (def.run)(self.ctx(run))).await?,
-        };
-        let result = match (result, self.inject(&format!("{point}.after"))) {
-            (Ok(_), Some(f)) => Err(f),
-            (r, _) => r,
-        };
+        let result = self.guarded(run, fence, &def.run, &format!("{point}.before"), &format!("{point}.after")).await?;
         match result {
             Ok(output) => {
                 let done = StepChange {
@@ -283,14 +276,8 @@ impl<S: Send + Sync + 'static> Engine<S> {
             return Ok(Some(Driven::FencedOut));
         }
         let attempts = step.attempts + 1;
-        let result = match self.inject(&format!("{point}.undo-before")) {
-            Some(f) => Err(f),
-            None => self.with_lease(run.id, fence, (undo)(self.ctx(run))).await?,
-        };
-        let result = match (result, self.inject(&format!("{point}.undo-after"))) {
-            (Ok(_), Some(f)) => Err(f),
-            (r, _) => r,
-        };
+        let result =
+            self.guarded(run, fence, undo, &format!("{point}.undo-before"), &format!("{point}.undo-after")).await?;
         match result {
             Ok(_) => {
                 let undone = StepChange {
@@ -333,6 +320,26 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 self.finish(run.id, fence, OperationState::Failed, Some(&error)).await.map(Some)
             }
         }
+    }
+
+    /// Runs a step function between its two failpoints (before the side effect; after it
+    /// but before its result is recorded), holding the lease meanwhile.
+    async fn guarded(
+        &self,
+        run: &OperationRun,
+        fence: i64,
+        f: &StepFn<S>,
+        before: &str,
+        after: &str,
+    ) -> Result<Result<Value, StepFailure>, EngineError> {
+        if let Some(failure) = self.inject(before) {
+            return Ok(Err(failure));
+        }
+        let result = self.with_lease(run.id, fence, f(self.ctx(run))).await?;
+        Ok(match (result, self.inject(after)) {
+            (Ok(_), Some(failure)) => Err(failure),
+            (r, _) => r,
+        })
     }
 
     /// Runs a step's future while renewing the lease. If the lease is lost, the step is

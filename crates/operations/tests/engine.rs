@@ -382,3 +382,18 @@ async fn one_operation_per_target_runs_at_a_time() {
     first.await.unwrap();
     assert_eq!(w.settle(&engine, ids[1]).await.state, OperationState::Succeeded);
 }
+
+#[tokio::test]
+async fn a_step_that_acted_but_failed_before_its_record_is_undone_too() {
+    // The failpoint sits after start's side effect and before its record: the started
+    // file exists although the step is recorded as failed. Undo must remove it.
+    let w = world().await;
+    let failpoints = Failpoints::parse("test.provision.start.after=fail").unwrap();
+    let engine = Engine::new(w.store.clone(), w.svc.clone(), config("a"), failpoints).register(provision());
+    let id = w.create(json!({})).await;
+    let op = w.settle(&engine, id).await;
+    assert_eq!(op.state, OperationState::Failed);
+    assert!(op.error.as_ref().unwrap().message.contains("failpoint test.provision.start.after"));
+    assert_eq!(w.svc.log_lines(), ["allocate", "create", "start", "undo start", "undo create"]);
+    assert!(w.files().is_empty(), "{:?}", w.files());
+}
