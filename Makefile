@@ -2,12 +2,14 @@
 # missing first (scripts/install-deps.sh, quiet when all is there), then build.
 
 CARGO ?= cargo
+# Where cargo puts binaries: honours CARGO_TARGET_DIR like cargo does.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: run test build deps lint clean
 
 ## Start the control plane on the embedded default, in the foreground.
 run: build
-	./target/debug/sovdb serve
+	$(TARGET_DIR)/debug/sovdb serve
 
 ## Run every test.
 test: deps
