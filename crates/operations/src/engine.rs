@@ -7,6 +7,7 @@
 //! partition) finds its fence moved on at its next write and stops without recording.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,16 +58,17 @@ impl EngineConfig {
 pub enum EngineError {
     #[error("store")]
     Store(#[from] StoreError),
-}
-
-/// How a drive of one operation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Driven {
-    /// Finished (or waits for a retry, or was parked): the lease was given back.
-    Released,
-    /// Another worker holds the operation now; we recorded nothing more.
+    /// Another worker claimed the operation since (our lease lapsed): we recorded nothing
+    /// and stopped. Not a failure of the operation.
+    #[error("lost the lease to another worker")]
     FencedOut,
 }
+
+/// Whether driving goes on to the next step boundary or stops here (the operation ended,
+/// waits for a retry, or was parked; either way its lease was given back).
+type Next = ControlFlow<()>;
+const GO_ON: Next = ControlFlow::Continue(());
+const STOP: Next = ControlFlow::Break(());
 
 pub struct Engine<S> {
     store: Arc<dyn Store>,
@@ -148,17 +150,19 @@ impl<S: Send + Sync + 'static> Engine<S> {
         tx.commit().await?;
         let Some((id, fence)) = claimed else { return Ok(false) };
         tracing::debug!(operation = %id, fence, "claimed");
-        match self.drive(id, fence).await? {
-            Driven::Released => {}
-            Driven::FencedOut => tracing::warn!(operation = %id, fence, "lost the lease to another worker; stopped"),
+        match self.drive(id, fence).await {
+            Err(EngineError::FencedOut) => {
+                tracing::warn!(operation = %id, fence, "lost the lease to another worker; stopped")
+            }
+            other => other?,
         }
         Ok(true)
     }
 
-    async fn drive(&self, id: OperationId, fence: i64) -> Result<Driven, EngineError> {
+    async fn drive(&self, id: OperationId, fence: i64) -> Result<(), EngineError> {
         loop {
             let Some(run) = self.store.read().await?.operation_run(id).await? else {
-                return Ok(Driven::Released);
+                return Ok(());
             };
             let Some(workflow) = self.workflows.get(run.kind.as_str()).cloned() else {
                 let error = StepError::message(format!(
@@ -169,135 +173,90 @@ impl<S: Send + Sync + 'static> Engine<S> {
             };
             if self.stopping() {
                 // Park: give the lease back at a step boundary; any worker resumes here.
-                return self.change(id, fence, run.state, run.error.as_ref(), Utc::now(), true, None).await;
+                return self.release(id, fence, run.state, run.error.as_ref(), Utc::now()).await;
             }
-            let outcome = match run.state {
+            let next = match run.state {
                 OperationState::Queued | OperationState::Running if run.cancel_requested => {
                     let error = StepError::message("cancelled by a user");
-                    let d =
-                        self.change(id, fence, OperationState::Undoing, Some(&error), Utc::now(), false, None).await?;
-                    (d == Driven::FencedOut).then_some(d)
+                    self.transition(id, fence, OperationState::Undoing, Some(&error)).await?;
+                    GO_ON
                 }
                 OperationState::Queued | OperationState::Running => self.forward(&workflow, &run, fence).await?,
                 OperationState::Undoing => self.backward(&workflow, &run, fence).await?,
-                _ => return self.change(id, fence, run.state, run.error.as_ref(), Utc::now(), true, None).await,
+                _ => return self.release(id, fence, run.state, run.error.as_ref(), Utc::now()).await,
             };
-            if let Some(done) = outcome {
-                return Ok(done);
+            if next.is_break() {
+                return Ok(());
             }
         }
     }
 
-    /// Runs the first unfinished step. `None` to go on with the next boundary.
-    async fn forward(&self, wf: &Workflow<S>, run: &OperationRun, fence: i64) -> Result<Option<Driven>, EngineError> {
+    /// Runs the first unfinished step, or ends the operation when none is left.
+    async fn forward(&self, wf: &Workflow<S>, run: &OperationRun, fence: i64) -> Result<Next, EngineError> {
         let Some(step) = run.steps.iter().find(|s| s.state != StepState::Succeeded) else {
-            return self.finish(run.id, fence, OperationState::Succeeded, None).await.map(Some);
+            self.finish(run.id, fence, OperationState::Succeeded, None).await?;
+            return Ok(STOP);
         };
         let def = &wf.steps[step.index as usize];
         let point = format!("{}.{}", wf.name, def.name);
-        let started =
-            StepChange { state: StepState::Running, new_attempt: true, output: None, error: None, at: Utc::now() };
-        if !self.step_change(run, fence, step.index, &started).await? {
-            return Ok(Some(Driven::FencedOut));
-        }
+        self.set_step(run, fence, step.index, StepState::Running, None, None).await?;
         let attempts = step.attempts + 1;
-        let result = self.guarded(run, fence, &def.run, &format!("{point}.before"), &format!("{point}.after")).await?;
-        match result {
+        match self.guarded(run, fence, &def.run, &format!("{point}.before"), &format!("{point}.after")).await? {
             Ok(output) => {
-                let done = StepChange {
-                    state: StepState::Succeeded,
-                    new_attempt: false,
-                    output: Some(&output),
-                    error: None,
-                    at: Utc::now(),
-                };
-                if !self.step_change(run, fence, step.index, &done).await? {
-                    return Ok(Some(Driven::FencedOut));
-                }
+                self.set_step(run, fence, step.index, StepState::Succeeded, Some(&output), None).await?;
                 tracing::info!(operation = %run.id, step = def.name, attempts, "step succeeded");
-                Ok(None)
+                Ok(GO_ON)
             }
             Err(f) if f.transient && attempts < self.config.max_attempts => {
                 let retry_at = Utc::now() + ms(self.config.backoff(attempts));
                 tracing::warn!(operation = %run.id, step = def.name, attempts, error = %f.error.message, %retry_at, "step failed; will retry");
-                let again = StepChange {
-                    state: StepState::Pending,
-                    new_attempt: false,
-                    output: None,
-                    error: Some(&f.error),
-                    at: Utc::now(),
-                };
-                if !self.step_change(run, fence, step.index, &again).await? {
-                    return Ok(Some(Driven::FencedOut));
-                }
-                self.change(run.id, fence, OperationState::Running, None, retry_at, true, None).await.map(Some)
+                self.set_step(run, fence, step.index, StepState::Pending, None, Some(&f.error)).await?;
+                self.release(run.id, fence, OperationState::Running, None, retry_at).await?;
+                Ok(STOP)
             }
             Err(f) => {
                 tracing::warn!(operation = %run.id, step = def.name, attempts, error = %f.error.message, "step failed; undoing");
-                let failed = StepChange {
-                    state: StepState::Failed,
-                    new_attempt: false,
-                    output: None,
-                    error: Some(&f.error),
-                    at: Utc::now(),
-                };
-                if !self.step_change(run, fence, step.index, &failed).await? {
-                    return Ok(Some(Driven::FencedOut));
-                }
+                self.set_step(run, fence, step.index, StepState::Failed, None, Some(&f.error)).await?;
                 let mut error = f.error.clone();
                 error.message = format!("step {} failed: {}", def.name, error.message);
-                self.change(run.id, fence, OperationState::Undoing, Some(&error), Utc::now(), false, None)
-                    .await
-                    .map(|d| (d == Driven::FencedOut).then_some(d))
+                self.transition(run.id, fence, OperationState::Undoing, Some(&error)).await?;
+                Ok(GO_ON)
             }
         }
     }
 
     /// Undoes the last step that acted (succeeded, failed or was interrupted), or ends the
     /// operation when none is left.
-    async fn backward(&self, wf: &Workflow<S>, run: &OperationRun, fence: i64) -> Result<Option<Driven>, EngineError> {
+    async fn backward(&self, wf: &Workflow<S>, run: &OperationRun, fence: i64) -> Result<Next, EngineError> {
         let acted = |s: &&sovdb_store::StepRun| {
             matches!(s.state, StepState::Succeeded | StepState::Failed | StepState::Running | StepState::Undoing)
         };
         let Some(step) = run.steps.iter().rev().find(acted) else {
             let end = if run.cancel_requested { OperationState::Cancelled } else { OperationState::Failed };
-            return self.finish(run.id, fence, end, run.error.as_ref()).await.map(Some);
+            self.finish(run.id, fence, end, run.error.as_ref()).await?;
+            return Ok(STOP);
         };
         let def = &wf.steps[step.index as usize];
         let Some(undo) = &def.undo else {
-            let skip =
-                StepChange { state: StepState::Undone, new_attempt: false, output: None, error: None, at: Utc::now() };
-            return Ok((!self.step_change(run, fence, step.index, &skip).await?).then_some(Driven::FencedOut));
+            self.set_step(run, fence, step.index, StepState::Undone, None, None).await?;
+            return Ok(GO_ON);
         };
         let point = format!("{}.{}", wf.name, def.name);
-        let undoing =
-            StepChange { state: StepState::Undoing, new_attempt: true, output: None, error: None, at: Utc::now() };
-        if !self.step_change(run, fence, step.index, &undoing).await? {
-            return Ok(Some(Driven::FencedOut));
-        }
+        self.set_step(run, fence, step.index, StepState::Undoing, None, None).await?;
         let attempts = step.attempts + 1;
-        let result =
-            self.guarded(run, fence, undo, &format!("{point}.undo-before"), &format!("{point}.undo-after")).await?;
-        match result {
+        match self.guarded(run, fence, undo, &format!("{point}.undo-before"), &format!("{point}.undo-after")).await? {
             Ok(_) => {
-                let undone = StepChange {
-                    state: StepState::Undone,
-                    new_attempt: false,
-                    output: None,
-                    error: None,
-                    at: Utc::now(),
-                };
+                self.set_step(run, fence, step.index, StepState::Undone, None, None).await?;
                 tracing::info!(operation = %run.id, step = def.name, "step undone");
-                Ok((!self.step_change(run, fence, step.index, &undone).await?).then_some(Driven::FencedOut))
+                Ok(GO_ON)
             }
             // Undo keeps trying transient failures for longer than forward steps: leaving
             // half-made things behind is worse than waiting.
             Err(f) if f.transient && attempts < self.config.max_attempts * 3 => {
                 let retry_at = Utc::now() + ms(self.config.backoff(attempts));
                 tracing::warn!(operation = %run.id, step = def.name, attempts, error = %f.error.message, "undo failed; will retry");
-                self.change(run.id, fence, OperationState::Undoing, run.error.as_ref(), retry_at, true, None)
-                    .await
-                    .map(Some)
+                self.release(run.id, fence, OperationState::Undoing, run.error.as_ref(), retry_at).await?;
+                Ok(STOP)
             }
             Err(f) => {
                 let mut error = f.error.clone();
@@ -307,17 +266,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
                     f.error.message,
                     run.error.as_ref().map(|e| e.message.as_str()).unwrap_or("cancelled")
                 );
-                let failed = StepChange {
-                    state: StepState::Failed,
-                    new_attempt: false,
-                    output: None,
-                    error: Some(&f.error),
-                    at: Utc::now(),
-                };
-                if !self.step_change(run, fence, step.index, &failed).await? {
-                    return Ok(Some(Driven::FencedOut));
-                }
-                self.finish(run.id, fence, OperationState::Failed, Some(&error)).await.map(Some)
+                self.set_step(run, fence, step.index, StepState::Failed, None, Some(&f.error)).await?;
+                self.finish(run.id, fence, OperationState::Failed, Some(&error)).await?;
+                Ok(STOP)
             }
         }
     }
@@ -382,36 +333,64 @@ impl<S: Send + Sync + 'static> Engine<S> {
         StepCtx::new(run.id, Arc::new(run.params.clone()), outputs, self.services.clone())
     }
 
-    async fn step_change(
+    /// Records a step's new state through the fence. Entering `running` or `undoing`
+    /// counts an attempt.
+    async fn set_step(
         &self,
         run: &OperationRun,
         fence: i64,
         index: i64,
-        change: &StepChange<'_>,
-    ) -> Result<bool, EngineError> {
+        state: StepState,
+        output: Option<&Value>,
+        error: Option<&StepError>,
+    ) -> Result<(), EngineError> {
+        let new_attempt = matches!(state, StepState::Running | StepState::Undoing);
+        let change = StepChange { state, new_attempt, output, error, at: Utc::now() };
         let mut tx = self.store.write().await?;
-        let ok = tx.operation_step_change(run.id, fence, index, change).await?;
+        let recorded = tx.operation_step_change(run.id, fence, index, &change).await?;
         tx.commit().await?;
-        Ok(ok)
+        if recorded {
+            Ok(())
+        } else {
+            Err(EngineError::FencedOut)
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn change(
+    /// Records an operation change through the fence.
+    async fn set_operation(&self, id: OperationId, fence: i64, change: OperationChange<'_>) -> Result<(), EngineError> {
+        let mut tx = self.store.write().await?;
+        let recorded = tx.operation_change(id, fence, &change).await?;
+        tx.commit().await?;
+        if recorded {
+            Ok(())
+        } else {
+            Err(EngineError::FencedOut)
+        }
+    }
+
+    /// A new state, keeping the lease: driving goes on.
+    async fn transition(
         &self,
         id: OperationId,
         fence: i64,
         state: OperationState,
         error: Option<&StepError>,
-        next_run_at: DateTime<Utc>,
-        release: bool,
-        finished_at: Option<DateTime<Utc>>,
-    ) -> Result<Driven, EngineError> {
-        let mut tx = self.store.write().await?;
-        let ok = tx
-            .operation_change(id, fence, &OperationChange { state, error, next_run_at, release, finished_at })
-            .await?;
-        tx.commit().await?;
-        Ok(if ok { Driven::Released } else { Driven::FencedOut })
+    ) -> Result<(), EngineError> {
+        let change = OperationChange { state, error, next_run_at: Utc::now(), release: false, finished_at: None };
+        self.set_operation(id, fence, change).await
+    }
+
+    /// Gives the lease back; any worker may claim the operation again from `at`.
+    async fn release(
+        &self,
+        id: OperationId,
+        fence: i64,
+        state: OperationState,
+        error: Option<&StepError>,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let change = OperationChange { state, error, next_run_at: at, release: true, finished_at: None };
+        self.set_operation(id, fence, change).await
     }
 
     async fn finish(
@@ -420,11 +399,12 @@ impl<S: Send + Sync + 'static> Engine<S> {
         fence: i64,
         state: OperationState,
         error: Option<&StepError>,
-    ) -> Result<Driven, EngineError> {
+    ) -> Result<(), EngineError> {
         let now = Utc::now();
-        let d = self.change(id, fence, state, error, now, true, Some(now)).await?;
+        let change = OperationChange { state, error, next_run_at: now, release: true, finished_at: Some(now) };
+        self.set_operation(id, fence, change).await?;
         tracing::info!(operation = %id, state = state.as_str(), "operation finished");
-        Ok(d)
+        Ok(())
     }
 }
 
