@@ -472,6 +472,11 @@ async fn operations_list_newest_first_with_steps(url: String) {
     let next = PageParams { limit: Some(3), page_token: page.next_page_token }.resolve().unwrap();
     let rest = tx.operation_list(None, &next).await.unwrap();
     assert_eq!(rest.items.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[1], ids[0]]);
+    let listed = page.items.iter().chain(&rest.items).collect::<Vec<_>>();
+    assert!(
+        listed.iter().all(|o| o.steps.iter().map(|s| s.name.as_str()).eq(["first", "second"])),
+        "each listed operation carries its own steps"
+    );
     let mine = tx.operation_list(Some(p.id), &PageRequest::first(10)).await.unwrap();
     assert_eq!(mine.items.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[4], ids[2], ids[0]]);
 }

@@ -4,7 +4,7 @@
 // compiles into two fully typed implementations. Keep every statement portable: `$n`
 // parameters, BIGINT, TEXT, BOOLEAN, `ON CONFLICT`, no RETURNING of generated values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -225,15 +225,25 @@ const OPERATION_SELECT: &str = "SELECT o.id, o.kind, o.target, p.name AS project
 const UNFINISHED: &str = "('queued', 'running', 'undoing')";
 
 impl SqlTx {
-    async fn steps_of(&mut self, id: &str) -> Result<Vec<OperationStep>> {
-        let rows = sqlx::query(
-            "SELECT idx, name, state, attempts, started_at, finished_at, error FROM operation_steps \
-             WHERE operation_id = $1 ORDER BY idx",
-        )
-        .bind(id)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter().map(step_from).collect()
+    /// The steps of every operation in `ids`, in one query (a page holds up to 1001).
+    async fn steps_of(&mut self, ids: &[String]) -> Result<HashMap<String, Vec<OperationStep>>> {
+        let mut steps: HashMap<String, Vec<OperationStep>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(steps);
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT operation_id, idx, name, state, attempts, started_at, finished_at, error FROM operation_steps \
+             WHERE operation_id IN ({placeholders}) ORDER BY operation_id, idx"
+        );
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(&mut *self.tx).await? {
+            steps.entry(row.try_get("operation_id")?).or_default().push(step_from(&row)?);
+        }
+        Ok(steps)
     }
 }
 
@@ -494,7 +504,7 @@ impl Tx for SqlTx {
         else {
             return Ok(None);
         };
-        let steps = self.steps_of(&id).await?;
+        let steps = self.steps_of(std::slice::from_ref(&id)).await?.remove(&id).unwrap_or_default();
         Ok(Some(operation_from(&row, steps)?))
     }
 
@@ -509,12 +519,13 @@ impl Tx for SqlTx {
         .bind(page.fetch_limit())
         .fetch_all(&mut *self.tx)
         .await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let steps = self.steps_of(&id).await?;
-            items.push(operation_from(row, steps)?);
-        }
+        let ids = rows.iter().map(|r| r.try_get("id")).collect::<std::result::Result<Vec<String>, _>>()?;
+        let mut steps = self.steps_of(&ids).await?;
+        let items = rows
+            .iter()
+            .zip(&ids)
+            .map(|(row, id)| operation_from(row, steps.remove(id).unwrap_or_default()))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(items, page, |o| o.id.to_string()))
     }
 
