@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sovdb_types::audit::{AuditEntry, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
-use crate::{AuditFilter, ClusterRecord, NewOperation, OperationChange, StepChange, Store, StoreError};
+use crate::{AuditFilter, ClusterRecord, HostRecord, NewOperation, OperationChange, StepChange, Store, StoreError};
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A case: given a fresh store's URL, checks one behaviour.
@@ -36,6 +36,7 @@ pub const CASES: &[(&str, Case)] = &[
     }),
     ("operations_list_newest_first_with_steps", |u| Box::pin(operations_list_newest_first_with_steps(u))),
     ("concurrent_claims_take_each_operation_once", |u| Box::pin(concurrent_claims_take_each_operation_once(u))),
+    ("hosts_round_trip_status_and_heartbeats", |u| Box::pin(hosts_round_trip_status_and_heartbeats(u))),
 ];
 
 /// Runs every case, each on a store at a fresh URL from `fresh_url`.
@@ -511,4 +512,76 @@ async fn concurrent_claims_take_each_operation_once(url: String) {
     }
     let unique: std::collections::BTreeSet<_> = all.iter().collect();
     assert_eq!((all.len(), unique.len()), (12, 12), "every operation claimed exactly once");
+}
+
+fn host(name: &str, location: &Location, address: &str) -> HostRecord {
+    HostRecord {
+        host: Host {
+            id: HostId::new(),
+            name: name.into(),
+            location: location.name.clone(),
+            address: address.into(),
+            agent_port: 7450,
+            base_dir: format!("/var/lib/sovdb/{name}"),
+            zone: Some("a".into()),
+            labels: [("tier".to_string(), "nvme".to_string())].into(),
+            status: HostStatus::Bootstrapping,
+            status_message: None,
+            ssh: Some(SshAccess { user: "root".into(), port: 2222, host_key: None, host_key_fingerprint: None }),
+            facts: None,
+            last_seen_at: None,
+            created_at: now(),
+        },
+        location_id: location.id,
+        ssh_key_sealed: Some("v1:sealed".into()),
+    }
+}
+
+async fn hosts_round_trip_status_and_heartbeats(url: String) {
+    let store = open(&url).await;
+    let (eu, us) = (location("eu-1"), location("us-1"));
+    let h1 = host("h1", &eu, "10.0.0.1");
+    let mut tx = store.write().await.unwrap();
+    tx.location_create(&eu).await.unwrap();
+    tx.location_create(&us).await.unwrap();
+    tx.host_create(&h1).await.unwrap();
+    tx.host_create(&host("h2", &us, "10.0.0.2")).await.unwrap();
+    tx.commit().await.unwrap();
+    // Names are unique, and so is an agent endpoint (a failed statement ends a PostgreSQL
+    // transaction, so one each).
+    for dup in [host("h1", &eu, "10.0.0.9"), host("h3", &eu, "10.0.0.1")] {
+        let mut tx = store.write().await.unwrap();
+        assert!(matches!(tx.host_create(&dup).await, Err(StoreError::Conflict(_))), "{}", dup.host.name);
+    }
+
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.host_get("h1").await.unwrap().unwrap(), h1);
+    assert_eq!(tx.host_count_in_location(eu.id).await.unwrap(), 1);
+    let all = tx.host_list(None, &PageRequest { after: None, limit: 10 }).await.unwrap();
+    assert_eq!(all.items.iter().map(|h| h.host.name.as_str()).collect::<Vec<_>>(), ["h1", "h2"]);
+    let in_us = tx.host_list(Some(us.id), &PageRequest { after: None, limit: 10 }).await.unwrap();
+    assert_eq!(in_us.items.len(), 1);
+    assert_eq!(in_us.items[0].host.name, "h2");
+
+    let id = h1.host.id;
+    assert!(tx.host_set_status(id, HostStatus::Unreachable, Some("connection refused")).await.unwrap());
+    let facts = serde_json::json!({"cpus": 2});
+    let seen = now();
+    assert!(tx.host_observed(id, seen, Some(&facts)).await.unwrap());
+    // A heartbeat without facts keeps the last ones.
+    assert!(tx.host_observed(id, seen, None).await.unwrap());
+    assert!(tx.host_set_ssh_host_key(id, "ssh-ed25519 AAAA", "SHA256:xyz").await.unwrap());
+    let got = tx.host_get("h1").await.unwrap().unwrap().host;
+    assert_eq!(got.status, HostStatus::Unreachable);
+    assert_eq!(got.status_message.as_deref(), Some("connection refused"));
+    assert_eq!(got.facts, Some(facts));
+    assert_eq!(got.last_seen_at, Some(seen));
+    let ssh = got.ssh.unwrap();
+    assert_eq!((ssh.port, ssh.host_key.as_deref()), (2222, Some("ssh-ed25519 AAAA")));
+
+    assert!(tx.host_delete(id).await.unwrap());
+    assert!(!tx.host_delete(id).await.unwrap());
+    assert!(!tx.host_set_status(id, HostStatus::Ready, None).await.unwrap());
+    assert!(tx.host_get("h1").await.unwrap().is_none());
+    tx.commit().await.unwrap();
 }

@@ -145,6 +145,15 @@ pub struct ClusterRecord {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A host as stored: the API view plus its location's ID and the sealed SSH key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRecord {
+    pub host: Host,
+    pub location_id: LocationId,
+    /// The SSH private key sealed with the master key (see `sovdb-pki`); never in clear.
+    pub ssh_key_sealed: Option<String>,
+}
+
 /// A new operation and the names of its steps, as the app creates it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOperation {
@@ -236,6 +245,24 @@ pub trait Tx: Send {
     async fn cluster_get(&mut self, project: ProjectId, name: &str) -> Result<Option<Cluster>>;
     async fn cluster_list(&mut self, project: ProjectId, page: &PageRequest) -> Result<Page<Cluster>>;
     async fn cluster_count_in_location(&mut self, location: LocationId) -> Result<i64>;
+
+    async fn host_create(&mut self, h: &HostRecord) -> Result<()>;
+    async fn host_get(&mut self, name: &str) -> Result<Option<HostRecord>>;
+    /// By name; `location` `None` lists every location's.
+    async fn host_list(&mut self, location: Option<LocationId>, page: &PageRequest) -> Result<Page<HostRecord>>;
+    async fn host_count_in_location(&mut self, location: LocationId) -> Result<i64>;
+    /// `false` when the host does not exist.
+    async fn host_set_status(&mut self, id: HostId, status: HostStatus, message: Option<&str>) -> Result<bool>;
+    /// Records a heartbeat: the agent answered at `at` (and reported `facts`, when given).
+    async fn host_observed(
+        &mut self,
+        id: HostId,
+        at: chrono::DateTime<chrono::Utc>,
+        facts: Option<&serde_json::Value>,
+    ) -> Result<bool>;
+    async fn host_set_ssh_host_key(&mut self, id: HostId, key: &str, fingerprint: &str) -> Result<bool>;
+    /// `false` when the host did not exist.
+    async fn host_delete(&mut self, id: HostId) -> Result<bool>;
 
     async fn operation_create(&mut self, op: &NewOperation) -> Result<()>;
     async fn operation_get(&mut self, id: OperationId) -> Result<Option<Operation>>;

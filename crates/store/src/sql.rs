@@ -14,7 +14,7 @@ use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    AuditFilter, Backend, ClusterRecord, NewOperation, OpenError, OperationChange, OperationRun, Result, StepChange,
+    AuditFilter, Backend, ClusterRecord, HostRecord, NewOperation, OpenError, OperationChange, OperationRun, Result, StepChange,
     StepRun, StoreError, Tx,
 };
 
@@ -247,6 +247,50 @@ impl SqlTx {
     }
 }
 
+const HOST_SELECT: &str = "SELECT h.id, h.name, h.location_id, l.name AS location, h.address, h.agent_port, \
+     h.base_dir, h.zone, h.labels, h.status, h.status_message, h.ssh_user, h.ssh_port, h.ssh_key_sealed, \
+     h.ssh_host_key, h.ssh_host_key_fp, h.facts, h.last_seen_at, h.created_at \
+     FROM hosts h JOIN locations l ON l.id = h.location_id";
+
+fn host_from(row: &Row) -> Result<HostRecord> {
+    let port = |col: &str| -> Result<Option<u16>> {
+        let v: Option<i64> = row.try_get(col)?;
+        v.map(|v| u16::try_from(v).map_err(|_| StoreError::Corrupt { what: "host port", detail: format!("{col}={v}") }))
+            .transpose()
+    };
+    let ssh_user: Option<String> = row.try_get("ssh_user")?;
+    let ssh_host_key: Option<String> = row.try_get("ssh_host_key")?;
+    let ssh = match ssh_user {
+        Some(user) => Some(SshAccess {
+            user,
+            port: port("ssh_port")?.unwrap_or(22),
+            host_key: ssh_host_key,
+            host_key_fingerprint: row.try_get("ssh_host_key_fp")?,
+        }),
+        None => None,
+    };
+    Ok(HostRecord {
+        host: Host {
+            id: parsed(row, "id", "host id")?,
+            name: row.try_get("name")?,
+            location: row.try_get("location")?,
+            address: row.try_get("address")?,
+            agent_port: port("agent_port")?.unwrap_or_default(),
+            base_dir: row.try_get("base_dir")?,
+            zone: row.try_get("zone")?,
+            labels: json_col(row, "labels", "host labels")?,
+            status: enum_col(row, "status", "host status", HostStatus::parse)?,
+            status_message: row.try_get("status_message")?,
+            ssh,
+            facts: opt_json(row, "facts", "host facts")?,
+            last_seen_at: opt_time(row, "last_seen_at")?,
+            created_at: time(row, "created_at")?,
+        },
+        location_id: parsed(row, "location_id", "location id")?,
+        ssh_key_sealed: row.try_get("ssh_key_sealed")?,
+    })
+}
+
 const CLUSTER_SELECT: &str = "SELECT c.id, c.name, p.name AS project, c.engine, c.version, c.state, \
      l.name AS location, c.created_at \
      FROM clusters c JOIN projects p ON p.id = c.project_id JOIN locations l ON l.id = c.location_id";
@@ -465,6 +509,100 @@ impl Tx for SqlTx {
             .bind(location.to_string())
             .fetch_one(&mut *self.tx)
             .await?)
+    }
+
+    async fn host_create(&mut self, r: &HostRecord) -> Result<()> {
+        let h = &r.host;
+        sqlx::query(
+            "INSERT INTO hosts (id, name, location_id, address, agent_port, base_dir, zone, labels, status, \
+             status_message, ssh_user, ssh_port, ssh_key_sealed, ssh_host_key, ssh_host_key_fp, facts, last_seen_at, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(h.id.to_string())
+        .bind(&h.name)
+        .bind(r.location_id.to_string())
+        .bind(&h.address)
+        .bind(i64::from(h.agent_port))
+        .bind(&h.base_dir)
+        .bind(&h.zone)
+        .bind(serde_json::to_string(&h.labels).expect("labels serialise"))
+        .bind(h.status.as_str())
+        .bind(&h.status_message)
+        .bind(h.ssh.as_ref().map(|s| s.user.clone()))
+        .bind(h.ssh.as_ref().map(|s| i64::from(s.port)))
+        .bind(&r.ssh_key_sealed)
+        .bind(h.ssh.as_ref().and_then(|s| s.host_key.clone()))
+        .bind(h.ssh.as_ref().and_then(|s| s.host_key_fingerprint.clone()))
+        .bind(h.facts.as_ref().map(|f| f.to_string()))
+        .bind(h.last_seen_at.map(ms))
+        .bind(ms(h.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn host_get(&mut self, name: &str) -> Result<Option<HostRecord>> {
+        sqlx::query(&format!("{HOST_SELECT} WHERE h.name = $1"))
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| host_from(&r))
+            .transpose()
+    }
+
+    async fn host_list(&mut self, location: Option<LocationId>, page: &PageRequest) -> Result<Page<HostRecord>> {
+        let rows = sqlx::query(&format!(
+            "{HOST_SELECT} WHERE ($1 = '' OR h.location_id = $1) AND h.name > $2 ORDER BY h.name LIMIT $3"
+        ))
+        .bind(location.map(|l| l.to_string()).unwrap_or_default())
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let items = rows.iter().map(host_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |h| h.host.name.clone()))
+    }
+
+    async fn host_count_in_location(&mut self, location: LocationId) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE location_id = $1")
+            .bind(location.to_string())
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
+    async fn host_set_status(&mut self, id: HostId, status: HostStatus, message: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE hosts SET status = $1, status_message = $2 WHERE id = $3")
+            .bind(status.as_str())
+            .bind(message)
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn host_observed(&mut self, id: HostId, at: DateTime<Utc>, facts: Option<&serde_json::Value>) -> Result<bool> {
+        let done = sqlx::query("UPDATE hosts SET last_seen_at = $1, facts = COALESCE($2, facts) WHERE id = $3")
+            .bind(ms(at))
+            .bind(facts.map(|f| f.to_string()))
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn host_set_ssh_host_key(&mut self, id: HostId, key: &str, fingerprint: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE hosts SET ssh_host_key = $1, ssh_host_key_fp = $2 WHERE id = $3")
+            .bind(key)
+            .bind(fingerprint)
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn host_delete(&mut self, id: HostId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn operation_create(&mut self, op: &NewOperation) -> Result<()> {

@@ -235,3 +235,140 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+/// Where a host is in its life, as the control plane last observed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    /// Being added: the agent is being installed or started.
+    Bootstrapping,
+    /// The agent answers its heartbeats.
+    Ready,
+    /// The agent stopped answering (host down, link cut, agent gone).
+    Unreachable,
+    /// No new database node is placed here; existing ones keep running.
+    Draining,
+    /// Being removed.
+    Removing,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Bootstrapping => "bootstrapping",
+            HostStatus::Ready => "ready",
+            HostStatus::Unreachable => "unreachable",
+            HostStatus::Draining => "draining",
+            HostStatus::Removing => "removing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HostStatus> {
+        Some(match s {
+            "bootstrapping" => HostStatus::Bootstrapping,
+            "ready" => HostStatus::Ready,
+            "unreachable" => HostStatus::Unreachable,
+            "draining" => HostStatus::Draining,
+            "removing" => HostStatus::Removing,
+            _ => return None,
+        })
+    }
+}
+
+/// How the control plane reaches a host of an `ssh` location before its agent runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SshAccess {
+    pub user: String,
+    pub port: u16,
+    /// The host's public key (`type base64`), trusted on first use or pinned at `host add`;
+    /// a host that later presents another key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// SHA-256 fingerprint of `host_key`, as `ssh-keygen -l` prints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
+}
+
+/// A machine in a location, with sovdb's agent on it. Everything sovdb keeps on the host
+/// lives under `base_dir`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub id: HostId,
+    pub name: String,
+    pub location: String,
+    /// The address the agent is reached at (and SSH, for `ssh` locations).
+    pub address: String,
+    pub agent_port: u16,
+    pub base_dir: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    pub labels: Labels,
+    pub status: HostStatus,
+    /// Why the host is in its status, when that needs saying (the last heartbeat error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshAccess>,
+    /// What the agent reported about the machine (OS, CPUs, memory, disks, addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub facts: Option<serde_json::Value>,
+    /// When the agent last answered a heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Body of `POST /api/v1/hosts`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostCreate {
+    /// A DNS label, unique in the installation.
+    pub name: String,
+    /// The location the host belongs to.
+    pub location: String,
+    /// IP address or DNS name the control plane reaches the host at.
+    pub address: String,
+    /// SSH user (`ssh` locations; default `root`).
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    /// SSH port (`ssh` locations; default 22).
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    /// The SSH private key (OpenSSH format) sovdb logs in with. Kept encrypted at rest,
+    /// never returned.
+    #[serde(default)]
+    pub ssh_private_key: Option<String>,
+    /// Pin the host's SSH public key (`type base64`) instead of trusting it on first use.
+    #[serde(default)]
+    pub ssh_host_key: Option<String>,
+    /// The TCP port the agent listens on (default 7450).
+    #[serde(default)]
+    pub agent_port: Option<u16>,
+    /// The zone; defaults to the location's.
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub labels: Labels,
+    /// Where everything sovdb puts on the host lives (default `/var/lib/sovdb`).
+    #[serde(default)]
+    pub base_dir: Option<String>,
+}
+
+impl std::fmt::Debug for HostCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostCreate")
+            .field("name", &self.name)
+            .field("location", &self.location)
+            .field("address", &self.address)
+            .field("ssh_user", &self.ssh_user)
+            .field("ssh_port", &self.ssh_port)
+            .field("ssh_private_key", &self.ssh_private_key.as_ref().map(|_| "<redacted>"))
+            .field("ssh_host_key", &self.ssh_host_key)
+            .field("agent_port", &self.agent_port)
+            .field("zone", &self.zone)
+            .field("labels", &self.labels)
+            .field("base_dir", &self.base_dir)
+            .finish()
+    }
+}
