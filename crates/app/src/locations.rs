@@ -60,6 +60,12 @@ impl App {
                 "location {name:?} still has {clusters} cluster(s); delete them or move them elsewhere first"
             )));
         }
+        let hosts = tx.host_count_in_location(location.id).await?;
+        if hosts > 0 {
+            return Err(AppError::Conflict(format!(
+                "location {name:?} still has {hosts} host(s); remove them first (`sovdb host list --location {name}`)"
+            )));
+        }
         tx.location_delete(location.id).await?;
         tx.audit_append(&ctx.audit("location.delete", format!("location/{name}"), serde_json::json!({}))).await?;
         tx.commit().await?;

@@ -76,7 +76,7 @@ pub struct Engine<S> {
     services: Arc<S>,
     config: EngineConfig,
     failpoints: Failpoints,
-    wake: Notify,
+    wake: Arc<Notify>,
     stopping: watch::Sender<bool>,
 }
 
@@ -92,7 +92,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
             services,
             config,
             failpoints,
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             stopping: watch::channel(false).0,
         }
     }
@@ -100,6 +100,13 @@ impl<S: Send + Sync + 'static> Engine<S> {
     pub fn register(mut self, workflow: Workflow<S>) -> Self {
         let name = workflow.name;
         assert!(self.workflows.insert(name, Arc::new(workflow)).is_none(), "workflow {name} registered twice");
+        self
+    }
+
+    /// Shares `wake` with whoever creates operations (the app), so that a new operation or
+    /// a cancel starts being worked on at once rather than at the next poll.
+    pub fn with_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
         self
     }
 
