@@ -193,3 +193,61 @@ pub(crate) async fn operation_cancel(
 ) -> ApiResult<Json<Operation>> {
     Ok(Json(app.operation_cancel(&ctx, &id).await?))
 }
+
+/// How often an events stream looks for changes. Polling the store (not an in-process
+/// signal) is what lets any replica serve the stream of an operation another one runs.
+const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The operation as it changes, as server-sent events: an `operation` event (the whole
+/// operation, as `GET /operations/{id}` returns it) at once and after every change; the
+/// stream ends after the event that shows it finished.
+#[utoipa::path(get, path = "/operations/{id}/events", tag = "operations", params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+               description = "`event: operation`, `data:` the operation as JSON"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn operation_events(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+) -> ApiResult<
+    axum::response::Sse<impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>,
+> {
+    use axum::response::sse::{Event, KeepAlive};
+    // The first read answers 404/400 as a plain error, before the stream starts.
+    let first = app.operation_get(&ctx, &id).await?;
+    struct Watch {
+        app: App,
+        ctx: sovdb_app::Ctx,
+        id: String,
+        last: Option<Operation>,
+        pending: Option<Operation>,
+        ended: bool,
+    }
+    let watch = Watch { app, ctx, id, last: None, pending: Some(first), ended: false };
+    let stream = futures_util::stream::unfold(watch, |mut w| async move {
+        loop {
+            if w.ended {
+                return None;
+            }
+            if let Some(op) = w.pending.take() {
+                if w.last.as_ref() != Some(&op) {
+                    w.ended = op.state.is_final();
+                    let event = Event::default().event("operation").json_data(&op).unwrap_or_default();
+                    w.last = Some(op);
+                    return Some((Ok(event), w));
+                }
+            }
+            tokio::time::sleep(EVENTS_POLL).await;
+            match w.app.operation_get(&w.ctx, &w.id).await {
+                Ok(op) => w.pending = Some(op),
+                Err(e) => {
+                    // The operation vanished or the store failed: say so and end.
+                    let event = Event::default().event("error").data(e.to_string());
+                    w.ended = true;
+                    return Some((Ok(event), w));
+                }
+            }
+        }
+    });
+    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()))
+}

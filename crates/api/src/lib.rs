@@ -80,6 +80,7 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::operation_list))
         .routes(routes!(handlers::operation_get))
         .routes(routes!(handlers::operation_cancel))
+        .routes(routes!(handlers::operation_events))
         .layer(axum::middleware::from_fn_with_state(app, context::authenticate));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::healthz))

@@ -5,9 +5,11 @@
 //! Every accepted change writes its desired state and its audit record in one store
 //! transaction, so there is never a change without a record or a record without a change.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sovdb_store::Store;
+use tokio::sync::Notify;
 
 mod audit;
 mod auth;
@@ -18,6 +20,7 @@ mod locations;
 mod operations;
 mod projects;
 mod validate;
+pub mod workflows;
 
 pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
@@ -36,11 +39,27 @@ pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
 #[derive(Clone)]
 pub struct App {
     store: Arc<dyn Store>,
+    /// The step names of every workflow, by kind: what a new operation is made of.
+    workflows: Arc<BTreeMap<&'static str, Vec<String>>>,
+    /// Wakes the operation engine when an operation is created or cancelled.
+    wake: Arc<Notify>,
 }
 
 impl App {
     pub fn new(store: Arc<dyn Store>) -> App {
-        App { store }
+        let workflows = workflows::all().iter().map(|w| (w.name, w.step_names())).collect();
+        App { store, workflows: Arc::new(workflows), wake: Arc::new(Notify::new()) }
+    }
+
+    /// What the operation engine waits on besides its poll interval; see
+    /// `Engine::with_wake`.
+    pub fn engine_wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The store, for the processes that run beside the API (the operation engine).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
     }
 
     /// Whether the store answers; for health checks.

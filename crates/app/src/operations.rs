@@ -1,11 +1,52 @@
 //! Reading and cancelling operations. Admins see every operation; everyone else sees those
 //! of the project they act in. Another project's operation answers "not found".
 
+use sovdb_store::{NewOperation, Tx};
 use sovdb_types::*;
 
 use crate::{App, AppError, Ctx, Result};
 
+/// What an operation is about to do, before it exists.
+pub(crate) struct OperationStart {
+    pub kind: &'static str,
+    /// `kind/name` of the object it changes: operations on one target run one at a time.
+    pub target: String,
+    pub project: Option<ProjectId>,
+    pub params: serde_json::Value,
+}
+
 impl App {
+    /// Creates an operation in `tx`, the transaction that also writes the desired state
+    /// and the audit record. Call [`App::operations_created`] after the commit.
+    pub(crate) async fn operation_create(
+        &self,
+        tx: &mut dyn Tx,
+        actor: &str,
+        start: OperationStart,
+    ) -> Result<Operation> {
+        let steps = self
+            .workflows
+            .get(start.kind)
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no workflow named {:?} is registered", start.kind)))?;
+        let op = NewOperation {
+            id: OperationId::new(),
+            project_id: start.project,
+            kind: start.kind.to_string(),
+            target: start.target,
+            params: start.params,
+            created_by: actor.to_string(),
+            created_at: crate::now(),
+            steps: steps.clone(),
+        };
+        tx.operation_create(&op).await?;
+        tx.operation_get(op.id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("the new operation vanished")))
+    }
+
+    /// Tells the engine there is work (after the transaction that created it committed).
+    pub(crate) fn operations_created(&self) {
+        self.wake.notify_one();
+    }
+
     pub async fn operation_list(&self, ctx: &Ctx, page: &PageParams) -> Result<Page<Operation>> {
         let page = page.resolve().map_err(|e| AppError::Invalid(e.to_string()))?;
         if page.after.as_deref().is_some_and(|a| a.parse::<OperationId>().is_err()) {
@@ -42,6 +83,7 @@ impl App {
         .await?;
         let op = tx.operation_get(id).await?.ok_or_else(|| AppError::not_found("operation", id.to_string()))?;
         tx.commit().await?;
+        self.operations_created();
         Ok(op)
     }
 }

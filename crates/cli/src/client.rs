@@ -76,7 +76,80 @@ impl Client {
         resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
     }
 
+    /// Opens a server-sent events stream.
+    pub async fn events(&self, path: &str) -> anyhow::Result<EventStream> {
+        let req = self.request(reqwest::Method::GET, path).header("accept", "text/event-stream");
+        Ok(EventStream { resp: self.send(req).await?, buf: Vec::new() })
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())
+    }
+}
+
+/// One server-sent event: its name and its (joined) data lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// A stream of server-sent events, parsed as they arrive.
+pub struct EventStream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the server ended the stream. An error means the
+    /// connection broke (the server stopped or restarted).
+    pub async fn next(&mut self) -> anyhow::Result<Option<SseEvent>> {
+        loop {
+            if let Some(event) = take_event(&mut self.buf) {
+                if event.event.is_empty() && event.data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Ok(Some(event));
+            }
+            match self.resp.chunk().await.context("the event stream broke")? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Removes the first complete event (up to a blank line) from `buf`.
+fn take_event(buf: &mut Vec<u8>) -> Option<SseEvent> {
+    let text = String::from_utf8_lossy(buf).replace("\r\n", "\n");
+    let end = text.find("\n\n")?;
+    let block = text[..end].to_string();
+    *buf = text[end + 2..].as_bytes().to_vec();
+    let mut event = SseEvent { event: String::new(), data: String::new() };
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            event.event = v.trim_start().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            if !event.data.is_empty() {
+                event.data.push('\n');
+            }
+            event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    Some(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_split_at_blank_lines_and_comments_skipped() {
+        let mut buf = b": keep-alive\n\nevent: operation\ndata: {\"a\":\ndata: 1}\n\nevent: x\nda".to_vec();
+        assert_eq!(take_event(&mut buf), Some(SseEvent { event: String::new(), data: String::new() }));
+        assert_eq!(take_event(&mut buf), Some(SseEvent { event: "operation".into(), data: "{\"a\":\n1}".into() }));
+        assert_eq!(take_event(&mut buf), None, "an incomplete event waits for more");
+        buf.extend_from_slice(b"ta: y\r\n\r\n");
+        assert_eq!(take_event(&mut buf), Some(SseEvent { event: "x".into(), data: "y".into() }));
     }
 }

@@ -9,6 +9,7 @@
 mod client;
 mod commands;
 pub mod config;
+mod follow;
 mod output;
 
 pub use commands::{run, ClientCommand};

@@ -200,28 +200,30 @@ pub struct Ssh {
 
 impl Ssh {
     fn new(target: SshTarget) -> Result<Ssh> {
-        let dir = tempfile::Builder::new()
-            .prefix("sovdb-ssh-")
-            .tempdir()
-            .map_err(|source| ProviderError::Io { what: "cannot create a private temporary directory".into(), source })?;
-        let write = |name: &str, content: &str| -> Result<()> {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let path = dir.path().join(name);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|source| ProviderError::Io { what: format!("cannot write {}", path.display()), source })?;
-            std::io::Write::write_all(&mut f, content.as_bytes())
-                .map_err(|source| ProviderError::Io { what: format!("cannot write {}", path.display()), source })
-        };
+        let dir = tempfile::Builder::new().prefix("sovdb-ssh-").tempdir().map_err(|source| ProviderError::Io {
+            what: "cannot create a private temporary directory".into(),
+            source,
+        })?;
+        let write =
+            |name: &str, content: &str| -> Result<()> {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let path = dir.path().join(name);
+                let mut f =
+                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(
+                        |source| ProviderError::Io { what: format!("cannot write {}", path.display()), source },
+                    )?;
+                std::io::Write::write_all(&mut f, content.as_bytes())
+                    .map_err(|source| ProviderError::Io { what: format!("cannot write {}", path.display()), source })
+            };
         let mut key = target.private_key.clone();
         if !key.ends_with('\n') {
             key.push('\n');
         }
         write("key", &key)?;
-        write("known_hosts", &format!("{} {}\n", known_hosts_name(&target.address, target.port), target.host_key.trim()))?;
+        write(
+            "known_hosts",
+            &format!("{} {}\n", known_hosts_name(&target.address, target.port), target.host_key.trim()),
+        )?;
         Ok(Ssh { target, dir })
     }
 

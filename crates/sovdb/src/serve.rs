@@ -11,13 +11,16 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use sovdb_app::App;
 use sovdb_cli::config::DEFAULT_LISTEN;
 
-use crate::fsutil::write_atomic;
+use sovdb_operations::{Engine, EngineConfig, Failpoints};
+
+use crate::fsutil::{node_id, write_atomic, FileLock};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -37,6 +40,11 @@ pub struct ServeArgs {
     /// [default: sqlite://<data-dir>/sovdb.db]
     #[arg(long, env = "SOVDB_STORE", value_name = "URL", hide_env_values = true)]
     store: Option<String>,
+
+    /// How long an operation's lease lasts without renewal: a dead replica's operations
+    /// are taken over by another this long after it died
+    #[arg(long, default_value = "30", value_name = "SECONDS", hide = true)]
+    operation_lease: u64,
 }
 
 /// The server's configuration, resolved once from flags and environment.
@@ -44,13 +52,15 @@ struct ServeConfig {
     data_dir: PathBuf,
     listen: SocketAddr,
     store_url: String,
+    operation_lease: Duration,
 }
 
 impl ServeArgs {
     fn resolve(self) -> ServeConfig {
         let data_dir = self.data_dir.unwrap_or_else(sovdb_cli::default_data_dir);
         let store_url = self.store.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("sovdb.db").display()));
-        ServeConfig { data_dir, listen: self.listen, store_url }
+        let operation_lease = Duration::from_secs(self.operation_lease.max(1));
+        ServeConfig { data_dir, listen: self.listen, store_url, operation_lease }
     }
 }
 
@@ -72,6 +82,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
 
     prepare_data_dir(&config.data_dir)?;
+    let lock_file = config.data_dir.join("serve.lock");
+    let _lock = FileLock::try_acquire(&lock_file)
+        .with_context(|| format!("cannot lock {}", lock_file.display()))?
+        .ok_or_else(|| {
+            anyhow!(
+                "another sovdb serve uses the data directory {}; stop it, or pass --data-dir with another directory \
+                 (replicas share a PostgreSQL store, each with its own data directory)",
+                config.data_dir.display()
+            )
+        })?;
+    let failpoints = Failpoints::from_env().map_err(|e| anyhow!("SOVDB_FAILPOINTS: {e}"))?;
+    let worker_id = node_id(&config.data_dir).context("cannot read this data directory's node.id")?;
     let store = sovdb_store::open(&config.store_url).await?;
     let app = App::new(store.clone());
 
@@ -94,6 +116,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     print_banner(&base_url, &config, &token_file, created.is_some());
     tracing::info!(%addr, store = %sovdb_store::redact_url(&config.store_url), "serving");
 
+    let engine = start_engine(&app, worker_id, config.operation_lease, failpoints).await?;
+
     let router = sovdb_api::app(app).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -109,6 +133,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them (their transactions roll back)"),
     }
 
+    // Stop taking up new steps; the step in flight finishes and its operation is parked
+    // for any replica (or our next start) to resume.
+    engine.engine.stop();
+    if tokio::time::timeout(SHUTDOWN_GRACE, engine.task).await.is_err() {
+        tracing::warn!("a step still runs after {SHUTDOWN_GRACE:?}; stopping without it (it is re-run on resume)");
+    }
+
     // Only remove the address file if it is still ours (another server may have started
     // on this data directory since).
     if std::fs::read_to_string(&url_file).is_ok_and(|s| s.trim() == base_url) {
@@ -117,6 +148,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+struct RunningEngine {
+    engine: Arc<Engine<App>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the operation engine with every workflow. Leases this data directory's server
+/// held before (it crashed or was killed: the lock proves no other process runs here) are
+/// given back first, so its operations resume now rather than when the leases expire.
+async fn start_engine(
+    app: &App,
+    worker_id: String,
+    lease: Duration,
+    failpoints: Failpoints,
+) -> anyhow::Result<RunningEngine> {
+    let store = app.store();
+    let mut tx = store.write().await?;
+    let released = tx.operation_release_worker(&worker_id).await?;
+    tx.commit().await?;
+    if released > 0 {
+        tracing::info!(count = released, "resuming operations this server was running when it stopped");
+    }
+    if !failpoints.is_empty() {
+        tracing::warn!("failpoints are set (SOVDB_FAILPOINTS): this server will crash or fail on purpose");
+    }
+    let mut config = EngineConfig::new(worker_id);
+    config.lease = lease;
+    let mut engine = Engine::new(store, Arc::new(app.clone()), config, failpoints).with_wake(app.engine_wake());
+    for workflow in sovdb_app::workflows::all() {
+        engine = engine.register(workflow);
+    }
+    let engine = Arc::new(engine);
+    let task = tokio::spawn(engine.clone().run());
+    Ok(RunningEngine { engine, task })
 }
 
 /// Creates the data directory (mode 0700: it holds the admin token) and checks that it is

@@ -427,8 +427,16 @@ async fn operations_are_claimed_one_per_target_and_fenced(url: String) {
         "the fenced-out write left no trace"
     );
 
-    // Now b may run; a cancel request marks unfinished operations only.
-    assert_eq!(claim("w1", later).await.map(|c| c.0), Some(b.id));
+    // Now b may run. A restarted worker gives its own leases back and anyone claims at once.
+    let (got_b, fence_b) = claim("w1", later).await.expect("b runs after a");
+    assert_eq!(got_b, b.id);
+    assert_eq!(claim("w2", later).await.map(|c| c.0), Some(c.id), "b is leased; only c's lapsed lease is free");
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.operation_release_worker("w1").await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    assert_eq!(claim("w1", later).await, Some((b.id, fence_b + 1)), "released at once, with a new fence");
+
+    // A cancel request marks unfinished operations only.
     let mut tx = store.write().await.unwrap();
     assert_eq!(tx.operation_request_cancel(b.id).await.unwrap(), Some(OperationState::Running));
     assert_eq!(tx.operation_request_cancel(a.id).await.unwrap(), Some(OperationState::Succeeded));

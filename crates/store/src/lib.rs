@@ -294,6 +294,10 @@ pub trait Tx: Send {
         index: i64,
         change: &StepChange<'_>,
     ) -> Result<bool>;
+    /// Gives back every lease `worker` holds, so they can be claimed at once (with a new
+    /// fence). Only for a worker that knows its previous incarnation is dead: a restarted
+    /// server on the same data directory. Returns how many were released.
+    async fn operation_release_worker(&mut self, worker: &str) -> Result<u64>;
     /// Marks the operation for cancelling; returns its state, `None` when it doesn't exist.
     async fn operation_request_cancel(&mut self, id: OperationId) -> Result<Option<OperationState>>;
 

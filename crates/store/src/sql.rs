@@ -706,6 +706,17 @@ impl Tx for SqlTx {
         Ok(Some((id, fence + 1)))
     }
 
+    async fn operation_release_worker(&mut self, worker: &str) -> Result<u64> {
+        let done = sqlx::query(&format!(
+            "UPDATE operations SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE lease_owner = $1 AND state IN {UNFINISHED}"
+        ))
+        .bind(worker)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn operation_run(&mut self, id: OperationId) -> Result<Option<OperationRun>> {
         let sid = id.to_string();
         let Some(row) =

@@ -107,6 +107,40 @@ impl StepError {
     pub fn message(message: impl Into<String>) -> StepError {
         StepError { message: message.into(), command: None, exit_status: None, stderr: None }
     }
+
+    /// A command that failed: what ran, how it ended, the end of what it said.
+    pub fn command(
+        message: impl Into<String>,
+        command: impl Into<String>,
+        exit_status: Option<i32>,
+        stderr: &str,
+    ) -> StepError {
+        const KEEP: usize = 2000;
+        let stderr = stderr.trim();
+        let start = stderr.char_indices().rev().nth(KEEP).map(|(i, _)| i).unwrap_or(0);
+        StepError {
+            message: message.into(),
+            command: Some(command.into()),
+            exit_status,
+            stderr: (!stderr.is_empty()).then(|| stderr[start..].to_string()),
+        }
+    }
+}
+
+/// One line: the message, then for a command what ran, its status and its last stderr line.
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(cmd) = &self.command {
+            let status = self.exit_status.map(|s| format!("exit status {s}")).unwrap_or_else(|| "killed".into());
+            write!(f, " (`{cmd}`: {status}")?;
+            if let Some(line) = self.stderr.as_deref().and_then(|e| e.lines().rev().find(|l| !l.trim().is_empty())) {
+                write!(f, ": {}", line.trim())?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
 }
 
 /// One step of an operation.

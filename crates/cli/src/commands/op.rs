@@ -13,11 +13,27 @@ pub enum OpCmd {
         /// The operation's ID
         id: String,
     },
+    /// Follow an operation until it ends: progress on stderr, non-zero exit if it fails
+    Watch {
+        /// The operation's ID
+        id: String,
+    },
     /// Cancel an operation: it stops at its next step boundary and undoes what it did
     Cancel {
         /// The operation's ID
         id: String,
+        #[command(flatten)]
+        wait: Wait,
     },
+}
+
+/// `--wait`, on every command that changes something.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Wait {
+    /// Follow the operation until it ends (progress on stderr) and exit non-zero if it
+    /// fails; without it the command returns once the change is accepted
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// `n/m name` of the step in progress (or the last one), for tables.
@@ -77,9 +93,18 @@ pub async fn run(cmd: OpCmd, client: &Client, out: OutputFormat) -> anyhow::Resu
     match cmd {
         OpCmd::List => print_list(&client.list::<Operation>("/operations", &[]).await?, out),
         OpCmd::Show { id } => show(&client.get::<Operation>(&format!("/operations/{id}"), &[]).await?, out),
-        OpCmd::Cancel { id } => {
+        OpCmd::Watch { id } => show(&crate::follow::follow(client, &id).await?, out),
+        OpCmd::Cancel { id, wait } => {
             let op: Operation = client.post(&format!("/operations/{id}/cancel"), &serde_json::json!({})).await?;
             eprintln!("operation {id}: cancel requested; it stops at its next step boundary and undoes its steps");
+            if wait.wait {
+                // A cancelled operation "fails" by design: waiting succeeds once it ended.
+                let op = match crate::follow::follow(client, &id).await {
+                    Ok(op) => op,
+                    Err(_) => client.get::<Operation>(&format!("/operations/{id}"), &[]).await?,
+                };
+                return show(&op, out);
+            }
             show(&op, out)
         }
     }
