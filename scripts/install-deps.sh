@@ -5,8 +5,10 @@
 set -euo pipefail
 
 # Build: a C compiler for the bundled SQLite. Tests: a PostgreSQL server for the store
-# conformance suite; setpriv (util-linux) to run it as an unprivileged user.
-PACKAGES=(gcc libc6-dev make util-linux postgresql-15)
+# conformance suite; setpriv (util-linux) to run it as an unprivileged user; sshd, ssh,
+# ip and ping for the test hosts (scripts/testhosts), which run an sshd in each network
+# namespace.
+PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,9 +34,28 @@ if ((${#missing[@]})); then
       echo 'create_main_cluster = false' | "${as_root[@]}" tee -a /etc/postgresql-common/createcluster.conf >/dev/null
     fi
   fi
+  # Debian's openssh-server would start its own sshd on 0.0.0.0:22; the test hosts run
+  # their own, one per namespace. The package's init script (and systemd unit) honour this
+  # file and leave sshd off. Only when we install the package: a machine's own sshd stays.
+  installs_sshd=false
+  if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+    installs_sshd=true
+    "${as_root[@]}" mkdir -p /etc/ssh
+    "${as_root[@]}" touch /etc/ssh/sshd_not_to_be_run
+  fi
   export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get update -qq
-  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
+  "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Check that the package did not start sshd anyway, and stop it if it did.
+  if $installs_sshd; then
+    listening=$(ss -Hltn 'sport = :22')
+    if [[ -n $listening && -s /run/sshd.pid ]]; then
+      echo "stopping the sshd that Debian's openssh-server package started"
+      "${as_root[@]}" kill "$(cat /run/sshd.pid)"
+    elif [[ -n $listening ]]; then
+      echo "warning: something listens on port 22 after installing openssh-server; the tests do not need it" >&2
+    fi
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -1,12 +1,14 @@
 //! Harnesses that start real programs for tests: each starts its program in a temporary
 //! directory on a free port, waits until it answers, stops it on drop, and keeps the
 //! directory (with the program's logs) when the test failed, printing where it is.
+//! `testhosts` does the same for whole hosts: network namespaces reached over SSH.
 
 use std::net::TcpListener;
 use std::path::Path;
 
 pub mod postgres;
 pub mod server;
+pub mod testhosts;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. Harnesses that bind it later retry
 /// with another port if something took it in between.
