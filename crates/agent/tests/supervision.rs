@@ -196,3 +196,45 @@ async fn a_second_agent_on_the_same_base_dir_is_refused() {
     assert!(agent.log().contains("another agent already runs"), "{}", agent.log());
     agent.client().health().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lost_supervisor_is_replaced_and_its_orphan_stopped() {
+    let mut agent = TestAgent::start();
+    let c = agent.client();
+    let req = spec("orphan", &["sleep", "1000"]);
+    c.ensure_process(&req).await.unwrap();
+    let first = running(&c, "orphan").await;
+    let (pid, supervisor) = (first.pid.unwrap(), first.supervisor_pid.unwrap());
+
+    // The supervisor dies, its process runs on without it: the agent says so...
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(supervisor as i32, libc::SIGKILL) };
+    let lost = eventually("the supervisor to be gone", || async {
+        let s = c.process_status("orphan").await.unwrap();
+        (s.state == ProcessState::Failed).then_some(s)
+    })
+    .await;
+    assert!(lost.last_error.is_some_and(|e| e.contains("supervisor")));
+    // ...and the next ensure_process stops the orphan and starts afresh.
+    assert!(c.ensure_process(&req).await.unwrap().changed);
+    let second = running(&c, "orphan").await;
+    assert_ne!(second.pid, Some(pid));
+    eventually("the orphan to be stopped", || async { (!alive(pid)).then_some(()) }).await;
+
+    // As after a reboot: agent, supervisor and process all gone. The new agent starts the
+    // process again by itself.
+    agent.kill9();
+    // SAFETY: as above; the process leads its own group.
+    unsafe {
+        libc::kill(second.supervisor_pid.unwrap() as i32, libc::SIGKILL);
+        libc::killpg(second.pid.unwrap() as i32, libc::SIGKILL);
+    }
+    eventually("everything to be gone", || async {
+        (!alive(second.pid.unwrap()) && !alive(second.supervisor_pid.unwrap())).then_some(())
+    })
+    .await;
+    agent.launch();
+    let c = agent.client();
+    let third = running(&c, "orphan").await;
+    assert_ne!(third.pid, second.pid);
+}
