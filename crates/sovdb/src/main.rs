@@ -1,4 +1,5 @@
-//! `sovdb`: one binary for the control plane (`sovdb serve`) and every client command.
+//! `sovdb`: one binary for the control plane (`sovdb serve`), the node agent (`sovdb agent`)
+//! and every client command.
 //!
 //! Errors end here: printed as one line (`error: what happened: why`) on stderr with a
 //! non-zero exit status. Usage errors come from clap with exit status 2.
@@ -8,12 +9,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sovdb_cli::ClientCommand;
 
+mod agent;
 mod fsutil;
 mod serve;
 
 /// sovdb: sovereign databases on demand, on infrastructure you control.
 ///
-/// Run `sovdb serve` for the control plane; every other command is a client of its API.
+/// Run `sovdb serve` for the control plane and `sovdb agent` on each host; every other command
+/// is a client of the control plane's API.
 #[derive(Debug, Parser)]
 #[command(name = "sovdb", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
@@ -25,14 +28,21 @@ struct Cli {
 enum Command {
     /// Run the control plane: the REST API over the state store
     Serve(serve::ServeArgs),
+    /// Run the node agent on a host: the control plane acts on the host through it
+    Agent(agent::AgentArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve(_));
+    let serving = matches!(cli.command, Command::Serve(_) | Command::Agent(_));
     init_logging(serving);
+    if let Command::Agent(args) = &cli.command {
+        if let Some(result) = args.supervise() {
+            return exit_status(result);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -43,9 +53,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
             Command::Client(cmd) => sovdb_cli::run(cmd).await,
         }
     });
+    exit_status(result)
+}
+
+fn exit_status(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

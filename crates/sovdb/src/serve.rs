@@ -234,7 +234,7 @@ fn print_banner(base_url: &str, config: &ServeConfig, token_file: &Path, created
     );
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

@@ -6,12 +6,14 @@
 //! serialisable and described for the OpenAPI document.
 
 pub mod audit;
+pub mod hosts;
 pub mod ids;
 pub mod names;
 pub mod operations;
 pub mod page;
 pub mod resources;
 
+pub use hosts::{DiskUsage, HostFacts, MetricsSnapshot, NetCounters};
 pub use ids::*;
 pub use operations::*;
 pub use page::{Page, PageError, PageParams, PageRequest};
