@@ -104,6 +104,92 @@ pub(crate) async fn location_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Filters and paging of `GET /hosts`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HostQuery {
+    /// Only the hosts of this location.
+    location: Option<String>,
+    /// Items per page, 1–1000 (default 100).
+    limit: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// Hosts, by name.
+#[utoipa::path(get, path = "/hosts", tag = "hosts", params(HostQuery),
+    responses((status = 200, body = Page<Host>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn host_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(q): Params<HostQuery>,
+) -> ApiResult<Json<Page<Host>>> {
+    let page = PageParams { limit: q.limit, page_token: q.page_token };
+    Ok(Json(app.host_list(&ctx, q.location.as_deref(), &page).await?))
+}
+
+/// Adds a host (admin): starts a `host.add` operation that installs and starts the agent;
+/// the host is `ready` when it succeeds, and forgotten again if it fails.
+#[utoipa::path(post, path = "/hosts", tag = "hosts", request_body = HostCreate,
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn host_create(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Body(req): Body<HostCreate>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.host_create(&ctx, req).await?)))
+}
+
+/// One host, with its facts and status.
+#[utoipa::path(get, path = "/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
+    responses((status = 200, body = Host), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn host_get(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Host>> {
+    Ok(Json(app.host_get(&ctx, &name).await?))
+}
+
+/// Options of `DELETE /hosts/{name}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HostRemoveQuery {
+    /// Forget the host even if it can't be reached (what is on it stays there).
+    #[serde(default)]
+    force: bool,
+}
+
+/// Removes a host (admin): a `host.remove` operation stops and removes the agent, then
+/// forgets the host. Database data on the host is never removed.
+#[utoipa::path(delete, path = "/hosts/{name}", tag = "hosts", params(("name" = String, Path), HostRemoveQuery),
+    responses((status = 202, body = Operation), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn host_remove(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Params(q): Params<HostRemoveQuery>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.host_remove(&ctx, &name, q.force).await?)))
+}
+
+/// Drains a host (admin): no new database node is placed there.
+#[utoipa::path(post, path = "/hosts/{name}/drain", tag = "hosts", params(("name" = String, Path)),
+    responses((status = 200, body = Host), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn host_drain(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Host>> {
+    Ok(Json(app.host_drain(&ctx, &name).await?))
+}
+
 /// Clusters of the request's project.
 #[utoipa::path(get, path = "/clusters", tag = "clusters",
     params(PageParams, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),

@@ -35,6 +35,7 @@ pub use context::PROJECT_HEADER;
         (name = "system", description = "Health and identity"),
         (name = "projects", description = "Tenants"),
         (name = "locations", description = "Where hosts and databases run"),
+        (name = "hosts", description = "Machines with sovdb's agent"),
         (name = "clusters", description = "Database clusters"),
         (name = "audit", description = "The audit log"),
         (name = "operations", description = "Durable operations and their progress"),
@@ -74,6 +75,9 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::project_list))
         .routes(routes!(handlers::location_list, handlers::location_create))
         .routes(routes!(handlers::location_get, handlers::location_delete))
+        .routes(routes!(handlers::host_list, handlers::host_create))
+        .routes(routes!(handlers::host_get, handlers::host_remove))
+        .routes(routes!(handlers::host_drain))
         .routes(routes!(handlers::cluster_list))
         .routes(routes!(handlers::cluster_get))
         .routes(routes!(handlers::audit_list))

@@ -21,7 +21,11 @@ struct Harness {
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = sovdb_store::open(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
-    let app = App::new(store.clone());
+    let config = sovdb_app::AppConfig {
+        local_hosts_dir: dir.path().join("hosts"),
+        agent_exe: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("no-agent-in-these-tests"),
+    };
+    let app = App::new(store.clone(), config);
     let token = Arc::new(Mutex::new(String::new()));
     let saved = token.clone();
     app.bootstrap(move |t| {

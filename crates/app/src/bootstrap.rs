@@ -17,7 +17,7 @@ pub struct Bootstrapped {
     pub installation_id: String,
 }
 
-fn system_entry(action: &str, target: String, params: serde_json::Value) -> AuditEntry {
+pub(crate) fn system_entry(action: &str, target: String, params: serde_json::Value) -> AuditEntry {
     AuditEntry {
         at: crate::now(),
         actor: "system".into(),

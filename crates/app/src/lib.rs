@@ -6,7 +6,8 @@
 //! transaction, so there is never a change without a record or a record without a change.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use sovdb_store::Store;
 use tokio::sync::Notify;
@@ -16,8 +17,11 @@ mod auth;
 mod bootstrap;
 mod clusters;
 mod error;
+mod hosts;
 mod locations;
+mod monitor;
 mod operations;
+mod pki;
 mod projects;
 mod validate;
 pub mod workflows;
@@ -25,6 +29,7 @@ pub mod workflows;
 pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
 pub use error::AppError;
+pub use hosts::{DEFAULT_AGENT_PORT, DEFAULT_BASE_DIR, LOCAL_HOST};
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -43,12 +48,32 @@ pub struct App {
     workflows: Arc<BTreeMap<&'static str, Vec<String>>>,
     /// Wakes the operation engine when an operation is created or cancelled.
     wake: Arc<Notify>,
+    config: Arc<AppConfig>,
+    /// Set once by [`App::pki_init`].
+    pki: Arc<OnceLock<Arc<pki::Pki>>>,
+    restarts: Arc<monitor::Restarts>,
+}
+
+/// What the app needs to know about the server it runs in.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Where the hosts of `local` locations keep their base dirs by default.
+    pub local_hosts_dir: PathBuf,
+    /// The `sovdb` binary: copied to SSH hosts as their agent, run as the local agent.
+    pub agent_exe: PathBuf,
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>) -> App {
+    pub fn new(store: Arc<dyn Store>, config: AppConfig) -> App {
         let workflows = workflows::all().iter().map(|w| (w.name, w.step_names())).collect();
-        App { store, workflows: Arc::new(workflows), wake: Arc::new(Notify::new()) }
+        App {
+            store,
+            workflows: Arc::new(workflows),
+            wake: Arc::new(Notify::new()),
+            config: Arc::new(config),
+            pki: Arc::new(OnceLock::new()),
+            restarts: Arc::default(),
+        }
     }
 
     /// What the operation engine waits on besides its poll interval; see

@@ -82,6 +82,12 @@ impl Client {
         Ok(EventStream { resp: self.send(req).await?, buf: Vec::new() })
     }
 
+    /// A DELETE that answers with a body (an operation).
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self.send(self.request(reqwest::Method::DELETE, path)).await?;
+        resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())
     }
@@ -119,12 +125,16 @@ impl EventStream {
     }
 }
 
-/// Removes the first complete event (up to a blank line) from `buf`.
+/// Removes the first complete event (up to a blank line) from `buf`. Works on bytes, so
+/// a character split across two chunks is decoded only once it is whole.
 fn take_event(buf: &mut Vec<u8>) -> Option<SseEvent> {
-    let text = String::from_utf8_lossy(buf).replace("\r\n", "\n");
-    let end = text.find("\n\n")?;
-    let block = text[..end].to_string();
-    *buf = text[end + 2..].as_bytes().to_vec();
+    let find = |pat: &[u8]| buf.windows(pat.len()).position(|w| w == pat).map(|i| (i, pat.len()));
+    let (end, sep) = match (find(b"\n\n"), find(b"\r\n\r\n")) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    let block = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end + sep);
     let mut event = SseEvent { event: String::new(), data: String::new() };
     for line in block.lines() {
         if let Some(v) = line.strip_prefix("event:") {

@@ -72,7 +72,11 @@ pub async fn follow(client: &Client, id: &str) -> anyhow::Result<Operation> {
             Ok(op)
         }
         state => {
-            let failed = op.steps.iter().find(|s| s.state == StepState::Failed);
+            let failed = op
+                .steps
+                .iter()
+                .find(|s| s.state == StepState::Failed)
+                .or_else(|| op.steps.iter().rev().find(|s| s.error.is_some()));
             let reason = op.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "no reason recorded".into());
             let at = failed
                 .map(|s| format!(" at step {} of {} ({})", s.index + 1, op.steps.len(), s.name))

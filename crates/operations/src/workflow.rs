@@ -81,6 +81,9 @@ pub(crate) struct Step<S> {
     pub name: &'static str,
     pub run: StepFn<S>,
     pub undo: Option<StepFn<S>>,
+    /// Makes something new (an ID, a port, a password, a certificate): see
+    /// [`Workflow::allocate`].
+    pub allocates: bool,
 }
 
 /// A named list of steps, run in order by the engine.
@@ -112,6 +115,21 @@ impl<S: Send + Sync + 'static> Workflow<S> {
         self
     }
 
+    /// A step that allocates: makes an ID, picks a port, generates a password or issues a
+    /// certificate, and returns it as its output. Its output is persisted before any later
+    /// step runs, so it is rerun only when that never happened, and then choosing anew is
+    /// right. Keep allocation in steps of their own, so every other step is a pure
+    /// function of persisted outputs.
+    pub fn allocate<F, Fut>(mut self, name: &'static str, run: F) -> Self
+    where
+        F: Fn(StepCtx<S>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, StepFailure>> + Send + 'static,
+    {
+        self.push(name, boxed(run), None);
+        self.steps.last_mut().expect("just pushed").allocates = true;
+        self
+    }
+
     /// A step and the undo that reverses it. Undos must be idempotent too, and must cope
     /// with a step that failed or crashed halfway.
     pub fn step_with_undo<F, Fut, U, UFut>(mut self, name: &'static str, run: F, undo: U) -> Self
@@ -127,7 +145,7 @@ impl<S: Send + Sync + 'static> Workflow<S> {
 
     fn push(&mut self, name: &'static str, run: StepFn<S>, undo: Option<StepFn<S>>) {
         assert!(self.steps.iter().all(|s| s.name != name), "workflow {}: step {name} twice", self.name);
-        self.steps.push(Step { name, run, undo });
+        self.steps.push(Step { name, run, undo, allocates: false });
     }
 
     /// The step names, in order: what an operation of this workflow is created with.
@@ -137,9 +155,10 @@ impl<S: Send + Sync + 'static> Workflow<S> {
 }
 
 /// Runs every step of `workflow` twice in a row with the same inputs and checks that the
-/// second run returns the same output: the check every workflow must pass. (Whether the
-/// second run changed anything in the world is for the caller to check, since only it
-/// knows where to look.)
+/// second run succeeds and returns the same output (allocating steps excepted: see
+/// [`Workflow::allocate`]; later steps get the second run's output, as after a crash).
+/// The check every workflow must pass. Whether the second run changed anything in the
+/// world is for the caller to check, since only it knows where to look.
 pub async fn assert_steps_idempotent<S: Send + Sync + 'static>(
     workflow: &Workflow<S>,
     services: Arc<S>,
@@ -155,7 +174,9 @@ pub async fn assert_steps_idempotent<S: Send + Sync + 'static>(
         let second = (step.run)(ctx)
             .await
             .unwrap_or_else(|e| panic!("{}: {} failed when rerun: {e:?}", workflow.name, step.name));
-        assert_eq!(first, second, "{}: step {} answers differently when rerun", workflow.name, step.name);
-        outputs.insert(step.name.to_string(), first);
+        if !step.allocates {
+            assert_eq!(first, second, "{}: step {} answers differently when rerun", workflow.name, step.name);
+        }
+        outputs.insert(step.name.to_string(), second);
     }
 }

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use sovdb_app::App;
+use sovdb_app::{App, AppConfig};
 use sovdb_cli::config::DEFAULT_LISTEN;
+use sovdb_pki::MasterKey;
 
 use sovdb_operations::{Engine, EngineConfig, Failpoints};
 
@@ -41,6 +42,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SOVDB_STORE", value_name = "URL", hide_env_values = true)]
     store: Option<String>,
 
+    /// The installation's master key, which seals the CA's key and every stored secret
+    /// [default: <data-dir>/master.key, created on the first start]. Replicas sharing a
+    /// PostgreSQL store must all use the first server's key
+    #[arg(long, env = "SOVDB_MASTER_KEY_FILE", value_name = "FILE")]
+    master_key_file: Option<PathBuf>,
+
     /// How long an operation's lease lasts without renewal: a dead replica's operations
     /// are taken over by another this long after it died
     #[arg(long, default_value = "30", value_name = "SECONDS", hide = true)]
@@ -52,6 +59,7 @@ struct ServeConfig {
     data_dir: PathBuf,
     listen: SocketAddr,
     store_url: String,
+    master_key_file: PathBuf,
     operation_lease: Duration,
 }
 
@@ -60,7 +68,8 @@ impl ServeArgs {
         let data_dir = self.data_dir.unwrap_or_else(sovdb_cli::default_data_dir);
         let store_url = self.store.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("sovdb.db").display()));
         let operation_lease = Duration::from_secs(self.operation_lease.max(1));
-        ServeConfig { data_dir, listen: self.listen, store_url, operation_lease }
+        let master_key_file = self.master_key_file.unwrap_or_else(|| data_dir.join("master.key"));
+        ServeConfig { data_dir, listen: self.listen, store_url, master_key_file, operation_lease }
     }
 }
 
@@ -94,8 +103,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     let failpoints = Failpoints::from_env().map_err(|e| anyhow!("SOVDB_FAILPOINTS: {e}"))?;
     let worker_id = node_id(&config.data_dir).context("cannot read this data directory's node.id")?;
+    let master_key = MasterKey::load_or_create(&config.master_key_file)
+        .map_err(|e| anyhow!("the master key {}: {e}", config.master_key_file.display()))?;
     let store = sovdb_store::open(&config.store_url).await?;
-    let app = App::new(store.clone());
+    let agent_exe = std::env::current_exe().context("cannot tell where this sovdb binary is")?;
+    let app = App::new(store.clone(), AppConfig { local_hosts_dir: config.data_dir.join("hosts"), agent_exe });
 
     let token_file = config.data_dir.join("admin.token");
     let created = app
@@ -116,7 +128,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     print_banner(&base_url, &config, &token_file, created.is_some());
     tracing::info!(%addr, store = %sovdb_store::redact_url(&config.store_url), "serving");
 
+    app.pki_init(master_key).await.map_err(|e| anyhow!("cannot load the installation's CA: {e}"))?;
     let engine = start_engine(&app, worker_id, config.operation_lease, failpoints).await?;
+    if let Some(op) = app.ensure_local_host().await.map_err(|e| anyhow!("cannot add this machine as a host: {e}"))? {
+        tracing::info!(operation = %op.id, "adding this machine as host `local`");
+    }
+    let heartbeat = tokio::spawn(heartbeat_loop(app.clone()));
 
     let router = sovdb_api::app(app).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -133,6 +150,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them (their transactions roll back)"),
     }
 
+    heartbeat.abort();
     // Stop taking up new steps; the step in flight finishes and its operation is parked
     // for any replica (or our next start) to resume.
     engine.engine.stop();
@@ -148,6 +166,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Asks every host's agent whether it is there, once a second.
+async fn heartbeat_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.hosts_heartbeat().await {
+            tracing::warn!(error = %e, "host heartbeats failed; retrying");
+        }
+    }
 }
 
 struct RunningEngine {

@@ -52,7 +52,22 @@ fn cli_works_against_a_fresh_server_with_no_configuration() {
     assert_eq!(names(&json(&server, &["location", "list"])), ["local"]);
     assert_eq!(json(&server, &["cluster", "list"]), Value::Array(vec![]));
     assert_eq!(json(&server, &["whoami"])["user"], "admin");
-    assert_eq!(json(&server, &["op", "list"]), Value::Array(vec![]));
+    // The first start adds this machine as host `local`; `op watch` follows it to the end.
+    let ops = json(&server, &["op", "list"]);
+    let ops = ops.as_array().unwrap();
+    assert_eq!(ops.len(), 1, "{ops:#?}");
+    assert_eq!((ops[0]["kind"].as_str(), ops[0]["target"].as_str()), (Some("host.add"), Some("host/local")));
+    let watched = run({
+        let mut c = server.cli();
+        c.args(["op", "watch", ops[0]["id"].as_str().unwrap(), "-o", "json"]);
+        c
+    });
+    assert!(watched.status.success(), "{}", text(&watched.stderr));
+    let progress = text(&watched.stderr);
+    assert!(progress.contains("succeeded"), "{progress}");
+    let op: Value = serde_json::from_slice(&watched.stdout).unwrap();
+    assert_eq!(op["state"], "succeeded");
+    assert_eq!(json(&server, &["host", "show", "local"])["status"], "ready");
     let e = fails(
         {
             let mut c = server.cli();

@@ -190,6 +190,7 @@ pub struct StepRun {
 }
 
 /// A change to one step, written only if the writer still holds the operation's fence.
+/// Undoing a step keeps its error (why it failed stays visible after the undo).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepChange<'a> {
     pub state: StepState,

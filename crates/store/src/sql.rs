@@ -797,7 +797,7 @@ impl Tx for SqlTx {
             "UPDATE operation_steps SET state = $1, \
              attempts = attempts + CASE WHEN $2 THEN 1 ELSE 0 END, \
              output = CASE WHEN $3 IS NULL THEN output ELSE $3 END, \
-             error = $4, \
+             error = CASE WHEN $4 IS NULL AND $1 IN ('undoing', 'undone') THEN error ELSE $4 END, \
              started_at = CASE WHEN $2 THEN $5 ELSE started_at END, \
              finished_at = CASE WHEN $6 THEN $5 ELSE NULL END \
              WHERE operation_id = $7 AND idx = $8 \

@@ -12,6 +12,8 @@ pub struct TestServer {
     bin: PathBuf,
     dir: Option<tempfile::TempDir>,
     store: Option<String>,
+    /// Extra environment of the next launches (failpoints, say).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
@@ -27,17 +29,28 @@ impl TestServer {
 
     /// Starts `bin serve` with `--store store` when given.
     pub fn start_with_store(bin: &Path, store: Option<String>) -> TestServer {
+        let mut s = Self::new(bin, store);
+        s.launch();
+        s
+    }
+
+    /// A server not started yet (see [`TestServer::launch`]): its data directory is fresh.
+    pub fn new(bin: &Path, store: Option<String>) -> TestServer {
         let dir = tempfile::Builder::new().prefix("sovdb-test-serve-").tempdir().unwrap();
-        let mut s = TestServer {
+        TestServer {
             bin: bin.to_path_buf(),
             dir: Some(dir),
             store,
+            env: Vec::new(),
             child: None,
             url: String::new(),
             token: String::new(),
-        };
-        s.launch();
-        s
+        }
+    }
+
+    /// Whether the server process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     fn root(&self) -> &Path {
@@ -68,20 +81,60 @@ impl TestServer {
         c
     }
 
-    /// Starts the server on the existing data directory and waits until it answers.
-    pub fn launch(&mut self) {
+    /// Sets (or with `None` removes) an environment variable of the next launches.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Starts the server and waits for it to exit by itself (a crash at a failpoint).
+    /// Panics if it still runs after `timeout`.
+    pub fn launch_until_exit(&mut self, timeout: Duration) -> ExitStatus {
         assert!(self.child.is_none(), "already running");
         std::fs::create_dir_all(self.home()).unwrap();
-        let url_file = self.data_dir().join("api.url");
-        let _ = std::fs::remove_file(&url_file);
+        self.child = Some(self.spawn());
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for the running server to exit by itself; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().expect("not running").try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sovdb serve still runs after {timeout:?}:\n{}",
+                tail(&self.log_path(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn(&self) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = self.cli();
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").env("SOVDB_LOG", "info,sovdb=debug");
         if let Some(store) = &self.store {
             cmd.arg("--store").arg(store);
         }
-        let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start sovdb serve");
-        self.child = Some(child);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start sovdb serve")
+    }
+
+    /// Starts the server on the existing data directory and waits until it answers.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        std::fs::create_dir_all(self.home()).unwrap();
+        let url_file = self.data_dir().join("api.url");
+        let _ = std::fs::remove_file(&url_file);
+        self.child = Some(self.spawn());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -123,6 +176,10 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        // The server started agents (and they supervisors) that outlive it by design.
+        if let Some(dir) = &self.dir {
+            crate::kill_processes_mentioning(dir.path());
+        }
         if std::thread::panicking() {
             eprintln!("sovdb serve log:\n{}", tail(&self.log_path(), 40));
         }

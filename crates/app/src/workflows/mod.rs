@@ -4,11 +4,69 @@
 //! Steps reach hosts only through the app's services (`StepCtx::services` is the
 //! [`App`]): the store, the installation's CA, providers and agents.
 
-use sovdb_operations::Workflow;
+use serde::Deserialize;
+use sovdb_agent::AgentError;
+use sovdb_operations::{StepFailure, Workflow};
+use sovdb_provider::ProviderError;
+use sovdb_store::HostRecord;
 
-use crate::App;
+use crate::{App, AppError};
+
+pub mod host_add;
+pub mod host_remove;
 
 /// Every workflow, to register with the engine and to create operations from.
 pub fn all() -> Vec<Workflow<App>> {
-    vec![]
+    vec![host_add::workflow(), host_remove::workflow()]
+}
+
+/// The parameters of the host workflows.
+#[derive(Deserialize)]
+pub(crate) struct Params {
+    pub host: String,
+}
+
+pub(crate) async fn host_record(app: &App, host: &str) -> Result<HostRecord, StepFailure> {
+    host_add::maybe_host_record(app, host)
+        .await?
+        .ok_or_else(|| StepFailure::permanent(format!("host {host:?} no longer exists")))
+}
+
+/// Bad input can't get better by retrying; the store or the machine may.
+pub(crate) fn app_failure(e: AppError) -> StepFailure {
+    match e {
+        AppError::Internal(e) => StepFailure::transient(format!("{e:#}")),
+        other => StepFailure::permanent(other.to_string()),
+    }
+}
+
+pub(crate) fn provider_failure(e: ProviderError) -> StepFailure {
+    if e.is_transient() {
+        StepFailure::transient(e.to_string())
+    } else {
+        StepFailure::permanent(e.to_string())
+    }
+}
+
+pub(crate) fn agent_failure(e: AgentError) -> StepFailure {
+    let message = error_chain(&e);
+    match e {
+        AgentError::Rejected { .. } | AgentError::Tls { .. } => StepFailure::permanent(message),
+        _ => StepFailure::transient(message),
+    }
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cur = s.source();
+    }
+    text
 }

@@ -23,13 +23,21 @@ pub enum LocationCmd {
         /// A label, key=value; repeat for more (e.g. --label jurisdiction=EU)
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// Accepted for uniformity: a location is created at once
+        #[command(flatten)]
+        wait: super::op::Wait,
     },
     /// List locations
     List,
     /// Show one location
     Show { name: String },
     /// Delete a location that has nothing in it (admin)
-    Delete { name: String },
+    Delete {
+        name: String,
+        /// Accepted for uniformity: a location is deleted at once
+        #[command(flatten)]
+        wait: super::op::Wait,
+    },
 }
 
 impl Tabular for Location {
@@ -62,7 +70,7 @@ pub fn parse_labels(pairs: &[String]) -> anyhow::Result<Labels> {
 
 pub async fn run(cmd: LocationCmd, client: &Client, out: OutputFormat) -> anyhow::Result<()> {
     match cmd {
-        LocationCmd::Create { name, provider, region, zone, labels } => {
+        LocationCmd::Create { name, provider, region, zone, labels, wait: _ } => {
             let req = LocationCreate {
                 name,
                 provider: Provider::parse(&provider).expect("clap checked the provider"),
@@ -77,7 +85,7 @@ pub async fn run(cmd: LocationCmd, client: &Client, out: OutputFormat) -> anyhow
         LocationCmd::Show { name } => {
             print_one(&client.get::<Location>(&format!("/locations/{name}"), &[]).await?, out)
         }
-        LocationCmd::Delete { name } => {
+        LocationCmd::Delete { name, wait: _ } => {
             client.delete(&format!("/locations/{name}")).await?;
             eprintln!("location {name} deleted");
             Ok(())

@@ -7,6 +7,7 @@ use crate::config::GlobalOpts;
 
 mod audit;
 mod cluster;
+mod host;
 mod location;
 mod op;
 mod project;
@@ -19,6 +20,13 @@ pub enum ClientCommand {
         global: GlobalOpts,
         #[command(subcommand)]
         cmd: location::LocationCmd,
+    },
+    /// Hosts: the machines databases run on, each with sovdb's agent
+    Host {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: host::HostCmd,
     },
     /// Database clusters of the project
     Cluster {
@@ -60,6 +68,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     let global = match &cmd {
         ClientCommand::Location { global, .. }
         | ClientCommand::Cluster { global, .. }
+        | ClientCommand::Host { global, .. }
         | ClientCommand::Project { global, .. }
         | ClientCommand::Audit { global, .. }
         | ClientCommand::Op { global, .. }
@@ -70,6 +79,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Location { cmd, .. } => location::run(cmd, &client, out).await,
         ClientCommand::Cluster { cmd, .. } => cluster::run(cmd, &client, out).await,
+        ClientCommand::Host { cmd, .. } => host::run(cmd, &client, out).await,
         ClientCommand::Project { cmd, .. } => project::run(cmd, &client, out).await,
         ClientCommand::Audit { cmd, .. } => audit::run(cmd, &client, out).await,
         ClientCommand::Op { cmd, .. } => op::run(cmd, &client, out).await,

@@ -1,0 +1,408 @@
+//! `host.add`: install and start the agent on a host, then record what it reports.
+//!
+//! Parameters: `{"host": NAME}`; the host record (written with the operation, status
+//! `bootstrapping`) holds the address, SSH access and base dir.
+//!
+//! Steps, each idempotent:
+//! 1. `register`: nothing to do (the record exists); its undo forgets the host, so a
+//!    failed or cancelled add leaves nothing registered.
+//! 2. `check-host`: for SSH, record the host key on first use (or check the pinned one);
+//!    then check the host can run the agent (architecture, apt, root) and is not managed
+//!    by another installation.
+//! 3. `issue-certificate` (allocates): the agent's certificate and key, the key sealed
+//!    with the master key in the step's output.
+//! 4. `install-agent` (undo: remove it): the binary (copied only when its checksum
+//!    differs), the CA, the certificate and key, and the installation marker.
+//! 5. `start-agent` (undo: stop it): started unless already running (a systemd unit where
+//!    systemd runs, else a detached process).
+//! 6. `wait-agent`: the agent answers over mutual TLS (transient until it does).
+//! 7. `record-facts`: the agent's facts are stored and the host becomes `ready`.
+//!
+//! Crash safety: every step checks before it acts, so a rerun after a crash at any point
+//! finds its work done and does nothing twice (one binary, one agent process, one record).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_pki::{CertRequest, CertUsage};
+use sovdb_provider::shell_quote;
+use sovdb_store::HostRecord;
+use sovdb_types::{HostStatus, StepError};
+
+use super::{agent_failure, app_failure, host_record, provider_failure, Params};
+use crate::App;
+
+pub const KIND: &str = "host.add";
+
+/// How long a script on the host may take (the binary copy is the longest).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub fn workflow() -> Workflow<App> {
+    Workflow::new(KIND)
+        .step_with_undo("register", |_| async { Ok(json!({})) }, forget)
+        .step("check-host", check_host)
+        .allocate("issue-certificate", issue_certificate)
+        .step_with_undo("install-agent", install_agent, uninstall_agent)
+        .step_with_undo("start-agent", start_agent, stop_agent)
+        .step("wait-agent", wait_agent)
+        .step("record-facts", record_facts)
+}
+
+/// The files of the agent on a host, under its base dir.
+pub(crate) struct AgentPaths {
+    pub dir: String,
+    pub bin: String,
+    pub pid: String,
+    pub log: String,
+}
+
+impl AgentPaths {
+    pub(crate) fn new(app: &App, record: &HostRecord) -> AgentPaths {
+        let base = &record.host.base_dir;
+        let dir = format!("{base}/agent");
+        let bin = match record.host.ssh {
+            // This machine: the control plane's own binary.
+            None => app.config.agent_exe.display().to_string(),
+            Some(_) => format!("{dir}/bin/sovdb"),
+        };
+        AgentPaths { pid: format!("{dir}/agent.pid"), log: format!("{dir}/log/agent.log"), bin, dir }
+    }
+}
+
+async fn forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let mut tx = app.store.write().await.map_err(|e| app_failure(e.into()))?;
+    if let Some(record) = tx.host_get(&host).await.map_err(|e| app_failure(e.into()))? {
+        tx.host_delete(record.host.id).await.map_err(|e| app_failure(e.into()))?;
+    }
+    tx.commit().await.map_err(|e| app_failure(e.into()))?;
+    Ok(json!({}))
+}
+
+async fn check_host(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let mut record = host_record(app, &host).await?;
+    if let Some(ssh) = &record.host.ssh {
+        if ssh.host_key.is_none() {
+            // Trust on first use: record the key the host presents now; every later
+            // connection must present the same one.
+            let key = sovdb_provider::scan_host_key(&record.host.address, ssh.port, Duration::from_secs(10))
+                .await
+                .map_err(provider_failure)?;
+            let fp = sovdb_provider::fingerprint(&key).map_err(provider_failure)?;
+            let mut tx = app.store.write().await.map_err(|e| app_failure(e.into()))?;
+            tx.host_set_ssh_host_key(record.host.id, &key, &fp).await.map_err(|e| app_failure(e.into()))?;
+            tx.commit().await.map_err(|e| app_failure(e.into()))?;
+            tracing::info!(host = %host, fingerprint = %fp, "recorded the host's SSH key on first use");
+            record = host_record(app, &host).await?;
+        }
+    }
+    let transport = app.host_transport(&record).map_err(app_failure)?;
+    let base = shell_quote(&record.host.base_dir);
+    let script = format!(
+        "echo \"arch=$(uname -m)\"; echo \"uid=$(id -u)\"; \
+         if command -v apt-get >/dev/null 2>&1; then echo apt=yes; else echo apt=no; fi; \
+         if [ -f {base}/agent/installation ]; then echo \"installation=$(cat {base}/agent/installation)\"; fi"
+    );
+    let out = transport.run(&script, SCRIPT_TIMEOUT).await.map_err(provider_failure)?;
+    if !out.success() {
+        return Err(command_failure("cannot inspect the host", "inspect host", &out));
+    }
+    let facts: std::collections::BTreeMap<&str, &str> = out.stdout.lines().filter_map(|l| l.split_once('=')).collect();
+    let arch = facts.get("arch").copied().unwrap_or("");
+    if arch != std::env::consts::ARCH {
+        return Err(StepFailure::permanent(format!(
+            "the host's architecture is {arch:?} but this sovdb is built for {:?}; add hosts of the same architecture",
+            std::env::consts::ARCH
+        )));
+    }
+    if facts.get("apt") != Some(&"yes") {
+        return Err(StepFailure::permanent(
+            "the host has no apt-get: sovdb installs engines from Debian's packages, so hosts must run Debian or a derivative",
+        ));
+    }
+    if record.host.ssh.is_some() && facts.get("uid") != Some(&"0") {
+        return Err(StepFailure::permanent(
+            "the SSH user is not root: the agent installs packages and runs databases as their own users; log in as root (--ssh-user root)",
+        ));
+    }
+    let ours = installation_id(app).await?;
+    if let Some(theirs) = facts.get("installation") {
+        if *theirs != ours {
+            return Err(StepFailure::permanent(format!(
+                "{}/agent belongs to another sovdb installation ({theirs}); remove the host from that installation first, \
+                 or use another --base-dir",
+                record.host.base_dir
+            )));
+        }
+    }
+    Ok(json!({ "arch": arch }))
+}
+
+#[derive(Serialize, Deserialize)]
+struct IssuedAgentCert {
+    cert_pem: String,
+    key_sealed: String,
+}
+
+fn agent_key_aad(op: &sovdb_types::OperationId) -> String {
+    format!("sovdb/operation/{op}/agent-key")
+}
+
+async fn issue_certificate(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let record = host_record(app, &host).await?;
+    let pki = app.pki().map_err(app_failure)?;
+    let (dns_names, ip_addresses) = match record.host.address.parse::<IpAddr>() {
+        Ok(ip) => (vec![], vec![ip]),
+        Err(_) => (vec![record.host.address.clone()], vec![]),
+    };
+    let cert = pki
+        .issue(&CertRequest {
+            common_name: format!("sovdb agent {}", record.host.name),
+            dns_names,
+            ip_addresses,
+            usage: CertUsage::Server,
+            validity_days: 825,
+        })
+        .map_err(app_failure)?;
+    let issued = IssuedAgentCert {
+        key_sealed: pki.seal(cert.key_pem.as_bytes(), &agent_key_aad(&ctx.operation)),
+        cert_pem: cert.cert_pem,
+    };
+    Ok(serde_json::to_value(issued).expect("serialise"))
+}
+
+async fn install_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let record = host_record(app, &host).await?;
+    let issued: IssuedAgentCert = ctx.output("issue-certificate")?;
+    let pki = app.pki().map_err(app_failure)?;
+    let key = pki.open(&issued.key_sealed, &agent_key_aad(&ctx.operation)).map_err(app_failure)?;
+    let transport = app.host_transport(&record).map_err(app_failure)?;
+    let paths = AgentPaths::new(app, &record);
+
+    let mut copied = false;
+    if record.host.ssh.is_some() {
+        let exe = &app.config.agent_exe;
+        let want = sovdb_provider::sha256_file(exe)
+            .map_err(|e| StepFailure::permanent(format!("cannot read this server's binary {}: {e}", exe.display())))?;
+        let out = transport
+            .run(&format!("sha256sum {} 2>/dev/null | cut -d' ' -f1", shell_quote(&paths.bin)), SCRIPT_TIMEOUT)
+            .await
+            .map_err(provider_failure)?;
+        if out.stdout.trim() != want {
+            let binary = std::fs::read(exe).map_err(|e| {
+                StepFailure::permanent(format!("cannot read this server's binary {}: {e}", exe.display()))
+            })?;
+            transport.put(&paths.bin, &binary, 0o755, SCRIPT_TIMEOUT).await.map_err(provider_failure)?;
+            copied = true;
+        }
+    }
+    let tls = format!("{}/tls", paths.dir);
+    let installation = installation_id(app).await?;
+    let files: [(String, &[u8], u32); 4] = [
+        (format!("{tls}/ca.crt"), pki.ca_pem().as_bytes(), 0o644),
+        (format!("{tls}/agent.crt"), issued.cert_pem.as_bytes(), 0o644),
+        (format!("{tls}/agent.key"), &key, 0o600),
+        (format!("{}/installation", paths.dir), installation.as_bytes(), 0o644),
+    ];
+    for (path, content, mode) in files {
+        transport.put(&path, content, mode, SCRIPT_TIMEOUT).await.map_err(provider_failure)?;
+    }
+    Ok(json!({ "binary": paths.bin, "copied": copied }))
+}
+
+async fn uninstall_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let Some(record) = maybe_host_record(app, &host).await? else { return Ok(json!({})) };
+    let transport = app.host_transport(&record).map_err(app_failure)?;
+    let paths = AgentPaths::new(app, &record);
+    let script = format!(
+        "rm -rf {dir}; rmdir {base} 2>/dev/null || true",
+        dir = shell_quote(&paths.dir),
+        base = shell_quote(&record.host.base_dir)
+    );
+    let out = transport.run(&script, SCRIPT_TIMEOUT).await.map_err(provider_failure)?;
+    if !out.success() {
+        return Err(command_failure("cannot remove the agent", "remove agent", &out));
+    }
+    Ok(json!({}))
+}
+
+/// The shell that starts the agent unless it already runs. Where systemd runs, the agent
+/// is a unit (restarted by systemd, started at boot); elsewhere a detached process whose
+/// pid is recorded (the control plane restarts it if it dies).
+pub(crate) fn start_script(record: &HostRecord, paths: &AgentPaths) -> String {
+    let q = shell_quote;
+    let listen = match record.host.address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{}", record.host.agent_port),
+        _ => format!("{}:{}", record.host.address, record.host.agent_port),
+    };
+    format!(
+        r#"set -eu
+B={base}; BIN={bin}; PIDF={pid}; LOG={log}; LISTEN={listen}
+UNIT="sovdb-agent-$(printf %s "$B" | sha256sum | cut -c1-12).service"
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  cat > "/etc/systemd/system/$UNIT.tmp" <<EOF
+[Unit]
+Description=sovdb agent ($B)
+After=network-online.target
+[Service]
+ExecStart=$BIN agent --base-dir $B --listen $LISTEN
+Restart=always
+RestartSec=2
+KillMode=process
+[Install]
+WantedBy=multi-user.target
+EOF
+  if cmp -s "/etc/systemd/system/$UNIT.tmp" "/etc/systemd/system/$UNIT"; then rm -f "/etc/systemd/system/$UNIT.tmp"; changed=no
+  else mv -f "/etc/systemd/system/$UNIT.tmp" "/etc/systemd/system/$UNIT"; systemctl daemon-reload; changed=yes; fi
+  if [ "$changed" = yes ]; then systemctl enable "$UNIT" >/dev/null 2>&1; systemctl restart "$UNIT"; echo started-systemd
+  elif systemctl is-active --quiet "$UNIT"; then echo running; else systemctl start "$UNIT"; echo started-systemd; fi
+  exit 0
+fi
+if [ -f "$PIDF" ]; then
+  pid=$(cat "$PIDF")
+  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "--base-dir $B "; then echo running; exit 0; fi
+fi
+mkdir -p "$(dirname "$LOG")"
+cd /
+setsid "$BIN" agent --base-dir "$B" --listen "$LISTEN" >>"$LOG" 2>&1 </dev/null &
+echo $! > "$PIDF.tmp"; mv -f "$PIDF.tmp" "$PIDF"
+echo started
+"#,
+        base = q(&record.host.base_dir),
+        bin = q(&paths.bin),
+        pid = q(&paths.pid),
+        log = q(&paths.log),
+        listen = q(&listen),
+    )
+}
+
+/// The shell that stops the agent (not the processes it supervises: those stop only when
+/// asked through the agent).
+pub(crate) fn stop_script(record: &HostRecord, paths: &AgentPaths) -> String {
+    format!(
+        r#"B={base}; PIDF={pid}
+UNIT="sovdb-agent-$(printf %s "$B" | sha256sum | cut -c1-12).service"
+if [ -f "/etc/systemd/system/$UNIT" ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now "$UNIT" >/dev/null 2>&1 || true; rm -f "/etc/systemd/system/$UNIT"; systemctl daemon-reload || true
+fi
+if [ -f "$PIDF" ]; then
+  pid=$(cat "$PIDF")
+  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "--base-dir $B "; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDF"
+fi
+exit 0
+"#,
+        base = shell_quote(&record.host.base_dir),
+        pid = shell_quote(&paths.pid),
+    )
+}
+
+async fn start_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let record = host_record(app, &host).await?;
+    let transport = app.host_transport(&record).map_err(app_failure)?;
+    let paths = AgentPaths::new(app, &record);
+    let out = transport.run(&start_script(&record, &paths), SCRIPT_TIMEOUT).await.map_err(provider_failure)?;
+    if !out.success() {
+        return Err(command_failure("cannot start the agent", "start agent", &out));
+    }
+    Ok(json!({}))
+}
+
+async fn stop_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let Some(record) = maybe_host_record(app, &host).await? else { return Ok(json!({})) };
+    let transport = app.host_transport(&record).map_err(app_failure)?;
+    let out = transport
+        .run(&stop_script(&record, &AgentPaths::new(app, &record)), SCRIPT_TIMEOUT)
+        .await
+        .map_err(provider_failure)?;
+    if !out.success() {
+        return Err(command_failure("cannot stop the agent", "stop agent", &out));
+    }
+    Ok(json!({}))
+}
+
+async fn wait_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let record = host_record(app, &host).await?;
+    let client = app.agent_client(&record.host, Duration::from_secs(5)).await.map_err(app_failure)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.health().await {
+            Ok(h) => return Ok(json!({ "version": h.version })),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                // Say why: the end of the agent's own log usually does.
+                let log = match app.host_transport(&record) {
+                    Ok(t) => {
+                        let paths = AgentPaths::new(app, &record);
+                        t.run(&format!("tail -n 5 {} 2>/dev/null", shell_quote(&paths.log)), SCRIPT_TIMEOUT)
+                            .await
+                            .map(|o| o.stdout)
+                            .unwrap_or_default()
+                    }
+                    Err(_) => String::new(),
+                };
+                let mut failure = agent_failure(e);
+                failure.transient = true;
+                if !log.trim().is_empty() {
+                    failure.error.stderr = Some(log);
+                }
+                return Err(failure);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn record_facts(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { host } = ctx.params()?;
+    let app = &ctx.services;
+    let record = host_record(app, &host).await?;
+    let client = app.agent_client(&record.host, Duration::from_secs(30)).await.map_err(app_failure)?;
+    let facts = client.facts().await.map_err(agent_failure)?;
+    let facts = serde_json::to_value(&facts).expect("serialise");
+    let mut tx = app.store.write().await.map_err(|e| app_failure(e.into()))?;
+    tx.host_observed(record.host.id, crate::now(), Some(&facts)).await.map_err(|e| app_failure(e.into()))?;
+    if record.host.status == HostStatus::Bootstrapping {
+        tx.host_set_status(record.host.id, HostStatus::Ready, None).await.map_err(|e| app_failure(e.into()))?;
+    }
+    tx.commit().await.map_err(|e| app_failure(e.into()))?;
+    Ok(json!({}))
+}
+
+async fn installation_id(app: &App) -> Result<String, StepFailure> {
+    let mut tx = app.store.read().await.map_err(|e| app_failure(e.into()))?;
+    tx.meta_get("installation_id")
+        .await
+        .map_err(|e| app_failure(e.into()))?
+        .ok_or_else(|| StepFailure::permanent("the installation has no ID; is the store bootstrapped?"))
+}
+
+pub(crate) async fn maybe_host_record(app: &App, host: &str) -> Result<Option<HostRecord>, StepFailure> {
+    let mut tx = app.store.read().await.map_err(|e| app_failure(e.into()))?;
+    tx.host_get(host).await.map_err(|e| app_failure(e.into()))
+}
+
+pub(crate) fn command_failure(message: &str, command: &str, out: &sovdb_provider::Output) -> StepFailure {
+    StepFailure { transient: false, error: StepError::command(message, command, out.status, &out.stderr) }
+}

@@ -1,0 +1,216 @@
+//! Crash tests: every workflow survives `kill -9` of the real `sovdb serve` at each of its
+//! failpoints (before and after each step's side effect: every step boundary), and at a
+//! random moment. After a restart the operation completes exactly once: one agent, one
+//! host record, the same port, nothing orphaned.
+//!
+//! Generic: the workflows come from the server's own registry, and a workflow without a
+//! scenario here fails `every_workflow_has_a_crash_scenario`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sovdb_test_utils::server::TestServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
+/// How many crash points run at once (each its own server and data directory).
+const PARALLEL: usize = 3;
+
+/// Workflows with a scenario below.
+const SCENARIOS: &[&str] = &["host.add", "host.remove"];
+
+#[test]
+fn every_workflow_has_a_crash_scenario() {
+    for w in sovdb_app::workflows::all() {
+        assert!(
+            SCENARIOS.contains(&w.name),
+            "workflow {} has no crash scenario in crates/sovdb/tests/crash.rs: add one",
+            w.name
+        );
+    }
+}
+
+/// Every failpoint on the forward path of workflow `kind`.
+fn failpoints(kind: &str) -> Vec<String> {
+    let w = sovdb_app::workflows::all().into_iter().find(|w| w.name == kind).expect("registered");
+    w.step_names().iter().flat_map(|s| [format!("{kind}.{s}.before"), format!("{kind}.{s}.after")]).collect()
+}
+
+fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
+    let mut c: Command = server.cli();
+    c.args(args);
+    c.output().expect("run sovdb")
+}
+
+fn json(server: &TestServer, args: &[&str]) -> Option<Value> {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = cli(server, &all);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("-o json prints JSON"))
+}
+
+fn wait_for<T>(what: &str, server: &TestServer, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 90 s; server log:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The operations of `kind`, as `op list` shows them.
+fn operations(server: &TestServer, kind: &str) -> Vec<Value> {
+    let all = json(server, &["op", "list"]).expect("op list");
+    all.as_array().unwrap().iter().filter(|o| o["kind"] == kind).cloned().collect()
+}
+
+/// Agent processes serving `base_dir` (not their supervisors).
+fn agents_of(base_dir: &Path) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_agent = args.get(1).is_some_and(|a| a == "agent") && !args.iter().any(|a| a == "supervise");
+        if is_agent && args.windows(2).any(|w| w[0] == "--base-dir" && Path::new(&w[1]) == base_dir) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn local_base(server: &TestServer) -> PathBuf {
+    server.data_dir().join("hosts/local")
+}
+
+/// Waits until the local host is ready, then checks it exists exactly once.
+fn assert_local_host_added_once(server: &TestServer, context: &str) {
+    wait_for("host.add ended", server, || {
+        let ops = operations(server, "host.add");
+        let ended = ops.iter().all(|o| o["state"] != "running" && o["state"] != "queued");
+        (!ops.is_empty() && ended).then_some(())
+    });
+    let host = json(server, &["host", "show", "local"]).expect("the local host exists");
+    assert_eq!(host["status"], "ready", "{context}: {host:#}");
+    let ops = operations(server, "host.add");
+    assert_eq!(ops.len(), 1, "{context}: one host.add operation: {ops:#?}");
+    assert_eq!(ops[0]["state"], "succeeded", "{context}: {:#}", ops[0]);
+    let hosts = json(server, &["host", "list"]).unwrap();
+    assert_eq!(hosts.as_array().unwrap().len(), 1, "{context}: one host: {hosts:#}");
+    let agents = agents_of(&local_base(server));
+    assert_eq!(agents.len(), 1, "{context}: exactly one agent runs for the local host: {agents:?}");
+    let pid: u32 = std::fs::read_to_string(local_base(server).join("agent/agent.pid")).unwrap().trim().parse().unwrap();
+    assert_eq!(agents[0], pid, "{context}: the running agent is the recorded one");
+    assert!(host["facts"]["cpus"].as_u64().unwrap() > 0, "{context}: facts recorded: {host:#}");
+    // The agent answers on the port allocated once, with the host record's port.
+    let port = host["agent_port"].as_u64().unwrap();
+    let listening = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+    assert!(listening.contains(&format!(":{port:04X} ")), "{context}: the agent listens on {port}");
+}
+
+/// Runs `f` for every item, `PARALLEL` at a time, and re-raises the first panic.
+fn in_parallel(items: Vec<String>, f: impl Fn(&str) + Sync) {
+    for chunk in items.chunks(PARALLEL) {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunk.iter().map(|p| s.spawn(|| f(p))).collect();
+            for h in handles {
+                if let Err(e) = h.join() {
+                    std::panic::resume_unwind(e);
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn host_add_completes_once_after_a_crash_at_every_failpoint() {
+    // The first start adds this machine as host `local`: crash it there.
+    in_parallel(failpoints("host.add"), |point| {
+        let mut server = TestServer::new(Path::new(BIN), None);
+        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
+        let status = server.launch_until_exit(Duration::from_secs(60));
+        assert!(!status.success(), "{point}: the server should have crashed");
+        server.set_env("SOVDB_FAILPOINTS", None);
+        server.launch();
+        assert_local_host_added_once(&server, point);
+        // `op show` says which step resumed: the crashed one was attempted twice.
+        let op = &operations(&server, "host.add")[0];
+        let step = point.trim_start_matches("host.add.").rsplit_once('.').unwrap().0;
+        let shown = json(&server, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
+        let attempts =
+            shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap()["attempts"].clone();
+        assert_eq!(attempts, 2, "{point}: the step in flight at the crash ran again: {shown:#}");
+    });
+}
+
+#[test]
+fn host_add_completes_once_after_kill_9_at_random_moments() {
+    let delays: Vec<String> = (0..3).map(|_| (rand::random::<u64>() % 1500).to_string()).collect();
+    in_parallel(delays, |delay| {
+        let mut server = TestServer::new(Path::new(BIN), None);
+        server.launch();
+        std::thread::sleep(Duration::from_millis(delay.parse().unwrap()));
+        server.kill9();
+        server.launch();
+        assert_local_host_added_once(&server, &format!("kill -9 after {delay} ms"));
+    });
+}
+
+#[test]
+fn host_remove_completes_once_after_a_crash_at_every_failpoint() {
+    in_parallel(failpoints("host.remove"), |point| {
+        let mut server = TestServer::new(Path::new(BIN), None);
+        server.launch();
+        assert_local_host_added_once(&server, point);
+        server.kill9();
+        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
+        server.launch();
+        let out = cli(&server, &["host", "remove", "local"]);
+        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        let status = server.wait_exit(Duration::from_secs(60));
+        assert!(!status.success(), "{point}: the server should have crashed");
+        server.set_env("SOVDB_FAILPOINTS", None);
+        server.launch();
+        wait_for("host removed", &server, || {
+            let ops = operations(&server, "host.remove");
+            (ops.len() == 1 && ops[0]["state"] == "succeeded").then_some(())
+        });
+        assert!(json(&server, &["host", "show", "local"]).is_none(), "{point}: the host is forgotten");
+        assert_eq!(agents_of(&local_base(&server)), Vec::<u32>::new(), "{point}: no agent left running");
+        assert!(!local_base(&server).join("agent").exists(), "{point}: the agent's files are gone");
+    });
+}
+
+#[test]
+fn a_cancelled_host_add_undoes_everything_it_did() {
+    // The agent never "answers" (an injected transient error), so the operation retries
+    // until it is cancelled; cancelling undoes the started agent, its files and the record.
+    let mut server = TestServer::new(Path::new(BIN), None);
+    server.set_env("SOVDB_FAILPOINTS", Some("host.add.wait-agent.before=error"));
+    server.launch();
+    let op = wait_for("host.add retrying", &server, || {
+        operations(&server, "host.add")
+            .into_iter()
+            .find(|o| o["steps"][5]["attempts"].as_u64().unwrap_or(0) >= 1 && o["steps"][4]["state"] == "succeeded")
+    });
+    let id = op["id"].as_str().unwrap();
+    assert_eq!(agents_of(&local_base(&server)).len(), 1, "the agent was started");
+    let out = cli(&server, &["op", "cancel", id, "--wait", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ended: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ended["state"], "cancelled", "{ended:#}");
+    let undone: Vec<&str> = ended["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "undone")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(undone, ["register", "check-host", "issue-certificate", "install-agent", "start-agent"], "{ended:#}");
+    assert!(json(&server, &["host", "show", "local"]).is_none(), "the host is forgotten");
+    assert_eq!(agents_of(&local_base(&server)), Vec::<u32>::new(), "the agent is stopped");
+    assert!(!local_base(&server).join("agent").exists(), "its files are removed");
+}
