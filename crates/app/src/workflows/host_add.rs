@@ -225,17 +225,21 @@ async fn uninstall_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let Some(record) = maybe_host_record(app, &host).await? else { return Ok(json!({})) };
     let transport = app.host_transport(&record).map_err(app_failure)?;
-    let paths = AgentPaths::new(app, &record);
-    let script = format!(
-        "rm -rf {dir}; rmdir {base} 2>/dev/null || true",
-        dir = shell_quote(&paths.dir),
-        base = shell_quote(&record.host.base_dir)
-    );
+    let script = uninstall_script(&record, &AgentPaths::new(app, &record));
     let out = transport.run(&script, SCRIPT_TIMEOUT).await.map_err(provider_failure)?;
     if !out.success() {
         return Err(command_failure("cannot remove the agent", "remove agent", &out));
     }
     Ok(json!({}))
+}
+
+/// The shell that removes the agent's files (and the base dir, if nothing else is in it).
+pub(crate) fn uninstall_script(record: &HostRecord, paths: &AgentPaths) -> String {
+    format!(
+        "rm -rf {dir}; rmdir {base} 2>/dev/null || true",
+        dir = shell_quote(&paths.dir),
+        base = shell_quote(&record.host.base_dir)
+    )
 }
 
 /// The shell that starts the agent unless it already runs. Where systemd runs, the agent

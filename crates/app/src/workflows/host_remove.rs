@@ -16,10 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sovdb_operations::{StepCtx, StepFailure, Workflow};
-use sovdb_provider::shell_quote;
 use sovdb_types::HostStatus;
 
-use super::host_add::{command_failure, maybe_host_record, stop_script, AgentPaths};
+use super::host_add::{command_failure, maybe_host_record, stop_script, uninstall_script, AgentPaths};
 use super::{agent_failure, app_failure, provider_failure};
 use crate::App;
 
@@ -114,12 +113,7 @@ async fn uninstall_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let Some(record) = maybe_host_record(app, &p.host).await? else { return Ok(json!({})) };
     let transport = app.host_transport(&record).map_err(app_failure)?;
-    let paths = AgentPaths::new(app, &record);
-    let script = format!(
-        "rm -rf {dir}; rmdir {base} 2>/dev/null || true",
-        dir = shell_quote(&paths.dir),
-        base = shell_quote(&record.host.base_dir)
-    );
+    let script = uninstall_script(&record, &AgentPaths::new(app, &record));
     match transport.run(&script, SCRIPT_TIMEOUT).await {
         Ok(out) if out.success() => Ok(json!({})),
         Ok(out) => Err(command_failure("cannot remove the agent", "remove agent", &out)),
