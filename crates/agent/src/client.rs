@@ -68,21 +68,6 @@ pub enum AgentError {
     Protocol { address: SocketAddr, message: String },
 }
 
-/// An error and its causes on one line: reqwest's own message alone says little.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        cur = s.source();
-    }
-    text
-}
-
 /// A connection to one agent. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
@@ -114,7 +99,7 @@ impl AgentClient {
             .no_proxy()
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| tls_err(format!("cannot build the HTTP client: {}", chain(&e))))?;
+            .map_err(|e| tls_err(format!("cannot build the HTTP client: {}", sovdb_types::error_chain(&e))))?;
         Ok(AgentClient {
             http,
             address,
@@ -238,7 +223,7 @@ impl AgentClient {
             return AgentError::Timeout { address, after: timeout };
         }
         if e.is_decode() || e.is_body() {
-            return AgentError::Protocol { address, message: chain(&e) };
+            return AgentError::Protocol { address, message: sovdb_types::error_chain(&e) };
         }
         AgentError::Unreachable { address, source: e }
     }

@@ -282,11 +282,20 @@ impl App {
     }
 
     /// A client of `host`'s agent, speaking mTLS with this installation's certificates.
+    /// Clients are kept per host (and endpoint), so the heartbeat reuses one TLS setup and
+    /// its connection instead of making new ones every second.
     pub(crate) async fn agent_client(&self, host: &Host, timeout: Duration) -> Result<AgentClient> {
+        let endpoint = (host.address.clone(), host.agent_port);
+        if let Some((at, client)) = self.agents.lock().unwrap_or_else(|p| p.into_inner()).get(&host.id) {
+            if *at == endpoint {
+                return Ok(client.clone().with_timeout(timeout));
+            }
+        }
         let addr = resolve(&host.address, host.agent_port).await?;
-        AgentClient::new(addr, &host.address, &self.pki()?.client)
-            .map(|c| c.with_timeout(timeout))
-            .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))
+        let client = AgentClient::new(addr, &host.address, &self.pki()?.client)
+            .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?;
+        self.agents.lock().unwrap_or_else(|p| p.into_inner()).insert(host.id, (endpoint, client.clone()));
+        Ok(client.with_timeout(timeout))
     }
 }
 

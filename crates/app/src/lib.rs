@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use sovdb_store::Store;
+use sovdb_types::HostId;
 use tokio::sync::Notify;
 
 mod audit;
@@ -52,7 +53,11 @@ pub struct App {
     /// Set once by [`App::pki_init`].
     pki: Arc<OnceLock<Arc<pki::Pki>>>,
     restarts: Arc<monitor::Restarts>,
+    agents: Arc<AgentClients>,
 }
+
+/// Agent clients by host, with the endpoint (address, port) each was made for.
+type AgentClients = std::sync::Mutex<std::collections::HashMap<HostId, ((String, u16), sovdb_agent::AgentClient)>>;
 
 /// What the app needs to know about the server it runs in.
 #[derive(Debug, Clone)]
@@ -73,6 +78,7 @@ impl App {
             config: Arc::new(config),
             pki: Arc::new(OnceLock::new()),
             restarts: Arc::default(),
+            agents: Arc::default(),
         }
     }
 

@@ -19,6 +19,10 @@ use crate::{App, Result};
 
 /// How long an agent may take to answer a heartbeat.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How stale `last_seen_at` may get before a heartbeat writes it again: a write per host
+/// per second would be most of the store's write load, for a time nobody needs to the
+/// second. Status changes are written at once.
+const SEEN_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// At most one restart attempt per host in this interval.
 const RESTART_EVERY: Duration = Duration::from_secs(15);
 
@@ -53,6 +57,8 @@ impl App {
                 None => break,
             }
         }
+        let ids: std::collections::HashSet<HostId> = hosts.iter().map(|r| r.host.id).collect();
+        self.agents.lock().unwrap_or_else(|p| p.into_inner()).retain(|id, _| ids.contains(id));
         let watched = hosts
             .into_iter()
             .filter(|r| matches!(r.host.status, HostStatus::Ready | HostStatus::Unreachable | HostStatus::Draining));
@@ -63,7 +69,7 @@ impl App {
     async fn heartbeat(&self, record: HostRecord) {
         let host = record.host.clone();
         let answer = match self.agent_client(&host, HEARTBEAT_TIMEOUT).await {
-            Ok(client) => client.health().await.map_err(|e| crate::workflows::error_chain(&e)),
+            Ok(client) => client.health().await.map_err(|e| sovdb_types::error_chain(&e)),
             Err(e) => Err(e.to_string()),
         };
         let result = match answer {
@@ -82,8 +88,15 @@ impl App {
 
     async fn observed_up(&self, record: &HostRecord) -> Result<()> {
         let host = &record.host;
+        let now = crate::now();
+        let fresh = host.last_seen_at.is_some_and(|t| now - t < SEEN_EVERY);
+        let status_changes = host.status == HostStatus::Unreachable
+            || (host.status == HostStatus::Draining && host.status_message.is_some());
+        if fresh && !status_changes {
+            return Ok(());
+        }
         let mut tx = self.store.write().await?;
-        tx.host_observed(host.id, crate::now(), None).await?;
+        tx.host_observed(host.id, now, None).await?;
         match host.status {
             HostStatus::Unreachable => {
                 tx.host_set_status(host.id, HostStatus::Ready, None).await?;

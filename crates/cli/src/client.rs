@@ -30,11 +30,14 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
-            let why = if e.is_connect() { "connection refused or no route" } else if e.is_timeout() { "timed out" } else { "request failed" };
-            anyhow!(
-                "cannot reach the sovdb server at {} ({why}): start it with `sovdb serve`, or point --server / SOVDB_SERVER at it",
-                self.base
-            )
+            let why = if e.is_connect() {
+                "connection refused or no route"
+            } else if e.is_timeout() {
+                "timed out"
+            } else {
+                "request failed"
+            };
+            anyhow::Error::new(Unreachable { base: self.base.clone(), why })
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -91,6 +94,14 @@ impl Client {
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())
     }
+}
+
+/// The server could not be reached at all (as opposed to answering with an error).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the sovdb server at {base} ({why}): start it with `sovdb serve`, or point --server / SOVDB_SERVER at it")]
+pub struct Unreachable {
+    base: String,
+    why: &'static str,
 }
 
 /// One server-sent event: its name and its (joined) data lines.

@@ -20,6 +20,37 @@ const UNREACHABLE_LIMIT: Duration = Duration::from_secs(300);
 /// error naming the failed step and the reason (so the command exits non-zero).
 pub async fn follow(client: &Client, id: &str) -> anyhow::Result<Operation> {
     let started = Instant::now();
+    let op = follow_to_end(client, id).await?;
+    let elapsed = format_elapsed(started.elapsed());
+    match op.state {
+        OperationState::Succeeded => {
+            eprintln!("operation {} ({}) succeeded in {elapsed}", op.id, op.kind);
+            Ok(op)
+        }
+        state => {
+            let failed = op
+                .steps
+                .iter()
+                .find(|s| s.state == StepState::Failed)
+                .or_else(|| op.steps.iter().rev().find(|s| s.error.is_some()));
+            let reason = op.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "no reason recorded".into());
+            let at = failed
+                .map(|s| format!(" at step {} of {} ({})", s.index + 1, op.steps.len(), s.name))
+                .unwrap_or_default();
+            bail!(
+                "operation {} ({}) ended {}{at} after {elapsed}: {reason}; see `sovdb op show {}`",
+                op.id,
+                op.kind,
+                state.as_str(),
+                op.id
+            )
+        }
+    }
+}
+
+/// Follows operation `id` until it ends, however it ends, showing progress.
+pub async fn follow_to_end(client: &Client, id: &str) -> anyhow::Result<Operation> {
+    let started = Instant::now();
     let mut display = Display::new(std::io::stderr().is_terminal());
     let mut unreachable_since: Option<Instant> = None;
     let path = format!("/operations/{id}/events");
@@ -65,35 +96,11 @@ pub async fn follow(client: &Client, id: &str) -> anyhow::Result<Operation> {
         }
     };
     display.finish();
-    let elapsed = format_elapsed(started.elapsed());
-    match op.state {
-        OperationState::Succeeded => {
-            eprintln!("operation {} ({}) succeeded in {elapsed}", op.id, op.kind);
-            Ok(op)
-        }
-        state => {
-            let failed = op
-                .steps
-                .iter()
-                .find(|s| s.state == StepState::Failed)
-                .or_else(|| op.steps.iter().rev().find(|s| s.error.is_some()));
-            let reason = op.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "no reason recorded".into());
-            let at = failed
-                .map(|s| format!(" at step {} of {} ({})", s.index + 1, op.steps.len(), s.name))
-                .unwrap_or_default();
-            bail!(
-                "operation {} ({}) ended {}{at} after {elapsed}: {reason}; see `sovdb op show {}`",
-                op.id,
-                op.kind,
-                state.as_str(),
-                op.id
-            )
-        }
-    }
+    Ok(op)
 }
 
 fn is_unreachable(e: &anyhow::Error) -> bool {
-    e.to_string().starts_with("cannot reach the sovdb server")
+    e.is::<crate::client::Unreachable>()
 }
 
 fn format_elapsed(d: Duration) -> String {

@@ -138,7 +138,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
             match self.run_once().await {
                 Ok(true) => continue,
                 Ok(false) => {}
-                Err(e) => tracing::error!(error = %error_chain(&e), "operation engine: store failed; retrying"),
+                Err(e) => {
+                    tracing::error!(error = %sovdb_types::error_chain(&e), "operation engine: store failed; retrying")
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -413,15 +415,4 @@ impl<S: Send + Sync + 'static> Engine<S> {
         tracing::info!(operation = %id, state = state.as_str(), "operation finished");
         Ok(())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

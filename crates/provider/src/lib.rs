@@ -9,7 +9,6 @@
 //! life of a [`Transport`], in a private temporary directory, and never appears in an
 //! error or a log line.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -325,10 +324,10 @@ pub fn check_public_key(key: &str) -> Result<()> {
     fingerprint(key).map(|_| ())
 }
 
-/// SHA-256 of a local file, hex; to skip copying a binary the host already has.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let data = std::fs::read(path)?;
-    Ok(sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect())
+/// SHA-256 of `data`, hex as `sha256sum` prints it; to skip copying a binary the host
+/// already has.
+pub fn sha256_hex(data: &[u8]) -> String {
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

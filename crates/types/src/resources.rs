@@ -313,7 +313,8 @@ pub struct Host {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub facts: Option<serde_json::Value>,
-    /// When the agent last answered a heartbeat.
+    /// When the agent last answered a heartbeat (kept to within 10 s while the host stays
+    /// ready; a change of status is written at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

@@ -192,16 +192,14 @@ async fn install_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let mut copied = false;
     if record.host.ssh.is_some() {
         let exe = &app.config.agent_exe;
-        let want = sovdb_provider::sha256_file(exe)
+        let binary = std::fs::read(exe)
             .map_err(|e| StepFailure::permanent(format!("cannot read this server's binary {}: {e}", exe.display())))?;
+        let want = sovdb_provider::sha256_hex(&binary);
         let out = transport
             .run(&format!("sha256sum {} 2>/dev/null | cut -d' ' -f1", shell_quote(&paths.bin)), SCRIPT_TIMEOUT)
             .await
             .map_err(provider_failure)?;
         if out.stdout.trim() != want {
-            let binary = std::fs::read(exe).map_err(|e| {
-                StepFailure::permanent(format!("cannot read this server's binary {}: {e}", exe.display()))
-            })?;
             transport.put(&paths.bin, &binary, 0o755, SCRIPT_TIMEOUT).await.map_err(provider_failure)?;
             copied = true;
         }

@@ -49,24 +49,9 @@ pub(crate) fn provider_failure(e: ProviderError) -> StepFailure {
 }
 
 pub(crate) fn agent_failure(e: AgentError) -> StepFailure {
-    let message = error_chain(&e);
+    let message = sovdb_types::error_chain(&e);
     match e {
         AgentError::Rejected { .. } | AgentError::Tls { .. } => StepFailure::permanent(message),
         _ => StepFailure::transient(message),
     }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cur = s.source();
-    }
-    text
 }

@@ -98,12 +98,8 @@ pub async fn run(cmd: OpCmd, client: &Client, out: OutputFormat) -> anyhow::Resu
             let op: Operation = client.post(&format!("/operations/{id}/cancel"), &serde_json::json!({})).await?;
             eprintln!("operation {id}: cancel requested; it stops at its next step boundary and undoes its steps");
             if wait.wait {
-                // A cancelled operation "fails" by design: waiting succeeds once it ended.
-                let op = match crate::follow::follow(client, &id).await {
-                    Ok(op) => op,
-                    Err(_) => client.get::<Operation>(&format!("/operations/{id}"), &[]).await?,
-                };
-                return show(&op, out);
+                // A cancelled operation doesn't succeed, by design: waiting ends when it ended.
+                return show(&crate::follow::follow_to_end(client, &id).await?, out);
             }
             show(&op, out)
         }
