@@ -13,7 +13,10 @@ use chrono::{DateTime, Utc};
 use sovdb_types::audit::{AuditEntry, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
-use crate::{AuditFilter, ClusterRecord, HostRecord, NewOperation, OperationChange, StepChange, Store, StoreError};
+use crate::{
+    AuditFilter, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, OperationChange,
+    PortAllocation, StepChange, Store, StoreError,
+};
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A case: given a fresh store's URL, checks one behaviour.
@@ -37,6 +40,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("operations_list_newest_first_with_steps", |u| Box::pin(operations_list_newest_first_with_steps(u))),
     ("concurrent_claims_take_each_operation_once", |u| Box::pin(concurrent_claims_take_each_operation_once(u))),
     ("hosts_round_trip_status_and_heartbeats", |u| Box::pin(hosts_round_trip_status_and_heartbeats(u))),
+    ("cluster_members_ports_and_secrets", |u| Box::pin(cluster_members_ports_and_secrets(u))),
+    ("dcs_members_and_events", |u| Box::pin(dcs_members_and_events(u))),
 ];
 
 /// Runs every case, each on a store at a fresh URL from `fresh_url`.
@@ -592,4 +597,154 @@ async fn hosts_round_trip_status_and_heartbeats(url: String) {
     assert!(!tx.host_set_status(id, HostStatus::Ready, None).await.unwrap());
     assert!(tx.host_get("h1").await.unwrap().is_none());
     tx.commit().await.unwrap();
+}
+
+async fn cluster_members_ports_and_secrets(url: String) {
+    let store = open(&url).await;
+    let (p, l) = (project("a"), location("here"));
+    let h = host("h1", &l, "10.0.0.1");
+    let c = ClusterRecord {
+        id: ClusterId::new(),
+        project_id: p.id,
+        name: "db".into(),
+        engine: Engine::Postgres,
+        version: "15".into(),
+        state: ClusterState::Creating,
+        location_id: l.id,
+        spec: serde_json::json!({"replicas": 2}),
+        created_at: now(),
+    };
+    let member = |name: &str| MemberRecord {
+        cluster_id: c.id,
+        name: name.into(),
+        host_id: h.host.id,
+        spec: serde_json::json!({"port": 5432}),
+        created_at: now(),
+    };
+    let port = |port: u16, owner: String| PortAllocation { host_id: h.host.id, port, owner };
+    let owner = format!("cluster/{}", c.id);
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&p).await.unwrap();
+    tx.location_create(&l).await.unwrap();
+    tx.host_create(&h).await.unwrap();
+    tx.cluster_create(&c).await.unwrap();
+    tx.member_create(&member("db-1")).await.unwrap();
+    tx.member_create(&member("db-0")).await.unwrap();
+    assert!(tx.port_allocate(&port(20000, format!("{owner}/db-0/postgres"))).await.unwrap());
+    assert!(tx.port_allocate(&port(20001, format!("{owner}/db-1/postgres"))).await.unwrap());
+    assert!(tx.port_allocate(&port(20002, "dcs/x/e0/client".into())).await.unwrap());
+    // A port is given out once per host.
+    assert!(!tx.port_allocate(&port(20000, "cluster/other/m/postgres".into())).await.unwrap());
+    assert!(tx.secret_put(&owner, "superuser", "v1:one", now()).await.unwrap());
+    assert!(!tx.secret_put(&owner, "superuser", "v1:two", now()).await.unwrap(), "the first value stays");
+    assert!(tx.secret_put(&format!("{owner}x"), "superuser", "v1:other", now()).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let mut tx = store.write().await.unwrap();
+    let got = tx.cluster_record(p.id, "db").await.unwrap().unwrap();
+    assert_eq!(got, c);
+    assert_eq!(tx.cluster_record_by_id(c.id).await.unwrap().unwrap(), c);
+    assert!(tx.cluster_set_state(c.id, ClusterState::Ready).await.unwrap());
+    assert!(tx.cluster_set_spec(c.id, &serde_json::json!({"replicas": 3})).await.unwrap());
+    let got = tx.cluster_record_by_id(c.id).await.unwrap().unwrap();
+    assert_eq!((got.state, got.spec["replicas"].as_i64()), (ClusterState::Ready, Some(3)));
+    let members = tx.member_list(c.id).await.unwrap();
+    assert_eq!(members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["db-0", "db-1"]);
+    assert_eq!(members[0].spec, serde_json::json!({"port": 5432}));
+    assert_eq!(tx.member_count_on_host(h.host.id).await.unwrap(), 2);
+    assert_eq!(
+        tx.port_list(h.host.id).await.unwrap().iter().map(|a| a.port).collect::<Vec<_>>(),
+        [20000, 20001, 20002]
+    );
+    assert_eq!(tx.port_list_owned(&owner).await.unwrap().len(), 2);
+    assert_eq!(tx.port_list_owned(&format!("{owner}/db-1")).await.unwrap().len(), 1);
+    assert_eq!(tx.secret_get(&owner, "superuser").await.unwrap().as_deref(), Some("v1:one"));
+    assert_eq!(tx.secret_get(&owner, "nope").await.unwrap(), None);
+    // Releasing by owner takes what is under it and nothing that merely starts alike.
+    assert_eq!(tx.port_release(&format!("{owner}/db-1")).await.unwrap(), 1);
+    assert_eq!(tx.port_release(&owner).await.unwrap(), 1);
+    assert_eq!(tx.port_list(h.host.id).await.unwrap().len(), 1);
+    assert_eq!(tx.secret_delete(&owner).await.unwrap(), 1);
+    assert!(tx.secret_get(&format!("{owner}x"), "superuser").await.unwrap().is_some());
+    assert!(tx.member_delete(c.id, "db-1").await.unwrap());
+    assert!(!tx.member_delete(c.id, "db-1").await.unwrap());
+    assert!(tx.cluster_delete(c.id).await.unwrap());
+    assert!(!tx.cluster_delete(c.id).await.unwrap());
+    assert_eq!(tx.member_count_on_host(h.host.id).await.unwrap(), 0);
+    tx.commit().await.unwrap();
+
+    // A member name is unique within its cluster.
+    let mut tx = store.write().await.unwrap();
+    tx.cluster_create(&c).await.unwrap();
+    tx.member_create(&member("db-0")).await.unwrap();
+    assert!(matches!(tx.member_create(&member("db-0")).await, Err(StoreError::Conflict(_))));
+}
+
+async fn dcs_members_and_events(url: String) {
+    let store = open(&url).await;
+    let (p, l) = (project("a"), location("here"));
+    let h = host("h1", &l, "10.0.0.1");
+    let dcs = |name: &str, client_port: u16| DcsMember {
+        location_id: l.id,
+        name: name.into(),
+        host_id: h.host.id,
+        client_port,
+        peer_port: client_port + 1,
+        created_at: now(),
+    };
+    let event = |project: Option<ProjectId>, target: &str, kind: &str| NewEvent {
+        id: EventId::new(),
+        at: now(),
+        project_id: project,
+        target: target.into(),
+        kind: kind.into(),
+        message: format!("{kind} of {target}"),
+    };
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&p).await.unwrap();
+    tx.location_create(&l).await.unwrap();
+    tx.host_create(&h).await.unwrap();
+    assert!(tx.dcs_member_create(&dcs("etcd-1", 2380)).await.unwrap());
+    assert!(tx.dcs_member_create(&dcs("etcd-0", 2379)).await.unwrap());
+    assert!(!tx.dcs_member_create(&dcs("etcd-0", 3000)).await.unwrap(), "the first one stays");
+    let (e1, e2, e3) = (
+        event(Some(p.id), "cluster/db", "failover"),
+        event(None, "host/h1", "unreachable"),
+        event(Some(p.id), "cluster/dbx", "switchover"),
+    );
+    for e in [&e1, &e2, &e3] {
+        tx.event_append(e).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut tx = store.read().await.unwrap();
+    let members = tx.dcs_member_list(l.id).await.unwrap();
+    let got: Vec<_> = members.iter().map(|m| (m.name.as_str(), m.host_id, m.client_port, m.peer_port)).collect();
+    assert_eq!(got, [("etcd-0", h.host.id, 2379, 2380), ("etcd-1", h.host.id, 2380, 2381)]);
+    assert_eq!(tx.dcs_member_count_on_host(h.host.id).await.unwrap(), 2);
+    let kinds = |page: Page<Event>| page.items.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(tx.event_list(None, None, &PageRequest::first(10)).await.unwrap()),
+        ["failover", "unreachable", "switchover"]
+    );
+    assert_eq!(
+        kinds(tx.event_list(Some(p.id), None, &PageRequest::first(10)).await.unwrap()),
+        ["failover", "switchover"]
+    );
+    assert_eq!(kinds(tx.event_list(None, Some("cluster/db"), &PageRequest::first(10)).await.unwrap()), ["failover"]);
+    assert_eq!(
+        kinds(tx.event_list(None, Some("cluster/"), &PageRequest::first(10)).await.unwrap()),
+        ["failover", "switchover"]
+    );
+    let got = tx.event_list(None, Some("host/h1"), &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(
+        (got[0].id, got[0].project.as_deref(), got[0].message.as_str()),
+        (e2.id, None, "unreachable of host/h1")
+    );
+    let first = tx.event_list(None, None, &PageRequest::first(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let next = first.next_page_token.clone().expect("a second page");
+    let next = PageParams { limit: Some(2), page_token: Some(next) }.resolve().unwrap();
+    let rest = tx.event_list(None, None, &next).await.unwrap();
+    assert_eq!(kinds(rest), ["switchover"]);
 }

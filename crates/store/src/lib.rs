@@ -154,6 +154,48 @@ pub struct HostRecord {
     pub ssh_key_sealed: Option<String>,
 }
 
+/// A member of a cluster as stored: its host and, in `spec`, its ports and directories
+/// (the engine driver's business).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberRecord {
+    pub cluster_id: ClusterId,
+    pub name: String,
+    pub host_id: HostId,
+    pub spec: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A TCP port given out on a host. `owner` is a path (`cluster/<id>/<member>/postgres`)
+/// so everything one cluster or member holds can be released by prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortAllocation {
+    pub host_id: HostId,
+    pub port: u16,
+    pub owner: String,
+}
+
+/// One etcd member of a location's DCS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DcsMember {
+    pub location_id: LocationId,
+    pub name: String,
+    pub host_id: HostId,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// An event as written: the API view's project is its name, this is its ID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub project_id: Option<ProjectId>,
+    pub target: String,
+    pub kind: String,
+    pub message: String,
+}
+
 /// A new operation and the names of its steps, as the app creates it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOperation {
@@ -246,6 +288,58 @@ pub trait Tx: Send {
     async fn cluster_get(&mut self, project: ProjectId, name: &str) -> Result<Option<Cluster>>;
     async fn cluster_list(&mut self, project: ProjectId, page: &PageRequest) -> Result<Page<Cluster>>;
     async fn cluster_count_in_location(&mut self, location: LocationId) -> Result<i64>;
+    async fn cluster_record(&mut self, project: ProjectId, name: &str) -> Result<Option<ClusterRecord>>;
+    async fn cluster_record_by_id(&mut self, id: ClusterId) -> Result<Option<ClusterRecord>>;
+    /// `false` when the cluster does not exist.
+    async fn cluster_set_state(&mut self, id: ClusterId, state: ClusterState) -> Result<bool>;
+    async fn cluster_set_spec(&mut self, id: ClusterId, spec: &serde_json::Value) -> Result<bool>;
+    /// Deletes the cluster and its members; `false` when it did not exist.
+    async fn cluster_delete(&mut self, id: ClusterId) -> Result<bool>;
+
+    /// Fails with [`StoreError::Conflict`] when the cluster already has a member of that name.
+    async fn member_create(&mut self, m: &MemberRecord) -> Result<()>;
+    /// By name.
+    async fn member_list(&mut self, cluster: ClusterId) -> Result<Vec<MemberRecord>>;
+    async fn member_delete(&mut self, cluster: ClusterId, name: &str) -> Result<bool>;
+    /// Members of any cluster on the host.
+    async fn member_count_on_host(&mut self, host: HostId) -> Result<i64>;
+
+    /// `false` (and nothing written) when the port is already given out on that host.
+    async fn port_allocate(&mut self, a: &PortAllocation) -> Result<bool>;
+    /// Every port given out on the host, by port.
+    async fn port_list(&mut self, host: HostId) -> Result<Vec<PortAllocation>>;
+    /// Ports whose owner is `owner` or under `owner/`, by owner.
+    async fn port_list_owned(&mut self, owner: &str) -> Result<Vec<PortAllocation>>;
+    /// Releases the ports whose owner is `owner` or under `owner/`; returns how many.
+    async fn port_release(&mut self, owner: &str) -> Result<u64>;
+
+    /// Keeps the first value written: `false` (and nothing written) when one exists.
+    async fn secret_put(
+        &mut self,
+        owner: &str,
+        name: &str,
+        sealed: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool>;
+    async fn secret_get(&mut self, owner: &str, name: &str) -> Result<Option<String>>;
+    /// Deletes the secrets whose owner is `owner` or under `owner/`; returns how many.
+    async fn secret_delete(&mut self, owner: &str) -> Result<u64>;
+
+    /// `false` (and nothing written) when the location already has a member of that name.
+    async fn dcs_member_create(&mut self, m: &DcsMember) -> Result<bool>;
+    /// By name.
+    async fn dcs_member_list(&mut self, location: LocationId) -> Result<Vec<DcsMember>>;
+    async fn dcs_member_count_on_host(&mut self, host: HostId) -> Result<i64>;
+
+    async fn event_append(&mut self, e: &NewEvent) -> Result<()>;
+    /// Oldest first. `project` `None`: every project's and the installation's; `target`
+    /// is exact or a `kind/` prefix.
+    async fn event_list(
+        &mut self,
+        project: Option<ProjectId>,
+        target: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<Event>>;
 
     async fn host_create(&mut self, h: &HostRecord) -> Result<()>;
     async fn host_get(&mut self, name: &str) -> Result<Option<HostRecord>>;

@@ -7,6 +7,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "operations", include_str!("../migrations/0002_operations.sql")),
     (3, "hosts", include_str!("../migrations/0003_hosts.sql")),
+    (4, "clusters", include_str!("../migrations/0004_clusters.sql")),
 ];
 
 /// The schema version this build writes.

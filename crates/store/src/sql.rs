@@ -14,7 +14,7 @@ use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    AuditFilter, Backend, ClusterRecord, HostRecord, NewOperation, OpenError, OperationChange, OperationRun, Result, StepChange,
+    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, Result, StepChange,
     StepRun, StoreError, Tx,
 };
 
@@ -295,6 +295,74 @@ const CLUSTER_SELECT: &str = "SELECT c.id, c.name, p.name AS project, c.engine, 
      l.name AS location, c.created_at \
      FROM clusters c JOIN projects p ON p.id = c.project_id JOIN locations l ON l.id = c.location_id";
 
+const CLUSTER_RECORD_SELECT: &str = "SELECT c.id, c.project_id, c.name, c.engine, c.version, c.state, \
+     c.location_id, c.spec, c.created_at FROM clusters c";
+
+fn cluster_record_from(row: &Row) -> Result<ClusterRecord> {
+    Ok(ClusterRecord {
+        id: parsed(row, "id", "cluster id")?,
+        project_id: parsed(row, "project_id", "project id")?,
+        name: row.try_get("name")?,
+        engine: enum_col(row, "engine", "engine", Engine::parse)?,
+        version: row.try_get("version")?,
+        state: enum_col(row, "state", "cluster state", ClusterState::parse)?,
+        location_id: parsed(row, "location_id", "location id")?,
+        spec: json_col(row, "spec", "cluster spec")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+fn port_col(row: &Row, col: &str, what: &'static str) -> Result<u16> {
+    let v: i64 = row.try_get(col)?;
+    u16::try_from(v).map_err(|_| StoreError::Corrupt { what, detail: format!("{col}={v}") })
+}
+
+fn member_from(row: &Row) -> Result<MemberRecord> {
+    Ok(MemberRecord {
+        cluster_id: parsed(row, "cluster_id", "cluster id")?,
+        name: row.try_get("name")?,
+        host_id: parsed(row, "host_id", "host id")?,
+        spec: json_col(row, "spec", "member spec")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+fn port_from(row: &Row) -> Result<PortAllocation> {
+    Ok(PortAllocation {
+        host_id: parsed(row, "host_id", "host id")?,
+        port: port_col(row, "port", "allocated port")?,
+        owner: row.try_get("owner")?,
+    })
+}
+
+fn dcs_member_from(row: &Row) -> Result<DcsMember> {
+    Ok(DcsMember {
+        location_id: parsed(row, "location_id", "location id")?,
+        name: row.try_get("name")?,
+        host_id: parsed(row, "host_id", "host id")?,
+        client_port: port_col(row, "client_port", "etcd client port")?,
+        peer_port: port_col(row, "peer_port", "etcd peer port")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+fn event_from(row: &Row) -> Result<Event> {
+    Ok(Event {
+        id: parsed(row, "id", "event id")?,
+        at: time(row, "at")?,
+        project: row.try_get("project")?,
+        target: row.try_get("target")?,
+        kind: row.try_get("kind")?,
+        message: row.try_get("message")?,
+    })
+}
+
+/// `owner = $n OR owner LIKE $n || '/%'`: an owner and everything under it. Owners are
+/// made of IDs and DNS labels, which hold no LIKE wildcard.
+fn owned_by(col: &str, n: u32) -> String {
+    format!("({col} = ${n} OR {col} LIKE ${n} || '/%')")
+}
+
 #[async_trait]
 impl Tx for SqlTx {
     async fn commit(self: Box<Self>) -> Result<()> {
@@ -509,6 +577,222 @@ impl Tx for SqlTx {
             .bind(location.to_string())
             .fetch_one(&mut *self.tx)
             .await?)
+    }
+
+    async fn cluster_record(&mut self, project: ProjectId, name: &str) -> Result<Option<ClusterRecord>> {
+        sqlx::query(&format!("{CLUSTER_RECORD_SELECT} WHERE c.project_id = $1 AND c.name = $2"))
+            .bind(project.to_string())
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| cluster_record_from(&r))
+            .transpose()
+    }
+
+    async fn cluster_record_by_id(&mut self, id: ClusterId) -> Result<Option<ClusterRecord>> {
+        sqlx::query(&format!("{CLUSTER_RECORD_SELECT} WHERE c.id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| cluster_record_from(&r))
+            .transpose()
+    }
+
+    async fn cluster_set_state(&mut self, id: ClusterId, state: ClusterState) -> Result<bool> {
+        let done = sqlx::query("UPDATE clusters SET state = $1 WHERE id = $2")
+            .bind(state.as_str())
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn cluster_set_spec(&mut self, id: ClusterId, spec: &serde_json::Value) -> Result<bool> {
+        let done = sqlx::query("UPDATE clusters SET spec = $1 WHERE id = $2")
+            .bind(spec.to_string())
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn cluster_delete(&mut self, id: ClusterId) -> Result<bool> {
+        sqlx::query("DELETE FROM cluster_members WHERE cluster_id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
+        let done = sqlx::query("DELETE FROM clusters WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn member_create(&mut self, m: &MemberRecord) -> Result<()> {
+        sqlx::query("INSERT INTO cluster_members (cluster_id, name, host_id, spec, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(m.cluster_id.to_string())
+            .bind(&m.name)
+            .bind(m.host_id.to_string())
+            .bind(m.spec.to_string())
+            .bind(ms(m.created_at))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn member_list(&mut self, cluster: ClusterId) -> Result<Vec<MemberRecord>> {
+        let rows = sqlx::query(
+            "SELECT cluster_id, name, host_id, spec, created_at FROM cluster_members WHERE cluster_id = $1 ORDER BY name",
+        )
+        .bind(cluster.to_string())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(member_from).collect()
+    }
+
+    async fn member_delete(&mut self, cluster: ClusterId, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM cluster_members WHERE cluster_id = $1 AND name = $2")
+            .bind(cluster.to_string())
+            .bind(name)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn member_count_on_host(&mut self, host: HostId) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM cluster_members WHERE host_id = $1")
+            .bind(host.to_string())
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
+    async fn port_allocate(&mut self, a: &PortAllocation) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO port_allocations (host_id, port, owner) VALUES ($1, $2, $3) ON CONFLICT (host_id, port) DO NOTHING",
+        )
+        .bind(a.host_id.to_string())
+        .bind(i64::from(a.port))
+        .bind(&a.owner)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn port_list(&mut self, host: HostId) -> Result<Vec<PortAllocation>> {
+        let rows = sqlx::query("SELECT host_id, port, owner FROM port_allocations WHERE host_id = $1 ORDER BY port")
+            .bind(host.to_string())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(port_from).collect()
+    }
+
+    async fn port_list_owned(&mut self, owner: &str) -> Result<Vec<PortAllocation>> {
+        let rows = sqlx::query(&format!(
+            "SELECT host_id, port, owner FROM port_allocations WHERE {} ORDER BY owner",
+            owned_by("owner", 1)
+        ))
+        .bind(owner)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(port_from).collect()
+    }
+
+    async fn port_release(&mut self, owner: &str) -> Result<u64> {
+        let done = sqlx::query(&format!("DELETE FROM port_allocations WHERE {}", owned_by("owner", 1)))
+            .bind(owner)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn secret_put(&mut self, owner: &str, name: &str, sealed: &str, at: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO secrets (owner, name, sealed, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (owner, name) DO NOTHING",
+        )
+        .bind(owner)
+        .bind(name)
+        .bind(sealed)
+        .bind(ms(at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn secret_get(&mut self, owner: &str, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT sealed FROM secrets WHERE owner = $1 AND name = $2")
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
+    async fn secret_delete(&mut self, owner: &str) -> Result<u64> {
+        let done = sqlx::query(&format!("DELETE FROM secrets WHERE {}", owned_by("owner", 1)))
+            .bind(owner)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn dcs_member_create(&mut self, m: &DcsMember) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO dcs_members (location_id, name, host_id, client_port, peer_port, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (location_id, name) DO NOTHING",
+        )
+        .bind(m.location_id.to_string())
+        .bind(&m.name)
+        .bind(m.host_id.to_string())
+        .bind(i64::from(m.client_port))
+        .bind(i64::from(m.peer_port))
+        .bind(ms(m.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn dcs_member_list(&mut self, location: LocationId) -> Result<Vec<DcsMember>> {
+        let rows = sqlx::query(
+            "SELECT location_id, name, host_id, client_port, peer_port, created_at FROM dcs_members \
+             WHERE location_id = $1 ORDER BY name",
+        )
+        .bind(location.to_string())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(dcs_member_from).collect()
+    }
+
+    async fn dcs_member_count_on_host(&mut self, host: HostId) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM dcs_members WHERE host_id = $1")
+            .bind(host.to_string())
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
+    async fn event_append(&mut self, e: &NewEvent) -> Result<()> {
+        sqlx::query("INSERT INTO events (id, at, project_id, target, kind, message) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(e.id.to_string())
+            .bind(ms(e.at))
+            .bind(e.project_id.map(|p| p.to_string()))
+            .bind(&e.target)
+            .bind(&e.kind)
+            .bind(&e.message)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn event_list(&mut self, project: Option<ProjectId>, target: Option<&str>, page: &PageRequest) -> Result<Page<Event>> {
+        // A target ending in '/' is a prefix (`cluster/`); anything else is exact.
+        let rows = sqlx::query(
+            "SELECT e.id, e.at, p.name AS project, e.target, e.kind, e.message FROM events e \
+             LEFT JOIN projects p ON p.id = e.project_id \
+             WHERE ($1 = '' OR e.project_id = $1) \
+             AND ($2 = '' OR e.target = $2 OR (SUBSTR($2, LENGTH($2), 1) = '/' AND SUBSTR(e.target, 1, LENGTH($2)) = $2)) \
+             AND e.id > $3 ORDER BY e.id LIMIT $4",
+        )
+        .bind(project.map(|p| p.to_string()).unwrap_or_default())
+        .bind(target.unwrap_or(""))
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let items = rows.iter().map(event_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |e| e.id.to_string()))
     }
 
     async fn host_create(&mut self, r: &HostRecord) -> Result<()> {

@@ -76,3 +76,7 @@ id_type!(
     /// An operation: one durable workflow run.
     OperationId
 );
+id_type!(
+    /// An event of a cluster's or the installation's timeline.
+    EventId
+);

@@ -6,6 +6,7 @@
 //! serialisable and described for the OpenAPI document.
 
 pub mod audit;
+pub mod clusters;
 pub mod hosts;
 pub mod ids;
 pub mod names;
@@ -13,6 +14,7 @@ pub mod operations;
 pub mod page;
 pub mod resources;
 
+pub use clusters::*;
 pub use hosts::{DiskUsage, HostFacts, MetricsSnapshot, NetCounters};
 pub use ids::*;
 pub use operations::*;

@@ -1,0 +1,167 @@
+//! Clusters as a user creates, reads and connects to them, and the spec the control plane
+//! keeps for each.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::*;
+use crate::resources::{Cluster, Labels};
+
+/// How members must be spread over the location's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Spread {
+    /// Every member in a different zone.
+    Zone,
+    /// Every member on a different host.
+    Host,
+}
+
+impl Spread {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spread::Zone => "zone",
+            Spread::Host => "host",
+        }
+    }
+}
+
+/// Body of `POST /api/v1/clusters`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterCreate {
+    /// A DNS label, unique in the project.
+    pub name: String,
+    /// `postgres`.
+    pub engine: String,
+    /// Major version; `15` (the default) is the one Debian 12 ships.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// How many PostgreSQL instances: one primary and `replicas - 1` standbys. Default 1.
+    #[serde(default)]
+    pub replicas: Option<i64>,
+    /// Synchronous replication: no acknowledged commit is lost on failover.
+    #[serde(default)]
+    pub sync: bool,
+    /// Default: the installation's default location (`local` on a fresh install).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// A hard spread rule. Without one, members are spread over as many zones and hosts
+    /// as the location has, and may share a host when it has too few.
+    #[serde(default)]
+    pub spread: Option<Spread>,
+    /// Only hosts carrying every one of these labels.
+    #[serde(default)]
+    pub require_labels: Labels,
+    /// The application database; default `app`.
+    #[serde(default)]
+    pub db: Option<String>,
+    /// The application user (owner of the database); default `app`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// PostgreSQL parameters, validated before anything is created.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// A PgBouncer on every member, in front of the read-write route.
+    #[serde(default)]
+    pub pooler: bool,
+}
+
+/// What the control plane keeps as a cluster's desired state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub replicas: u32,
+    pub sync: bool,
+    pub spread: Option<Spread>,
+    pub require_labels: Labels,
+    pub database: String,
+    pub user: String,
+    pub params: BTreeMap<String, String>,
+    pub pooler: bool,
+}
+
+/// What a member is, as Patroni last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Primary,
+    Replica,
+}
+
+/// One PostgreSQL instance of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterMember {
+    pub name: String,
+    pub host: String,
+    /// `address:port` of PostgreSQL.
+    pub address: String,
+    /// Absent when no member's Patroni answered.
+    pub role: Option<MemberRole>,
+    /// A synchronous standby (with `--sync`).
+    pub sync: bool,
+    /// Patroni's state: `running`, `streaming`, `starting`, `stopped`, … or `unknown`.
+    pub state: String,
+    pub timeline: Option<i64>,
+    /// How far this replica is behind the primary, in bytes of WAL.
+    pub lag_bytes: Option<i64>,
+}
+
+/// Where clients connect (`host:port`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterEndpoints {
+    /// HAProxy on every member, routing to the primary.
+    pub read_write: Vec<String>,
+    /// HAProxy on every member, routing to replicas (the primary when none is up).
+    pub read_only: Vec<String>,
+    /// PgBouncer on every member (with `--pooler`), in front of the read-write route.
+    pub pooler: Vec<String>,
+    /// Every member's PostgreSQL.
+    pub members: Vec<String>,
+}
+
+/// Answer of `GET /api/v1/clusters/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterDetail {
+    #[serde(flatten)]
+    pub cluster: Cluster,
+    pub replicas: u32,
+    pub sync: bool,
+    pub pooler: bool,
+    pub database: String,
+    pub user: String,
+    pub params: BTreeMap<String, String>,
+    pub members: Vec<ClusterMember>,
+    pub endpoints: ClusterEndpoints,
+    /// Why the cluster is degraded or failed, or what could not be observed.
+    pub status_message: Option<String>,
+}
+
+/// Answer of `GET /api/v1/clusters/{name}/connection`: a secret read, audited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterConnection {
+    /// A libpq URI with every member and `target_session_attrs`.
+    pub uri: String,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    /// The installation CA (PEM) that signed the servers' certificates: use it with
+    /// `sslmode=verify-full`.
+    pub ca_pem: String,
+    pub endpoints: ClusterEndpoints,
+}
+
+/// Something that happened to a cluster, a host or the installation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: EventId,
+    pub at: DateTime<Utc>,
+    pub project: Option<String>,
+    /// `cluster/<name>`, `host/<name>`, `location/<name>`.
+    pub target: String,
+    /// `failover`, `switchover`, `member-down`, …
+    pub kind: String,
+    pub message: String,
+}
