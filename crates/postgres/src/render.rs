@@ -1,0 +1,489 @@
+//! The files and command lines of a member's processes and of a location's etcd.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{bin_dir, LOOP_WAIT, MAXIMUM_LAG_ON_FAILOVER, RETRY_TIMEOUT, TTL};
+
+/// The ports one member holds on its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPorts {
+    pub postgres: u16,
+    /// Patroni's REST API (TLS).
+    pub patroni: u16,
+    /// HAProxy's route to the primary.
+    pub read_write: u16,
+    /// HAProxy's route to replicas (the primary when none is up).
+    pub read_only: u16,
+    /// PgBouncer, with `--pooler`.
+    pub pooler: Option<u16>,
+}
+
+/// Where a member's files live, under one directory of its host that belongs to the
+/// database user. Logs are beside the data directory, never in it (they'd be backed up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberLayout {
+    pub dir: String,
+}
+
+impl MemberLayout {
+    pub fn new(dir: impl Into<String>) -> Self {
+        MemberLayout { dir: dir.into() }
+    }
+    fn path(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.dir)
+    }
+    pub fn data(&self) -> String {
+        self.path("data")
+    }
+    pub fn patroni_yml(&self) -> String {
+        self.path("patroni.yml")
+    }
+    pub fn haproxy_cfg(&self) -> String {
+        self.path("haproxy.cfg")
+    }
+    pub fn pgbouncer_ini(&self) -> String {
+        self.path("pgbouncer.ini")
+    }
+    pub fn pgbouncer_users(&self) -> String {
+        self.path("pgbouncer-users.txt")
+    }
+    pub fn ca(&self) -> String {
+        self.path("tls/ca.crt")
+    }
+    pub fn cert(&self) -> String {
+        self.path("tls/server.crt")
+    }
+    pub fn key(&self) -> String {
+        self.path("tls/server.key")
+    }
+    /// Patroni's client certificate towards etcd.
+    pub fn etcd_cert(&self) -> String {
+        self.path("tls/etcd-client.crt")
+    }
+    pub fn etcd_key(&self) -> String {
+        self.path("tls/etcd-client.key")
+    }
+    pub fn patroni_log_dir(&self) -> String {
+        self.path("log/patroni")
+    }
+    pub fn postgres_log_dir(&self) -> String {
+        self.path("log/postgresql")
+    }
+    /// PostgreSQL's and PgBouncer's Unix sockets.
+    pub fn run_dir(&self) -> String {
+        self.path("run")
+    }
+    pub fn pgpass(&self) -> String {
+        self.path("pgpass")
+    }
+    /// Every directory to create (owned by the database user, 0700) before first start.
+    pub fn dirs(&self) -> Vec<String> {
+        vec![
+            self.dir.clone(),
+            self.path("tls"),
+            self.path("log"),
+            self.patroni_log_dir(),
+            self.postgres_log_dir(),
+            self.run_dir(),
+        ]
+    }
+}
+
+/// The database roles sovdb creates, and their passwords.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passwords {
+    /// `postgres`.
+    pub superuser: String,
+    /// `replicator`.
+    pub replication: String,
+    /// Patroni's REST API (`patroni`), for unsafe methods (switchover, restart, …).
+    pub rest: String,
+    /// The application user.
+    pub app: String,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passwords { .. }")
+    }
+}
+
+pub const SUPERUSER: &str = "postgres";
+pub const REPLICATION_USER: &str = "replicator";
+pub const REST_USER: &str = "patroni";
+
+/// A member as its peers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub name: String,
+    pub address: String,
+    pub ports: MemberPorts,
+}
+
+/// What Patroni's configuration of one member is made of.
+#[derive(Debug, Clone)]
+pub struct PatroniInput<'a> {
+    /// Patroni's scope: the cluster's ID, so a re-created cluster never meets old keys.
+    pub scope: &'a str,
+    pub member: &'a Peer,
+    pub layout: &'a MemberLayout,
+    pub version: &'a str,
+    /// etcd client endpoints, `address:port`.
+    pub etcd_hosts: &'a [String],
+    pub sync: bool,
+    /// The user's parameters (validated), applied cluster-wide through the DCS.
+    pub params: &'a BTreeMap<String, String>,
+    pub passwords: &'a Passwords,
+}
+
+/// The DCS namespace of every sovdb cluster.
+pub const NAMESPACE: &str = "/sovdb/";
+
+/// Patroni's configuration (YAML).
+pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
+    let l = i.layout;
+    let m = i.member;
+    let mut global: BTreeMap<String, Value> = [
+        ("wal_level", json!("replica")),
+        ("hot_standby", json!("on")),
+        ("wal_log_hints", json!("on")),
+        ("max_wal_senders", json!(10)),
+        ("max_replication_slots", json!(10)),
+        ("wal_keep_size", json!("128MB")),
+        ("password_encryption", json!("scram-sha-256")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in i.params {
+        global.insert(k.clone(), json!(v));
+    }
+    let ssl_conn = |user: &str, password: &str| json!({"username": user, "password": password, "sslmode": "verify-ca", "sslrootcert": l.ca()});
+    let doc = json!({
+        "scope": i.scope,
+        "namespace": NAMESPACE,
+        "name": m.name,
+        "log": {"dir": l.patroni_log_dir(), "level": "INFO", "file_num": 4, "file_size": 10_485_760},
+        "restapi": {
+            "listen": format!("{}:{}", m.address, m.ports.patroni),
+            "connect_address": format!("{}:{}", m.address, m.ports.patroni),
+            "certfile": l.cert(),
+            "keyfile": l.key(),
+            "authentication": {"username": REST_USER, "password": i.passwords.rest},
+        },
+        "etcd3": {
+            "hosts": i.etcd_hosts,
+            "protocol": "https",
+            "cacert": l.ca(),
+            "cert": l.etcd_cert(),
+            "key": l.etcd_key(),
+        },
+        "bootstrap": {
+            "dcs": {
+                "ttl": TTL,
+                "loop_wait": LOOP_WAIT,
+                "retry_timeout": RETRY_TIMEOUT,
+                "maximum_lag_on_failover": MAXIMUM_LAG_ON_FAILOVER,
+                "failsafe_mode": true,
+                "synchronous_mode": i.sync,
+                "synchronous_mode_strict": false,
+                "postgresql": {"use_pg_rewind": true, "use_slots": true, "parameters": global},
+            },
+            "initdb": ["data-checksums", {"encoding": "UTF8"}, {"locale": "C.UTF-8"}],
+        },
+        "postgresql": {
+            "listen": format!("{}:{}", m.address, m.ports.postgres),
+            "connect_address": format!("{}:{}", m.address, m.ports.postgres),
+            "use_unix_socket": true,
+            "data_dir": l.data(),
+            "bin_dir": bin_dir(i.version),
+            "pgpass": l.pgpass(),
+            "authentication": {
+                "superuser": ssl_conn(SUPERUSER, &i.passwords.superuser),
+                "replication": ssl_conn(REPLICATION_USER, &i.passwords.replication),
+                "rewind": ssl_conn(SUPERUSER, &i.passwords.superuser),
+            },
+            "basebackup": [{"checkpoint": "fast"}],
+            "parameters": {
+                "unix_socket_directories": l.run_dir(),
+                "ssl": "on",
+                "ssl_cert_file": l.cert(),
+                "ssl_key_file": l.key(),
+                "ssl_ca_file": l.ca(),
+                "logging_collector": "on",
+                "log_directory": l.postgres_log_dir(),
+                "log_filename": "postgresql-%a.log",
+                "log_truncate_on_rotation": "on",
+                "log_rotation_size": 0,
+            },
+            "pg_hba": pg_hba(),
+        },
+        "watchdog": {"mode": "off"},
+        "tags": {"nofailover": false, "noloadbalance": false, "clonefrom": false, "nosync": false},
+    });
+    serde_yaml::to_string(&doc).expect("a JSON value serialises as YAML")
+}
+
+/// Who may connect how: the database user by peer on the socket, everyone else with a
+/// SCRAM password, and only over TLS from other machines.
+pub fn pg_hba() -> Vec<String> {
+    [
+        "local all postgres peer",
+        "local all all scram-sha-256",
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "host replication replicator 127.0.0.1/32 scram-sha-256",
+        "hostssl replication replicator 0.0.0.0/0 scram-sha-256",
+        "hostssl all all 0.0.0.0/0 scram-sha-256",
+        "hostssl all all ::/0 scram-sha-256",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// HAProxy on one member: a read-write port to the primary and a read-only port to the
+/// replicas (the primary when no replica is up), chosen by Patroni's REST health checks
+/// over TLS. Sessions to a server that stops being what the port wants are cut.
+pub fn haproxy_cfg(layout: &MemberLayout, me: &Peer, members: &[Peer]) -> String {
+    let ca = layout.ca();
+    let mut out = format!(
+        "# Written by sovdb; changes are overwritten.\n\
+         global\n    maxconn 2000\n    stats socket {run}/haproxy.sock mode 600 level admin\n\n\
+         defaults\n    mode tcp\n    retries 2\n    timeout connect 2s\n    timeout client 30m\n    timeout server 30m\n    timeout check 2s\n    \
+         default-server inter 1s fastinter 500ms downinter 1s rise 1 fall 2 on-marked-down shutdown-sessions check-ssl verify required ca-file {ca}\n\n\
+         frontend read_write\n    bind {addr}:{rw}\n    default_backend primary\n\n\
+         frontend read_only\n    bind {addr}:{ro}\n    use_backend replicas if {{ nbsrv(replicas) gt 0 }}\n    default_backend primary\n",
+        run = layout.run_dir(),
+        addr = me.address,
+        rw = me.ports.read_write,
+        ro = me.ports.read_only,
+    );
+    for (backend, check) in [("primary", "/primary"), ("replicas", "/replica")] {
+        out.push_str(&format!(
+            "\nbackend {backend}\n    option httpchk GET {check}\n    http-check expect status 200\n"
+        ));
+        if backend == "replicas" {
+            out.push_str("    balance roundrobin\n");
+        }
+        for m in members {
+            out.push_str(&format!(
+                "    server {} {}:{} check port {}\n",
+                m.name, m.address, m.ports.postgres, m.ports.patroni
+            ));
+        }
+    }
+    out
+}
+
+pub fn haproxy_argv(layout: &MemberLayout) -> Vec<String> {
+    vec!["/usr/sbin/haproxy".into(), "-db".into(), "-f".into(), layout.haproxy_cfg()]
+}
+
+pub fn patroni_argv(layout: &MemberLayout) -> Vec<String> {
+    vec!["/usr/bin/patroni".into(), layout.patroni_yml()]
+}
+
+/// PgBouncer on one member, in transaction pooling mode, in front of the member's
+/// read-write route; TLS towards clients and towards PostgreSQL.
+pub fn pgbouncer_ini(layout: &MemberLayout, me: &Peer, pooler_port: u16) -> String {
+    format!(
+        "; Written by sovdb; changes are overwritten.\n\
+         [databases]\n* = host={addr} port={rw}\n\n\
+         [pgbouncer]\nlisten_addr = {addr}\nlisten_port = {pooler_port}\nunix_socket_dir = {run}\n\
+         auth_type = scram-sha-256\nauth_file = {users}\npool_mode = transaction\n\
+         max_client_conn = 1000\ndefault_pool_size = 20\nignore_startup_parameters = extra_float_digits\n\
+         client_tls_sslmode = allow\nclient_tls_cert_file = {cert}\nclient_tls_key_file = {key}\nclient_tls_ca_file = {ca}\n\
+         server_tls_sslmode = verify-ca\nserver_tls_ca_file = {ca}\n",
+        addr = me.address,
+        rw = me.ports.read_write,
+        run = layout.run_dir(),
+        users = layout.pgbouncer_users(),
+        cert = layout.cert(),
+        key = layout.key(),
+        ca = layout.ca(),
+    )
+}
+
+/// PgBouncer's user list: the application user (its password in clear, in a 0600 file of
+/// the database user, so PgBouncer can log in to PostgreSQL with SCRAM).
+pub fn pgbouncer_users(user: &str, password: &str) -> String {
+    let q = |s: &str| s.replace('"', "\"\"");
+    format!("\"{}\" \"{}\"\n", q(user), q(password))
+}
+
+pub fn pgbouncer_argv(layout: &MemberLayout) -> Vec<String> {
+    vec!["/usr/sbin/pgbouncer".into(), layout.pgbouncer_ini()]
+}
+
+/// One member of a location's etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdMember {
+    pub name: String,
+    pub address: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl EtcdMember {
+    pub fn client_endpoint(&self) -> String {
+        format!("{}:{}", self.address, self.client_port)
+    }
+}
+
+/// Where an etcd member's files live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdLayout {
+    pub dir: String,
+}
+
+impl EtcdLayout {
+    pub fn data(&self) -> String {
+        format!("{}/data", self.dir)
+    }
+    pub fn ca(&self) -> String {
+        format!("{}/tls/ca.crt", self.dir)
+    }
+    pub fn cert(&self) -> String {
+        format!("{}/tls/member.crt", self.dir)
+    }
+    pub fn key(&self) -> String {
+        format!("{}/tls/member.key", self.dir)
+    }
+}
+
+/// etcd's command line: TLS with client certificates from the installation CA on both
+/// the client and the peer ports; a static initial cluster of every member.
+pub fn etcd_argv(layout: &EtcdLayout, me: &EtcdMember, all: &[EtcdMember], token: &str) -> Vec<String> {
+    let initial: Vec<String> =
+        all.iter().map(|m| format!("{}=https://{}:{}", m.name, m.address, m.peer_port)).collect();
+    let client = format!("https://{}:{}", me.address, me.client_port);
+    let peer = format!("https://{}:{}", me.address, me.peer_port);
+    [
+        "/usr/bin/etcd".to_string(),
+        format!("--name={}", me.name),
+        format!("--data-dir={}", layout.data()),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster={}", initial.join(",")),
+        "--initial-cluster-state=new".into(),
+        format!("--initial-cluster-token={token}"),
+        format!("--cert-file={}", layout.cert()),
+        format!("--key-file={}", layout.key()),
+        format!("--trusted-ca-file={}", layout.ca()),
+        "--client-cert-auth".into(),
+        format!("--peer-cert-file={}", layout.cert()),
+        format!("--peer-key-file={}", layout.key()),
+        format!("--peer-trusted-ca-file={}", layout.ca()),
+        "--peer-client-cert-auth".into(),
+        "--auto-compaction-retention=1".into(),
+        "--logger=zap".into(),
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &str, address: &str, base: u16) -> Peer {
+        Peer {
+            name: name.into(),
+            address: address.into(),
+            ports: MemberPorts {
+                postgres: base,
+                patroni: base + 1,
+                read_write: base + 2,
+                read_only: base + 3,
+                pooler: None,
+            },
+        }
+    }
+
+    fn passwords() -> Passwords {
+        Passwords { superuser: "su\"pw".into(), replication: "rp".into(), rest: "rest".into(), app: "app".into() }
+    }
+
+    #[test]
+    fn patroni_config_is_yaml_with_tls_auth_and_the_users_parameters() {
+        let layout = MemberLayout::new("/b/pg/abc-1");
+        let me = peer("db-1", "10.0.0.1", 20000);
+        let params: BTreeMap<String, String> = [("work_mem".to_string(), "8MB".to_string())].into();
+        let etcd = vec!["10.0.0.9:2379".to_string()];
+        let yml = patroni_yml(&PatroniInput {
+            scope: "scope-id",
+            member: &me,
+            layout: &layout,
+            version: "15",
+            etcd_hosts: &etcd,
+            sync: true,
+            params: &params,
+            passwords: &passwords(),
+        });
+        let doc: serde_yaml::Value = serde_yaml::from_str(&yml).unwrap();
+        assert_eq!(doc["scope"].as_str(), Some("scope-id"));
+        assert_eq!(doc["restapi"]["listen"].as_str(), Some("10.0.0.1:20001"));
+        assert_eq!(doc["restapi"]["authentication"]["username"].as_str(), Some("patroni"));
+        assert_eq!(doc["restapi"]["certfile"].as_str(), Some("/b/pg/abc-1/tls/server.crt"));
+        assert_eq!(doc["etcd3"]["protocol"].as_str(), Some("https"));
+        assert_eq!(doc["etcd3"]["hosts"][0].as_str(), Some("10.0.0.9:2379"));
+        let dcs = &doc["bootstrap"]["dcs"];
+        assert_eq!(dcs["failsafe_mode"].as_bool(), Some(true));
+        assert_eq!(dcs["synchronous_mode"].as_bool(), Some(true));
+        assert_eq!(dcs["postgresql"]["use_pg_rewind"].as_bool(), Some(true));
+        assert_eq!(dcs["postgresql"]["parameters"]["work_mem"].as_str(), Some("8MB"));
+        assert!(TTL >= LOOP_WAIT + 2 * RETRY_TIMEOUT, "Patroni refuses other timings");
+        assert_eq!(doc["bootstrap"]["initdb"][0].as_str(), Some("data-checksums"));
+        let pg = &doc["postgresql"];
+        assert_eq!(pg["listen"].as_str(), Some("10.0.0.1:20000"));
+        assert_eq!(pg["authentication"]["superuser"]["password"].as_str(), Some("su\"pw"));
+        assert_eq!(pg["parameters"]["ssl"].as_str(), Some("on"));
+        assert_eq!(pg["bin_dir"].as_str(), Some("/usr/lib/postgresql/15/bin"));
+    }
+
+    #[test]
+    fn haproxy_routes_by_patroni_health_over_tls() {
+        let layout = MemberLayout::new("/b/pg/abc-1");
+        let members = [peer("db-1", "10.0.0.1", 20000), peer("db-2", "10.0.0.2", 21000)];
+        let cfg = haproxy_cfg(&layout, &members[0], &members);
+        assert!(cfg.contains("bind 10.0.0.1:20002\n    default_backend primary"));
+        assert!(cfg.contains("bind 10.0.0.1:20003\n    use_backend replicas if { nbsrv(replicas) gt 0 }"));
+        assert!(cfg.contains("option httpchk GET /primary"));
+        assert!(cfg.contains("option httpchk GET /replica"));
+        assert!(cfg.contains("server db-2 10.0.0.2:21000 check port 21001"));
+        assert!(cfg.contains("check-ssl verify required ca-file /b/pg/abc-1/tls/ca.crt"));
+        assert_eq!(cfg.matches("server db-1 ").count(), 2);
+    }
+
+    #[test]
+    fn etcd_runs_a_static_tls_cluster() {
+        let all: Vec<EtcdMember> = (0..3)
+            .map(|i| EtcdMember {
+                name: format!("e{i}"),
+                address: format!("10.0.0.{i}"),
+                client_port: 2379,
+                peer_port: 2380,
+            })
+            .collect();
+        let argv = etcd_argv(&EtcdLayout { dir: "/b/etcd/e1".into() }, &all[1], &all, "tok");
+        assert!(argv.contains(
+            &"--initial-cluster=e0=https://10.0.0.0:2380,e1=https://10.0.0.1:2380,e2=https://10.0.0.2:2380".to_string()
+        ));
+        assert!(argv.contains(&"--listen-client-urls=https://10.0.0.1:2379".to_string()));
+        assert!(argv.contains(&"--client-cert-auth".to_string()));
+        assert!(argv.contains(&"--peer-client-cert-auth".to_string()));
+    }
+
+    #[test]
+    fn pgbouncer_users_quote_their_values() {
+        assert_eq!(pgbouncer_users("app", "p\"w"), "\"app\" \"p\"\"w\"\n");
+        let ini = pgbouncer_ini(&MemberLayout::new("/m"), &peer("db-1", "10.0.0.1", 20000), 20004);
+        assert!(ini.contains("* = host=10.0.0.1 port=20002"));
+        assert!(ini.contains("listen_port = 20004"));
+    }
+}
