@@ -202,16 +202,68 @@ pub(crate) async fn cluster_list(
     Ok(Json(app.cluster_list(&ctx, &page).await?))
 }
 
-/// One cluster of the request's project.
+/// Creates a cluster in the request's project: checks everything (engine, version,
+/// replicas, names, parameters, placement) first, then starts a `cluster.create` operation.
+#[utoipa::path(post, path = "/clusters", tag = "clusters", request_body = ClusterCreate,
+    params(("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_create(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Body(req): Body<ClusterCreate>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_create(&ctx, req).await?)))
+}
+
+/// One cluster of the request's project, with its members as Patroni reports them now.
 #[utoipa::path(get, path = "/clusters/{name}", tag = "clusters",
     params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
-    responses((status = 200, body = Cluster), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ClusterDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn cluster_get(
     State(app): State<App>,
     Context(ctx): Context,
     Path(name): Path<String>,
-) -> ApiResult<Json<Cluster>> {
+) -> ApiResult<Json<ClusterDetail>> {
     Ok(Json(app.cluster_get(&ctx, &name).await?))
+}
+
+/// Deletes a cluster: starts a `cluster.delete` operation that stops and removes every
+/// member and releases its ports, capacity and secrets.
+#[utoipa::path(delete, path = "/clusters/{name}", tag = "clusters",
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn cluster_delete(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_delete(&ctx, &name).await?)))
+}
+
+/// Options of `GET /clusters/{name}/connection`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ConnectionQuery {
+    /// A URI that prefers standbys (`target_session_attrs=prefer-standby`).
+    #[serde(default)]
+    read_only: bool,
+}
+
+/// How to connect: a libpq URI with every member, the application user and its password,
+/// the CA. Reading it is a secret read and is audited.
+#[utoipa::path(get, path = "/clusters/{name}/connection", tag = "clusters",
+    params(("name" = String, Path), ConnectionQuery, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = ClusterConnection), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_connection(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Params(q): Params<ConnectionQuery>,
+) -> ApiResult<Json<ClusterConnection>> {
+    Ok(Json(app.cluster_connection(&ctx, &name, q.read_only).await?))
 }
 
 /// Filters and paging of `GET /audit`.

@@ -1,9 +1,23 @@
-//! Clusters of the caller's project. Reading only, until the operation engine and the
-//! postgres driver can create them.
+//! Clusters of the caller's project: create, read (with what Patroni reports), connect,
+//! delete. Creating and deleting are operations (see `workflows::cluster_create` and
+//! `workflows::cluster_delete`); everything a create needs is checked here first, so bad
+//! input is refused before anything exists.
 
+use sovdb_store::{ClusterRecord, StoreError};
 use sovdb_types::*;
 
-use crate::{App, AppError, Ctx, Result};
+use crate::operations::OperationStart;
+use crate::placement::{self, Candidate};
+use crate::workflows::pg::{self, ClusterParams};
+use crate::workflows::{cluster_create, cluster_delete};
+use crate::{validate, App, AppError, Ctx, Result};
+
+/// The installation's default location, when `meta` has none.
+const DEFAULT_LOCATION_META: &str = "default_location";
+pub const MAX_REPLICAS: i64 = 9;
+/// Database role and database names sovdb keeps for itself.
+const RESERVED_USERS: &[&str] = &["postgres", "replicator", "patroni"];
+const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 
 impl App {
     pub async fn cluster_list(&self, ctx: &Ctx, page: &PageParams) -> Result<Page<Cluster>> {
@@ -11,8 +25,272 @@ impl App {
         Ok(self.store.read().await?.cluster_list(ctx.project.id, &page).await?)
     }
 
-    pub async fn cluster_get(&self, ctx: &Ctx, name: &str) -> Result<Cluster> {
-        let mut tx = self.store.read().await?;
-        tx.cluster_get(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))
+    pub async fn cluster_create(&self, ctx: &Ctx, req: ClusterCreate) -> Result<Operation> {
+        validate::dns_label("cluster name", &req.name)?;
+        if sovdb_types::Engine::parse(&req.engine) != Some(Engine::Postgres) {
+            return Err(AppError::Invalid(format!(
+                "unknown engine {:?}: this sovdb runs postgres (--engine postgres)",
+                req.engine
+            )));
+        }
+        let version = req.version.clone().unwrap_or_else(|| sovdb_postgres::DEFAULT_VERSION.into());
+        if !sovdb_postgres::VERSIONS.contains(&version.as_str()) {
+            return Err(AppError::Invalid(format!(
+                "PostgreSQL {version:?} is not available: this sovdb runs version {} (Debian 12's)",
+                sovdb_postgres::VERSIONS.join(", ")
+            )));
+        }
+        let replicas = req.replicas.unwrap_or(1);
+        if !(1..=MAX_REPLICAS).contains(&replicas) {
+            return Err(AppError::Invalid(format!(
+                "--replicas {replicas} is out of range: give 1 to {MAX_REPLICAS} (the number of PostgreSQL \
+                 instances: one primary and replicas - 1 standbys)"
+            )));
+        }
+        let database = req.db.clone().unwrap_or_else(|| "app".into());
+        let user = req.user.clone().unwrap_or_else(|| "app".into());
+        identifier("--db", &database, RESERVED_DATABASES)?;
+        identifier("--user", &user, RESERVED_USERS)?;
+        validate::labels(&req.require_labels)?;
+        sovdb_postgres::params::validate(&req.params).map_err(|e| AppError::Invalid(format!("invalid --param: {e}")))?;
+
+        let mut tx = self.store.write().await?;
+        let location_name = match &req.location {
+            Some(l) => l.clone(),
+            None => tx.meta_get(DEFAULT_LOCATION_META).await?.unwrap_or_else(|| crate::LOCAL_LOCATION.into()),
+        };
+        let location =
+            tx.location_get(&location_name).await?.ok_or_else(|| AppError::not_found("location", &location_name))?;
+        // Placement is checked now so a create that can't be placed is refused before
+        // anything exists; the `place` step chooses again with what holds then.
+        let hosts = tx.host_list(Some(location.id), &PageRequest::first(1000)).await?;
+        let mut candidates = Vec::new();
+        for h in &hosts.items {
+            candidates.push(Candidate {
+                id: h.host.id,
+                name: h.host.name.clone(),
+                zone: h.host.zone.clone(),
+                labels: h.host.labels.clone(),
+                status: h.host.status,
+                memory_bytes: h.host.facts.as_ref().and_then(|f| f["memory_bytes"].as_u64()).unwrap_or(0),
+                members: tx.member_count_on_host(h.host.id).await? as u64,
+            });
+        }
+        placement::place(&location.name, &candidates, replicas as u32, req.spread, &req.require_labels)
+            .map_err(AppError::Invalid)?;
+
+        let spec = ClusterSpec {
+            replicas: replicas as u32,
+            sync: req.sync,
+            spread: req.spread,
+            require_labels: req.require_labels.clone(),
+            database,
+            user,
+            params: req.params.clone(),
+            pooler: req.pooler,
+        };
+        let record = ClusterRecord {
+            id: ClusterId::new(),
+            project_id: ctx.project.id,
+            name: req.name.clone(),
+            engine: Engine::Postgres,
+            version,
+            state: ClusterState::Creating,
+            location_id: location.id,
+            spec: serde_json::to_value(&spec).expect("serialise"),
+            created_at: crate::now(),
+        };
+        match tx.cluster_create(&record).await {
+            Err(StoreError::Conflict(_)) => {
+                return Err(AppError::Conflict(format!(
+                    "cluster {:?} already exists in project {:?}; pick another name or delete it first",
+                    req.name, ctx.project.name
+                )))
+            }
+            other => other?,
+        }
+        let op = self
+            .operation_create(
+                tx.as_mut(),
+                &ctx.user.name,
+                OperationStart {
+                    kind: cluster_create::KIND,
+                    target: format!("cluster/{}", req.name),
+                    project: Some(ctx.project.id),
+                    params: serde_json::to_value(ClusterParams { cluster: record.id }).expect("serialise"),
+                },
+            )
+            .await?;
+        let mut params = serde_json::to_value(&req).expect("serialise");
+        params["operation"] = op.id.to_string().into();
+        params["location"] = location.name.clone().into();
+        tx.audit_append(&ctx.audit("cluster.create", format!("cluster/{}", req.name), params)).await?;
+        tx.commit().await?;
+        self.operations_created();
+        Ok(op)
     }
+
+    pub async fn cluster_get(&self, ctx: &Ctx, name: &str) -> Result<ClusterDetail> {
+        let (cluster, record) = {
+            let mut tx = self.store.read().await?;
+            let cluster = tx.cluster_get(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
+            let record = tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
+            (cluster, record)
+        };
+        let spec: ClusterSpec = serde_json::from_value(record.spec.clone())
+            .map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("the cluster's stored spec is unreadable")))?;
+        let members = pg::members(self, record.id).await.map_err(|f| AppError::Internal(anyhow::anyhow!(f.error)))?;
+        let observed = if members.is_empty() { Err("no member is placed yet".to_string()) } else {
+            crate::patroni::status(self, &members).await
+        };
+        let mut out = Vec::new();
+        for m in &members {
+            let seen = observed.as_ref().ok().and_then(|s| s.members.iter().find(|p| p.name == m.name));
+            out.push(ClusterMember {
+                name: m.name.clone(),
+                host: m.host.host.name.clone(),
+                address: format!("{}:{}", m.host.host.address, m.spec.ports.postgres),
+                role: seen.map(|p| if p.is_leader() { MemberRole::Primary } else { MemberRole::Replica }),
+                sync: seen.is_some_and(|p| p.is_sync()),
+                state: seen.map(|p| p.state.clone()).unwrap_or_else(|| "unknown".into()),
+                timeline: seen.and_then(|p| p.timeline),
+                lag_bytes: seen.and_then(|p| p.lag_bytes()),
+            });
+        }
+        let (state, status_message) = match (&observed, cluster.state) {
+            (Err(e), ClusterState::Ready) => (ClusterState::Degraded, Some(format!("no member's Patroni answers: {e}"))),
+            (Ok(s), ClusterState::Ready) => match health(s, members.len()) {
+                Some(why) => (ClusterState::Degraded, Some(why)),
+                None => (ClusterState::Ready, None),
+            },
+            (_, other) => (other, None),
+        };
+        Ok(ClusterDetail {
+            cluster: Cluster { state, ..cluster },
+            replicas: spec.replicas,
+            sync: spec.sync,
+            pooler: spec.pooler,
+            database: spec.database,
+            user: spec.user,
+            params: spec.params,
+            members: out,
+            endpoints: endpoints(&members),
+            status_message,
+        })
+    }
+
+    /// The connection details with the application user's password: a secret read, audited.
+    pub async fn cluster_connection(&self, ctx: &Ctx, name: &str, read_only: bool) -> Result<ClusterConnection> {
+        let record = {
+            let mut tx = self.store.read().await?;
+            tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?
+        };
+        let spec: ClusterSpec = serde_json::from_value(record.spec.clone())
+            .map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("the cluster's stored spec is unreadable")))?;
+        let members = pg::members(self, record.id).await.map_err(|f| AppError::Internal(anyhow::anyhow!(f.error)))?;
+        if members.is_empty() {
+            return Err(AppError::Conflict(format!("cluster {name:?} has no members yet: wait for its create to finish")));
+        }
+        let password = pg::secret(self, &pg::owner(record.id), "app")
+            .await
+            .map_err(|f| AppError::Internal(anyhow::anyhow!(f.error)))?
+            .ok_or_else(|| AppError::Conflict(format!("cluster {name:?} has no password yet: wait for its create")))?;
+        let hosts: Vec<String> =
+            members.iter().map(|m| format!("{}:{}", m.host.host.address, m.spec.ports.postgres)).collect();
+        let attrs = if read_only { "prefer-standby" } else { "read-write" };
+        let uri = format!(
+            "postgresql://{}:{}@{}/{}?target_session_attrs={attrs}&sslmode=verify-full&connect_timeout=3",
+            spec.user,
+            password,
+            hosts.join(","),
+            spec.database
+        );
+        let mut tx = self.store.write().await?;
+        tx.audit_append(&ctx.audit(
+            "cluster.connect",
+            format!("cluster/{name}"),
+            serde_json::json!({"read_only": read_only, "secret": "app password"}),
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(ClusterConnection {
+            uri,
+            user: spec.user,
+            password,
+            database: spec.database,
+            ca_pem: self.pki()?.ca_pem().to_string(),
+            endpoints: endpoints(&members),
+        })
+    }
+
+    pub async fn cluster_delete(&self, ctx: &Ctx, name: &str) -> Result<Operation> {
+        let mut tx = self.store.write().await?;
+        let record =
+            tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
+        let op = self
+            .operation_create(
+                tx.as_mut(),
+                &ctx.user.name,
+                OperationStart {
+                    kind: cluster_delete::KIND,
+                    target: format!("cluster/{name}"),
+                    project: Some(ctx.project.id),
+                    params: serde_json::to_value(ClusterParams { cluster: record.id }).expect("serialise"),
+                },
+            )
+            .await?;
+        tx.audit_append(&ctx.audit(
+            "cluster.delete",
+            format!("cluster/{name}"),
+            serde_json::json!({"operation": op.id.to_string()}),
+        ))
+        .await?;
+        tx.commit().await?;
+        self.operations_created();
+        Ok(op)
+    }
+}
+
+/// Why an observed cluster is not healthy, if it isn't.
+fn health(s: &crate::patroni::PatroniStatus, expected: usize) -> Option<String> {
+    if s.leader().is_none() {
+        return Some("no primary: Patroni reports no running leader".into());
+    }
+    let mut problems = Vec::new();
+    if s.members.len() < expected {
+        problems.push(format!("{} of {expected} members report to Patroni", s.members.len()));
+    }
+    for m in &s.members {
+        if !m.is_leader() && !crate::patroni::serving(m) {
+            problems.push(format!("{} is {}", m.name, m.state));
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+fn endpoints(members: &[pg::Member]) -> ClusterEndpoints {
+    let at = |port: u16, m: &pg::Member| format!("{}:{port}", m.host.host.address);
+    ClusterEndpoints {
+        read_write: members.iter().map(|m| at(m.spec.ports.read_write, m)).collect(),
+        read_only: members.iter().map(|m| at(m.spec.ports.read_only, m)).collect(),
+        pooler: members.iter().filter_map(|m| m.spec.ports.pooler.map(|p| at(p, m))).collect(),
+        members: members.iter().map(|m| at(m.spec.ports.postgres, m)).collect(),
+    }
+}
+
+/// A database or role name sovdb creates: a plain lower-case SQL identifier.
+fn identifier(flag: &str, value: &str, reserved: &[&str]) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        return Err(AppError::Invalid(format!(
+            "{flag} {value:?} is not a plain SQL name: use 1 to 63 lower-case letters, digits or `_`, not starting with a digit"
+        )));
+    }
+    if reserved.contains(&value) {
+        return Err(AppError::Invalid(format!("{flag} {value:?} is reserved for sovdb's own use; pick another name")));
+    }
+    Ok(())
 }

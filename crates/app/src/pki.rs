@@ -22,6 +22,9 @@ pub(crate) struct Pki {
     ca: Ca,
     /// The control plane's identity towards agents.
     pub(crate) client: ClientIdentity,
+    /// HTTPS towards what the installation CA certified (Patroni's REST API, etcd), with
+    /// the control plane's client certificate.
+    pub(crate) https: reqwest::Client,
 }
 
 impl Pki {
@@ -86,7 +89,8 @@ impl App {
             })?;
         let client =
             ClientIdentity { ca_pem: ca.cert_pem().to_string(), cert_pem: client.cert_pem, key_pem: client.key_pem };
-        let _ = self.pki.set(Arc::new(Pki { master, ca, client }));
+        let https = https_client(&client)?;
+        let _ = self.pki.set(Arc::new(Pki { master, ca, client, https }));
         Ok(())
     }
 
@@ -96,6 +100,21 @@ impl App {
             .map(|p| p.as_ref())
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the PKI is not loaded (App::pki_init was not called)")))
     }
+}
+
+fn https_client(id: &ClientIdentity) -> Result<reqwest::Client> {
+    let fail = |e: reqwest::Error| AppError::Internal(anyhow::anyhow!(e).context("cannot build the HTTPS client"));
+    let root = reqwest::Certificate::from_pem(id.ca_pem.as_bytes()).map_err(fail)?;
+    let identity = reqwest::Identity::from_pem(format!("{}\n{}", id.cert_pem, id.key_pem).as_bytes()).map_err(fail)?;
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .identity(identity)
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(fail)
 }
 
 fn unseal(json: &str, master: &MasterKey) -> Result<Ca> {

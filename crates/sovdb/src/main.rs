@@ -83,3 +83,14 @@ fn init_logging(serving: bool) {
         .with_target(false)
         .init();
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's definition only when it is parsed: check every one here
+    /// (two arguments with one name, a bad default) rather than in a user's hands.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -12,12 +12,16 @@ use sovdb_store::HostRecord;
 
 use crate::{App, AppError};
 
+pub mod cluster_create;
+pub mod cluster_delete;
+pub(crate) mod dcs;
 pub mod host_add;
 pub mod host_remove;
+pub(crate) mod pg;
 
 /// Every workflow, to register with the engine and to create operations from.
 pub fn all() -> Vec<Workflow<App>> {
-    vec![host_add::workflow(), host_remove::workflow()]
+    vec![host_add::workflow(), host_remove::workflow(), cluster_create::workflow(), cluster_delete::workflow()]
 }
 
 /// The parameters of the host workflows.

@@ -1,15 +1,84 @@
-use clap::Subcommand;
-use sovdb_types::Cluster;
+use std::collections::BTreeMap;
 
+use anyhow::Context as _;
+use clap::Subcommand;
+use sovdb_types::{Cluster, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, Operation, Spread};
+
+use super::location::parse_labels;
+use super::op::Wait;
 use crate::client::Client;
-use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
+use crate::output::{self, print_list, print_one, render_table, OutputFormat, Tabular};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
+    /// Create a highly available cluster: Patroni-managed PostgreSQL, HAProxy routes, TLS
+    #[command(disable_version_flag = true)]
+    Create {
+        /// Name: a DNS label, unique in the project
+        name: String,
+        /// The engine
+        #[arg(long, default_value = "postgres")]
+        engine: String,
+        /// Major version [default: 15]
+        #[arg(long = "version", id = "pg_version")]
+        version: Option<String>,
+        /// How many PostgreSQL instances: one primary and N-1 standbys [default: 1]
+        #[arg(long, allow_negative_numbers = true)]
+        replicas: Option<i64>,
+        /// Synchronous replication: no acknowledged commit is lost on failover
+        #[arg(long)]
+        sync: bool,
+        /// Where [default: the installation's default location, `local` on a fresh install]
+        #[arg(long)]
+        location: Option<String>,
+        /// Every member in its own zone, or on its own host
+        #[arg(long, value_enum)]
+        spread: Option<SpreadArg>,
+        /// Only hosts with this label, key=value; repeat for more
+        #[arg(long = "require-label", value_name = "KEY=VALUE")]
+        require_labels: Vec<String>,
+        /// The application database [default: app]
+        #[arg(long)]
+        db: Option<String>,
+        /// The application user [default: app]
+        #[arg(long)]
+        user: Option<String>,
+        /// A PostgreSQL parameter, key=value; repeat for more (checked before anything is created)
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// PgBouncer on every member, in front of the read-write route
+        #[arg(long)]
+        pooler: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// List the project's clusters
     List,
-    /// Show one cluster
+    /// Show one cluster: state, members (role, lag), endpoints
     Show { name: String },
+    /// Print a libpq URI: `psql "$(sovdb cluster connect NAME)"` (the CA is saved beside
+    /// the CLI's config and named in the URI)
+    Connect {
+        name: String,
+        /// A URI that prefers standbys
+        #[arg(long)]
+        read_only: bool,
+        /// Print the CA certificate (PEM) that signed the servers' certificates instead
+        #[arg(long)]
+        print_ca: bool,
+    },
+    /// Delete a cluster: stop and remove every member, release its ports and secrets
+    Delete {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SpreadArg {
+    Zone,
+    Host,
 }
 
 impl Tabular for Cluster {
@@ -26,9 +95,162 @@ impl Tabular for Cluster {
     }
 }
 
+impl Tabular for ClusterDetail {
+    const HEADERS: &'static [&'static str] = Cluster::HEADERS;
+    fn row(&self) -> Vec<String> {
+        self.cluster.row()
+    }
+}
+
+impl Tabular for ClusterMember {
+    const HEADERS: &'static [&'static str] = &["MEMBER", "HOST", "ROLE", "SYNC", "STATE", "TL", "LAG", "ADDRESS"];
+    fn row(&self) -> Vec<String> {
+        let dash = || "-".to_string();
+        vec![
+            self.name.clone(),
+            self.host.clone(),
+            self.role.map(|r| format!("{r:?}").to_lowercase()).unwrap_or_else(dash),
+            if self.sync { "sync".into() } else { dash() },
+            self.state.clone(),
+            self.timeline.map(|t| t.to_string()).unwrap_or_else(dash),
+            self.lag_bytes.map(|l| l.to_string()).unwrap_or_else(dash),
+            self.address.clone(),
+        ]
+    }
+}
+
+fn show(c: &ClusterDetail, out: OutputFormat) -> anyhow::Result<()> {
+    print_one(c, out)?;
+    if out == OutputFormat::Table {
+        if let Some(m) = &c.status_message {
+            println!("\nstatus:     {m}");
+        }
+        println!(
+            "\nreplicas:   {}{}{}\ndatabase:   {} (user {})",
+            c.replicas,
+            if c.sync { ", synchronous" } else { ", asynchronous" },
+            if c.pooler { ", pooler" } else { "" },
+            c.database,
+            c.user
+        );
+        if !c.params.is_empty() {
+            let p: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("parameters: {}", p.join(" "));
+        }
+        let e = &c.endpoints;
+        println!("read-write: {}\nread-only:  {}", e.read_write.join(", "), e.read_only.join(", "));
+        if !e.pooler.is_empty() {
+            println!("pooler:     {}", e.pooler.join(", "));
+        }
+        if !c.members.is_empty() {
+            let rows: Vec<Vec<String>> = c.members.iter().map(Tabular::row).collect();
+            println!("\n{}", render_table(ClusterMember::HEADERS, &rows));
+        }
+    }
+    Ok(())
+}
+
+async fn started(client: &Client, op: Operation, wait: Wait, out: OutputFormat, then: Option<&str>) -> anyhow::Result<()> {
+    if !wait.wait {
+        return match out {
+            OutputFormat::Table => {
+                println!("{}", op.id);
+                eprintln!("started operation {} ({}); follow it with `sovdb op watch {}`", op.id, op.kind, op.id);
+                Ok(())
+            }
+            _ => print_one(&op, out),
+        };
+    }
+    let op = crate::follow::follow(client, &op.id.to_string()).await?;
+    match then {
+        Some(path) => show(&client.get::<ClusterDetail>(path, &[]).await?, out),
+        None => print_one(&op, out),
+    }
+}
+
+/// Saves the CA where `sslrootcert` can name it; returns the path.
+fn save_ca(pem: &str) -> anyhow::Result<std::path::PathBuf> {
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(pem.as_bytes()));
+    let dir = crate::config::config_path().parent().map(|p| p.join("ca")).unwrap_or_else(|| "ca".into());
+    let path = dir.join(format!("{}.crt", &digest[..16]));
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(pem) {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::write(&path, pem).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(path)
+}
+
 pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow::Result<()> {
     match cmd {
+        ClusterCmd::Create {
+            name,
+            engine,
+            version,
+            replicas,
+            sync,
+            location,
+            spread,
+            require_labels,
+            db,
+            user,
+            params,
+            pooler,
+            wait,
+        } => {
+            let mut param_map = BTreeMap::new();
+            for p in &params {
+                let (k, v) = p
+                    .split_once('=')
+                    .with_context(|| format!("--param {p:?} is not key=value (e.g. --param work_mem=8MB)"))?;
+                param_map.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            let req = ClusterCreate {
+                name: name.clone(),
+                engine,
+                version,
+                replicas,
+                sync,
+                location,
+                spread: spread.map(|s| match s {
+                    SpreadArg::Zone => Spread::Zone,
+                    SpreadArg::Host => Spread::Host,
+                }),
+                require_labels: parse_labels(&require_labels)?,
+                db,
+                user,
+                params: param_map,
+                pooler,
+            };
+            let op: Operation = client.post("/clusters", &req).await?;
+            started(client, op, wait, out, Some(&format!("/clusters/{name}"))).await
+        }
         ClusterCmd::List => print_list(&client.list::<Cluster>("/clusters", &[]).await?, out),
-        ClusterCmd::Show { name } => print_one(&client.get::<Cluster>(&format!("/clusters/{name}"), &[]).await?, out),
+        ClusterCmd::Show { name } => show(&client.get::<ClusterDetail>(&format!("/clusters/{name}"), &[]).await?, out),
+        ClusterCmd::Connect { name, read_only, print_ca } => {
+            let q = [("read_only", read_only.to_string())];
+            let c: ClusterConnection = client.get(&format!("/clusters/{name}/connection"), &q).await?;
+            if print_ca {
+                print!("{}", c.ca_pem);
+                return Ok(());
+            }
+            let ca = save_ca(&c.ca_pem)?;
+            let uri = format!("{}&sslrootcert={}", c.uri, ca.display());
+            match out {
+                OutputFormat::Table => println!("{uri}"),
+                _ => {
+                    let v = serde_json::json!({
+                        "uri": uri, "user": c.user, "password": c.password, "database": c.database,
+                        "ca_pem": c.ca_pem, "ca_file": ca, "endpoints": c.endpoints,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+            }
+            Ok(())
+        }
+        ClusterCmd::Delete { name, wait } => {
+            let op: Operation = client.delete_json(&format!("/clusters/{name}")).await?;
+            started(client, op, wait, out, None).await
+        }
     }
 }

@@ -1,0 +1,121 @@
+//! Patroni's REST API as the control plane reads and drives it: over TLS (the
+//! installation CA), reads without credentials, changes with the cluster's REST password.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::workflows::pg::Member;
+use crate::App;
+
+/// One member as Patroni's `/cluster` reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct PatroniMember {
+    pub name: String,
+    /// `leader`, `replica`, `sync_standby`, `standby_leader`.
+    pub role: String,
+    /// `running`, `streaming`, `starting`, `stopped`, `crashed`, …
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub timeline: Option<i64>,
+    /// Bytes behind the primary; Patroni says `"unknown"` when it can't tell.
+    #[serde(default)]
+    pub lag: Option<serde_json::Value>,
+}
+
+impl PatroniMember {
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader"
+    }
+    pub fn is_sync(&self) -> bool {
+        self.role == "sync_standby"
+    }
+    pub fn lag_bytes(&self) -> Option<i64> {
+        self.lag.as_ref().and_then(|l| l.as_i64())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct PatroniStatus {
+    #[serde(default)]
+    pub members: Vec<PatroniMember>,
+}
+
+impl PatroniStatus {
+    /// The leader, when it runs.
+    pub fn leader(&self) -> Option<&PatroniMember> {
+        self.members.iter().find(|m| m.is_leader() && m.state == "running")
+    }
+}
+
+/// A standby streaming from the primary, as the primary's Patroni reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Replication {
+    pub application_name: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PatroniNode {
+    #[serde(default)]
+    replication: Vec<Replication>,
+}
+
+/// The members streaming from `primary` (by `application_name`, which Patroni sets to
+/// the member's name: pg_basebackup's stream never counts).
+pub(crate) async fn streaming(app: &App, primary: &Member) -> Result<Vec<String>, String> {
+    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let url = format!("https://{}/patroni", primary.patroni_endpoint());
+    let r = https.get(&url).timeout(Duration::from_secs(2)).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
+    let node: PatroniNode = r.json().await.map_err(|e| e.to_string())?;
+    Ok(node.replication.into_iter().filter(|r| r.state == "streaming").map(|r| r.application_name).collect())
+}
+
+/// A state in which a member serves: the primary `running`, a replica `running` or
+/// `streaming` (Patroni 3.0 says `running` for both).
+pub(crate) fn serving(m: &PatroniMember) -> bool {
+    m.state == "running" || m.state == "streaming"
+}
+
+/// `/cluster` from the first member whose Patroni answers.
+pub(crate) async fn status(app: &App, members: &[Member]) -> Result<PatroniStatus, String> {
+    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let mut errors = Vec::new();
+    for m in members {
+        let url = format!("https://{}/cluster", m.patroni_endpoint());
+        match https.get(&url).timeout(Duration::from_secs(2)).send().await {
+            Ok(r) if r.status().is_success() => match r.json::<PatroniStatus>().await {
+                Ok(s) => return Ok(s),
+                Err(e) => errors.push(format!("{}: {e}", m.name)),
+            },
+            Ok(r) => errors.push(format!("{}: HTTP {}", m.name, r.status())),
+            Err(e) => errors.push(format!("{}: {}", m.name, sovdb_types::error_chain(&e))),
+        }
+    }
+    Err(if errors.is_empty() { "the cluster has no members".into() } else { errors.join("; ") })
+}
+
+/// Polls `/cluster` until `done` holds, for at most `timeout`.
+pub(crate) async fn wait_for(
+    app: &App,
+    members: &[Member],
+    timeout: Duration,
+    done: impl Fn(&PatroniStatus) -> bool,
+) -> Result<PatroniStatus, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match status(app, members).await {
+            Ok(s) if done(&s) => return Ok(s),
+            Ok(s) => format!(
+                "members: {}",
+                s.members.iter().map(|m| format!("{} {} {}", m.name, m.role, m.state)).collect::<Vec<_>>().join(", ")
+            ),
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

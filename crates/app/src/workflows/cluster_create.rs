@@ -1,0 +1,416 @@
+//! `cluster.create`: a Patroni-managed PostgreSQL cluster with HAProxy (and PgBouncer)
+//! on every member.
+//!
+//! Parameters: `{"cluster": ID}`; the cluster's row (state `creating`, its spec) was
+//! written with the operation.
+//!
+//! Steps, each idempotent:
+//! 1. `register`: nothing to do; its undo forgets the cluster: members, ports, secrets
+//!    and the row. So a failed or cancelled create leaves nothing behind.
+//! 2. `place` (allocates): a host for every member (see `placement`) and its ports, in
+//!    one transaction; a rerun finds the members and keeps them.
+//! 3. `generate-secrets` (allocates): the passwords, sealed in the store; the first
+//!    value written stays.
+//! 4. `ensure-dcs`: the location's etcd (created on first need).
+//! 5. `install-packages`: PostgreSQL, Patroni, HAProxy (PgBouncer) on every member's host.
+//! 6. `write-configs` (undo: remove the members' directories): certificates, Patroni's
+//!    and HAProxy's configuration, written only where they differ.
+//! 7. `start-members` (undo: stop them and delete the cluster's DCS keys): Patroni,
+//!    which initialises the primary and clones the replicas.
+//! 8. `wait-primary`: a leader that runs.
+//! 9. `create-database`: the application user and database (checked before made).
+//! 10. `start-routers` (undo: stop them): HAProxy (and PgBouncer) on every member.
+//! 11. `wait-replicas`: every replica streams.
+//! 12. `mark-ready`: the cluster becomes `ready`, with an event.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sovdb_agent::proto::{DesiredState, EnsurePackagesRequest, RemoveRequest};
+use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_postgres::render::{self, MemberPorts, PatroniInput};
+use sovdb_postgres::OS_USER;
+use sovdb_store::{MemberRecord, NewEvent};
+use sovdb_types::{ClusterState, EventId};
+
+use super::pg::{self, store_failure, ClusterParams, Member, MemberSpec};
+use super::{agent_failure, app_failure, dcs};
+use crate::patroni;
+use crate::placement::{self, Candidate};
+use crate::App;
+
+pub const KIND: &str = "cluster.create";
+
+pub fn workflow() -> Workflow<App> {
+    Workflow::new(KIND)
+        .step_with_undo("register", |_| async { Ok(json!({})) }, forget)
+        .allocate("place", place)
+        .allocate("generate-secrets", generate_secrets)
+        .step("ensure-dcs", ensure_dcs)
+        .step("install-packages", install_packages)
+        .step_with_undo("write-configs", write_configs, remove_files)
+        .step_with_undo("start-members", start_members, stop_members)
+        .step("wait-primary", wait_primary)
+        .step("create-database", create_database)
+        .step_with_undo("start-routers", start_routers, stop_members)
+        .step("wait-replicas", wait_replicas)
+        .step("mark-ready", mark_ready)
+}
+
+/// Forgets everything the store holds for the cluster. Also the last step of a delete.
+pub(crate) async fn forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let owner = pg::owner(cluster);
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    tx.port_release(&owner).await.map_err(store_failure)?;
+    tx.secret_delete(&owner).await.map_err(store_failure)?;
+    tx.cluster_delete(cluster).await.map_err(store_failure)?;
+    tx.commit().await.map_err(store_failure)?;
+    Ok(json!({}))
+}
+
+async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let (record, spec) = pg::must_cluster(app, cluster).await?;
+    let existing = pg::members(app, cluster).await?;
+    if !existing.is_empty() {
+        return Ok(placed(&existing));
+    }
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    let hosts =
+        tx.host_list(Some(record.location_id), &sovdb_types::PageRequest::first(1000)).await.map_err(store_failure)?;
+    let mut candidates = Vec::new();
+    for h in &hosts.items {
+        let memory_bytes = h.host.facts.as_ref().and_then(|f| f.get("memory_bytes")).and_then(|m| m.as_u64());
+        candidates.push(Candidate {
+            id: h.host.id,
+            name: h.host.name.clone(),
+            zone: h.host.zone.clone(),
+            labels: h.host.labels.clone(),
+            status: h.host.status,
+            memory_bytes: memory_bytes.unwrap_or(0),
+            members: tx.member_count_on_host(h.host.id).await.map_err(store_failure)? as u64,
+        });
+    }
+    drop(tx);
+    let location_name = hosts.items.first().map(|h| h.host.location.clone()).unwrap_or_default();
+    let chosen = placement::place(&location_name, &candidates, spec.replicas, spec.spread, &spec.require_labels)
+        .map_err(StepFailure::permanent)?;
+
+    // What listens on each chosen host now, so no port given out is already in use.
+    let mut listening = std::collections::BTreeMap::new();
+    for id in &chosen {
+        if !listening.contains_key(id) {
+            let host = hosts.items.iter().find(|h| h.host.id == *id).expect("a candidate");
+            let client = pg::agent(app, host, Duration::from_secs(30)).await?;
+            listening.insert(*id, pg::listening_ports(&client).await?);
+        }
+    }
+    let owner = pg::owner(cluster);
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    for (i, host_id) in chosen.iter().enumerate() {
+        let n = i as u32 + 1;
+        let name = format!("{}-{n}", record.name);
+        let host = hosts.items.iter().find(|h| h.host.id == *host_id).expect("a candidate");
+        let mut purposes = vec!["postgres", "patroni", "read-write", "read-only"];
+        if spec.pooler {
+            purposes.push("pooler");
+        }
+        let owners: Vec<String> = purposes.iter().map(|p| format!("{owner}/{name}/{p}")).collect();
+        let ports = pg::allocate_ports(tx.as_mut(), *host_id, &listening[host_id], &owners).await?;
+        let key = pg::member_key(cluster, n);
+        let member = MemberSpec {
+            dir: format!("{}/pg/{key}", host.host.base_dir),
+            key,
+            ports: MemberPorts {
+                postgres: ports[0],
+                patroni: ports[1],
+                read_write: ports[2],
+                read_only: ports[3],
+                pooler: ports.get(4).copied(),
+            },
+        };
+        tx.member_create(&MemberRecord {
+            cluster_id: cluster,
+            name,
+            host_id: *host_id,
+            spec: serde_json::to_value(&member).expect("serialise"),
+            created_at: crate::now(),
+        })
+        .await
+        .map_err(store_failure)?;
+    }
+    tx.commit().await.map_err(store_failure)?;
+    Ok(placed(&pg::members(app, cluster).await?))
+}
+
+fn placed(members: &[Member]) -> Value {
+    let list: Vec<Value> = members
+        .iter()
+        .map(|m| json!({"member": m.name, "host": m.host.host.name, "ports": m.spec.ports}))
+        .collect();
+    json!({ "members": list })
+}
+
+async fn generate_secrets(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let owner = pg::owner(cluster);
+    for name in ["superuser", "replication", "rest", "app"] {
+        pg::secret_keep_first(app, &owner, name, &pg::new_password()).await?;
+    }
+    // The output names the secrets, never their values.
+    Ok(json!({"secrets": ["superuser", "replication", "rest", "app"]}))
+}
+
+async fn ensure_dcs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let (record, _) = pg::must_cluster(app, cluster).await?;
+    let members = dcs::ensure(app, record.location_id).await?;
+    Ok(json!({"endpoints": members.iter().map(|m| m.client_endpoint()).collect::<Vec<_>>()}))
+}
+
+async fn install_packages(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let (record, spec) = pg::must_cluster(app, cluster).await?;
+    let mut names = sovdb_postgres::member_packages(&record.version);
+    if spec.pooler {
+        names.push(sovdb_postgres::PGBOUNCER_PACKAGE.into());
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in pg::members(app, cluster).await? {
+        if done.insert(m.host.host.id) {
+            let client = pg::agent(app, &m.host, Duration::from_secs(900)).await?;
+            client.ensure_packages(&EnsurePackagesRequest { names: names.clone() }).await.map_err(agent_failure)?;
+        }
+    }
+    Ok(json!({"packages": names}))
+}
+
+async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let (record, spec) = pg::must_cluster(app, cluster).await?;
+    let members = pg::members(app, cluster).await?;
+    let etcd_hosts: Vec<String> = ctx.output::<Value>("ensure-dcs")?["endpoints"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let passwords = pg::passwords(app, cluster).await?;
+    let peers: Vec<_> = members.iter().map(Member::peer).collect();
+    let ca = app.pki().map_err(app_failure)?.ca_pem().to_string();
+    let owner = pg::owner(cluster);
+    let mut changed = Vec::new();
+    for m in &members {
+        let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
+        let layout = m.layout();
+        pg::make_dirs(&client, OS_USER, &layout.dirs()).await?;
+        let member_owner = format!("{owner}/{}", m.name);
+        let server =
+            pg::kept_cert(app, &member_owner, "tls", &pg::host_cert_request(&m.name, &m.host.host.address)).await?;
+        let mut any = false;
+        any |= pg::write(&client, OS_USER, layout.ca(), ca.clone(), 0o644).await?;
+        any |= pg::write(&client, OS_USER, layout.cert(), server.cert_pem.clone(), 0o644).await?;
+        any |= pg::write(&client, OS_USER, layout.key(), server.key_pem.clone(), 0o600).await?;
+        // Patroni presents the same certificate to etcd as a client.
+        any |= pg::write(&client, OS_USER, layout.etcd_cert(), server.cert_pem, 0o644).await?;
+        any |= pg::write(&client, OS_USER, layout.etcd_key(), server.key_pem, 0o600).await?;
+        let me = m.peer();
+        let yml = render::patroni_yml(&PatroniInput {
+            scope: &cluster.to_string(),
+            member: &me,
+            layout: &layout,
+            version: &record.version,
+            etcd_hosts: &etcd_hosts,
+            sync: spec.sync,
+            params: &spec.params,
+            passwords: &passwords,
+        });
+        any |= pg::write(&client, OS_USER, layout.patroni_yml(), yml, 0o600).await?;
+        any |= pg::write(&client, OS_USER, layout.haproxy_cfg(), render::haproxy_cfg(&layout, &me, &peers), 0o600).await?;
+        if let Some(port) = m.spec.ports.pooler {
+            any |= pg::write(&client, OS_USER, layout.pgbouncer_ini(), render::pgbouncer_ini(&layout, &me, port), 0o600)
+                .await?;
+            any |= pg::write(
+                &client,
+                OS_USER,
+                layout.pgbouncer_users(),
+                render::pgbouncer_users(&spec.user, &passwords.app),
+                0o600,
+            )
+            .await?;
+        }
+        if any {
+            changed.push(m.name.clone());
+        }
+    }
+    Ok(json!({"changed": changed}))
+}
+
+pub(crate) async fn remove_files(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    for m in pg::members(app, cluster).await? {
+        let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
+        client.remove(&RemoveRequest { path: m.spec.dir.clone().into(), recursive: true }).await.map_err(agent_failure)?;
+    }
+    Ok(json!({}))
+}
+
+async fn start_members(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    for m in pg::members(app, cluster).await? {
+        let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
+        let layout = m.layout();
+        pg::ensure(&client, m.service("patroni"), render::patroni_argv(&layout), OS_USER, &layout.dir, DesiredState::Running)
+            .await?;
+    }
+    Ok(json!({}))
+}
+
+/// Stops every process of every member and deletes the cluster's keys from the DCS.
+pub(crate) async fn stop_members(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let Some((record, _)) = pg::cluster(app, cluster).await? else { return Ok(json!({})) };
+    for m in pg::members(app, cluster).await? {
+        pg::stop_member(app, &m).await?;
+    }
+    let etcd = dcs::existing(app, record.location_id).await?;
+    if !etcd.is_empty() {
+        let members = dcs_members(app, &etcd).await?;
+        dcs::delete_prefix(app, &members, &format!("{}{cluster}/", render::NAMESPACE)).await?;
+    }
+    Ok(json!({}))
+}
+
+pub(crate) async fn dcs_members(
+    app: &App,
+    rows: &[sovdb_store::DcsMember],
+) -> Result<Vec<sovdb_postgres::render::EtcdMember>, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let host = pg::host_by_id(tx.as_mut(), r.host_id).await?;
+        out.push(sovdb_postgres::render::EtcdMember {
+            name: r.name.clone(),
+            address: host.host.address,
+            client_port: r.client_port,
+            peer_port: r.peer_port,
+        });
+    }
+    Ok(out)
+}
+
+async fn wait_primary(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let members = pg::members(app, cluster).await?;
+    let status = patroni::wait_for(app, &members, Duration::from_secs(180), |s| s.leader().is_some())
+        .await
+        .map_err(|e| StepFailure::transient(format!("no primary yet: {e}")))?;
+    Ok(json!({"primary": status.leader().map(|l| l.name.clone())}))
+}
+
+async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let (_, spec) = pg::must_cluster(app, cluster).await?;
+    let members = pg::members(app, cluster).await?;
+    let status = patroni::wait_for(app, &members, Duration::from_secs(60), |s| s.leader().is_some())
+        .await
+        .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
+    let leader = status.leader().expect("waited for").name.clone();
+    let m = members.iter().find(|m| m.name == leader).ok_or_else(|| StepFailure::transient("the primary is unknown"))?;
+    let password = pg::passwords(app, cluster).await?.app;
+    // Identifiers were validated ([a-z_][a-z0-9_]*) and passwords are letters and digits,
+    // so quoting them is enough. The SQL goes through stdin: no password in argv.
+    let (user, db) = (&spec.user, &spec.database);
+    let sql = format!(
+        "SELECT format('CREATE ROLE %I LOGIN', '{user}') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}')\\gexec\n\
+         ALTER ROLE \"{user}\" LOGIN PASSWORD '{password}';\n\
+         SELECT format('CREATE DATABASE %I OWNER %I', '{db}', '{user}') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec\n"
+    );
+    let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
+    let layout = m.layout();
+    let port = m.spec.ports.postgres.to_string();
+    let argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &layout.run_dir(), "-p", &port, "-U", "postgres", "-d", "postgres", "-f", "-"];
+    pg::run(&client, &argv, Some(OS_USER), Some(sql), "create the application user and database")
+        .await
+        .map_err(|mut f| {
+            // The primary may have just changed: worth another try.
+            f.transient = true;
+            f
+        })?;
+    Ok(json!({"user": user, "database": db, "on": leader}))
+}
+
+async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    for m in pg::members(app, cluster).await? {
+        let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
+        let layout = m.layout();
+        pg::ensure(&client, m.service("haproxy"), render::haproxy_argv(&layout), OS_USER, &layout.dir, DesiredState::Running)
+            .await?;
+        if m.spec.ports.pooler.is_some() {
+            let argv = render::pgbouncer_argv(&layout);
+            pg::ensure(&client, m.service("pgbouncer"), argv, OS_USER, &layout.dir, DesiredState::Running).await?;
+        }
+    }
+    Ok(json!({}))
+}
+
+async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let members = pg::members(app, cluster).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let status = patroni::wait_for(app, &members, Duration::from_secs(60), |s| s.leader().is_some())
+            .await
+            .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
+        let leader = status.leader().expect("waited for").name.clone();
+        let primary = members.iter().find(|m| m.name == leader);
+        let streaming = match primary {
+            Some(p) => patroni::streaming(app, p).await.unwrap_or_default(),
+            None => vec![],
+        };
+        let missing: Vec<&str> =
+            members.iter().filter(|m| m.name != leader && !streaming.contains(&m.name)).map(|m| m.name.as_str()).collect();
+        if missing.is_empty() {
+            return Ok(json!({"primary": leader, "streaming": streaming}));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(StepFailure::transient(format!("not streaming from the primary yet: {}", missing.join(", "))));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn mark_ready(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let ClusterParams { cluster } = ctx.params()?;
+    let app = &ctx.services;
+    let (record, spec) = pg::must_cluster(app, cluster).await?;
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    if record.state != ClusterState::Ready {
+        tx.cluster_set_state(cluster, ClusterState::Ready).await.map_err(store_failure)?;
+        tx.event_append(&NewEvent {
+            id: EventId::new(),
+            at: crate::now(),
+            project_id: Some(record.project_id),
+            target: format!("cluster/{}", record.name),
+            kind: "created".into(),
+            message: format!("cluster {} is ready with {} member(s)", record.name, spec.replicas),
+        })
+        .await
+        .map_err(store_failure)?;
+    }
+    tx.commit().await.map_err(store_failure)?;
+    Ok(json!({}))
+}

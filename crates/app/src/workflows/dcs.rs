@@ -1,0 +1,203 @@
+//! A location's DCS: the etcd cluster Patroni keeps its leader lock and configuration in.
+//!
+//! Created on first need by the first cluster of the location: three members on three
+//! hosts (different zones first) where three ready hosts exist, else one. Members speak
+//! TLS with certificates from the installation CA on both ports and require client
+//! certificates. The members are chosen and their ports given out in one transaction, so
+//! two clusters created at once agree on one DCS (the loser of the race reads the
+//! winner's). Then every member is installed and started (idempotent) and must answer
+//! `/health`.
+//!
+//! A DCS stays when its last cluster is deleted (the next one reuses it). Growing it
+//! when hosts are added later is not done: a location created with one host keeps one
+//! etcd member (with Patroni's `failsafe_mode`, a lost etcd does not stop a healthy
+//! primary).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sovdb_agent::proto::{DesiredState, EnsurePackagesRequest};
+use sovdb_operations::StepFailure;
+use sovdb_postgres::render::{etcd_argv, EtcdLayout, EtcdMember};
+use sovdb_postgres::ETCD_OS_USER;
+use sovdb_store::DcsMember;
+use sovdb_types::{HostStatus, LocationId};
+
+use super::agent_failure;
+use super::pg::{self, store_failure};
+use crate::App;
+
+/// The owner of a DCS member's ports and secrets in the store.
+fn owner(location: LocationId, member: &str) -> String {
+    format!("dcs/{location}/{member}")
+}
+
+/// The DCS of `location`, created and started if needed; answers once every member is healthy.
+pub(crate) async fn ensure(app: &App, location: LocationId) -> Result<Vec<EtcdMember>, StepFailure> {
+    let rows = match existing(app, location).await? {
+        rows if !rows.is_empty() => rows,
+        _ => create(app, location).await?,
+    };
+    let mut members = Vec::with_capacity(rows.len());
+    let mut hosts = Vec::with_capacity(rows.len());
+    {
+        let mut tx = app.store.read().await.map_err(store_failure)?;
+        for r in &rows {
+            let host = pg::host_by_id(tx.as_mut(), r.host_id).await?;
+            members.push(EtcdMember {
+                name: r.name.clone(),
+                address: host.host.address.clone(),
+                client_port: r.client_port,
+                peer_port: r.peer_port,
+            });
+            hosts.push(host);
+        }
+    }
+    for (m, host) in members.iter().zip(&hosts) {
+        start_member(app, location, m, &members, host).await?;
+    }
+    wait_healthy(app, &members).await?;
+    Ok(members)
+}
+
+/// The location's DCS members as stored (empty when it has none yet).
+pub(crate) async fn existing(app: &App, location: LocationId) -> Result<Vec<DcsMember>, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    tx.dcs_member_list(location).await.map_err(store_failure)
+}
+
+async fn create(app: &App, location: LocationId) -> Result<Vec<DcsMember>, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    let hosts = tx.host_list(Some(location), &sovdb_types::PageRequest::first(1000)).await.map_err(store_failure)?;
+    drop(tx);
+    let mut ready: Vec<_> = hosts.items.into_iter().filter(|h| h.host.status == HostStatus::Ready).collect();
+    if ready.is_empty() {
+        return Err(StepFailure::transient("the location has no ready host to run its DCS (etcd) on"));
+    }
+    // Three members on hosts of different zones first, then by name.
+    ready.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+    let mut chosen = Vec::new();
+    let mut zones = std::collections::BTreeSet::new();
+    for h in &ready {
+        if zones.insert(h.host.zone.clone().unwrap_or_else(|| h.host.name.clone())) {
+            chosen.push(h.clone());
+        }
+    }
+    for h in &ready {
+        if !chosen.iter().any(|c| c.host.id == h.host.id) {
+            chosen.push(h.clone());
+        }
+    }
+    let size = if chosen.len() >= 3 { 3 } else { 1 };
+    chosen.truncate(size);
+
+    let mut listening = Vec::with_capacity(chosen.len());
+    for h in &chosen {
+        let client = pg::agent(app, h, Duration::from_secs(30)).await?;
+        listening.push(pg::listening_ports(&client).await?);
+    }
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    for (i, (h, busy)) in chosen.iter().zip(&listening).enumerate() {
+        let name = format!("etcd-{}", i + 1);
+        let o = owner(location, &name);
+        let ports = pg::allocate_ports(tx.as_mut(), h.host.id, busy, &[format!("{o}/client"), format!("{o}/peer")]).await?;
+        let row = DcsMember {
+            location_id: location,
+            name,
+            host_id: h.host.id,
+            client_port: ports[0],
+            peer_port: ports[1],
+            created_at: crate::now(),
+        };
+        if !tx.dcs_member_create(&row).await.map_err(store_failure)? {
+            // Another operation made the DCS first: use its members.
+            drop(tx);
+            return existing(app, location).await;
+        }
+    }
+    tx.commit().await.map_err(store_failure)?;
+    tracing::info!(%location, members = size, "created the location's DCS");
+    existing(app, location).await
+}
+
+async fn start_member(
+    app: &App,
+    location: LocationId,
+    me: &EtcdMember,
+    all: &[EtcdMember],
+    host: &sovdb_store::HostRecord,
+) -> Result<(), StepFailure> {
+    let client = pg::agent(app, host, Duration::from_secs(600)).await?;
+    let names: Vec<String> = sovdb_postgres::ETCD_PACKAGES.iter().map(|s| s.to_string()).collect();
+    client.ensure_packages(&EnsurePackagesRequest { names }).await.map_err(agent_failure)?;
+    let o = owner(location, &me.name);
+    let cert = pg::kept_cert(app, &o, "tls", &pg::host_cert_request(&format!("etcd {}", me.name), &me.address)).await?;
+    let layout = EtcdLayout { dir: format!("{}/etcd/{}", host.host.base_dir, me.name) };
+    pg::make_dirs(&client, ETCD_OS_USER, &[layout.dir.clone(), format!("{}/tls", layout.dir)]).await?;
+    let ca = app.pki().map_err(super::app_failure)?.ca_pem().to_string();
+    pg::write(&client, ETCD_OS_USER, layout.ca(), ca, 0o644).await?;
+    pg::write(&client, ETCD_OS_USER, layout.cert(), cert.cert_pem, 0o644).await?;
+    pg::write(&client, ETCD_OS_USER, layout.key(), cert.key_pem, 0o600).await?;
+    let argv = etcd_argv(&layout, me, all, &location.to_string());
+    pg::ensure(&client, service(&me.name, location), argv, ETCD_OS_USER, &layout.dir, DesiredState::Running).await?;
+    Ok(())
+}
+
+/// The supervised process of a DCS member (unique per location on a shared host).
+fn service(member: &str, location: LocationId) -> String {
+    let simple = location.0.simple().to_string();
+    format!("{member}-{}", &simple[simple.len() - 8..])
+}
+
+async fn wait_healthy(app: &App, members: &[EtcdMember]) -> Result<(), StepFailure> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut sick = BTreeMap::new();
+        for m in members {
+            if let Err(e) = health(app, m).await {
+                sick.insert(m.name.clone(), e);
+            }
+        }
+        if sick.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let why: Vec<String> = sick.into_iter().map(|(n, e)| format!("{n}: {e}")).collect();
+            return Err(StepFailure::transient(format!("the DCS is not healthy: {}", why.join("; "))));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// One etcd member's `/health`, over mutual TLS.
+pub(crate) async fn health(app: &App, m: &EtcdMember) -> Result<(), String> {
+    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let url = format!("https://{}/health", m.client_endpoint());
+    let resp = https.get(&url).timeout(Duration::from_secs(2)).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
+    let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+    match body.get("health").and_then(|h| h.as_str()) {
+        Some("true") => Ok(()),
+        _ => Err(format!("unhealthy: {body}")),
+    }
+}
+
+/// Deletes every key under `prefix` (Patroni's keys of one cluster), through the v3 JSON
+/// gateway of the first member that answers.
+pub(crate) async fn delete_prefix(app: &App, members: &[EtcdMember], prefix: &str) -> Result<(), StepFailure> {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("a non-empty prefix") += 1;
+    let body = serde_json::json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)});
+    let https = &app.pki().map_err(super::app_failure)?.https;
+    let mut last = String::from("the location has no DCS member");
+    for m in members {
+        let url = format!("https://{}/v3/kv/deleterange", m.client_endpoint());
+        match https.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{}: HTTP {}", m.name, r.status()),
+            Err(e) => last = format!("{}: {}", m.name, sovdb_types::error_chain(&e)),
+        }
+    }
+    Err(StepFailure::transient(format!("cannot delete the cluster's keys from the DCS: {last}")))
+}

@@ -1,0 +1,391 @@
+//! What the postgres workflows share: a cluster's members as steps see them, their
+//! secrets, and the agent calls that start, stop and remove their processes.
+//!
+//! Where things live on a member's host (`<base dir>/pg/<key>/`, see
+//! [`sovdb_postgres::render::MemberLayout`]) and the supervised processes'
+//! names (`pg-<key>-patroni`, `-haproxy`, `-pgbouncer`) derive from the member's key,
+//! `<last 8 hex digits of the cluster ID>-<n>`: short (Unix socket paths are limited to
+//! 107 bytes) and unique per host.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sovdb_agent::proto::{DesiredState, EnsureProcessRequest, RemoveRequest, RunCommandRequest, WriteFileRequest};
+use sovdb_agent::AgentClient;
+use sovdb_operations::StepFailure;
+use sovdb_postgres::render::{MemberLayout, MemberPorts, Passwords, Peer};
+use sovdb_store::{ClusterRecord, HostRecord, MemberRecord};
+use sovdb_types::{ClusterId, ClusterSpec, StepError};
+
+use super::{agent_failure, app_failure};
+use crate::App;
+
+/// The parameters of every cluster workflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ClusterParams {
+    pub cluster: ClusterId,
+}
+
+/// What a member's row keeps besides its host: the engine's business.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MemberSpec {
+    pub key: String,
+    pub dir: String,
+    pub ports: MemberPorts,
+}
+
+/// A member with its host, as steps use it.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub name: String,
+    pub host: HostRecord,
+    pub spec: MemberSpec,
+}
+
+impl Member {
+    pub fn layout(&self) -> MemberLayout {
+        MemberLayout::new(self.spec.dir.clone())
+    }
+    pub fn peer(&self) -> Peer {
+        Peer { name: self.name.clone(), address: self.host.host.address.clone(), ports: self.spec.ports }
+    }
+    pub fn service(&self, what: &str) -> String {
+        format!("pg-{}-{what}", self.spec.key)
+    }
+    /// The agent's files of one supervised process (see the agent's `services` module).
+    pub fn service_dir(&self, what: &str) -> String {
+        format!("{}/services/{}", self.host.host.base_dir, self.service(what))
+    }
+    pub fn patroni_endpoint(&self) -> String {
+        format!("{}:{}", self.host.host.address, self.spec.ports.patroni)
+    }
+}
+
+/// The member key: see the module's doc.
+pub(crate) fn member_key(cluster: ClusterId, n: u32) -> String {
+    let simple = cluster.0.simple().to_string();
+    format!("{}-{n}", &simple[simple.len() - 8..])
+}
+
+/// The owner of a cluster's secrets and ports in the store.
+pub(crate) fn owner(cluster: ClusterId) -> String {
+    format!("cluster/{cluster}")
+}
+
+pub(crate) fn store_failure(e: sovdb_store::StoreError) -> StepFailure {
+    app_failure(e.into())
+}
+
+pub(crate) async fn cluster(app: &App, id: ClusterId) -> Result<Option<(ClusterRecord, ClusterSpec)>, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    let Some(record) = tx.cluster_record_by_id(id).await.map_err(store_failure)? else { return Ok(None) };
+    let spec: ClusterSpec = serde_json::from_value(record.spec.clone())
+        .map_err(|e| StepFailure::permanent(format!("the cluster's stored spec is unreadable: {e}")))?;
+    Ok(Some((record, spec)))
+}
+
+pub(crate) async fn must_cluster(app: &App, id: ClusterId) -> Result<(ClusterRecord, ClusterSpec), StepFailure> {
+    cluster(app, id).await?.ok_or_else(|| StepFailure::permanent(format!("cluster {id} no longer exists")))
+}
+
+/// The cluster's members with their hosts, by name.
+pub(crate) async fn members(app: &App, id: ClusterId) -> Result<Vec<Member>, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    let rows = tx.member_list(id).await.map_err(store_failure)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for MemberRecord { name, host_id, spec, .. } in rows {
+        let spec: MemberSpec = serde_json::from_value(spec)
+            .map_err(|e| StepFailure::permanent(format!("member {name}'s stored spec is unreadable: {e}")))?;
+        let host = host_by_id(tx.as_mut(), host_id).await?;
+        out.push(Member { name, host, spec });
+    }
+    Ok(out)
+}
+
+pub(crate) async fn host_by_id(
+    tx: &mut dyn sovdb_store::Tx,
+    id: sovdb_types::HostId,
+) -> Result<HostRecord, StepFailure> {
+    // Hosts are few: a listing is cheap and keeps the store's surface small.
+    let mut page = sovdb_types::PageRequest::first(1000);
+    loop {
+        let list = tx.host_list(None, &page).await.map_err(store_failure)?;
+        if let Some(h) = list.items.iter().find(|h| h.host.id == id) {
+            return Ok(h.clone());
+        }
+        match list.next_page_token {
+            Some(t) => {
+                page = sovdb_types::PageParams { limit: Some(1000), page_token: Some(t) }
+                    .resolve()
+                    .map_err(|e| StepFailure::permanent(e.to_string()))?
+            }
+            None => return Err(StepFailure::permanent(format!("host {id} no longer exists"))),
+        }
+    }
+}
+
+/// Secrets: sealed with the master key, bound to their owner and name.
+pub(crate) fn aad(owner: &str, name: &str) -> String {
+    format!("secret:{owner}#{name}")
+}
+
+pub(crate) async fn secret(app: &App, owner: &str, name: &str) -> Result<Option<String>, StepFailure> {
+    let sealed = {
+        let mut tx = app.store.read().await.map_err(store_failure)?;
+        tx.secret_get(owner, name).await.map_err(store_failure)?
+    };
+    let Some(sealed) = sealed else { return Ok(None) };
+    let plain = app.pki().and_then(|p| p.open(&sealed, &aad(owner, name))).map_err(app_failure)?;
+    String::from_utf8(plain).map(Some).map_err(|_| StepFailure::permanent("a stored secret is not UTF-8"))
+}
+
+/// Stores `value` unless a value exists; returns the one kept (so a rerun reuses it).
+pub(crate) async fn secret_keep_first(app: &App, owner: &str, name: &str, value: &str) -> Result<String, StepFailure> {
+    let sealed = app.pki().map_err(app_failure)?.seal(value.as_bytes(), &aad(owner, name));
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    tx.secret_put(owner, name, &sealed, crate::now()).await.map_err(store_failure)?;
+    tx.commit().await.map_err(store_failure)?;
+    secret(app, owner, name).await?.ok_or_else(|| StepFailure::transient("a secret just written is not there"))
+}
+
+pub(crate) async fn passwords(app: &App, id: ClusterId) -> Result<Passwords, StepFailure> {
+    let owner = owner(id);
+    let get = |name: &'static str| {
+        let owner = owner.clone();
+        async move {
+            secret(app, &owner, name)
+                .await?
+                .ok_or_else(|| StepFailure::permanent(format!("the cluster's {name} password is missing")))
+        }
+    };
+    Ok(Passwords {
+        superuser: get("superuser").await?,
+        replication: get("replication").await?,
+        rest: get("rest").await?,
+        app: get("app").await?,
+    })
+}
+
+/// A new password: 32 letters and digits (safe in URIs, config files and SQL literals).
+pub(crate) fn new_password() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..32).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
+}
+
+pub(crate) async fn agent(app: &App, host: &HostRecord, timeout: Duration) -> Result<AgentClient, StepFailure> {
+    app.agent_client(&host.host, timeout).await.map_err(app_failure)
+}
+
+/// Runs `argv` on the host; a non-zero exit is a permanent failure with the command's
+/// stderr (unless `ok_codes` allows it).
+pub(crate) async fn run(
+    client: &AgentClient,
+    argv: &[&str],
+    user: Option<&str>,
+    stdin: Option<String>,
+    what: &str,
+) -> Result<String, StepFailure> {
+    let req = RunCommandRequest {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        user: user.map(String::from),
+        env: BTreeMap::new(),
+        cwd: None,
+        stdin,
+        timeout_secs: 120,
+    };
+    let out = client.run_command(&req).await.map_err(agent_failure)?;
+    if out.status.code == Some(0) && !out.timed_out {
+        return Ok(out.stdout);
+    }
+    let message = if out.timed_out { format!("cannot {what}: timed out") } else { format!("cannot {what}") };
+    Err(StepFailure { transient: false, error: StepError::command(message, argv.join(" "), out.status.code, &out.stderr) })
+}
+
+/// Writes a file owned by `owner` (user and group of that name).
+pub(crate) async fn write(
+    client: &AgentClient,
+    owner: &str,
+    path: String,
+    content: impl Into<Vec<u8>>,
+    mode: u32,
+) -> Result<bool, StepFailure> {
+    let req = WriteFileRequest {
+        path: path.into(),
+        content: content.into(),
+        mode,
+        owner: Some(owner.into()),
+        group: Some(owner.into()),
+    };
+    Ok(client.write_file(&req).await.map_err(agent_failure)?.changed)
+}
+
+pub(crate) async fn ensure(
+    client: &AgentClient,
+    name: String,
+    argv: Vec<String>,
+    user: &str,
+    cwd: &str,
+    state: DesiredState,
+) -> Result<bool, StepFailure> {
+    let req = EnsureProcessRequest {
+        name,
+        argv,
+        user: Some(user.into()),
+        env: BTreeMap::new(),
+        cwd: Some(cwd.into()),
+        state,
+        // Patroni stops PostgreSQL (a fast shutdown) before it exits.
+        stop_timeout_secs: 60,
+    };
+    Ok(client.ensure_process(&req).await.map_err(agent_failure)?.changed)
+}
+
+/// Stops every process of a member and forgets them; stops a PostgreSQL that outlived
+/// its Patroni (Patroni detaches the postmaster). Idempotent.
+pub(crate) async fn stop_member(app: &App, m: &Member) -> Result<(), StepFailure> {
+    let client = agent(app, &m.host, Duration::from_secs(90)).await?;
+    let names: Vec<String> = client.process_list().await.map_err(agent_failure)?.into_iter().map(|p| p.name).collect();
+    for what in ["pgbouncer", "haproxy", "patroni"] {
+        let name = m.service(what);
+        if !names.contains(&name) {
+            continue;
+        }
+        let status = client.process_status(&name).await.map_err(agent_failure)?;
+        let req = EnsureProcessRequest {
+            name: name.clone(),
+            argv: status.spec.argv.clone(),
+            user: status.spec.user.clone(),
+            env: status.spec.env.clone(),
+            cwd: status.spec.cwd.clone(),
+            state: DesiredState::Stopped,
+            stop_timeout_secs: status.spec.stop_timeout_secs,
+        };
+        client.ensure_process(&req).await.map_err(agent_failure)?;
+    }
+    let layout = m.layout();
+    let script = format!(
+        "if [ -f {data}/postmaster.pid ] && {bin}/pg_ctl status -D {data} >/dev/null 2>&1; then \
+         {bin}/pg_ctl stop -D {data} -m fast -w -t 60 || {bin}/pg_ctl stop -D {data} -m immediate -w; fi",
+        data = sovdb_provider::shell_quote(&layout.data()),
+        bin = sovdb_postgres::bin_dir("15"),
+    );
+    if client
+        .run_command(&RunCommandRequest {
+            argv: vec!["test".into(), "-d".into(), layout.data()],
+            user: None,
+            env: BTreeMap::new(),
+            cwd: None,
+            stdin: None,
+            timeout_secs: 10,
+        })
+        .await
+        .map_err(agent_failure)?
+        .status
+        .code
+        == Some(0)
+    {
+        run(&client, &["sh", "-c", &script], Some(sovdb_postgres::OS_USER), None, "stop PostgreSQL").await?;
+    }
+    for what in ["pgbouncer", "haproxy", "patroni"] {
+        if names.contains(&m.service(what)) {
+            client
+                .remove(&RemoveRequest { path: m.service_dir(what).into(), recursive: true })
+                .await
+                .map_err(agent_failure)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates directories owned by `owner`, mode 0700.
+pub(crate) async fn make_dirs(client: &AgentClient, owner: &str, dirs: &[String]) -> Result<(), StepFailure> {
+    let mut argv = vec!["install", "-d", "-m", "0700", "-o", owner, "-g", owner];
+    argv.extend(dirs.iter().map(String::as_str));
+    run(client, &argv, None, None, "create the directories").await.map(|_| ())
+}
+
+/// The TCP ports something listens on, on the agent's host (its network namespace).
+pub(crate) async fn listening_ports(client: &AgentClient) -> Result<std::collections::BTreeSet<u16>, StepFailure> {
+    let out = run(client, &["ss", "-Htln"], None, None, "list the listening ports").await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|addr| addr.rsplit_once(':'))
+        .filter_map(|(_, port)| port.parse().ok())
+        .collect())
+}
+
+/// Where sovdb gives out ports on hosts: below Linux's ephemeral range (32768–60999).
+pub(crate) const PORTS: std::ops::RangeInclusive<u16> = 20000..=29999;
+
+/// Gives out one port per owner on `host`, in `tx`: the lowest that no one holds in the
+/// store and nothing listens on.
+pub(crate) async fn allocate_ports(
+    tx: &mut dyn sovdb_store::Tx,
+    host: sovdb_types::HostId,
+    listening: &std::collections::BTreeSet<u16>,
+    owners: &[String],
+) -> Result<Vec<u16>, StepFailure> {
+    let taken: std::collections::BTreeSet<u16> =
+        tx.port_list(host).await.map_err(store_failure)?.into_iter().map(|a| a.port).collect();
+    let mut candidates = PORTS.filter(|p| !taken.contains(p) && !listening.contains(p));
+    let mut out = Vec::with_capacity(owners.len());
+    for owner in owners {
+        loop {
+            let port = candidates
+                .next()
+                .ok_or_else(|| StepFailure::permanent(format!("no free port left in {PORTS:?} on the host")))?;
+            let a = sovdb_store::PortAllocation { host_id: host, port, owner: owner.clone() };
+            if tx.port_allocate(&a).await.map_err(store_failure)? {
+                out.push(port);
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A certificate and key kept (sealed) in the store, issued on first need.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct KeptCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub(crate) async fn kept_cert(
+    app: &App,
+    owner: &str,
+    name: &str,
+    req: &sovdb_pki::CertRequest,
+) -> Result<KeptCert, StepFailure> {
+    let json = match secret(app, owner, name).await? {
+        Some(j) => j,
+        None => {
+            let issued = app.pki().and_then(|p| p.issue(req)).map_err(app_failure)?;
+            let kept = KeptCert { cert_pem: issued.cert_pem, key_pem: issued.key_pem };
+            secret_keep_first(app, owner, name, &serde_json::to_string(&kept).expect("serialise")).await?
+        }
+    };
+    serde_json::from_str(&json).map_err(|e| StepFailure::permanent(format!("a stored certificate is unreadable: {e}")))
+}
+
+/// A server certificate for a host: its address (and loopback) as names.
+pub(crate) fn host_cert_request(common_name: &str, address: &str) -> sovdb_pki::CertRequest {
+    let mut ips: Vec<std::net::IpAddr> = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    let mut dns = vec!["localhost".to_string()];
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+        Ok(_) => {}
+        Err(_) => dns.push(address.to_string()),
+    }
+    sovdb_pki::CertRequest {
+        common_name: common_name.into(),
+        dns_names: dns,
+        ip_addresses: ips,
+        usage: sovdb_pki::CertUsage::ServerAndClient,
+        validity_days: 825,
+    }
+}
