@@ -52,7 +52,8 @@ impl App {
         identifier("--db", &database, RESERVED_DATABASES)?;
         identifier("--user", &user, RESERVED_USERS)?;
         validate::labels(&req.require_labels)?;
-        sovdb_postgres::params::validate(&req.params).map_err(|e| AppError::Invalid(format!("invalid --param: {e}")))?;
+        sovdb_postgres::params::validate(&req.params)
+            .map_err(|e| AppError::Invalid(format!("invalid --param: {e}")))?;
 
         let mut tx = self.store.write().await?;
         let location_name = match &req.location {
@@ -133,14 +134,18 @@ impl App {
     pub async fn cluster_get(&self, ctx: &Ctx, name: &str) -> Result<ClusterDetail> {
         let (cluster, record) = {
             let mut tx = self.store.read().await?;
-            let cluster = tx.cluster_get(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
-            let record = tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
+            let cluster =
+                tx.cluster_get(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
+            let record =
+                tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
             (cluster, record)
         };
         let spec: ClusterSpec = serde_json::from_value(record.spec.clone())
             .map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("the cluster's stored spec is unreadable")))?;
         let members = pg::members(self, record.id).await.map_err(|f| AppError::Internal(anyhow::anyhow!(f.error)))?;
-        let observed = if members.is_empty() { Err("no member is placed yet".to_string()) } else {
+        let observed = if members.is_empty() {
+            Err("no member is placed yet".to_string())
+        } else {
             crate::patroni::status(self, &members).await
         };
         let mut out = Vec::new();
@@ -158,7 +163,9 @@ impl App {
             });
         }
         let (state, status_message) = match (&observed, cluster.state) {
-            (Err(e), ClusterState::Ready) => (ClusterState::Degraded, Some(format!("no member's Patroni answers: {e}"))),
+            (Err(e), ClusterState::Ready) => {
+                (ClusterState::Degraded, Some(format!("no member's Patroni answers: {e}")))
+            }
             (Ok(s), ClusterState::Ready) => match health(s, members.len()) {
                 Some(why) => (ClusterState::Degraded, Some(why)),
                 None => (ClusterState::Ready, None),
@@ -189,7 +196,9 @@ impl App {
             .map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("the cluster's stored spec is unreadable")))?;
         let members = pg::members(self, record.id).await.map_err(|f| AppError::Internal(anyhow::anyhow!(f.error)))?;
         if members.is_empty() {
-            return Err(AppError::Conflict(format!("cluster {name:?} has no members yet: wait for its create to finish")));
+            return Err(AppError::Conflict(format!(
+                "cluster {name:?} has no members yet: wait for its create to finish"
+            )));
         }
         let password = pg::secret(self, &pg::owner(record.id), "app")
             .await

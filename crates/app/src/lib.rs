@@ -68,6 +68,8 @@ pub struct AppConfig {
     pub local_hosts_dir: PathBuf,
     /// The `sovdb` binary: copied to SSH hosts as their agent, run as the local agent.
     pub agent_exe: PathBuf,
+    /// The TCP ports given out on hosts (to databases, routers and etcd).
+    pub port_range: std::ops::RangeInclusive<u16>,
 }
 
 impl App {

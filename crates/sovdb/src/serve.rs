@@ -48,6 +48,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SOVDB_MASTER_KEY_FILE", value_name = "FILE")]
     master_key_file: Option<PathBuf>,
 
+    /// The TCP ports given out on hosts to databases, routers and etcd
+    #[arg(long, env = "SOVDB_PORT_RANGE", default_value = "20000-29999", value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    port_range: std::ops::RangeInclusive<u16>,
+
     /// How long an operation's lease lasts without renewal: a dead replica's operations
     /// are taken over by another this long after it died
     #[arg(long, default_value = "30", value_name = "SECONDS", hide = true)]
@@ -61,6 +65,17 @@ struct ServeConfig {
     store_url: String,
     master_key_file: PathBuf,
     operation_lease: Duration,
+    port_range: std::ops::RangeInclusive<u16>,
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not a port range: give FIRST-LAST, e.g. 20000-29999");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a < 1024 || b < a {
+        return Err(format!("{s:?}: give FIRST-LAST with 1024 <= FIRST <= LAST"));
+    }
+    Ok(a..=b)
 }
 
 impl ServeArgs {
@@ -69,7 +84,14 @@ impl ServeArgs {
         let store_url = self.store.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("sovdb.db").display()));
         let operation_lease = Duration::from_secs(self.operation_lease.max(1));
         let master_key_file = self.master_key_file.unwrap_or_else(|| data_dir.join("master.key"));
-        ServeConfig { data_dir, listen: self.listen, store_url, master_key_file, operation_lease }
+        ServeConfig {
+            data_dir,
+            listen: self.listen,
+            store_url,
+            master_key_file,
+            operation_lease,
+            port_range: self.port_range,
+        }
     }
 }
 
@@ -107,7 +129,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("the master key {}: {e}", config.master_key_file.display()))?;
     let store = sovdb_store::open(&config.store_url).await?;
     let agent_exe = std::env::current_exe().context("cannot tell where this sovdb binary is")?;
-    let app = App::new(store.clone(), AppConfig { local_hosts_dir: config.data_dir.join("hosts"), agent_exe });
+    let app = App::new(
+        store.clone(),
+        AppConfig { local_hosts_dir: config.data_dir.join("hosts"), agent_exe, port_range: config.port_range.clone() },
+    );
 
     let token_file = config.data_dir.join("admin.token");
     let created = app
@@ -215,14 +240,16 @@ async fn start_engine(
     Ok(RunningEngine { engine, task })
 }
 
-/// Creates the data directory (mode 0700: it holds the admin token) and checks that it is
-/// writable, so a bad one is reported before anything is written.
+/// Creates the data directory and checks that it is writable, so a bad one is reported
+/// before anything is written. Mode 0711: no one else may list it (its secrets are 0600
+/// files anyway), but the database users of the local host must pass through it to their
+/// directories under `hosts/local/`.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     let fix = "pass --data-dir (or SOVDB_DATA_DIR) with a directory you can write";
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow!("cannot create the data directory {}: {e}; {fix}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
             .map_err(|e| anyhow!("cannot restrict the data directory {}: {e}", dir.display()))?;
     } else if !dir.is_dir() {
         anyhow::bail!("the data directory {} is not a directory; {fix}", dir.display());

@@ -15,6 +15,9 @@ pub struct TestServer {
     /// Extra environment of the next launches (failpoints, say).
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// `FIRST-LAST`: the ports this server gives out on hosts, and the lock that holds them.
+    ports: String,
+    _ports_lock: std::fs::File,
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
     /// The admin token the server wrote on first start.
@@ -37,12 +40,17 @@ impl TestServer {
     /// A server not started yet (see [`TestServer::launch`]): its data directory is fresh.
     pub fn new(bin: &Path, store: Option<String>) -> TestServer {
         let dir = tempfile::Builder::new().prefix("sovdb-test-serve-").tempdir().unwrap();
+        // Like /var/lib: the database users of the local host pass through it.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+        let (ports, _ports_lock) = next_port_range();
         TestServer {
             bin: bin.to_path_buf(),
             dir: Some(dir),
             store,
             env: Vec::new(),
             child: None,
+            ports,
+            _ports_lock,
             url: String::new(),
             token: String::new(),
         }
@@ -119,6 +127,8 @@ impl TestServer {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = self.cli();
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").env("SOVDB_LOG", "info,sovdb=debug");
+        // Servers of one test process run at once: each gives out its own ports.
+        cmd.env("SOVDB_PORT_RANGE", &self.ports);
         if let Some(store) = &self.store {
             cmd.arg("--store").arg(store);
         }
@@ -186,5 +196,33 @@ impl Drop for TestServer {
         if let Some(dir) = self.dir.take() {
             finish_dir(dir, "test sovdb serve");
         }
+    }
+}
+
+/// A block of 400 ports (20000–29999 holds 25) held by one server for its life, so
+/// servers running at once (nextest runs each test in its own process) never give out
+/// the same port on this machine: each block is claimed with a `flock` on a file in
+/// `/tmp/sovdb-test-ports/`, released when the server is dropped.
+fn next_port_range() -> (String, std::fs::File) {
+    use std::os::fd::AsRawFd as _;
+    let dir = std::path::Path::new("/tmp/sovdb-test-ports");
+    std::fs::create_dir_all(dir).unwrap();
+    let start = std::process::id() as u16 % 25;
+    loop {
+        for i in 0..25u16 {
+            let n = (start + i) % 25;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(n.to_string()))
+                .unwrap();
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                let first = 20000 + n * 400;
+                return (format!("{first}-{}", first + 399), file);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -20,7 +20,7 @@
 //! 8. `wait-primary`: a leader that runs.
 //! 9. `create-database`: the application user and database (checked before made).
 //! 10. `start-routers` (undo: stop them): HAProxy (and PgBouncer) on every member.
-//! 11. `wait-replicas`: every replica streams.
+//! 11. `wait-replicas`: every replica streams (and, with `--sync`, one is synchronous).
 //! 12. `mark-ready`: the cluster becomes `ready`, with an event.
 
 use std::time::Duration;
@@ -119,7 +119,7 @@ async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             purposes.push("pooler");
         }
         let owners: Vec<String> = purposes.iter().map(|p| format!("{owner}/{name}/{p}")).collect();
-        let ports = pg::allocate_ports(tx.as_mut(), *host_id, &listening[host_id], &owners).await?;
+        let ports = pg::allocate_ports(app, tx.as_mut(), *host_id, &listening[host_id], &owners).await?;
         let key = pg::member_key(cluster, n);
         let member = MemberSpec {
             dir: format!("{}/pg/{key}", host.host.base_dir),
@@ -147,10 +147,8 @@ async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
 }
 
 fn placed(members: &[Member]) -> Value {
-    let list: Vec<Value> = members
-        .iter()
-        .map(|m| json!({"member": m.name, "host": m.host.host.name, "ports": m.spec.ports}))
-        .collect();
+    let list: Vec<Value> =
+        members.iter().map(|m| json!({"member": m.name, "host": m.host.host.name, "ports": m.spec.ports})).collect();
     json!({ "members": list })
 }
 
@@ -231,10 +229,12 @@ async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             passwords: &passwords,
         });
         any |= pg::write(&client, OS_USER, layout.patroni_yml(), yml, 0o600).await?;
-        any |= pg::write(&client, OS_USER, layout.haproxy_cfg(), render::haproxy_cfg(&layout, &me, &peers), 0o600).await?;
+        any |=
+            pg::write(&client, OS_USER, layout.haproxy_cfg(), render::haproxy_cfg(&layout, &me, &peers), 0o600).await?;
         if let Some(port) = m.spec.ports.pooler {
-            any |= pg::write(&client, OS_USER, layout.pgbouncer_ini(), render::pgbouncer_ini(&layout, &me, port), 0o600)
-                .await?;
+            any |=
+                pg::write(&client, OS_USER, layout.pgbouncer_ini(), render::pgbouncer_ini(&layout, &me, port), 0o600)
+                    .await?;
             any |= pg::write(
                 &client,
                 OS_USER,
@@ -256,7 +256,10 @@ pub(crate) async fn remove_files(ctx: StepCtx<App>) -> Result<Value, StepFailure
     let app = &ctx.services;
     for m in pg::members(app, cluster).await? {
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
-        client.remove(&RemoveRequest { path: m.spec.dir.clone().into(), recursive: true }).await.map_err(agent_failure)?;
+        client
+            .remove(&RemoveRequest { path: m.spec.dir.clone().into(), recursive: true })
+            .await
+            .map_err(agent_failure)?;
     }
     Ok(json!({}))
 }
@@ -267,8 +270,15 @@ async fn start_members(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     for m in pg::members(app, cluster).await? {
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
         let layout = m.layout();
-        pg::ensure(&client, m.service("patroni"), render::patroni_argv(&layout), OS_USER, &layout.dir, DesiredState::Running)
-            .await?;
+        pg::ensure(
+            &client,
+            m.service("patroni"),
+            render::patroni_argv(&layout),
+            OS_USER,
+            &layout.dir,
+            DesiredState::Running,
+        )
+        .await?;
     }
     Ok(json!({}))
 }
@@ -326,7 +336,8 @@ async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         .await
         .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
     let leader = status.leader().expect("waited for").name.clone();
-    let m = members.iter().find(|m| m.name == leader).ok_or_else(|| StepFailure::transient("the primary is unknown"))?;
+    let m =
+        members.iter().find(|m| m.name == leader).ok_or_else(|| StepFailure::transient("the primary is unknown"))?;
     let password = pg::passwords(app, cluster).await?.app;
     // Identifiers were validated ([a-z_][a-z0-9_]*) and passwords are letters and digits,
     // so quoting them is enough. The SQL goes through stdin: no password in argv.
@@ -339,14 +350,30 @@ async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
     let layout = m.layout();
     let port = m.spec.ports.postgres.to_string();
-    let argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &layout.run_dir(), "-p", &port, "-U", "postgres", "-d", "postgres", "-f", "-"];
-    pg::run(&client, &argv, Some(OS_USER), Some(sql), "create the application user and database")
-        .await
-        .map_err(|mut f| {
+    let argv = [
+        "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        &layout.run_dir(),
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-f",
+        "-",
+    ];
+    pg::run(&client, &argv, Some(OS_USER), Some(sql), "create the application user and database").await.map_err(
+        |mut f| {
             // The primary may have just changed: worth another try.
             f.transient = true;
             f
-        })?;
+        },
+    )?;
     Ok(json!({"user": user, "database": db, "on": leader}))
 }
 
@@ -356,8 +383,15 @@ async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     for m in pg::members(app, cluster).await? {
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
         let layout = m.layout();
-        pg::ensure(&client, m.service("haproxy"), render::haproxy_argv(&layout), OS_USER, &layout.dir, DesiredState::Running)
-            .await?;
+        pg::ensure(
+            &client,
+            m.service("haproxy"),
+            render::haproxy_argv(&layout),
+            OS_USER,
+            &layout.dir,
+            DesiredState::Running,
+        )
+        .await?;
         if m.spec.ports.pooler.is_some() {
             let argv = render::pgbouncer_argv(&layout);
             pg::ensure(&client, m.service("pgbouncer"), argv, OS_USER, &layout.dir, DesiredState::Running).await?;
@@ -369,7 +403,10 @@ async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
 async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
+    let (_, spec) = pg::must_cluster(app, cluster).await?;
     let members = pg::members(app, cluster).await?;
+    // A synchronous cluster is ready once Patroni named a synchronous standby.
+    let want_sync = spec.sync && members.len() > 1;
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         let status = patroni::wait_for(app, &members, Duration::from_secs(60), |s| s.leader().is_some())
@@ -381,8 +418,20 @@ async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             Some(p) => patroni::streaming(app, p).await.unwrap_or_default(),
             None => vec![],
         };
-        let missing: Vec<&str> =
-            members.iter().filter(|m| m.name != leader && !streaming.contains(&m.name)).map(|m| m.name.as_str()).collect();
+        let mut missing: Vec<&str> = members
+            .iter()
+            .filter(|m| m.name != leader)
+            .filter(|m| {
+                // pg_basebackup's stream carries the member's name too: the member must
+                // also run as a replica (Patroni says `starting` until then).
+                let running = status.members.iter().any(|p| p.name == m.name && patroni::serving(p));
+                !(running && streaming.contains(&m.name))
+            })
+            .map(|m| m.name.as_str())
+            .collect();
+        if want_sync && !status.members.iter().any(|m| m.is_sync()) {
+            missing.push("a synchronous standby");
+        }
         if missing.is_empty() {
             return Ok(json!({"primary": leader, "streaming": streaming}));
         }

@@ -100,7 +100,9 @@ async fn create(app: &App, location: LocationId) -> Result<Vec<DcsMember>, StepF
     for (i, (h, busy)) in chosen.iter().zip(&listening).enumerate() {
         let name = format!("etcd-{}", i + 1);
         let o = owner(location, &name);
-        let ports = pg::allocate_ports(tx.as_mut(), h.host.id, busy, &[format!("{o}/client"), format!("{o}/peer")]).await?;
+        let ports =
+            pg::allocate_ports(app, tx.as_mut(), h.host.id, busy, &[format!("{o}/client"), format!("{o}/peer")])
+                .await?;
         let row = DcsMember {
             location_id: location,
             name,
@@ -173,7 +175,8 @@ async fn wait_healthy(app: &App, members: &[EtcdMember]) -> Result<(), StepFailu
 pub(crate) async fn health(app: &App, m: &EtcdMember) -> Result<(), String> {
     let https = &app.pki().map_err(|e| e.to_string())?.https;
     let url = format!("https://{}/health", m.client_endpoint());
-    let resp = https.get(&url).timeout(Duration::from_secs(2)).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
+    let resp =
+        https.get(&url).timeout(Duration::from_secs(2)).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
     let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
     match body.get("health").and_then(|h| h.as_str()) {
         Some("true") => Ok(()),

@@ -201,7 +201,10 @@ pub(crate) async fn run(
         return Ok(out.stdout);
     }
     let message = if out.timed_out { format!("cannot {what}: timed out") } else { format!("cannot {what}") };
-    Err(StepFailure { transient: false, error: StepError::command(message, argv.join(" "), out.status.code, &out.stderr) })
+    Err(StepFailure {
+        transient: false,
+        error: StepError::command(message, argv.join(" "), out.status.code, &out.stderr),
+    })
 }
 
 /// Writes a file owned by `owner` (user and group of that name).
@@ -304,7 +307,24 @@ pub(crate) async fn stop_member(app: &App, m: &Member) -> Result<(), StepFailure
 pub(crate) async fn make_dirs(client: &AgentClient, owner: &str, dirs: &[String]) -> Result<(), StepFailure> {
     let mut argv = vec!["install", "-d", "-m", "0700", "-o", owner, "-g", owner];
     argv.extend(dirs.iter().map(String::as_str));
-    run(client, &argv, None, None, "create the directories").await.map(|_| ())
+    run(client, &argv, None, None, "create the directories").await?;
+    // The user must also pass through every directory above them.
+    let Some(first) = dirs.first() else { return Ok(()) };
+    let probe = RunCommandRequest {
+        argv: vec!["test".into(), "-w".into(), first.clone()],
+        user: Some(owner.into()),
+        env: BTreeMap::new(),
+        cwd: None,
+        stdin: None,
+        timeout_secs: 10,
+    };
+    if client.run_command(&probe).await.map_err(agent_failure)?.status.code != Some(0) {
+        return Err(StepFailure::permanent(format!(
+            "the system user {owner} cannot reach {first}: give the directories above it search permission \
+             (chmod o+x), or give the host a --base-dir that {owner} can reach"
+        )));
+    }
+    Ok(())
 }
 
 /// The TCP ports something listens on, on the agent's host (its network namespace).
@@ -318,12 +338,10 @@ pub(crate) async fn listening_ports(client: &AgentClient) -> Result<std::collect
         .collect())
 }
 
-/// Where sovdb gives out ports on hosts: below Linux's ephemeral range (32768–60999).
-pub(crate) const PORTS: std::ops::RangeInclusive<u16> = 20000..=29999;
-
 /// Gives out one port per owner on `host`, in `tx`: the lowest that no one holds in the
 /// store and nothing listens on.
 pub(crate) async fn allocate_ports(
+    app: &App,
     tx: &mut dyn sovdb_store::Tx,
     host: sovdb_types::HostId,
     listening: &std::collections::BTreeSet<u16>,
@@ -331,13 +349,14 @@ pub(crate) async fn allocate_ports(
 ) -> Result<Vec<u16>, StepFailure> {
     let taken: std::collections::BTreeSet<u16> =
         tx.port_list(host).await.map_err(store_failure)?.into_iter().map(|a| a.port).collect();
-    let mut candidates = PORTS.filter(|p| !taken.contains(p) && !listening.contains(p));
+    let range = app.config.port_range.clone();
+    let mut candidates = range.clone().filter(|p| !taken.contains(p) && !listening.contains(p));
     let mut out = Vec::with_capacity(owners.len());
     for owner in owners {
         loop {
-            let port = candidates
-                .next()
-                .ok_or_else(|| StepFailure::permanent(format!("no free port left in {PORTS:?} on the host")))?;
+            let port = candidates.next().ok_or_else(|| {
+                StepFailure::permanent(format!("no free port left in {range:?} on the host (serve --port-range)"))
+            })?;
             let a = sovdb_store::PortAllocation { host_id: host, port, owner: owner.clone() };
             if tx.port_allocate(&a).await.map_err(store_failure)? {
                 out.push(port);

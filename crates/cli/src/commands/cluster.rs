@@ -150,7 +150,13 @@ fn show(c: &ClusterDetail, out: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn started(client: &Client, op: Operation, wait: Wait, out: OutputFormat, then: Option<&str>) -> anyhow::Result<()> {
+async fn started(
+    client: &Client,
+    op: Operation,
+    wait: Wait,
+    out: OutputFormat,
+    then: Option<&str>,
+) -> anyhow::Result<()> {
     if !wait.wait {
         return match out {
             OutputFormat::Table => {

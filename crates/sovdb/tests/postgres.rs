@@ -1,0 +1,258 @@
+//! PostgreSQL clusters on the `local` location, end to end through the CLI: real Patroni,
+//! etcd, PostgreSQL and HAProxy started by the real agent; real kills.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sovdb_test_utils::server::TestServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
+
+fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
+    let mut c: Command = server.cli();
+    c.args(args);
+    c.output().expect("run sovdb")
+}
+
+/// Runs the CLI and wants success; returns stdout.
+fn ok(server: &TestServer, args: &[&str]) -> String {
+    let out = cli(server, args);
+    assert!(
+        out.status.success(),
+        "sovdb {args:?} failed: {}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        tail(&server.log(), 60)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(server: &TestServer, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&ok(server, &all)).expect("-o json prints JSON")
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `psql` with a URI; `Err(stderr)` when it fails.
+fn psql(uri: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([uri, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&raw).replace('\0', " ").contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn ready_server() -> TestServer {
+    let server = TestServer::start(Path::new(BIN));
+    wait_for("host local ready", Duration::from_secs(60), || {
+        (json(&server, &["host", "show", "local"])["status"] == "ready").then_some(())
+    });
+    server
+}
+
+fn member_dir(server: &TestServer, cluster: &Value, member: &str) -> std::path::PathBuf {
+    let id = cluster["id"].as_str().unwrap().replace('-', "");
+    let n = member.rsplit('-').next().unwrap();
+    server.data_dir().join(format!("hosts/local/pg/{}-{n}", &id[id.len() - 8..]))
+}
+
+#[test]
+fn a_single_member_cluster_serves_tls_and_is_deleted_without_a_trace() {
+    let server = ready_server();
+    ok(&server, &["cluster", "create", "one", "--param", "work_mem=8MB", "--wait"]);
+    let c = json(&server, &["cluster", "show", "one"]);
+    assert_eq!(c["state"], "ready", "{c:#}");
+    assert_eq!(c["members"][0]["role"], "primary", "{c:#}");
+    assert_eq!(c["params"]["work_mem"], "8MB");
+
+    // The URI just works, over TLS verified against the CA it names, as the app user.
+    let uri = ok(&server, &["cluster", "connect", "one"]).trim().to_string();
+    assert!(uri.contains("sslmode=verify-full") && uri.contains("sslrootcert="), "{uri}");
+    psql(&uri, "CREATE TABLE t (v int); INSERT INTO t VALUES (42)").unwrap();
+    let got = psql(&uri, "SELECT v, current_user, current_database(), (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), current_setting('work_mem'), current_setting('data_checksums') FROM t").unwrap();
+    assert_eq!(got, "42|app|app|t|8MB|on");
+    // The CA it prints is the one that verifies.
+    let ca = ok(&server, &["cluster", "connect", "one", "--print-ca"]);
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    // The read-write route of HAProxy reaches the primary.
+    let conn = json(&server, &["cluster", "connect", "one"]);
+    let rw = conn["endpoints"]["read_write"][0].as_str().unwrap();
+    let via_haproxy = format!("postgresql://app:{}@{rw}/app?sslmode=require", conn["password"].as_str().unwrap());
+    assert_eq!(psql(&via_haproxy, "SELECT pg_is_in_recovery()").unwrap(), "f");
+    // PostgreSQL and Patroni run as the unprivileged database user.
+    let dir = member_dir(&server, &c, "one-1");
+    let postmaster = processes(&format!("postgres -D {}", dir.join("data").display()));
+    assert_eq!(postmaster.len(), 1, "one postmaster");
+    let uid = std::fs::read_to_string(format!("/proc/{}/status", postmaster[0])).unwrap();
+    let uid_line = uid.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(!uid_line.split_whitespace().nth(1).unwrap().eq("0"), "PostgreSQL runs as root: {uid_line}");
+    // Reading the password was audited.
+    let audit = ok(&server, &["audit", "list", "-o", "json"]);
+    assert!(audit.contains("cluster.connect"), "the secret read is in the audit log");
+
+    ok(&server, &["cluster", "delete", "one", "--wait"]);
+    assert!(!cli(&server, &["cluster", "show", "one"]).status.success());
+    assert!(!dir.exists(), "the member's directory is gone");
+    assert_eq!(processes(&dir.display().to_string()), Vec::<u32>::new(), "no process of the member is left");
+    let events = std::fs::read_to_string(server.log_path()).unwrap();
+    assert!(!events.contains(conn["password"].as_str().unwrap()), "the password never reaches the log");
+}
+
+#[test]
+fn a_three_member_sync_cluster_fails_over_without_losing_an_acknowledged_write() {
+    let server = ready_server();
+    ok(&server, &["cluster", "create", "ha", "--replicas", "3", "--sync", "--wait"]);
+    let c = json(&server, &["cluster", "show", "ha"]);
+    let members = c["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{c:#}");
+    let primary =
+        members.iter().find(|m| m["role"] == "primary").expect("a primary")["name"].as_str().unwrap().to_string();
+    assert!(members.iter().any(|m| m["sync"] == true), "a synchronous standby: {c:#}");
+
+    let uri = ok(&server, &["cluster", "connect", "ha"]).trim().to_string();
+    let ro = ok(&server, &["cluster", "connect", "ha", "--read-only"]).trim().to_string();
+    psql(&uri, "CREATE TABLE w (v int PRIMARY KEY)").unwrap();
+    psql(&uri, "INSERT INTO w VALUES (0)").unwrap();
+    // Read back from a replica through the read-only URI.
+    wait_for("the row on a replica", Duration::from_secs(30), || {
+        (psql(&ro, "SELECT pg_is_in_recovery(), count(*) FROM w").ok()? == "t|1").then_some(())
+    });
+
+    // Writes every ~10 ms through the URI, each acknowledged one remembered.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (uri, stop) = (uri.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                if psql(&uri, &format!("INSERT INTO w VALUES ({i})")).is_ok() {
+                    acked.push(i);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    // Lose the primary: its supervisor (so nothing restarts it), Patroni and PostgreSQL.
+    let dir = member_dir(&server, &c, &primary);
+    let key = dir.file_name().unwrap().to_str().unwrap().to_string();
+    for pid in processes(&format!("pg-{key}-patroni"))
+        .into_iter()
+        .chain(processes(&dir.join("patroni.yml").display().to_string()))
+        .chain(processes(&dir.join("data").display().to_string()))
+    {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    // Backends of the killed postmaster die with it (they notice their parent is gone).
+    let new_primary = wait_for("a replica promoted", Duration::from_secs(60), || {
+        let c = json(&server, &["cluster", "show", "ha"]);
+        c["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["role"] == "primary" && m["name"] != primary.as_str() && m["state"] == "running")
+            .map(|m| m["name"].as_str().unwrap().to_string())
+    });
+    // Writes resume through the same URI.
+    wait_for("writes resume", Duration::from_secs(30), || psql(&uri, "SELECT 1 FROM w LIMIT 1").ok());
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    assert!(acked.len() > 10, "the loop wrote: {}", acked.len());
+    let have: std::collections::BTreeSet<i64> =
+        psql(&uri, "SELECT v FROM w").unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    let lost: Vec<_> = acked.iter().filter(|v| !have.contains(v)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost across the failover: {lost:?}");
+    assert_ne!(new_primary, primary);
+
+    // The old primary's host "returns": its agent is restarted (the control plane does
+    // that by itself), adopts the member and starts it again; it rejoins as a replica.
+    for pid in processes(&format!("agent --base-dir {}", server.data_dir().join("hosts/local").display())) {
+        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmd.contains("supervise") {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+    wait_for("the old primary rejoins as a replica", Duration::from_secs(120), || {
+        let c = json(&server, &["cluster", "show", "ha"]);
+        let m = c["members"].as_array()?.iter().find(|m| m["name"] == primary.as_str())?.clone();
+        (m["role"] == "replica" && m["state"] == "running" && c["state"] == "ready").then_some(())
+    });
+    ok(&server, &["cluster", "delete", "ha", "--wait"]);
+}
+
+#[test]
+fn bad_cluster_requests_are_refused_before_anything_is_created() {
+    let server = ready_server();
+    let refused = |args: &[&str], needle: &str| {
+        let mut all = vec!["cluster", "create"];
+        all.extend(args);
+        let out = cli(&server, &all);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err:?} does not say {needle:?}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    refused(&["db", "--engine", "oracle"], "unknown engine");
+    refused(&["db", "--version", "9.6"], "not available");
+    refused(&["db", "--replicas", "0"], "out of range");
+    refused(&["db", "--replicas", "-2"], "out of range");
+    refused(&["db", "--replicas", "100"], "out of range");
+    refused(&["Not_A_Label"], "cluster name");
+    refused(&["db", "--param", "shared_bufers=1GB"], "did you mean shared_buffers");
+    refused(&["db", "--param", "max_connections=0"], "outside");
+    refused(&["db", "--param", "port=5433"], "manages this parameter");
+    refused(&["db", "--param", "oops"], "key=value");
+    refused(&["db", "--user", "postgres"], "reserved");
+    refused(&["db", "--db", "1abc"], "plain SQL name");
+    refused(&["db", "--location", "mars"], "not found");
+    refused(&["db", "--replicas", "2", "--spread", "host"], "--spread host needs 2 hosts");
+    refused(&["db", "--require-label", "tier=nvme"], "labels tier=nvme");
+    let clusters = json(&server, &["cluster", "list"]);
+    assert_eq!(clusters, serde_json::json!([]), "nothing was created");
+    let ops = json(&server, &["op", "list"]);
+    assert!(ops.as_array().unwrap().iter().all(|o| o["kind"] != "cluster.create"), "no operation: {ops:#}");
+
+    // A name in use is refused too.
+    ok(&server, &["cluster", "create", "dup"]);
+    refused(&["dup"], "already exists");
+    ok(&server, &["cluster", "delete", "dup", "--wait"]);
+}
