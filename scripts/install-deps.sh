@@ -7,8 +7,11 @@ set -euo pipefail
 # Build: a C compiler for the bundled SQLite. Tests: a PostgreSQL server for the store
 # conformance suite; setpriv (util-linux) to run it as an unprivileged user; sshd, ssh,
 # ip and ping for the test hosts (scripts/testhosts), which run an sshd in each network
-# namespace.
-PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping)
+# namespace. The postgres engine's packages (Patroni, etcd, HAProxy, PgBouncer): the agent
+# installs them on a host at its first cluster, but the tests start many servers at once
+# and shouldn't each wait for that install.
+PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
+  patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -55,6 +58,13 @@ if ((${#missing[@]})); then
     elif [[ -n $listening ]]; then
       echo "warning: something listens on port 22 after installing openssh-server; the tests do not need it" >&2
     fi
+  fi
+  # Where systemd runs, Debian starts etcd, HAProxy and Patroni as services of their own;
+  # sovdb runs its own instances under its agent, so keep the packaged ones off.
+  if [[ -d /run/systemd/system ]]; then
+    for unit in etcd haproxy patroni pgbouncer; do
+      "${as_root[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
   fi
 fi
 

@@ -18,7 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
 const PARALLEL: usize = 3;
 
 /// Workflows with a scenario below.
-const SCENARIOS: &[&str] = &["host.add", "host.remove"];
+const SCENARIOS: &[&str] = &["host.add", "host.remove", "cluster.create", "cluster.delete"];
 
 #[test]
 fn every_workflow_has_a_crash_scenario() {
@@ -213,4 +213,128 @@ fn a_cancelled_host_add_undoes_everything_it_did() {
     assert!(json(&server, &["host", "show", "local"]).is_none(), "the host is forgotten");
     assert_eq!(agents_of(&local_base(&server)), Vec::<u32>::new(), "the agent is stopped");
     assert!(!local_base(&server).join("agent").exists(), "its files are removed");
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&raw).replace('\0', " ").contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// After the crash and restart: the cluster exists once, with one member, one of each
+/// process, its ports given out once, and it serves.
+fn assert_cluster_created_once(server: &TestServer, context: &str) {
+    wait_for("cluster.create ended", server, || {
+        let ops = operations(server, "cluster.create");
+        (ops.len() == 1 && ops[0]["state"] != "running" && ops[0]["state"] != "queued").then_some(())
+    });
+    let ops = operations(server, "cluster.create");
+    assert_eq!(ops[0]["state"], "succeeded", "{context}: {:#}\n{}", ops[0], server.log());
+    let c = json(server, &["cluster", "show", "c"]).expect("the cluster exists");
+    assert_eq!(c["state"], "ready", "{context}: {c:#}");
+    let members = c["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{context}: one member: {c:#}");
+    let base = local_base(server);
+    let dirs: Vec<_> = std::fs::read_dir(base.join("pg")).unwrap().flatten().collect();
+    assert_eq!(dirs.len(), 1, "{context}: one member directory");
+    let dir = dirs[0].path();
+    assert_eq!(processes(&format!("{}/patroni.yml", dir.display())).len(), 1, "{context}: one Patroni");
+    assert_eq!(processes(&format!("postgres -D {}/data", dir.display())).len(), 1, "{context}: one postmaster");
+    assert_eq!(processes(&format!("{}/haproxy.cfg", dir.display())).len(), 1, "{context}: one HAProxy");
+    assert_eq!(
+        processes(&format!("{}/etcd/", base.display()))
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().starts_with("/usr/bin/etcd")
+            })
+            .count(),
+        1,
+        "{context}: one etcd"
+    );
+    let uri = String::from_utf8(cli(server, &["cluster", "connect", "c"]).stdout).unwrap();
+    let out = Command::new("psql").args([uri.trim(), "-X", "-At", "-c", "SELECT current_user"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "app",
+        "{context}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cluster_create_completes_once_after_a_crash_at_every_failpoint() {
+    in_parallel(failpoints("cluster.create"), |point| {
+        let mut server = TestServer::new(Path::new(BIN), None);
+        server.launch();
+        assert_local_host_added_once(&server, point);
+        server.kill9();
+        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
+        server.launch();
+        let out = cli(&server, &["cluster", "create", "c"]);
+        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        let status = server.wait_exit(Duration::from_secs(120));
+        assert!(!status.success(), "{point}: the server should have crashed");
+        server.set_env("SOVDB_FAILPOINTS", None);
+        server.launch();
+        assert_cluster_created_once(&server, point);
+        // `op show` says which step resumed: the one in flight at the crash ran twice.
+        let op = &operations(&server, "cluster.create")[0];
+        let step = point.trim_start_matches("cluster.create.").rsplit_once('.').unwrap().0;
+        let shown = json(&server, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
+        let attempts =
+            shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap()["attempts"].clone();
+        assert_eq!(attempts, 2, "{point}: the step in flight at the crash ran again: {shown:#}");
+    });
+}
+
+#[test]
+fn cluster_delete_completes_once_after_a_crash_at_every_failpoint() {
+    in_parallel(failpoints("cluster.delete"), |point| {
+        let mut server = TestServer::new(Path::new(BIN), None);
+        server.launch();
+        assert_local_host_added_once(&server, point);
+        let out = cli(&server, &["cluster", "create", "c", "--wait"]);
+        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        server.kill9();
+        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
+        server.launch();
+        let out = cli(&server, &["cluster", "delete", "c"]);
+        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        let status = server.wait_exit(Duration::from_secs(120));
+        assert!(!status.success(), "{point}: the server should have crashed");
+        server.set_env("SOVDB_FAILPOINTS", None);
+        server.launch();
+        wait_for("cluster deleted", &server, || {
+            let ops = operations(&server, "cluster.delete");
+            (ops.len() == 1 && ops[0]["state"] == "succeeded").then_some(())
+        });
+        assert!(json(&server, &["cluster", "show", "c"]).is_none(), "{point}: the cluster is forgotten");
+        let pg = local_base(&server).join("pg");
+        assert_eq!(std::fs::read_dir(&pg).map(|d| d.count()).unwrap_or(0), 0, "{point}: no member directory left");
+        assert_eq!(processes(&pg.display().to_string()), Vec::<u32>::new(), "{point}: no member process left");
+    });
+}
+
+#[test]
+fn cluster_create_completes_once_after_kill_9_at_random_moments() {
+    let delays: Vec<String> = (0..3).map(|_| (rand::random::<u64>() % 5000).to_string()).collect();
+    in_parallel(delays, |delay| {
+        let context = format!("kill -9 {delay} ms into the create");
+        let mut server = TestServer::new(Path::new(BIN), None);
+        server.launch();
+        assert_local_host_added_once(&server, &context);
+        let out = cli(&server, &["cluster", "create", "c"]);
+        assert!(out.status.success(), "{context}: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(delay.parse().unwrap()));
+        server.kill9();
+        server.launch();
+        assert_cluster_created_once(&server, &context);
+    });
 }
