@@ -295,7 +295,7 @@ pub fn pgbouncer_ini(layout: &MemberLayout, me: &Peer, pooler_port: u16) -> Stri
          [pgbouncer]\nlisten_addr = {addr}\nlisten_port = {pooler_port}\nunix_socket_dir = {run}\n\
          auth_type = scram-sha-256\nauth_file = {users}\npool_mode = transaction\n\
          max_client_conn = 1000\ndefault_pool_size = 20\nignore_startup_parameters = extra_float_digits\n\
-         client_tls_sslmode = allow\nclient_tls_cert_file = {cert}\nclient_tls_key_file = {key}\nclient_tls_ca_file = {ca}\n\
+         client_tls_sslmode = require\nclient_tls_cert_file = {cert}\nclient_tls_key_file = {key}\nclient_tls_ca_file = {ca}\n\
          server_tls_sslmode = verify-ca\nserver_tls_ca_file = {ca}\n",
         addr = me.address,
         rw = me.ports.read_write,

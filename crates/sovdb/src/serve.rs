@@ -128,6 +128,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let master_key = MasterKey::load_or_create(&config.master_key_file)
         .map_err(|e| anyhow!("the master key {}: {e}", config.master_key_file.display()))?;
     let store = sovdb_store::open(&config.store_url).await?;
+    restrict_sqlite_files(&config.store_url);
     let agent_exe = std::env::current_exe().context("cannot tell where this sovdb binary is")?;
     let app = App::new(
         store.clone(),
@@ -240,6 +241,22 @@ async fn start_engine(
     Ok(RunningEngine { engine, task })
 }
 
+/// The SQLite store and its WAL and shared-memory files (which SQLite creates with the
+/// database file's mode) readable by this user only: the data directory lets other users
+/// pass through.
+fn restrict_sqlite_files(url: &str) {
+    let Some(path) = url.strip_prefix("sqlite://") else { return };
+    let path = path.split('?').next().unwrap_or(path);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        if Path::new(&file).exists() {
+            if let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(file, error = %e, "cannot make the store private to this user");
+            }
+        }
+    }
+}
+
 /// Creates the data directory and checks that it is writable, so a bad one is reported
 /// before anything is written. Mode 0711: no one else may list it (its secrets are 0600
 /// files anyway), but the database users of the local host must pass through it to their
@@ -253,6 +270,14 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("cannot restrict the data directory {}: {e}", dir.display()))?;
     } else if !dir.is_dir() {
         anyhow::bail!("the data directory {} is not a directory; {fix}", dir.display());
+    } else {
+        // A directory from before clusters existed may be 0700: let the database users
+        // through (search only), as a new one is made.
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o011 != 0o011 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode((mode & 0o7777) | 0o011))
+                .map_err(|e| anyhow!("cannot let the database users through {}: {e}", dir.display()))?;
+        }
     }
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"")

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Failover figures on the local location: a 3-member cluster (synchronous, then
+# asynchronous) under a write loop (a row every ~10 ms through the cluster's URI, see
+# writeloop.py); the primary is lost TRIALS times (default 10): its supervisor (so nothing
+# restarts it), Patroni and PostgreSQL are killed with SIGKILL. Per trial: the write gap and
+# the acknowledged writes missing afterwards. Then the old primary's host "returns" (its
+# agent is restarted and starts the member again) and rejoins before the next trial.
+# Asserts nothing. Needs root and a built binary (`cargo build`, or SOVDB_BIN).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${SOVDB_BIN:-${CARGO_TARGET_DIR:-target}/debug/sovdb}
+TRIALS=${TRIALS:-10}
+MODES=${MODES:-sync async}
+WORK=$(mktemp -d /tmp/sovdb-bench-XXXXXX)
+chmod 711 "$WORK"
+export SOVDB_DATA_DIR=$WORK/data HOME=$WORK
+BASE=$SOVDB_DATA_DIR/hosts/local
+
+cleanup() {
+  [[ -n ${SERVE_PID:-} ]] && kill "$SERVE_PID" 2>/dev/null || true
+  sleep 1; pkill -9 -f "$WORK" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+stats() { python3 -c '
+import statistics, sys
+v = sorted(float(x) for x in sys.argv[2:])
+print(f"{sys.argv[1]}: median {statistics.median(v):.2f} (min {v[0]:.2f}, max {v[-1]:.2f}, n={len(v)})")' "$@"; }
+healthy() { # every member runs, one primary (and a sync standby when asked)
+  "$BIN" cluster show "$1" -o json | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+ok = c["state"] == "ready" and sum(m["role"] == "primary" for m in c["members"]) == 1
+ok = ok and (not c["sync"] or any(m["sync"] for m in c["members"]))
+sys.exit(0 if ok else 1)'
+}
+
+"$BIN" serve --listen 127.0.0.1:0 >"$WORK/serve.log" 2>&1 &
+SERVE_PID=$!
+until [[ -f $SOVDB_DATA_DIR/api.url ]]; do sleep 0.05; done
+until [[ $("$BIN" host show local -o json | field "['status']") == ready ]]; do sleep 0.1; done
+
+for mode in $MODES; do
+  name=fo-$mode
+  flag=(); [[ $mode == sync ]] && flag=(--sync)
+  "$BIN" cluster create "$name" --replicas 3 "${flag[@]}" --wait >/dev/null 2>&1
+  uri=$("$BIN" cluster connect "$name")
+  id=$("$BIN" cluster show "$name" -o json | field "['id']" | tr -d -)
+  gaps=(); lost=()
+  for trial in $(seq "$TRIALS"); do
+    until healthy "$name"; do sleep 0.2; done
+    primary=$("$BIN" cluster show "$name" -o json | field "['members']" | python3 -c '
+import ast, sys; print(next(m["name"] for m in ast.literal_eval(sys.stdin.read()) if m["role"] == "primary"))')
+    dir=$BASE/pg/${id: -8}-${primary##*-}
+    stop=$WORK/stop-$mode-$trial
+    /usr/bin/python3 bench/writeloop.py "$uri" "$stop" >"$WORK/w.json" &
+    writer=$!
+    sleep 3
+    pm=$(pgrep -f "postgres -D $dir/data" || true)
+    kill -9 $(pgrep -f "pg-${id: -8}-${primary##*-}-patroni") $(pgrep -f "$dir/patroni.yml") $pm $( [[ -n $pm ]] && pgrep -P "$pm") 2>/dev/null || true
+    # Writes resume once a replica is promoted; give the loop a few more seconds.
+    until "$BIN" cluster show "$name" -o json | grep -q '"role": "primary"' && psql "$uri" -XAtqc "SELECT 1" >/dev/null 2>&1; do sleep 0.1; done
+    sleep 3
+    touch "$stop"; wait "$writer"
+    gap=$(field "['gap_s']" <"$WORK/w.json"); miss=$(field "['missing']" <"$WORK/w.json"); acked=$(field "['acked']" <"$WORK/w.json")
+    echo "$mode trial $trial: lost $primary; write gap $gap s; $acked writes acknowledged, $miss missing"
+    gaps+=("$gap"); lost+=("$miss")
+    # The host returns: its agent (killed) is restarted by the control plane, adopts the
+    # member and starts it; Patroni rejoins it as a replica (pg_rewind).
+    for p in $(pgrep -f "agent --base-dir $BASE"); do
+      grep -q supervise "/proc/$p/cmdline" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
+    done
+  done
+  stats "$mode: write gap after losing the primary (s)" "${gaps[@]}"
+  stats "$mode: acknowledged writes missing" "${lost[@]}"
+  until healthy "$name"; do sleep 0.2; done
+  "$BIN" cluster delete "$name" --wait >/dev/null 2>&1
+done
