@@ -211,7 +211,17 @@ async fn location_lifecycle_is_audited_in_the_same_transaction() {
         version: "15".into(),
         state: ClusterState::Ready,
         location_id: location.id,
-        spec: json!({}),
+        spec: serde_json::to_value(ClusterSpec {
+            replicas: 1,
+            sync: false,
+            spread: None,
+            require_labels: Default::default(),
+            database: "app".into(),
+            user: "app".into(),
+            params: Default::default(),
+            pooler: false,
+        })
+        .unwrap(),
         created_at: chrono::Utc::now(),
     };
     let mut tx = h.store.write().await.unwrap();

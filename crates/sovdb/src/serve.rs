@@ -54,7 +54,7 @@ pub struct ServeArgs {
 
     /// How long an operation's lease lasts without renewal: a dead replica's operations
     /// are taken over by another this long after it died
-    #[arg(long, default_value = "30", value_name = "SECONDS", hide = true)]
+    #[arg(long, env = "SOVDB_OPERATION_LEASE", default_value = "30", value_name = "SECONDS", hide = true)]
     operation_lease: u64,
 }
 

@@ -338,3 +338,47 @@ fn cluster_create_completes_once_after_kill_9_at_random_moments() {
         assert_cluster_created_once(&server, &context);
     });
 }
+
+/// Two `sovdb serve` replicas on one PostgreSQL store: the one running a cluster create
+/// dies (`kill -9` at a failpoint); the other takes the operation over once its lease
+/// lapses, re-runs the step that was in flight and finishes it.
+#[test]
+fn a_dead_replicas_cluster_create_is_taken_over_by_another() {
+    use sovdb_test_utils::postgres::TestPostgres;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pg = rt.block_on(TestPostgres::start());
+    let url = rt.block_on(pg.create_database("takeover"));
+    let point = "cluster.create.start-members.after";
+
+    let mut a = TestServer::new(Path::new(BIN), Some(url.clone()));
+    a.set_env("SOVDB_OPERATION_LEASE", Some("3"));
+    a.launch();
+    assert_local_host_added_once(&a, "replica a");
+    a.kill9();
+    a.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
+    a.launch();
+    let out = cli(&a, &["cluster", "create", "c"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!a.wait_exit(Duration::from_secs(120)).success(), "replica a should have crashed at {point}");
+
+    // Replica b: same store and master key, its own data directory and worker id.
+    let mut b = TestServer::new(Path::new(BIN), Some(url));
+    std::fs::create_dir_all(b.data_dir()).unwrap();
+    std::fs::copy(a.data_dir().join("admin.token"), b.data_dir().join("admin.token")).unwrap();
+    b.set_env("SOVDB_MASTER_KEY_FILE", Some(a.data_dir().join("master.key").to_str().unwrap()));
+    b.set_env("SOVDB_OPERATION_LEASE", Some("3"));
+    b.launch();
+    wait_for("cluster.create taken over", &b, || {
+        let ops = operations(&b, "cluster.create");
+        (ops.len() == 1 && ops[0]["state"] == "succeeded").then_some(())
+    });
+    let c = json(&b, &["cluster", "show", "c"]).unwrap();
+    assert_eq!(c["state"], "ready", "{c:#}");
+    assert_eq!(c["members"].as_array().unwrap().len(), 1, "{c:#}");
+    let op = &operations(&b, "cluster.create")[0];
+    let shown = json(&b, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
+    let step = shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == "start-members").unwrap().clone();
+    assert_eq!(step["attempts"], 2, "the step in flight when a died ran again on b: {shown:#}");
+    let dir = std::fs::read_dir(local_base(&a).join("pg")).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(processes(&format!("{}/patroni.yml", dir.display())).len(), 1, "one Patroni");
+}
