@@ -38,7 +38,7 @@ for members in 1 3; do
   for run in $(seq "$RUNS"); do
     name=b${members}x$run
     t0=$(now)
-    "$BIN" cluster create "$name" --replicas "$members" >/dev/null
+    "$BIN" cluster create "$name" --replicas "$members" >/dev/null 2>&1
     until uri=$("$BIN" cluster connect "$name" 2>/dev/null) && psql "$uri" -XAtqc "SELECT 1" >/dev/null 2>&1; do sleep 0.05; done
     tw=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(now)")
     until [[ $("$BIN" cluster show "$name" -o json | field "['state']") == ready ]]; do sleep 0.05; done

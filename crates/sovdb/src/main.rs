@@ -38,6 +38,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_) | Command::Agent(_));
     init_logging(serving);
+    if !serving {
+        // A client writing into a closed pipe (`sovdb cluster show -o json | head -1`)
+        // ends quietly, as Unix tools do, instead of panicking in `println!`.
+        // SAFETY: setting a signal's disposition to the default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if let Command::Agent(args) = &cli.command {
         if let Some(result) = args.supervise() {
             return exit_status(result);

@@ -2,7 +2,7 @@
 //! directory and the CLI with no configuration at all.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use sovdb_test_utils::postgres::TestPostgres;
@@ -269,4 +269,17 @@ fn serve_refuses_a_data_dir_it_may_not_write() {
     let e = fails(c, 1);
     assert!(e.contains("cannot write in the data directory") && e.contains("Permission denied"), "{e}");
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "nothing written");
+}
+
+#[test]
+fn a_client_writing_into_a_closed_pipe_ends_quietly() {
+    let server = TestServer::start(Path::new(BIN));
+    // `sovdb op list -o json | true`: the reader is gone before the client writes.
+    let mut c = server.cli();
+    c.args(["op", "list", "-o", "json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "the client panicked on a closed pipe: {err}");
 }
