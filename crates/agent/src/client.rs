@@ -144,7 +144,7 @@ impl AgentClient {
 
     pub async fn ensure_process(&self, req: &EnsureProcessRequest) -> Result<EnsureProcessResponse, AgentError> {
         // Stopping waits for the process's stop timeout first.
-        let timeout = self.timeout + Duration::from_secs(u64::from(req.stop_timeout_secs) + 15);
+        let timeout = self.timeout + Duration::from_secs(u64::from(req.spec.stop_timeout_secs) + 15);
         self.post(paths::ENSURE_PROCESS, req, timeout).await
     }
 

@@ -173,40 +173,11 @@ impl fmt::Debug for ProcessSpec {
 
 /// `ensure_process`: the named process runs with this spec (restarted if the spec
 /// changed), or is stopped.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnsureProcessRequest {
-    pub name: String,
-    pub argv: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<PathBuf>,
+    pub spec: ProcessSpec,
     pub state: DesiredState,
-    #[serde(default = "default_stop_timeout")]
-    pub stop_timeout_secs: u32,
-}
-
-impl EnsureProcessRequest {
-    /// The spec part of the request (everything but `state`).
-    pub fn spec(&self) -> ProcessSpec {
-        ProcessSpec {
-            name: self.name.clone(),
-            argv: self.argv.clone(),
-            user: self.user.clone(),
-            env: self.env.clone(),
-            cwd: self.cwd.clone(),
-            stop_timeout_secs: self.stop_timeout_secs,
-        }
-    }
-}
-
-impl fmt::Debug for EnsureProcessRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnsureProcessRequest").field("spec", &self.spec()).field("state", &self.state).finish()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -467,9 +438,15 @@ mod tests {
     fn requests_refuse_unknown_fields() {
         let err = serde_json::from_str::<RemoveRequest>(r#"{"path": "/x", "recursiv": true}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `recursiv`"), "{err}");
-        let err =
-            serde_json::from_str::<EnsureProcessRequest>(r#"{"name":"a","argv":["x"],"state":"up"}"#).unwrap_err();
+        let err = serde_json::from_str::<EnsureProcessRequest>(r#"{"spec":{"name":"a","argv":["x"]},"state":"up"}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("unknown variant"), "{err}");
+        // A misspelt field of the spec, too.
+        let err = serde_json::from_str::<EnsureProcessRequest>(
+            r#"{"spec":{"name":"a","argv":["x"],"stop_timeout":1},"state":"running"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `stop_timeout`"), "{err}");
     }
 
     #[test]
@@ -501,9 +478,9 @@ mod tests {
         let req: WriteFileRequest = serde_json::from_str(r#"{"path":"/x","content":""}"#).unwrap();
         assert_eq!(req.mode, 0o644);
         let req: EnsureProcessRequest =
-            serde_json::from_str(r#"{"name":"a","argv":["sleep","1"],"state":"running"}"#).unwrap();
-        assert_eq!(req.stop_timeout_secs, 10);
-        assert!(req.env.is_empty());
+            serde_json::from_str(r#"{"spec":{"name":"a","argv":["sleep","1"]},"state":"running"}"#).unwrap();
+        assert_eq!(req.spec.stop_timeout_secs, 10);
+        assert!(req.spec.env.is_empty());
         let req: RunCommandRequest = serde_json::from_str(r#"{"argv":["true"]}"#).unwrap();
         assert_eq!(req, RunCommandRequest::new(["true"]));
     }

@@ -211,11 +211,11 @@ impl Services {
     /// supervisor, which the next call (or the next agent start) completes. Whether the
     /// process runs the asked spec is decided by the spec the supervisor itself recorded.
     pub fn ensure(&self, req: &EnsureProcessRequest) -> Result<EnsureProcessResponse, ApiError> {
-        let spec = req.spec();
-        check_spec(&spec).map_err(ApiError::invalid)?;
-        let lock = self.lock(&req.name);
+        let spec = &req.spec;
+        check_spec(spec).map_err(ApiError::invalid)?;
+        let lock = self.lock(&spec.name);
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let sd = ServiceDir::new(&self.base_dir, &req.name);
+        let sd = ServiceDir::new(&self.base_dir, &spec.name);
         fs::create_dir_all(sd.log_dir()).map_err(|e| ApiError::io("create", &sd.log_dir(), &e))?;
         let observed = self.observe(&sd)?;
         let wanted = Intent { spec: spec.clone(), desired: req.state };
@@ -224,7 +224,7 @@ impl Services {
             DesiredState::Running => {
                 let runs_this_spec = observed
                     .as_ref()
-                    .is_some_and(|o| o.supervisor_alive && o.state.as_ref().is_some_and(|s| s.spec == spec));
+                    .is_some_and(|o| o.supervisor_alive && o.state.as_ref().is_some_and(|s| &s.spec == spec));
                 if runs_this_spec {
                     if observed.as_ref().map(|o| &o.intent) != Some(&wanted) {
                         self.write_intent(&sd, &wanted)?;
@@ -232,7 +232,7 @@ impl Services {
                     false
                 } else {
                     if let Some(o) = &observed {
-                        tracing::info!(name = %req.name, "spec changed or process not running; (re)starting it");
+                        tracing::info!(name = %spec.name, "spec changed or process not running; (re)starting it");
                         self.stop(&sd, o);
                     }
                     self.write_intent(&sd, &wanted)?;

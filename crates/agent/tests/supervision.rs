@@ -12,14 +12,23 @@ use sovdb_agent::AgentClient;
 
 fn spec(name: &str, argv: &[&str]) -> EnsureProcessRequest {
     EnsureProcessRequest {
-        name: name.into(),
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        user: None,
-        env: BTreeMap::new(),
-        cwd: None,
+        spec: ProcessSpec {
+            name: name.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            user: None,
+            env: BTreeMap::new(),
+            cwd: None,
+            stop_timeout_secs: 10,
+        },
         state: DesiredState::Running,
-        stop_timeout_secs: 10,
     }
+}
+
+/// `spec(name, argv)` changed by `f`.
+fn spec_with(name: &str, argv: &[&str], f: impl FnOnce(&mut ProcessSpec)) -> EnsureProcessRequest {
+    let mut req = spec(name, argv);
+    f(&mut req.spec);
+    req
 }
 
 fn stopped(mut req: EnsureProcessRequest) -> EnsureProcessRequest {
@@ -41,8 +50,8 @@ async fn a_supervised_process_runs_as_its_user_logs_restarts_and_outlives_the_ag
     let mut agent = TestAgent::start();
     let c = agent.client();
     let mut req = spec("sleeper", &["/bin/sh", "-c", "echo hello from $(id -un) with $GREETING; exec sleep 1000"]);
-    req.user = Some("nobody".into());
-    req.env.insert("GREETING".into(), "a greeting".into());
+    req.spec.user = Some("nobody".into());
+    req.spec.env.insert("GREETING".into(), "a greeting".into());
 
     let first = c.ensure_process(&req).await.unwrap();
     assert!(first.changed);
@@ -104,10 +113,9 @@ async fn stop_ends_the_whole_process_group_and_start_brings_it_back() {
     let agent = TestAgent::start();
     let c = agent.client();
     // A shell that ignores SIGTERM, with two children: a stop must still end them all.
-    let req = EnsureProcessRequest {
-        stop_timeout_secs: 1,
-        ..spec("group", &["sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000 & wait; wait"])
-    };
+    let req = spec_with("group", &["sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000 & wait; wait"], |s| {
+        s.stop_timeout_secs = 1
+    });
     c.ensure_process(&req).await.unwrap();
     let pid = running(&c, "group").await.pid.unwrap();
     let members = eventually("the shell and its two children", || async {
@@ -137,7 +145,7 @@ async fn a_changed_spec_restarts_the_process() {
     let old = running(&c, "svc").await.pid.unwrap();
 
     let mut changed = req.clone();
-    changed.env.insert("SETTING".into(), "2".into());
+    changed.spec.env.insert("SETTING".into(), "2".into());
     let r = c.ensure_process(&changed).await.unwrap();
     assert!(r.changed);
     let new = running(&c, "svc").await;
@@ -172,8 +180,8 @@ async fn bad_process_requests_are_refused() {
     let cases = [
         spec("../escape", &["true"]),
         spec("ok", &[]),
-        EnsureProcessRequest { user: Some("no-such-user-sovdb".into()), ..spec("ok", &["true"]) },
-        EnsureProcessRequest { cwd: Some("relative".into()), ..spec("ok", &["true"]) },
+        spec_with("ok", &["true"], |s| s.user = Some("no-such-user-sovdb".into())),
+        spec_with("ok", &["true"], |s| s.cwd = Some("relative".into())),
     ];
     for req in cases {
         match c.ensure_process(&req).await {

@@ -64,19 +64,7 @@ impl App {
             tx.location_get(&location_name).await?.ok_or_else(|| AppError::not_found("location", &location_name))?;
         // Placement is checked now so a create that can't be placed is refused before
         // anything exists; the `place` step chooses again with what holds then.
-        let hosts = tx.host_list(Some(location.id), &PageRequest::first(1000)).await?;
-        let mut candidates = Vec::new();
-        for h in &hosts.items {
-            candidates.push(Candidate {
-                id: h.host.id,
-                name: h.host.name.clone(),
-                zone: h.host.zone.clone(),
-                labels: h.host.labels.clone(),
-                status: h.host.status,
-                memory_bytes: h.host.facts.as_ref().and_then(|f| f["memory_bytes"].as_u64()).unwrap_or(0),
-                members: tx.member_count_on_host(h.host.id).await? as u64,
-            });
-        }
+        let (_, candidates) = placement_candidates(tx.as_mut(), location.id).await?;
         placement::place(&location.name, &candidates, replicas as u32, req.spread, &req.require_labels)
             .map_err(AppError::Invalid)?;
 
@@ -131,7 +119,12 @@ impl App {
         Ok(op)
     }
 
-    pub async fn cluster_get(&self, ctx: &Ctx, name: &str) -> Result<ClusterDetail> {
+    /// A cluster of the caller's project: its API view, its spec and its members.
+    async fn cluster_parts(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+    ) -> Result<(Cluster, ClusterRecord, ClusterSpec, Vec<pg::Member>)> {
         let (cluster, record) = {
             let mut tx = self.store.read().await?;
             let cluster =
@@ -142,7 +135,12 @@ impl App {
         };
         let spec: ClusterSpec = serde_json::from_value(record.spec.clone())
             .map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("the cluster's stored spec is unreadable")))?;
-        let members = pg::members(self, record.id).await.map_err(|f| AppError::Internal(anyhow::anyhow!(f.error)))?;
+        let members = pg::members(self, record.id).await.map_err(step_error)?;
+        Ok((cluster, record, spec, members))
+    }
+
+    pub async fn cluster_get(&self, ctx: &Ctx, name: &str) -> Result<ClusterDetail> {
+        let (cluster, _, spec, members) = self.cluster_parts(ctx, name).await?;
         let observed = if members.is_empty() {
             Err("no member is placed yet".to_string())
         } else {
@@ -188,13 +186,7 @@ impl App {
 
     /// The connection details with the application user's password: a secret read, audited.
     pub async fn cluster_connection(&self, ctx: &Ctx, name: &str, read_only: bool) -> Result<ClusterConnection> {
-        let record = {
-            let mut tx = self.store.read().await?;
-            tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?
-        };
-        let spec: ClusterSpec = serde_json::from_value(record.spec.clone())
-            .map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("the cluster's stored spec is unreadable")))?;
-        let members = pg::members(self, record.id).await.map_err(|f| AppError::Internal(anyhow::anyhow!(f.error)))?;
+        let (_, record, spec, members) = self.cluster_parts(ctx, name).await?;
         if members.is_empty() {
             return Err(AppError::Conflict(format!(
                 "cluster {name:?} has no members yet: wait for its create to finish"
@@ -202,7 +194,7 @@ impl App {
         }
         let password = pg::secret(self, &pg::owner(record.id), "app")
             .await
-            .map_err(|f| AppError::Internal(anyhow::anyhow!(f.error)))?
+            .map_err(step_error)?
             .ok_or_else(|| AppError::Conflict(format!("cluster {name:?} has no password yet: wait for its create")))?;
         let hosts: Vec<String> =
             members.iter().map(|m| format!("{}:{}", m.host.host.address, m.spec.ports.postgres)).collect();
@@ -258,6 +250,32 @@ impl App {
         self.operations_created();
         Ok(op)
     }
+}
+
+/// The hosts of a location (the first 1000) and what placement needs to know of each.
+pub(crate) async fn placement_candidates(
+    tx: &mut dyn sovdb_store::Tx,
+    location: LocationId,
+) -> std::result::Result<(Vec<sovdb_store::HostRecord>, Vec<Candidate>), StoreError> {
+    let hosts = tx.host_list(Some(location), &PageRequest::first(1000)).await?.items;
+    let mut candidates = Vec::with_capacity(hosts.len());
+    for h in &hosts {
+        candidates.push(Candidate {
+            id: h.host.id,
+            name: h.host.name.clone(),
+            zone: h.host.zone.clone(),
+            labels: h.host.labels.clone(),
+            status: h.host.status,
+            memory_bytes: h.host.facts.as_ref().and_then(|f| f["memory_bytes"].as_u64()).unwrap_or(0),
+            members: tx.member_count_on_host(h.host.id).await? as u64,
+        });
+    }
+    Ok((hosts, candidates))
+}
+
+/// A step helper's failure, met outside an operation: ours to log, not the caller's.
+fn step_error(f: sovdb_operations::StepFailure) -> AppError {
+    AppError::Internal(anyhow::anyhow!(f.error))
 }
 
 /// Why an observed cluster is not healthy, if it isn't.

@@ -96,21 +96,27 @@ pub(crate) async fn status(app: &App, members: &[Member]) -> Result<PatroniStatu
     Err(if errors.is_empty() { "the cluster has no members".into() } else { errors.join("; ") })
 }
 
-/// Polls `/cluster` until `done` holds, for at most `timeout`.
-pub(crate) async fn wait_for(
+/// Polls `/cluster` until a leader runs, for at most `timeout`; answers the status and
+/// the leader's member.
+pub(crate) async fn wait_primary<'m>(
     app: &App,
-    members: &[Member],
+    members: &'m [Member],
     timeout: Duration,
-    done: impl Fn(&PatroniStatus) -> bool,
-) -> Result<PatroniStatus, String> {
+) -> Result<(PatroniStatus, &'m Member), String> {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match status(app, members).await {
-            Ok(s) if done(&s) => return Ok(s),
-            Ok(s) => format!(
-                "members: {}",
-                s.members.iter().map(|m| format!("{} {} {}", m.name, m.role, m.state)).collect::<Vec<_>>().join(", ")
-            ),
+            Ok(s) => match s.leader().and_then(|l| members.iter().find(|m| m.name == l.name)) {
+                Some(m) => return Ok((s, m)),
+                None => format!(
+                    "members: {}",
+                    s.members
+                        .iter()
+                        .map(|m| format!("{} {} {}", m.name, m.role, m.state))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
             Err(e) => e,
         };
         if Instant::now() > deadline {

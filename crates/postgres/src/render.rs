@@ -59,13 +59,6 @@ impl MemberLayout {
     pub fn key(&self) -> String {
         self.path("tls/server.key")
     }
-    /// Patroni's client certificate towards etcd.
-    pub fn etcd_cert(&self) -> String {
-        self.path("tls/etcd-client.crt")
-    }
-    pub fn etcd_key(&self) -> String {
-        self.path("tls/etcd-client.key")
-    }
     pub fn patroni_log_dir(&self) -> String {
         self.path("log/patroni")
     }
@@ -178,8 +171,9 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
             "hosts": i.etcd_hosts,
             "protocol": "https",
             "cacert": l.ca(),
-            "cert": l.etcd_cert(),
-            "key": l.etcd_key(),
+            // The member's certificate is also its client certificate towards etcd.
+            "cert": l.cert(),
+            "key": l.key(),
         },
         "bootstrap": {
             "dcs": {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sovdb_agent::proto::{DesiredState, EnsureProcessRequest, ProcessState};
+use sovdb_agent::proto::{DesiredState, EnsureProcessRequest, ProcessSpec, ProcessState};
 use sovdb_agent::{AgentClient, ClientIdentity};
 use sovdb_pki::{Ca, CertRequest, CertUsage};
 
@@ -118,13 +118,15 @@ async fn sovdb_agent_serves_and_supervises_with_the_same_binary() {
     wait_healthy(&client, cleanup.agent.as_mut().unwrap()).await;
 
     let req = EnsureProcessRequest {
-        name: "sleeper".into(),
-        argv: vec!["sleep".into(), "1000".into()],
-        user: None,
-        env: Default::default(),
-        cwd: None,
+        spec: ProcessSpec {
+            name: "sleeper".into(),
+            argv: vec!["sleep".into(), "1000".into()],
+            user: None,
+            env: Default::default(),
+            cwd: None,
+            stop_timeout_secs: 5,
+        },
         state: DesiredState::Running,
-        stop_timeout_secs: 5,
     };
     let r = client.ensure_process(&req).await.unwrap();
     let (supervisor, pid) = (r.status.supervisor_pid.unwrap(), r.status.pid.unwrap());

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sovdb_test_utils::processes_mentioning as processes;
 use sovdb_test_utils::server::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
@@ -69,17 +70,8 @@ fn operations(server: &TestServer, kind: &str) -> Vec<Value> {
 
 /// Agent processes serving `base_dir` (not their supervisors).
 fn agents_of(base_dir: &Path) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        let is_agent = args.get(1).is_some_and(|a| a == "agent") && !args.iter().any(|a| a == "supervise");
-        if is_agent && args.windows(2).any(|w| w[0] == "--base-dir" && Path::new(&w[1]) == base_dir) {
-            found.push(pid);
-        }
-    }
-    found
+    // Supervisors run `agent supervise --base-dir …`: not matched.
+    processes(&format!("agent --base-dir {} ", base_dir.display()))
 }
 
 fn local_base(server: &TestServer) -> PathBuf {
@@ -111,6 +103,30 @@ fn assert_local_host_added_once(server: &TestServer, context: &str) {
     assert!(listening.contains(&format!(":{port:04X} ")), "{context}: the agent listens on {port}");
 }
 
+/// Restarts `server` with the failpoint `point` set to crash, runs `sovdb args` (which
+/// must be accepted), waits for the crash, and starts the server again without it.
+fn crash_during(server: &mut TestServer, point: &str, args: &[&str]) {
+    server.kill9();
+    server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
+    server.launch();
+    let out = cli(server, args);
+    assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+    let status = server.wait_exit(Duration::from_secs(120));
+    assert!(!status.success(), "{point}: the server should have crashed");
+    server.set_env("SOVDB_FAILPOINTS", None);
+    server.launch();
+}
+
+/// `op show` says which step resumed: the one in flight at the crash at `point`
+/// (`kind.step.before|after`) was attempted twice.
+fn assert_crashed_step_ran_again(server: &TestServer, kind: &str, point: &str) {
+    let step = point.trim_start_matches(kind).trim_start_matches('.').rsplit_once('.').unwrap().0;
+    let op = &operations(server, kind)[0];
+    let shown = json(server, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
+    let attempts = shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap()["attempts"].clone();
+    assert_eq!(attempts, 2, "{point}: the step in flight at the crash ran again: {shown:#}");
+}
+
 /// Runs `f` for every item, `PARALLEL` at a time, and re-raises the first panic.
 fn in_parallel(items: Vec<String>, f: impl Fn(&str) + Sync) {
     for chunk in items.chunks(PARALLEL) {
@@ -136,13 +152,7 @@ fn host_add_completes_once_after_a_crash_at_every_failpoint() {
         server.set_env("SOVDB_FAILPOINTS", None);
         server.launch();
         assert_local_host_added_once(&server, point);
-        // `op show` says which step resumed: the crashed one was attempted twice.
-        let op = &operations(&server, "host.add")[0];
-        let step = point.trim_start_matches("host.add.").rsplit_once('.').unwrap().0;
-        let shown = json(&server, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
-        let attempts =
-            shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap()["attempts"].clone();
-        assert_eq!(attempts, 2, "{point}: the step in flight at the crash ran again: {shown:#}");
+        assert_crashed_step_ran_again(&server, "host.add", point);
     });
 }
 
@@ -165,15 +175,7 @@ fn host_remove_completes_once_after_a_crash_at_every_failpoint() {
         let mut server = TestServer::new(Path::new(BIN), None);
         server.launch();
         assert_local_host_added_once(&server, point);
-        server.kill9();
-        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
-        server.launch();
-        let out = cli(&server, &["host", "remove", "local"]);
-        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
-        let status = server.wait_exit(Duration::from_secs(60));
-        assert!(!status.success(), "{point}: the server should have crashed");
-        server.set_env("SOVDB_FAILPOINTS", None);
-        server.launch();
+        crash_during(&mut server, point, &["host", "remove", "local"]);
         wait_for("host removed", &server, || {
             let ops = operations(&server, "host.remove");
             (ops.len() == 1 && ops[0]["state"] == "succeeded").then_some(())
@@ -215,22 +217,10 @@ fn a_cancelled_host_add_undoes_everything_it_did() {
     assert!(!local_base(&server).join("agent").exists(), "its files are removed");
 }
 
-/// Processes whose command line mentions `needle`.
-fn processes(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        if String::from_utf8_lossy(&raw).replace('\0', " ").contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// After the crash and restart: the cluster exists once, with one member, one of each
 /// process, its ports given out once, and it serves.
-fn assert_cluster_created_once(server: &TestServer, context: &str) {
+/// `base` is the local host's base dir (in the data dir of the server that added it).
+fn assert_cluster_created_once(server: &TestServer, base: &Path, context: &str) {
     wait_for("cluster.create ended", server, || {
         let ops = operations(server, "cluster.create");
         (ops.len() == 1 && ops[0]["state"] != "running" && ops[0]["state"] != "queued").then_some(())
@@ -241,7 +231,6 @@ fn assert_cluster_created_once(server: &TestServer, context: &str) {
     assert_eq!(c["state"], "ready", "{context}: {c:#}");
     let members = c["members"].as_array().unwrap();
     assert_eq!(members.len(), 1, "{context}: one member: {c:#}");
-    let base = local_base(server);
     let dirs: Vec<_> = std::fs::read_dir(base.join("pg")).unwrap().flatten().collect();
     assert_eq!(dirs.len(), 1, "{context}: one member directory");
     let dir = dirs[0].path();
@@ -274,23 +263,9 @@ fn cluster_create_completes_once_after_a_crash_at_every_failpoint() {
         let mut server = TestServer::new(Path::new(BIN), None);
         server.launch();
         assert_local_host_added_once(&server, point);
-        server.kill9();
-        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
-        server.launch();
-        let out = cli(&server, &["cluster", "create", "c"]);
-        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
-        let status = server.wait_exit(Duration::from_secs(120));
-        assert!(!status.success(), "{point}: the server should have crashed");
-        server.set_env("SOVDB_FAILPOINTS", None);
-        server.launch();
-        assert_cluster_created_once(&server, point);
-        // `op show` says which step resumed: the one in flight at the crash ran twice.
-        let op = &operations(&server, "cluster.create")[0];
-        let step = point.trim_start_matches("cluster.create.").rsplit_once('.').unwrap().0;
-        let shown = json(&server, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
-        let attempts =
-            shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap()["attempts"].clone();
-        assert_eq!(attempts, 2, "{point}: the step in flight at the crash ran again: {shown:#}");
+        crash_during(&mut server, point, &["cluster", "create", "c"]);
+        assert_cluster_created_once(&server, &local_base(&server), point);
+        assert_crashed_step_ran_again(&server, "cluster.create", point);
     });
 }
 
@@ -302,15 +277,7 @@ fn cluster_delete_completes_once_after_a_crash_at_every_failpoint() {
         assert_local_host_added_once(&server, point);
         let out = cli(&server, &["cluster", "create", "c", "--wait"]);
         assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
-        server.kill9();
-        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
-        server.launch();
-        let out = cli(&server, &["cluster", "delete", "c"]);
-        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
-        let status = server.wait_exit(Duration::from_secs(120));
-        assert!(!status.success(), "{point}: the server should have crashed");
-        server.set_env("SOVDB_FAILPOINTS", None);
-        server.launch();
+        crash_during(&mut server, point, &["cluster", "delete", "c"]);
         wait_for("cluster deleted", &server, || {
             let ops = operations(&server, "cluster.delete");
             (ops.len() == 1 && ops[0]["state"] == "succeeded").then_some(())
@@ -335,7 +302,7 @@ fn cluster_create_completes_once_after_kill_9_at_random_moments() {
         std::thread::sleep(Duration::from_millis(delay.parse().unwrap()));
         server.kill9();
         server.launch();
-        assert_cluster_created_once(&server, &context);
+        assert_cluster_created_once(&server, &local_base(&server), &context);
     });
 }
 
@@ -360,6 +327,7 @@ fn a_dead_replicas_cluster_create_is_taken_over_by_another() {
     let out = cli(&a, &["cluster", "create", "c"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!a.wait_exit(Duration::from_secs(120)).success(), "replica a should have crashed at {point}");
+    // a stays down: b must take over, not a's own restart.
 
     // Replica b: same store and master key, its own data directory and worker id.
     let mut b = TestServer::new(Path::new(BIN), Some(url));
@@ -368,17 +336,6 @@ fn a_dead_replicas_cluster_create_is_taken_over_by_another() {
     b.set_env("SOVDB_MASTER_KEY_FILE", Some(a.data_dir().join("master.key").to_str().unwrap()));
     b.set_env("SOVDB_OPERATION_LEASE", Some("3"));
     b.launch();
-    wait_for("cluster.create taken over", &b, || {
-        let ops = operations(&b, "cluster.create");
-        (ops.len() == 1 && ops[0]["state"] == "succeeded").then_some(())
-    });
-    let c = json(&b, &["cluster", "show", "c"]).unwrap();
-    assert_eq!(c["state"], "ready", "{c:#}");
-    assert_eq!(c["members"].as_array().unwrap().len(), 1, "{c:#}");
-    let op = &operations(&b, "cluster.create")[0];
-    let shown = json(&b, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
-    let step = shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == "start-members").unwrap().clone();
-    assert_eq!(step["attempts"], 2, "the step in flight when a died ran again on b: {shown:#}");
-    let dir = std::fs::read_dir(local_base(&a).join("pg")).unwrap().next().unwrap().unwrap().path();
-    assert_eq!(processes(&format!("{}/patroni.yml", dir.display())).len(), 1, "one Patroni");
+    assert_cluster_created_once(&b, &local_base(&a), "taken over by replica b");
+    assert_crashed_step_ran_again(&b, "cluster.create", point);
 }

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sovdb_test_utils::processes_mentioning as processes;
 use sovdb_test_utils::server::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
@@ -24,7 +25,7 @@ fn ok(server: &TestServer, args: &[&str]) -> String {
         "sovdb {args:?} failed: {}\n{}\nserver log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout),
-        tail(&server.log(), 60)
+        sovdb_test_utils::tail(&server.log_path(), 60)
     );
     String::from_utf8(out.stdout).unwrap()
 }
@@ -33,11 +34,6 @@ fn json(server: &TestServer, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["-o", "json"]);
     serde_json::from_str(&ok(server, &all)).expect("-o json prints JSON")
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -63,19 +59,6 @@ fn psql(uri: &str, sql: &str) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
-}
-
-/// Processes whose command line mentions `needle`.
-fn processes(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        if String::from_utf8_lossy(&raw).replace('\0', " ").contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 fn ready_server() -> TestServer {
@@ -205,11 +188,9 @@ fn a_three_member_sync_cluster_fails_over_without_losing_an_acknowledged_write()
 
     // The old primary's host "returns": its agent is restarted (the control plane does
     // that by itself), adopts the member and starts it again; it rejoins as a replica.
-    for pid in processes(&format!("agent --base-dir {}", server.data_dir().join("hosts/local").display())) {
-        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !cmd.contains("supervise") {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
+    // (Supervisors run `agent supervise --base-dir …`: not matched.)
+    for pid in processes(&format!("agent --base-dir {} ", server.data_dir().join("hosts/local").display())) {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
     wait_for("the old primary rejoins as a replica", Duration::from_secs(120), || {
         let c = json(&server, &["cluster", "show", "ha"]);

@@ -201,10 +201,9 @@ async fn pagination_returns_every_item_once(url: String) {
     assert_eq!(all.next_page_token, None, "an exactly full page is the last one");
 }
 
-async fn clusters_are_scoped_by_project(url: String) {
-    let store = open(&url).await;
-    let (a, b, l) = (project("a"), project("b"), location("here"));
-    let cluster = |p: &Project, name: &str| ClusterRecord {
+/// A new cluster record, `creating`.
+fn cluster(p: &Project, l: &Location, name: &str) -> ClusterRecord {
+    ClusterRecord {
         id: ClusterId::new(),
         project_id: p.id,
         name: name.into(),
@@ -214,7 +213,13 @@ async fn clusters_are_scoped_by_project(url: String) {
         location_id: l.id,
         spec: serde_json::json!({"replicas": 2}),
         created_at: now(),
-    };
+    }
+}
+
+async fn clusters_are_scoped_by_project(url: String) {
+    let store = open(&url).await;
+    let (a, b, l) = (project("a"), project("b"), location("here"));
+    let cluster = |p: &Project, name: &str| cluster(p, &l, name);
     let mut tx = store.write().await.unwrap();
     tx.project_create(&a).await.unwrap();
     tx.project_create(&b).await.unwrap();
@@ -569,6 +574,8 @@ async fn hosts_round_trip_status_and_heartbeats(url: String) {
 
     let mut tx = store.write().await.unwrap();
     assert_eq!(tx.host_get("h1").await.unwrap().unwrap(), h1);
+    assert_eq!(tx.host_get_by_id(h1.host.id).await.unwrap().unwrap(), h1);
+    assert!(tx.host_get_by_id(HostId::new()).await.unwrap().is_none());
     assert_eq!(tx.host_count_in_location(eu.id).await.unwrap(), 1);
     let all = tx.host_list(None, &PageRequest { after: None, limit: 10 }).await.unwrap();
     assert_eq!(all.items.iter().map(|h| h.host.name.as_str()).collect::<Vec<_>>(), ["h1", "h2"]);
@@ -603,17 +610,7 @@ async fn cluster_members_ports_and_secrets(url: String) {
     let store = open(&url).await;
     let (p, l) = (project("a"), location("here"));
     let h = host("h1", &l, "10.0.0.1");
-    let c = ClusterRecord {
-        id: ClusterId::new(),
-        project_id: p.id,
-        name: "db".into(),
-        engine: Engine::Postgres,
-        version: "15".into(),
-        state: ClusterState::Creating,
-        location_id: l.id,
-        spec: serde_json::json!({"replicas": 2}),
-        created_at: now(),
-    };
+    let c = cluster(&p, &l, "db");
     let member = |name: &str| MemberRecord {
         cluster_id: c.id,
         name: name.into(),

@@ -343,6 +343,7 @@ pub trait Tx: Send {
 
     async fn host_create(&mut self, h: &HostRecord) -> Result<()>;
     async fn host_get(&mut self, name: &str) -> Result<Option<HostRecord>>;
+    async fn host_get_by_id(&mut self, id: HostId) -> Result<Option<HostRecord>>;
     /// By name; `location` `None` lists every location's.
     async fn host_list(&mut self, location: Option<LocationId>, page: &PageRequest) -> Result<Page<HostRecord>>;
     async fn host_count_in_location(&mut self, location: LocationId) -> Result<i64>;

@@ -834,6 +834,15 @@ impl Tx for SqlTx {
             .transpose()
     }
 
+    async fn host_get_by_id(&mut self, id: HostId) -> Result<Option<HostRecord>> {
+        sqlx::query(&format!("{HOST_SELECT} WHERE h.id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| host_from(&r))
+            .transpose()
+    }
+
     async fn host_list(&mut self, location: Option<LocationId>, page: &PageRequest) -> Result<Page<HostRecord>> {
         let rows = sqlx::query(&format!(
             "{HOST_SELECT} WHERE ($1 = '' OR h.location_id = $1) AND h.name > $2 ORDER BY h.name LIMIT $3"

@@ -26,7 +26,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sovdb_agent::proto::{DesiredState, EnsurePackagesRequest, RemoveRequest};
+use sovdb_agent::proto::{EnsurePackagesRequest, RemoveRequest};
 use sovdb_operations::{StepCtx, StepFailure, Workflow};
 use sovdb_postgres::render::{self, MemberPorts, PatroniInput};
 use sovdb_postgres::OS_USER;
@@ -36,7 +36,7 @@ use sovdb_types::{ClusterState, EventId};
 use super::pg::{self, store_failure, ClusterParams, Member, MemberSpec};
 use super::{agent_failure, app_failure, dcs};
 use crate::patroni;
-use crate::placement::{self, Candidate};
+use crate::placement;
 use crate::App;
 
 pub const KIND: &str = "cluster.create";
@@ -78,24 +78,11 @@ async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     if !existing.is_empty() {
         return Ok(placed(&existing));
     }
-    let mut tx = app.store.read().await.map_err(store_failure)?;
-    let hosts =
-        tx.host_list(Some(record.location_id), &sovdb_types::PageRequest::first(1000)).await.map_err(store_failure)?;
-    let mut candidates = Vec::new();
-    for h in &hosts.items {
-        let memory_bytes = h.host.facts.as_ref().and_then(|f| f.get("memory_bytes")).and_then(|m| m.as_u64());
-        candidates.push(Candidate {
-            id: h.host.id,
-            name: h.host.name.clone(),
-            zone: h.host.zone.clone(),
-            labels: h.host.labels.clone(),
-            status: h.host.status,
-            memory_bytes: memory_bytes.unwrap_or(0),
-            members: tx.member_count_on_host(h.host.id).await.map_err(store_failure)? as u64,
-        });
-    }
-    drop(tx);
-    let location_name = hosts.items.first().map(|h| h.host.location.clone()).unwrap_or_default();
+    let (hosts, candidates) = {
+        let mut tx = app.store.read().await.map_err(store_failure)?;
+        crate::clusters::placement_candidates(tx.as_mut(), record.location_id).await.map_err(store_failure)?
+    };
+    let location_name = hosts.first().map(|h| h.host.location.clone()).unwrap_or_default();
     let chosen = placement::place(&location_name, &candidates, spec.replicas, spec.spread, &spec.require_labels)
         .map_err(StepFailure::permanent)?;
 
@@ -103,7 +90,7 @@ async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let mut listening = std::collections::BTreeMap::new();
     for id in &chosen {
         if !listening.contains_key(id) {
-            let host = hosts.items.iter().find(|h| h.host.id == *id).expect("a candidate");
+            let host = hosts.iter().find(|h| h.host.id == *id).expect("a candidate");
             let client = pg::agent(app, host, Duration::from_secs(30)).await?;
             listening.insert(*id, pg::listening_ports(&client).await?);
         }
@@ -113,7 +100,7 @@ async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     for (i, host_id) in chosen.iter().enumerate() {
         let n = i as u32 + 1;
         let name = format!("{}-{n}", record.name);
-        let host = hosts.items.iter().find(|h| h.host.id == *host_id).expect("a candidate");
+        let host = hosts.iter().find(|h| h.host.id == *host_id).expect("a candidate");
         let mut purposes = vec!["postgres", "patroni", "read-write", "read-only"];
         if spec.pooler {
             purposes.push("pooler");
@@ -212,11 +199,8 @@ async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             pg::kept_cert(app, &member_owner, "tls", &pg::host_cert_request(&m.name, &m.host.host.address)).await?;
         let mut any = false;
         any |= pg::write(&client, OS_USER, layout.ca(), ca.clone(), 0o644).await?;
-        any |= pg::write(&client, OS_USER, layout.cert(), server.cert_pem.clone(), 0o644).await?;
-        any |= pg::write(&client, OS_USER, layout.key(), server.key_pem.clone(), 0o600).await?;
-        // Patroni presents the same certificate to etcd as a client.
-        any |= pg::write(&client, OS_USER, layout.etcd_cert(), server.cert_pem, 0o644).await?;
-        any |= pg::write(&client, OS_USER, layout.etcd_key(), server.key_pem, 0o600).await?;
+        any |= pg::write(&client, OS_USER, layout.cert(), server.cert_pem, 0o644).await?;
+        any |= pg::write(&client, OS_USER, layout.key(), server.key_pem, 0o600).await?;
         let me = m.peer();
         let yml = render::patroni_yml(&PatroniInput {
             scope: &cluster.to_string(),
@@ -269,16 +253,7 @@ async fn start_members(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     for m in pg::members(app, cluster).await? {
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
-        let layout = m.layout();
-        pg::ensure(
-            &client,
-            m.service("patroni"),
-            render::patroni_argv(&layout),
-            OS_USER,
-            &layout.dir,
-            DesiredState::Running,
-        )
-        .await?;
+        pg::start_service(&client, &m, "patroni", render::patroni_argv(&m.layout())).await?;
     }
     Ok(json!({}))
 }
@@ -289,42 +264,20 @@ pub(crate) async fn stop_members(ctx: StepCtx<App>) -> Result<Value, StepFailure
     let app = &ctx.services;
     let Some((record, _)) = pg::cluster(app, cluster).await? else { return Ok(json!({})) };
     for m in pg::members(app, cluster).await? {
-        pg::stop_member(app, &m).await?;
+        pg::stop_member(app, &m, &record.version).await?;
     }
-    let etcd = dcs::existing(app, record.location_id).await?;
-    if !etcd.is_empty() {
-        let members = dcs_members(app, &etcd).await?;
-        dcs::delete_prefix(app, &members, &format!("{}{cluster}/", render::NAMESPACE)).await?;
-    }
+    dcs::delete_prefix(app, record.location_id, &format!("{}{cluster}/", render::NAMESPACE)).await?;
     Ok(json!({}))
-}
-
-pub(crate) async fn dcs_members(
-    app: &App,
-    rows: &[sovdb_store::DcsMember],
-) -> Result<Vec<sovdb_postgres::render::EtcdMember>, StepFailure> {
-    let mut tx = app.store.read().await.map_err(store_failure)?;
-    let mut out = Vec::new();
-    for r in rows {
-        let host = pg::host_by_id(tx.as_mut(), r.host_id).await?;
-        out.push(sovdb_postgres::render::EtcdMember {
-            name: r.name.clone(),
-            address: host.host.address,
-            client_port: r.client_port,
-            peer_port: r.peer_port,
-        });
-    }
-    Ok(out)
 }
 
 async fn wait_primary(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let members = pg::members(app, cluster).await?;
-    let status = patroni::wait_for(app, &members, Duration::from_secs(180), |s| s.leader().is_some())
+    let (_, primary) = patroni::wait_primary(app, &members, Duration::from_secs(180))
         .await
         .map_err(|e| StepFailure::transient(format!("no primary yet: {e}")))?;
-    Ok(json!({"primary": status.leader().map(|l| l.name.clone())}))
+    Ok(json!({"primary": primary.name}))
 }
 
 async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
@@ -332,12 +285,9 @@ async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let (_, spec) = pg::must_cluster(app, cluster).await?;
     let members = pg::members(app, cluster).await?;
-    let status = patroni::wait_for(app, &members, Duration::from_secs(60), |s| s.leader().is_some())
+    let (_, m) = patroni::wait_primary(app, &members, Duration::from_secs(60))
         .await
         .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
-    let leader = status.leader().expect("waited for").name.clone();
-    let m =
-        members.iter().find(|m| m.name == leader).ok_or_else(|| StepFailure::transient("the primary is unknown"))?;
     let password = pg::passwords(app, cluster).await?.app;
     // Identifiers were validated ([a-z_][a-z0-9_]*) and passwords are letters and digits,
     // so quoting them is enough. The SQL goes through stdin: no password in argv.
@@ -374,7 +324,7 @@ async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             f
         },
     )?;
-    Ok(json!({"user": user, "database": db, "on": leader}))
+    Ok(json!({"user": user, "database": db, "on": m.name}))
 }
 
 async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
@@ -383,18 +333,9 @@ async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     for m in pg::members(app, cluster).await? {
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
         let layout = m.layout();
-        pg::ensure(
-            &client,
-            m.service("haproxy"),
-            render::haproxy_argv(&layout),
-            OS_USER,
-            &layout.dir,
-            DesiredState::Running,
-        )
-        .await?;
+        pg::start_service(&client, &m, "haproxy", render::haproxy_argv(&layout)).await?;
         if m.spec.ports.pooler.is_some() {
-            let argv = render::pgbouncer_argv(&layout);
-            pg::ensure(&client, m.service("pgbouncer"), argv, OS_USER, &layout.dir, DesiredState::Running).await?;
+            pg::start_service(&client, &m, "pgbouncer", render::pgbouncer_argv(&layout)).await?;
         }
     }
     Ok(json!({}))
@@ -409,18 +350,14 @@ async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let want_sync = spec.sync && members.len() > 1;
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
-        let status = patroni::wait_for(app, &members, Duration::from_secs(60), |s| s.leader().is_some())
+        let (status, primary) = patroni::wait_primary(app, &members, Duration::from_secs(60))
             .await
             .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
-        let leader = status.leader().expect("waited for").name.clone();
-        let primary = members.iter().find(|m| m.name == leader);
-        let streaming = match primary {
-            Some(p) => patroni::streaming(app, p).await.unwrap_or_default(),
-            None => vec![],
-        };
+        let leader = &primary.name;
+        let streaming = patroni::streaming(app, primary).await.unwrap_or_default();
         let mut missing: Vec<&str> = members
             .iter()
-            .filter(|m| m.name != leader)
+            .filter(|m| m.name != *leader)
             .filter(|m| {
                 // pg_basebackup's stream carries the member's name too: the member must
                 // also run as a replica (Patroni says `starting` until then).

@@ -20,7 +20,7 @@ use sovdb_agent::proto::{DesiredState, EnsurePackagesRequest};
 use sovdb_operations::StepFailure;
 use sovdb_postgres::render::{etcd_argv, EtcdLayout, EtcdMember};
 use sovdb_postgres::ETCD_OS_USER;
-use sovdb_store::DcsMember;
+use sovdb_store::{DcsMember, HostRecord};
 use sovdb_types::{HostStatus, LocationId};
 
 use super::agent_failure;
@@ -38,26 +38,30 @@ pub(crate) async fn ensure(app: &App, location: LocationId) -> Result<Vec<EtcdMe
         rows if !rows.is_empty() => rows,
         _ => create(app, location).await?,
     };
-    let mut members = Vec::with_capacity(rows.len());
-    let mut hosts = Vec::with_capacity(rows.len());
-    {
-        let mut tx = app.store.read().await.map_err(store_failure)?;
-        for r in &rows {
-            let host = pg::host_by_id(tx.as_mut(), r.host_id).await?;
-            members.push(EtcdMember {
-                name: r.name.clone(),
-                address: host.host.address.clone(),
-                client_port: r.client_port,
-                peer_port: r.peer_port,
-            });
-            hosts.push(host);
-        }
+    let members = resolve(app, &rows).await?;
+    let endpoints: Vec<EtcdMember> = members.iter().map(|(m, _)| m.clone()).collect();
+    for (m, host) in &members {
+        start_member(app, location, m, &endpoints, host).await?;
     }
-    for (m, host) in members.iter().zip(&hosts) {
-        start_member(app, location, m, &members, host).await?;
+    wait_healthy(app, &endpoints).await?;
+    Ok(endpoints)
+}
+
+/// The stored members with their hosts' addresses.
+async fn resolve(app: &App, rows: &[DcsMember]) -> Result<Vec<(EtcdMember, HostRecord)>, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let host = pg::host_by_id(tx.as_mut(), r.host_id).await?;
+        let member = EtcdMember {
+            name: r.name.clone(),
+            address: host.host.address.clone(),
+            client_port: r.client_port,
+            peer_port: r.peer_port,
+        };
+        out.push((member, host));
     }
-    wait_healthy(app, &members).await?;
-    Ok(members)
+    Ok(out)
 }
 
 /// The location's DCS members as stored (empty when it has none yet).
@@ -127,7 +131,7 @@ async fn start_member(
     location: LocationId,
     me: &EtcdMember,
     all: &[EtcdMember],
-    host: &sovdb_store::HostRecord,
+    host: &HostRecord,
 ) -> Result<(), StepFailure> {
     let client = pg::agent(app, host, Duration::from_secs(600)).await?;
     let names: Vec<String> = sovdb_postgres::ETCD_PACKAGES.iter().map(|s| s.to_string()).collect();
@@ -147,8 +151,7 @@ async fn start_member(
 
 /// The supervised process of a DCS member (unique per location on a shared host).
 fn service(member: &str, location: LocationId) -> String {
-    let simple = location.0.simple().to_string();
-    format!("{member}-{}", &simple[simple.len() - 8..])
+    format!("{member}-{}", pg::short_id(&location.0))
 }
 
 async fn wait_healthy(app: &App, members: &[EtcdMember]) -> Result<(), StepFailure> {
@@ -184,17 +187,22 @@ pub(crate) async fn health(app: &App, m: &EtcdMember) -> Result<(), String> {
     }
 }
 
-/// Deletes every key under `prefix` (Patroni's keys of one cluster), through the v3 JSON
-/// gateway of the first member that answers.
-pub(crate) async fn delete_prefix(app: &App, members: &[EtcdMember], prefix: &str) -> Result<(), StepFailure> {
+/// Deletes every key under `prefix` (Patroni's keys of one cluster) from the location's
+/// DCS, through the v3 JSON gateway of the first member that answers. Nothing to do when
+/// the location has no DCS.
+pub(crate) async fn delete_prefix(app: &App, location: LocationId, prefix: &str) -> Result<(), StepFailure> {
     use base64::Engine as _;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let mut end = prefix.as_bytes().to_vec();
     *end.last_mut().expect("a non-empty prefix") += 1;
     let body = serde_json::json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)});
     let https = &app.pki().map_err(super::app_failure)?.https;
-    let mut last = String::from("the location has no DCS member");
-    for m in members {
+    let members = resolve(app, &existing(app, location).await?).await?;
+    if members.is_empty() {
+        return Ok(());
+    }
+    let mut last = String::new();
+    for (m, _) in &members {
         let url = format!("https://{}/v3/kv/deleterange", m.client_endpoint());
         match https.post(&url).json(&body).send().await {
             Ok(r) if r.status().is_success() => return Ok(()),

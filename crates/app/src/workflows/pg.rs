@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sovdb_agent::proto::{DesiredState, EnsureProcessRequest, RemoveRequest, RunCommandRequest, WriteFileRequest};
+use sovdb_agent::proto::{
+    DesiredState, EnsureProcessRequest, ProcessSpec, RemoveRequest, RunCommandRequest, RunCommandResponse,
+    WriteFileRequest,
+};
 use sovdb_agent::AgentClient;
 use sovdb_operations::StepFailure;
 use sovdb_postgres::render::{MemberLayout, MemberPorts, Passwords, Peer};
@@ -53,19 +56,20 @@ impl Member {
     pub fn service(&self, what: &str) -> String {
         format!("pg-{}-{what}", self.spec.key)
     }
-    /// The agent's files of one supervised process (see the agent's `services` module).
-    pub fn service_dir(&self, what: &str) -> String {
-        format!("{}/services/{}", self.host.host.base_dir, self.service(what))
-    }
     pub fn patroni_endpoint(&self) -> String {
         format!("{}:{}", self.host.host.address, self.spec.ports.patroni)
     }
 }
 
+/// The last 8 hex digits of an ID (random in a UUIDv7; the first ones are its time).
+pub(crate) fn short_id(id: &uuid::Uuid) -> String {
+    let simple = id.simple().to_string();
+    simple[simple.len() - 8..].to_string()
+}
+
 /// The member key: see the module's doc.
 pub(crate) fn member_key(cluster: ClusterId, n: u32) -> String {
-    let simple = cluster.0.simple().to_string();
-    format!("{}-{n}", &simple[simple.len() - 8..])
+    format!("{}-{n}", short_id(&cluster.0))
 }
 
 /// The owner of a cluster's secrets and ports in the store.
@@ -107,22 +111,10 @@ pub(crate) async fn host_by_id(
     tx: &mut dyn sovdb_store::Tx,
     id: sovdb_types::HostId,
 ) -> Result<HostRecord, StepFailure> {
-    // Hosts are few: a listing is cheap and keeps the store's surface small.
-    let mut page = sovdb_types::PageRequest::first(1000);
-    loop {
-        let list = tx.host_list(None, &page).await.map_err(store_failure)?;
-        if let Some(h) = list.items.iter().find(|h| h.host.id == id) {
-            return Ok(h.clone());
-        }
-        match list.next_page_token {
-            Some(t) => {
-                page = sovdb_types::PageParams { limit: Some(1000), page_token: Some(t) }
-                    .resolve()
-                    .map_err(|e| StepFailure::permanent(e.to_string()))?
-            }
-            None => return Err(StepFailure::permanent(format!("host {id} no longer exists"))),
-        }
-    }
+    tx.host_get_by_id(id)
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(|| StepFailure::permanent(format!("host {id} no longer exists")))
 }
 
 /// Secrets: sealed with the master key, bound to their owner and name.
@@ -179,6 +171,22 @@ pub(crate) async fn agent(app: &App, host: &HostRecord, timeout: Duration) -> Re
     app.agent_client(&host.host, timeout).await.map_err(app_failure)
 }
 
+/// Runs `argv` on the host (for at most two minutes) and answers what it did.
+pub(crate) async fn exec(
+    client: &AgentClient,
+    argv: &[&str],
+    user: Option<&str>,
+    stdin: Option<String>,
+) -> Result<RunCommandResponse, StepFailure> {
+    let req = RunCommandRequest {
+        user: user.map(String::from),
+        stdin,
+        timeout_secs: 120,
+        ..RunCommandRequest::new(argv.iter().copied())
+    };
+    client.run_command(&req).await.map_err(agent_failure)
+}
+
 /// Runs `argv` on the host; a non-zero exit is a permanent failure with the command's
 /// stderr (unless `ok_codes` allows it).
 pub(crate) async fn run(
@@ -188,15 +196,7 @@ pub(crate) async fn run(
     stdin: Option<String>,
     what: &str,
 ) -> Result<String, StepFailure> {
-    let req = RunCommandRequest {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        user: user.map(String::from),
-        env: BTreeMap::new(),
-        cwd: None,
-        stdin,
-        timeout_secs: 120,
-    };
-    let out = client.run_command(&req).await.map_err(agent_failure)?;
+    let out = exec(client, argv, user, stdin).await?;
     if out.status.code == Some(0) && !out.timed_out {
         return Ok(out.stdout);
     }
@@ -233,72 +233,55 @@ pub(crate) async fn ensure(
     cwd: &str,
     state: DesiredState,
 ) -> Result<bool, StepFailure> {
-    let req = EnsureProcessRequest {
+    let spec = ProcessSpec {
         name,
         argv,
         user: Some(user.into()),
         env: BTreeMap::new(),
         cwd: Some(cwd.into()),
-        state,
         // Patroni stops PostgreSQL (a fast shutdown) before it exits.
         stop_timeout_secs: 60,
     };
-    Ok(client.ensure_process(&req).await.map_err(agent_failure)?.changed)
+    Ok(client.ensure_process(&EnsureProcessRequest { spec, state }).await.map_err(agent_failure)?.changed)
 }
+
+/// Runs one of a member's processes (`patroni`, `haproxy`, `pgbouncer`) as the database
+/// user, in the member's directory.
+pub(crate) async fn start_service(
+    client: &AgentClient,
+    m: &Member,
+    what: &str,
+    argv: Vec<String>,
+) -> Result<bool, StepFailure> {
+    ensure(client, m.service(what), argv, sovdb_postgres::OS_USER, &m.spec.dir, DesiredState::Running).await
+}
+
+/// The processes of a member, routers first.
+const SERVICES: [&str; 3] = ["pgbouncer", "haproxy", "patroni"];
 
 /// Stops every process of a member and forgets them; stops a PostgreSQL that outlived
 /// its Patroni (Patroni detaches the postmaster). Idempotent.
-pub(crate) async fn stop_member(app: &App, m: &Member) -> Result<(), StepFailure> {
+pub(crate) async fn stop_member(app: &App, m: &Member, version: &str) -> Result<(), StepFailure> {
     let client = agent(app, &m.host, Duration::from_secs(90)).await?;
-    let names: Vec<String> = client.process_list().await.map_err(agent_failure)?.into_iter().map(|p| p.name).collect();
-    for what in ["pgbouncer", "haproxy", "patroni"] {
-        let name = m.service(what);
-        if !names.contains(&name) {
-            continue;
+    let names: Vec<String> = SERVICES.iter().map(|what| m.service(what)).collect();
+    let running: Vec<_> =
+        client.process_list().await.map_err(agent_failure)?.into_iter().filter(|p| names.contains(&p.name)).collect();
+    for what in SERVICES {
+        if let Some(p) = running.iter().find(|p| p.name == m.service(what)) {
+            let req = EnsureProcessRequest { spec: p.spec.clone(), state: DesiredState::Stopped };
+            client.ensure_process(&req).await.map_err(agent_failure)?;
         }
-        let status = client.process_status(&name).await.map_err(agent_failure)?;
-        let req = EnsureProcessRequest {
-            name: name.clone(),
-            argv: status.spec.argv.clone(),
-            user: status.spec.user.clone(),
-            env: status.spec.env.clone(),
-            cwd: status.spec.cwd.clone(),
-            state: DesiredState::Stopped,
-            stop_timeout_secs: status.spec.stop_timeout_secs,
-        };
-        client.ensure_process(&req).await.map_err(agent_failure)?;
     }
-    let layout = m.layout();
+    let data = sovdb_provider::shell_quote(&m.layout().data());
+    let bin = sovdb_postgres::bin_dir(version);
     let script = format!(
         "if [ -f {data}/postmaster.pid ] && {bin}/pg_ctl status -D {data} >/dev/null 2>&1; then \
-         {bin}/pg_ctl stop -D {data} -m fast -w -t 60 || {bin}/pg_ctl stop -D {data} -m immediate -w; fi",
-        data = sovdb_provider::shell_quote(&layout.data()),
-        bin = sovdb_postgres::bin_dir("15"),
+         {bin}/pg_ctl stop -D {data} -m fast -w -t 60 || {bin}/pg_ctl stop -D {data} -m immediate -w; fi"
     );
-    if client
-        .run_command(&RunCommandRequest {
-            argv: vec!["test".into(), "-d".into(), layout.data()],
-            user: None,
-            env: BTreeMap::new(),
-            cwd: None,
-            stdin: None,
-            timeout_secs: 10,
-        })
-        .await
-        .map_err(agent_failure)?
-        .status
-        .code
-        == Some(0)
-    {
-        run(&client, &["sh", "-c", &script], Some(sovdb_postgres::OS_USER), None, "stop PostgreSQL").await?;
-    }
-    for what in ["pgbouncer", "haproxy", "patroni"] {
-        if names.contains(&m.service(what)) {
-            client
-                .remove(&RemoveRequest { path: m.service_dir(what).into(), recursive: true })
-                .await
-                .map_err(agent_failure)?;
-        }
+    run(&client, &["sh", "-c", &script], Some(sovdb_postgres::OS_USER), None, "stop PostgreSQL").await?;
+    for p in &running {
+        let dir = format!("{}/services/{}", m.host.host.base_dir, p.name);
+        client.remove(&RemoveRequest { path: dir.into(), recursive: true }).await.map_err(agent_failure)?;
     }
     Ok(())
 }
@@ -310,15 +293,7 @@ pub(crate) async fn make_dirs(client: &AgentClient, owner: &str, dirs: &[String]
     run(client, &argv, None, None, "create the directories").await?;
     // The user must also pass through every directory above them.
     let Some(first) = dirs.first() else { return Ok(()) };
-    let probe = RunCommandRequest {
-        argv: vec!["test".into(), "-w".into(), first.clone()],
-        user: Some(owner.into()),
-        env: BTreeMap::new(),
-        cwd: None,
-        stdin: None,
-        timeout_secs: 10,
-    };
-    if client.run_command(&probe).await.map_err(agent_failure)?.status.code != Some(0) {
+    if exec(client, &["test", "-w", first], Some(owner), None).await?.status.code != Some(0) {
         return Err(StepFailure::permanent(format!(
             "the system user {owner} cannot reach {first}: give the directories above it search permission \
              (chmod o+x), or give the host a --base-dir that {owner} can reach"

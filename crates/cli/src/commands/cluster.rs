@@ -5,7 +5,7 @@ use clap::Subcommand;
 use sovdb_types::{Cluster, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, Operation, Spread};
 
 use super::location::parse_labels;
-use super::op::Wait;
+use super::op::{started, Wait};
 use crate::client::Client;
 use crate::output::{self, print_list, print_one, render_table, OutputFormat, Tabular};
 
@@ -150,30 +150,6 @@ fn show(c: &ClusterDetail, out: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn started(
-    client: &Client,
-    op: Operation,
-    wait: Wait,
-    out: OutputFormat,
-    then: Option<&str>,
-) -> anyhow::Result<()> {
-    if !wait.wait {
-        return match out {
-            OutputFormat::Table => {
-                println!("{}", op.id);
-                eprintln!("started operation {} ({}); follow it with `sovdb op watch {}`", op.id, op.kind, op.id);
-                Ok(())
-            }
-            _ => print_one(&op, out),
-        };
-    }
-    let op = crate::follow::follow(client, &op.id.to_string()).await?;
-    match then {
-        Some(path) => show(&client.get::<ClusterDetail>(path, &[]).await?, out),
-        None => print_one(&op, out),
-    }
-}
-
 /// Saves the CA where `sslrootcert` can name it; returns the path.
 fn save_ca(pem: &str) -> anyhow::Result<std::path::PathBuf> {
     use sha2::Digest as _;
@@ -229,7 +205,10 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
                 pooler,
             };
             let op: Operation = client.post("/clusters", &req).await?;
-            started(client, op, wait, out, Some(&format!("/clusters/{name}"))).await
+            match started(client, op, wait, out).await? {
+                Some(_) => show(&client.get::<ClusterDetail>(&format!("/clusters/{name}"), &[]).await?, out),
+                None => Ok(()),
+            }
         }
         ClusterCmd::List => print_list(&client.list::<Cluster>("/clusters", &[]).await?, out),
         ClusterCmd::Show { name } => show(&client.get::<ClusterDetail>(&format!("/clusters/{name}"), &[]).await?, out),
@@ -256,7 +235,10 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
         }
         ClusterCmd::Delete { name, wait } => {
             let op: Operation = client.delete_json(&format!("/clusters/{name}")).await?;
-            started(client, op, wait, out, None).await
+            match started(client, op, wait, out).await? {
+                Some(op) => print_one(&op, out),
+                None => Ok(()),
+            }
         }
     }
 }

@@ -3,7 +3,7 @@ use clap::Subcommand;
 use sovdb_types::{Host, HostCreate, Operation};
 
 use super::location::parse_labels;
-use super::op::Wait;
+use super::op::{started, Wait};
 use crate::client::Client;
 use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
 
@@ -132,32 +132,6 @@ fn show(host: &Host, out: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the operation's ID (or follows it with `--wait`, then prints `then`).
-pub(crate) async fn started(
-    client: &Client,
-    op: Operation,
-    wait: Wait,
-    out: OutputFormat,
-    then: Option<&str>,
-) -> anyhow::Result<()> {
-    if !wait.wait {
-        match out {
-            OutputFormat::Table => {
-                println!("{}", op.id);
-                eprintln!("started operation {} ({}); follow it with `sovdb op watch {}`", op.id, op.kind, op.id);
-                Ok(())
-            }
-            _ => print_one(&op, out),
-        }
-    } else {
-        let op = crate::follow::follow(client, &op.id.to_string()).await?;
-        match then {
-            Some(path) => show(&client.get::<Host>(path, &[]).await?, out),
-            None => print_one(&op, out),
-        }
-    }
-}
-
 pub async fn run(cmd: HostCmd, client: &Client, out: OutputFormat) -> anyhow::Result<()> {
     match cmd {
         HostCmd::Add {
@@ -205,7 +179,10 @@ pub async fn run(cmd: HostCmd, client: &Client, out: OutputFormat) -> anyhow::Re
                 base_dir,
             };
             let op: Operation = client.post("/hosts", &req).await?;
-            started(client, op, wait, out, Some(&format!("/hosts/{name}"))).await
+            match started(client, op, wait, out).await? {
+                Some(_) => show(&client.get::<Host>(&format!("/hosts/{name}"), &[]).await?, out),
+                None => Ok(()),
+            }
         }
         HostCmd::List { location } => {
             let query: Vec<(&str, String)> = location.map(|l| ("location", l)).into_iter().collect();
@@ -219,7 +196,10 @@ pub async fn run(cmd: HostCmd, client: &Client, out: OutputFormat) -> anyhow::Re
         HostCmd::Remove { name, force, wait } => {
             let path = if force { format!("/hosts/{name}?force=true") } else { format!("/hosts/{name}") };
             let op: Operation = client.delete_json(&path).await?;
-            started(client, op, wait, out, None).await
+            match started(client, op, wait, out).await? {
+                Some(op) => print_one(&op, out),
+                None => Ok(()),
+            }
         }
     }
 }

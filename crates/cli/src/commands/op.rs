@@ -36,6 +36,28 @@ pub struct Wait {
     pub wait: bool,
 }
 
+/// After a change was accepted: without `--wait`, prints the operation's ID (or the
+/// operation with `-o json|yaml`) and answers `None`; with it, follows the operation to
+/// its end (an error if it failed) and answers it, for the caller to show the result.
+pub(crate) async fn started(
+    client: &Client,
+    op: Operation,
+    wait: Wait,
+    out: OutputFormat,
+) -> anyhow::Result<Option<Operation>> {
+    if wait.wait {
+        return Ok(Some(crate::follow::follow(client, &op.id.to_string()).await?));
+    }
+    match out {
+        OutputFormat::Table => {
+            println!("{}", op.id);
+            eprintln!("started operation {} ({}); follow it with `sovdb op watch {}`", op.id, op.kind, op.id);
+        }
+        _ => print_one(&op, out)?,
+    }
+    Ok(None)
+}
+
 /// `n/m name` of the step in progress (or the last one), for tables.
 fn progress(op: &Operation) -> String {
     let total = op.steps.len();
