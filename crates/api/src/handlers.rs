@@ -241,6 +241,83 @@ pub(crate) async fn cluster_delete(
     Ok((StatusCode::ACCEPTED, Json(app.cluster_delete(&ctx, &name).await?)))
 }
 
+/// A planned switchover: the primary hands over to a replica (`to`, or the one Patroni
+/// chooses: the synchronous standby with `--sync`). Starts a `cluster.switchover` operation.
+#[utoipa::path(post, path = "/clusters/{name}/switchover", tag = "clusters", request_body = ClusterSwitchover,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_switchover(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<ClusterSwitchover>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_switchover(&ctx, &name, req, false).await?)))
+}
+
+/// A forced failover: promotes `to` (or the synchronous standby, or the replica least
+/// behind) whatever the primary does, also when there is none. Starts a `cluster.failover`
+/// operation.
+#[utoipa::path(post, path = "/clusters/{name}/failover", tag = "clusters", request_body = ClusterSwitchover,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_failover(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<ClusterSwitchover>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_switchover(&ctx, &name, req, true).await?)))
+}
+
+/// A rolling restart of every member's PostgreSQL, replicas first, the primary last (in
+/// place). Starts a `cluster.restart` operation.
+#[utoipa::path(post, path = "/clusters/{name}/restart", tag = "clusters", request_body = ClusterRestart,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_restart(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<ClusterRestart>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_restart(&ctx, &name, req).await?)))
+}
+
+/// More or fewer members (never removing the primary); checks placement first. Starts a
+/// `cluster.scale` operation.
+#[utoipa::path(post, path = "/clusters/{name}/scale", tag = "clusters", request_body = ClusterScale,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_scale(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<ClusterScale>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_scale(&ctx, &name, req).await?)))
+}
+
+/// A rolling change of PostgreSQL parameters through Patroni, validated first; members
+/// restart (replicas first) only where a parameter needs it, and the operation's output
+/// and event say so. Starts a `cluster.set` operation.
+#[utoipa::path(post, path = "/clusters/{name}/params", tag = "clusters", request_body = ClusterSetParams,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_set_params(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<ClusterSetParams>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_set_params(&ctx, &name, req).await?)))
+}
+
 /// Options of `GET /clusters/{name}/connection`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -9,7 +9,9 @@ use sovdb_types::*;
 use crate::operations::OperationStart;
 use crate::placement::{self, Candidate};
 use crate::workflows::pg::{self, ClusterParams};
-use crate::workflows::{cluster_create, cluster_delete};
+use crate::workflows::{
+    cluster_create, cluster_delete, cluster_restart, cluster_scale, cluster_set, cluster_switchover,
+};
 use crate::{validate, App, AppError, Ctx, Result};
 
 /// The installation's default location, when `meta` has none.
@@ -224,6 +226,167 @@ impl App {
         })
     }
 
+    /// Moves the primary to another member: planned (`failover` false: the primary hands
+    /// over) or forced (`failover`: a candidate is promoted whatever the primary does).
+    pub async fn cluster_switchover(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        req: ClusterSwitchover,
+        failover: bool,
+    ) -> Result<Operation> {
+        let (_, record, _, members) = self.cluster_parts(ctx, name).await?;
+        changeable(&record)?;
+        let what = if failover { "fail over" } else { "switch over" };
+        if members.len() < 2 {
+            return Err(AppError::Invalid(format!(
+                "cluster {name:?} has one member: no replica to {what} to; add one with `sovdb cluster scale {name} --replicas 2`"
+            )));
+        }
+        if let Some(to) = &req.to {
+            if !members.iter().any(|m| &m.name == to) {
+                let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+                return Err(AppError::Invalid(format!(
+                    "cluster {name:?} has no member {to:?}; its members are {}",
+                    names.join(", ")
+                )));
+            }
+            if let Ok(status) = crate::patroni::status(self, &members).await {
+                if status.leader().is_some_and(|l| &l.name == to) {
+                    return Err(AppError::Invalid(format!("{to} is the primary already; name a replica with --to")));
+                }
+            }
+        }
+        let (kind, action) = if failover {
+            (cluster_switchover::FAILOVER, "cluster.failover")
+        } else {
+            (cluster_switchover::SWITCHOVER, "cluster.switchover")
+        };
+        let params = cluster_switchover::Params { cluster: record.id, to: req.to.clone() };
+        self.cluster_operation(ctx, &record, kind, action, serde_json::to_value(params).expect("serialise"), &req).await
+    }
+
+    /// A rolling restart of every member's PostgreSQL, replicas first.
+    pub async fn cluster_restart(&self, ctx: &Ctx, name: &str, req: ClusterRestart) -> Result<Operation> {
+        let (_, record, _, _) = self.cluster_parts(ctx, name).await?;
+        changeable(&record)?;
+        let params = ClusterParams { cluster: record.id };
+        self.cluster_operation(
+            ctx,
+            &record,
+            cluster_restart::KIND,
+            "cluster.restart",
+            serde_json::to_value(params).expect("serialise"),
+            &req,
+        )
+        .await
+    }
+
+    /// More or fewer members; checks that new members can be placed first.
+    pub async fn cluster_scale(&self, ctx: &Ctx, name: &str, req: ClusterScale) -> Result<Operation> {
+        let (cluster, record, spec, members) = self.cluster_parts(ctx, name).await?;
+        changeable(&record)?;
+        if !(1..=MAX_REPLICAS).contains(&req.replicas) {
+            return Err(AppError::Invalid(format!(
+                "--replicas {} is out of range: give 1 to {MAX_REPLICAS} (the number of PostgreSQL instances)",
+                req.replicas
+            )));
+        }
+        let n = req.replicas as u32;
+        if n as usize == members.len() {
+            return Err(AppError::Invalid(format!("cluster {name:?} has {n} member(s) already")));
+        }
+        if n as usize > members.len() {
+            let mut tx = self.store.read().await?;
+            let location = cluster.location;
+            let (_, candidates) = placement_candidates(tx.as_mut(), record.location_id).await?;
+            let on: Vec<HostId> = members.iter().map(|m| m.host.host.id).collect();
+            placement::place_more(
+                &location,
+                &candidates,
+                &on,
+                n - members.len() as u32,
+                spec.spread,
+                &spec.require_labels,
+            )
+            .map_err(AppError::Invalid)?;
+        }
+        let params = cluster_scale::Params { cluster: record.id, replicas: n };
+        self.cluster_operation(
+            ctx,
+            &record,
+            cluster_scale::KIND,
+            "cluster.scale",
+            serde_json::to_value(params).expect("serialise"),
+            &req,
+        )
+        .await
+    }
+
+    /// A rolling change of PostgreSQL parameters; restarts only where one needs it.
+    pub async fn cluster_set_params(&self, ctx: &Ctx, name: &str, req: ClusterSetParams) -> Result<Operation> {
+        if req.params.is_empty() && req.reset.is_empty() {
+            return Err(AppError::Invalid(
+                "nothing to change: give --param key=value or --reset key (e.g. --param work_mem=16MB)".into(),
+            ));
+        }
+        sovdb_postgres::params::validate(&req.params)
+            .map_err(|e| AppError::Invalid(format!("invalid --param: {e}")))?;
+        for k in &req.reset {
+            if req.params.contains_key(k) {
+                return Err(AppError::Invalid(format!("{k} is both set and reset; give one of them")));
+            }
+            // A name is valid for a reset when some value of it would be.
+            let known = sovdb_postgres::params::setting(k).is_some();
+            if let Err(e) = sovdb_postgres::params::check(k, "") {
+                if !known || e.contains("manages") || e.contains("read-only") {
+                    return Err(AppError::Invalid(format!("invalid --reset: {e}")));
+                }
+            }
+        }
+        let (_, record, _, _) = self.cluster_parts(ctx, name).await?;
+        let params = cluster_set::Params { cluster: record.id, set: req.params.clone(), reset: req.reset.clone() };
+        self.cluster_operation(
+            ctx,
+            &record,
+            cluster_set::KIND,
+            "cluster.set",
+            serde_json::to_value(params).expect("serialise"),
+            &req,
+        )
+        .await
+    }
+
+    /// Starts a day-2 operation on a cluster that was created (not one being created,
+    /// deleted, or that failed), with its audit record, in one transaction.
+    async fn cluster_operation(
+        &self,
+        ctx: &Ctx,
+        record: &ClusterRecord,
+        kind: &'static str,
+        action: &str,
+        params: serde_json::Value,
+        request: &impl serde::Serialize,
+    ) -> Result<Operation> {
+        let name = &record.name;
+        let mut tx = self.store.write().await?;
+        let now = tx.cluster_record_by_id(record.id).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
+        changeable(&now)?;
+        let op = self
+            .operation_create(
+                tx.as_mut(),
+                &ctx.user.name,
+                OperationStart { kind, target: format!("cluster/{name}"), project: Some(ctx.project.id), params },
+            )
+            .await?;
+        let mut audit = serde_json::to_value(request).expect("serialise");
+        audit["operation"] = op.id.to_string().into();
+        tx.audit_append(&ctx.audit(action, format!("cluster/{name}"), audit)).await?;
+        tx.commit().await?;
+        self.operations_created();
+        Ok(op)
+    }
+
     pub async fn cluster_delete(&self, ctx: &Ctx, name: &str) -> Result<Operation> {
         let mut tx = self.store.write().await?;
         let record =
@@ -249,6 +412,22 @@ impl App {
         tx.commit().await?;
         self.operations_created();
         Ok(op)
+    }
+}
+
+/// Day-2 operations wait for a cluster that was created (not one being created or
+/// deleted, or that failed).
+fn changeable(record: &ClusterRecord) -> Result<()> {
+    let name = &record.name;
+    match record.state {
+        ClusterState::Ready | ClusterState::Degraded => Ok(()),
+        ClusterState::Creating => Err(AppError::Conflict(format!(
+            "cluster {name:?} is still being created; wait for its create operation to finish"
+        ))),
+        ClusterState::Deleting => Err(AppError::Conflict(format!("cluster {name:?} is being deleted"))),
+        ClusterState::Failed => {
+            Err(AppError::Conflict(format!("cluster {name:?} failed; see `sovdb op list` for why, and delete it")))
+        }
     }
 }
 

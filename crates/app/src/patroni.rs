@@ -125,3 +125,93 @@ pub(crate) async fn wait_primary<'m>(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// What one member's Patroni says of itself (`GET /patroni`).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct NodeStatus {
+    /// When its PostgreSQL started (a restart changes it).
+    #[serde(default)]
+    pub postmaster_start_time: Option<String>,
+    /// A changed parameter waits for a restart.
+    #[serde(default)]
+    pub pending_restart: bool,
+}
+
+/// `GET /patroni` of one member.
+pub(crate) async fn node(app: &App, m: &Member) -> Result<NodeStatus, String> {
+    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let url = format!("https://{}/patroni", m.patroni_endpoint());
+    let r = https.get(&url).timeout(Duration::from_secs(3)).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
+    // Patroni answers 503 with the same body when PostgreSQL doesn't run.
+    r.json().await.map_err(|e| e.to_string())
+}
+
+/// A change through one member's REST API (`POST /switchover`, `PATCH /config`, …),
+/// authenticated with the cluster's REST password. Answers Patroni's status and text;
+/// an error only when Patroni could not be asked.
+pub(crate) async fn change(
+    app: &App,
+    m: &Member,
+    method: reqwest::Method,
+    path: &str,
+    body: &serde_json::Value,
+    password: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let url = format!("https://{}{path}", m.patroni_endpoint());
+    let r = https
+        .request(method, &url)
+        .basic_auth(sovdb_postgres::render::REST_USER, Some(password))
+        .json(body)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| sovdb_types::error_chain(&e))?;
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    Ok((status, text.trim().to_string()))
+}
+
+/// The cluster as [`settle`] last saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    /// The member that leads.
+    pub leader: String,
+    /// The members streaming from it.
+    pub streaming: Vec<String>,
+    /// What is not there yet: members not running as replicas streaming from the leader,
+    /// and "a synchronous standby" when one is wanted and none is named.
+    pub missing: Vec<String>,
+}
+
+/// Waits, for at most `timeout`, until a leader runs and every other member runs as a
+/// replica that streams from it (pg_basebackup's stream doesn't count: Patroni names a
+/// replica's stream after the member) and, with `sync`, Patroni names a synchronous
+/// standby. Answers what it saw last; an error only when no leader ran in that time.
+pub(crate) async fn settle(app: &App, members: &[Member], sync: bool, timeout: Duration) -> Result<Settled, String> {
+    let want_sync = sync && members.len() > 1;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let (status, primary) = wait_primary(app, members, left).await?;
+        let leader = primary.name.clone();
+        let streaming = self::streaming(app, primary).await.unwrap_or_default();
+        let mut missing: Vec<String> = members
+            .iter()
+            .filter(|m| m.name != leader)
+            .filter(|m| {
+                let running = status.members.iter().any(|p| p.name == m.name && serving(p) && !p.is_leader());
+                !(running && streaming.contains(&m.name))
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        if want_sync && !status.members.iter().any(|m| m.is_sync()) {
+            missing.push("a synchronous standby".into());
+        }
+        if missing.is_empty() || Instant::now() > deadline {
+            return Ok(Settled { leader, streaming, missing });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -47,6 +47,20 @@ pub fn place(
     spread: Option<Spread>,
     required: &Labels,
 ) -> Result<Vec<HostId>, String> {
+    place_more(location, hosts, &[], n, spread, required)
+}
+
+/// Hosts for `n` more members of a cluster whose members already run on `existing`
+/// (one entry per member): the spread counts them, so new members go where the cluster
+/// is not yet, and a hard spread rule holds for the whole cluster.
+pub fn place_more(
+    location: &str,
+    hosts: &[Candidate],
+    existing: &[HostId],
+    n: u32,
+    spread: Option<Spread>,
+    required: &Labels,
+) -> Result<Vec<HostId>, String> {
     if hosts.is_empty() {
         return Err(format!("location {location:?} has no hosts: add one with `sovdb host add`"));
     }
@@ -71,6 +85,13 @@ pub fn place(
     }
     let mut per_zone: BTreeMap<String, u32> = BTreeMap::new();
     let mut per_host: BTreeMap<&str, u32> = BTreeMap::new();
+    for id in existing {
+        if let Some(h) = hosts.iter().find(|h| h.id == *id) {
+            *per_zone.entry(h.zone_key()).or_default() += 1;
+            *per_host.entry(h.name.as_str()).or_default() += 1;
+        }
+    }
+    let total = n + existing.len() as u32;
     let mut chosen = Vec::new();
     for _ in 0..n {
         let best = matching
@@ -95,7 +116,7 @@ pub fn place(
                 _ => ("hosts", per_host.len()),
             };
             return Err(format!(
-                "--spread {} needs {n} {what} with room in location {location:?} (with the required labels), \
+                "--spread {} needs {total} {what} with room in location {location:?} (with the required labels), \
                  but only {count} can take a member; add hosts or lower --replicas",
                 spread.map(Spread::as_str).unwrap_or("")
             ));
@@ -152,6 +173,17 @@ mod tests {
         assert!(err.contains("--spread zone needs 3 zones") && err.contains("only 2"), "{err}");
         let ok = place("l", &hosts, 2, Some(Spread::Zone), &Labels::new()).unwrap();
         assert_eq!(names(&hosts, &ok), ["a1", "b1"]);
+    }
+
+    #[test]
+    fn more_members_go_where_the_cluster_is_not() {
+        let hosts = [host("a1", Some("a"), 8), host("b1", Some("b"), 8), host("c1", Some("c"), 8)];
+        let got = place_more("l", &hosts, &[hosts[0].id, hosts[2].id], 1, None, &Labels::new()).unwrap();
+        assert_eq!(names(&hosts, &got), ["b1"]);
+        let err =
+            place_more("l", &hosts, &[hosts[0].id, hosts[1].id, hosts[2].id], 1, Some(Spread::Zone), &Labels::new())
+                .unwrap_err();
+        assert!(err.contains("--spread zone needs 4 zones"), "{err}");
     }
 
     #[test]

@@ -135,11 +135,10 @@ pub struct PatroniInput<'a> {
 /// The DCS namespace of every sovdb cluster.
 pub const NAMESPACE: &str = "/sovdb/";
 
-/// Patroni's configuration (YAML).
-pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
-    let l = i.layout;
-    let m = i.member;
-    let mut global: BTreeMap<String, Value> = [
+/// The parameters every cluster starts with (before the user's); a parameter the user
+/// resets goes back to its value here, or else to PostgreSQL's default.
+pub fn base_parameters() -> BTreeMap<String, Value> {
+    [
         ("wal_level", json!("replica")),
         ("hot_standby", json!("on")),
         ("wal_log_hints", json!("on")),
@@ -150,7 +149,14 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    .collect()
+}
+
+/// Patroni's configuration (YAML).
+pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
+    let l = i.layout;
+    let m = i.member;
+    let mut global = base_parameters();
     for (k, v) in i.params {
         global.insert(k.clone(), json!(v));
     }
@@ -167,6 +173,10 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
             "keyfile": l.key(),
             "authentication": {"username": REST_USER, "password": i.passwords.rest},
         },
+        // How Patroni calls other members' REST APIs (a leader checks a switchover
+        // candidate; replicas compare themselves before a promotion): TLS verified
+        // against the installation CA, the member's certificate as the client's.
+        "ctl": {"insecure": false, "cacert": l.ca(), "certfile": l.cert(), "keyfile": l.key()},
         "etcd3": {
             "hosts": i.etcd_hosts,
             "protocol": "https",
@@ -273,7 +283,9 @@ pub fn haproxy_cfg(layout: &MemberLayout, me: &Peer, members: &[Peer]) -> String
 }
 
 pub fn haproxy_argv(layout: &MemberLayout) -> Vec<String> {
-    vec!["/usr/sbin/haproxy".into(), "-db".into(), "-f".into(), layout.haproxy_cfg()]
+    // Master-worker mode: SIGUSR2 to the master reloads the configuration without
+    // dropping a connection (a scaled cluster's members learn their new peers so).
+    vec!["/usr/sbin/haproxy".into(), "-W".into(), "-db".into(), "-f".into(), layout.haproxy_cfg()]
 }
 
 pub fn patroni_argv(layout: &MemberLayout) -> Vec<String> {
@@ -431,7 +443,7 @@ mod tests {
         assert_eq!(dcs["synchronous_mode"].as_bool(), Some(true));
         assert_eq!(dcs["postgresql"]["use_pg_rewind"].as_bool(), Some(true));
         assert_eq!(dcs["postgresql"]["parameters"]["work_mem"].as_str(), Some("8MB"));
-        assert!(TTL >= LOOP_WAIT + 2 * RETRY_TIMEOUT, "Patroni refuses other timings");
+        const { assert!(TTL >= LOOP_WAIT + 2 * RETRY_TIMEOUT, "Patroni refuses other timings") };
         assert_eq!(doc["bootstrap"]["initdb"][0].as_str(), Some("data-checksums"));
         let pg = &doc["postgresql"];
         assert_eq!(pg["listen"].as_str(), Some("10.0.0.1:20000"));

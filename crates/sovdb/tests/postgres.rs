@@ -235,5 +235,139 @@ fn bad_cluster_requests_are_refused_before_anything_is_created() {
     // A name in use is refused too.
     ok(&server, &["cluster", "create", "dup"]);
     refused(&["dup"], "already exists");
+
+    // Day-2 requests that can't work are refused before an operation exists.
+    let refused_day2 = |args: &[&str], needle: &str| {
+        let out = cli(&server, args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err:?} does not say {needle:?}");
+    };
+    refused_day2(&["cluster", "switchover", "dup"], "cluster \"dup\" is still being created");
+    let create =
+        json(&server, &["op", "list"]).as_array().unwrap().iter().find(|o| o["kind"] == "cluster.create").unwrap()
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    ok(&server, &["op", "watch", &create]);
+    refused_day2(&["cluster", "switchover", "dup"], "no replica to switch over to");
+    refused_day2(&["cluster", "failover", "nope"], "not found");
+    refused_day2(&["cluster", "scale", "dup", "--replicas", "0"], "out of range");
+    refused_day2(&["cluster", "scale", "dup", "--replicas", "1"], "has 1 member(s) already");
+    refused_day2(&["cluster", "scale", "dup", "--replicas", "2", "--spread", "host"], "unexpected argument");
+    refused_day2(&["cluster", "set", "dup"], "nothing to change");
+    refused_day2(&["cluster", "set", "dup", "--param", "work_mem=lots"], "work_mem");
+    refused_day2(&["cluster", "set", "dup", "--reset", "port"], "manages this parameter");
+    refused_day2(&["cluster", "set", "dup", "--reset", "shared_bufers"], "did you mean shared_buffers");
+    let ops = json(&server, &["op", "list"]);
+    let kinds: Vec<&str> = ops.as_array().unwrap().iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| k.starts_with("cluster.")).count(), 1, "only the create ran: {kinds:?}");
     ok(&server, &["cluster", "delete", "dup", "--wait"]);
+}
+
+/// `psql` on one member directly, as the application user.
+fn on_member(conn: &Value, address: &str, sql: &str) -> Result<String, String> {
+    let uri = format!("postgresql://app:{}@{address}/app?sslmode=require", conn["password"].as_str().unwrap());
+    psql(&uri, sql)
+}
+
+fn primary_of(c: &Value) -> String {
+    c["members"].as_array().unwrap().iter().find(|m| m["role"] == "primary").expect("a primary")["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn day_two_scale_switch_over_change_parameters_and_restart() {
+    let server = ready_server();
+    ok(&server, &["cluster", "create", "d2", "--sync", "--wait"]);
+    let uri = ok(&server, &["cluster", "connect", "d2"]).trim().to_string();
+    psql(&uri, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)").unwrap();
+
+    // 1 → 3: the new members clone from the primary and stream; every HAProxy routes to all.
+    ok(&server, &["cluster", "scale", "d2", "--replicas", "3", "--wait"]);
+    let c = json(&server, &["cluster", "show", "d2"]);
+    assert_eq!(c["replicas"], 3, "{c:#}");
+    assert_eq!(c["state"], "ready", "{c:#}");
+    let members = c["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{c:#}");
+    assert!(members.iter().all(|m| m["state"] == "running"), "{c:#}");
+    assert!(members.iter().any(|m| m["sync"] == true), "a synchronous standby: {c:#}");
+    // The URI names the members there are: a new one after a scale.
+    let uri = ok(&server, &["cluster", "connect", "d2"]).trim().to_string();
+    assert_eq!(uri.matches("127.0.0.1:").count(), 3, "{uri}");
+    let conn = json(&server, &["cluster", "connect", "d2"]);
+    for m in members {
+        let got = wait_for("the row on every member", Duration::from_secs(30), || {
+            on_member(&conn, m["address"].as_str().unwrap(), "SELECT count(*) FROM t").ok()
+        });
+        assert_eq!(got, "1");
+    }
+    // The first member's HAProxy (reloaded with its new peers) routes reads to a replica.
+    let ro = conn["endpoints"]["read_only"][0].as_str().unwrap();
+    wait_for("the read-only route reaches a replica", Duration::from_secs(30), || {
+        (on_member(&conn, ro, "SELECT pg_is_in_recovery()").ok()? == "t").then_some(())
+    });
+
+    // A switchover to the synchronous standby, by name.
+    let old = primary_of(&c);
+    let to = members.iter().find(|m| m["sync"] == true).unwrap()["name"].as_str().unwrap().to_string();
+    ok(&server, &["cluster", "switchover", "d2", "--to", &to, "--wait"]);
+    let c = json(&server, &["cluster", "show", "d2"]);
+    assert_eq!(primary_of(&c), to, "{c:#}");
+    let was = c["members"].as_array().unwrap().iter().find(|m| m["name"] == old.as_str()).unwrap();
+    assert_eq!((was["role"].as_str(), was["state"].as_str()), (Some("replica"), Some("running")), "{c:#}");
+    psql(&uri, "INSERT INTO t VALUES (2)").unwrap();
+
+    // A reloadable parameter: no restart. One read at start: a rolling restart.
+    let said = ok(&server, &["cluster", "set", "d2", "--param", "work_mem=12MB", "--wait"]);
+    assert!(said.contains("applied without a restart"), "{said}");
+    let said = ok(&server, &["cluster", "set", "d2", "--param", "max_connections=120", "--wait"]);
+    assert!(said.contains("max_connections need(s) a restart: restarted"), "{said}");
+    let c = json(&server, &["cluster", "show", "d2"]);
+    for m in c["members"].as_array().unwrap() {
+        let got = on_member(
+            &conn,
+            m["address"].as_str().unwrap(),
+            "SELECT current_setting('work_mem'), current_setting('max_connections')",
+        );
+        assert_eq!(got.unwrap(), "12MB|120", "on {}", m["name"]);
+        assert!(said.contains(m["name"].as_str().unwrap()), "{said} names every restarted member");
+    }
+    assert_eq!(c["params"]["max_connections"], "120", "{c:#}");
+    assert_eq!(primary_of(&c), to, "a rolling restart keeps the primary");
+
+    // 3 → 2 never removes the primary; the removed member leaves nothing behind.
+    ok(&server, &["cluster", "scale", "d2", "--replicas", "2", "--wait"]);
+    let c = json(&server, &["cluster", "show", "d2"]);
+    let names: Vec<&str> = c["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{c:#}");
+    assert_eq!(primary_of(&c), to, "{c:#}");
+    let gone = ["d2-1", "d2-2", "d2-3"].into_iter().find(|n| !names.contains(n)).unwrap();
+    let dir = member_dir(&server, &c, gone);
+    assert!(!dir.exists(), "{} is gone", dir.display());
+    assert_eq!(processes(&dir.display().to_string()), Vec::<u32>::new(), "no process of {gone} is left");
+
+    // A rolling restart: every member's PostgreSQL starts again, replicas first.
+    ok(&server, &["cluster", "restart", "d2", "--wait"]);
+    let ops = json(&server, &["op", "list"]);
+    let restart = ops.as_array().unwrap().iter().find(|o| o["kind"] == "cluster.restart").unwrap();
+    let steps = restart["steps"].as_array().unwrap();
+    let restarted: Vec<&str> = steps[1..]
+        .iter()
+        .flat_map(|s| s["output"]["restarted"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()))
+        .collect();
+    assert_eq!(restarted.len(), 2, "{restart:#}");
+    assert_eq!(restarted[1], to, "the primary last: {restart:#}");
+    assert_eq!(psql(&uri, "SELECT count(*) FROM t").unwrap(), "2");
+
+    // A forced failover without --to promotes the synchronous standby.
+    let standby = names.iter().find(|n| **n != to).unwrap().to_string();
+    ok(&server, &["cluster", "failover", "d2", "--wait"]);
+    let c = json(&server, &["cluster", "show", "d2"]);
+    assert_eq!(primary_of(&c), standby, "{c:#}");
+    wait_for("writes through the URI", Duration::from_secs(30), || psql(&uri, "INSERT INTO t VALUES (3)").ok());
+    ok(&server, &["cluster", "delete", "d2", "--wait"]);
 }

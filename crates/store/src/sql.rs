@@ -215,6 +215,7 @@ fn step_from(row: &Row) -> Result<OperationStep> {
         started_at: opt_time(row, "started_at")?,
         finished_at: opt_time(row, "finished_at")?,
         error: opt_json(row, "error", "step error")?,
+        output: opt_json(row, "output", "step output")?,
     })
 }
 
@@ -233,7 +234,7 @@ impl SqlTx {
         }
         let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT operation_id, idx, name, state, attempts, started_at, finished_at, error FROM operation_steps \
+            "SELECT operation_id, idx, name, state, attempts, started_at, finished_at, error, output FROM operation_steps \
              WHERE operation_id IN ({placeholders}) ORDER BY operation_id, idx"
         );
         let mut query = sqlx::query(&sql);

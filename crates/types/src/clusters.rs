@@ -153,6 +153,44 @@ pub struct ClusterConnection {
     pub endpoints: ClusterEndpoints,
 }
 
+/// Body of `POST /api/v1/clusters/{name}/switchover` and `/failover`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSwitchover {
+    /// The member to promote. A switchover without one lets Patroni choose (the
+    /// synchronous standby with `--sync`); a failover without one takes the synchronous
+    /// standby, or else the running replica that is least behind.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// Body of `POST /api/v1/clusters/{name}/scale`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterScale {
+    /// The new number of PostgreSQL instances (1 to 9). Scaling down never removes the
+    /// primary.
+    pub replicas: i64,
+}
+
+/// Body of `POST /api/v1/clusters/{name}/restart`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRestart {}
+
+/// Body of `POST /api/v1/clusters/{name}/params`: a rolling change of PostgreSQL
+/// parameters through Patroni.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSetParams {
+    /// Parameters to set, validated before anything changes.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Parameters to take back to their default.
+    #[serde(default)]
+    pub reset: Vec<String>,
+}
+
 /// Something that happened to a cluster, a host or the installation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {

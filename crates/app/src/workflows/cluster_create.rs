@@ -75,15 +75,29 @@ async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let (record, spec) = pg::must_cluster(app, cluster).await?;
     let existing = pg::members(app, cluster).await?;
-    if !existing.is_empty() {
-        return Ok(placed(&existing));
+    if existing.is_empty() {
+        add_members(app, &record, &spec, &[], spec.replicas).await?;
     }
+    Ok(placed(&pg::members(app, cluster).await?))
+}
+
+/// Places `n` more members beside `existing` (see `placement`), gives them ports and
+/// writes their rows, in one transaction. Members are numbered on from the highest.
+pub(crate) async fn add_members(
+    app: &App,
+    record: &sovdb_store::ClusterRecord,
+    spec: &sovdb_types::ClusterSpec,
+    existing: &[Member],
+    n: u32,
+) -> Result<(), StepFailure> {
+    let cluster = record.id;
     let (hosts, candidates) = {
         let mut tx = app.store.read().await.map_err(store_failure)?;
         crate::clusters::placement_candidates(tx.as_mut(), record.location_id).await.map_err(store_failure)?
     };
     let location_name = hosts.first().map(|h| h.host.location.clone()).unwrap_or_default();
-    let chosen = placement::place(&location_name, &candidates, spec.replicas, spec.spread, &spec.require_labels)
+    let on: Vec<_> = existing.iter().map(|m| m.host.host.id).collect();
+    let chosen = placement::place_more(&location_name, &candidates, &on, n, spec.spread, &spec.require_labels)
         .map_err(StepFailure::permanent)?;
 
     // What listens on each chosen host now, so no port given out is already in use.
@@ -95,10 +109,11 @@ async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             listening.insert(*id, pg::listening_ports(&client).await?);
         }
     }
+    let first = existing.iter().filter_map(|m| pg::member_number(&m.name)).max().unwrap_or(0) + 1;
     let owner = pg::owner(cluster);
     let mut tx = app.store.write().await.map_err(store_failure)?;
     for (i, host_id) in chosen.iter().enumerate() {
-        let n = i as u32 + 1;
+        let n = first + i as u32;
         let name = format!("{}-{n}", record.name);
         let host = hosts.iter().find(|h| h.host.id == *host_id).expect("a candidate");
         let mut purposes = vec!["postgres", "patroni", "read-write", "read-only"];
@@ -130,10 +145,10 @@ async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         .map_err(store_failure)?;
     }
     tx.commit().await.map_err(store_failure)?;
-    Ok(placed(&pg::members(app, cluster).await?))
+    Ok(())
 }
 
-fn placed(members: &[Member]) -> Value {
+pub(crate) fn placed(members: &[Member]) -> Value {
     let list: Vec<Value> =
         members.iter().map(|m| json!({"member": m.name, "host": m.host.host.name, "ports": m.spec.ports})).collect();
     json!({ "members": list })
@@ -150,7 +165,7 @@ async fn generate_secrets(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({"secrets": ["superuser", "replication", "rest", "app"]}))
 }
 
-async fn ensure_dcs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn ensure_dcs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (record, _) = pg::must_cluster(app, cluster).await?;
@@ -158,7 +173,7 @@ async fn ensure_dcs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({"endpoints": members.iter().map(|m| m.client_endpoint()).collect::<Vec<_>>()}))
 }
 
-async fn install_packages(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn install_packages(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (record, spec) = pg::must_cluster(app, cluster).await?;
@@ -176,7 +191,7 @@ async fn install_packages(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({"packages": names}))
 }
 
-async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (record, spec) = pg::must_cluster(app, cluster).await?;
@@ -248,7 +263,7 @@ pub(crate) async fn remove_files(ctx: StepCtx<App>) -> Result<Value, StepFailure
     Ok(json!({}))
 }
 
-async fn start_members(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn start_members(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     for m in pg::members(app, cluster).await? {
@@ -297,37 +312,15 @@ async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
          ALTER ROLE \"{user}\" LOGIN PASSWORD '{password}';\n\
          SELECT format('CREATE DATABASE %I OWNER %I', '{db}', '{user}') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec\n"
     );
-    let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
-    let layout = m.layout();
-    let port = m.spec.ports.postgres.to_string();
-    let argv = [
-        "psql",
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        &layout.run_dir(),
-        "-p",
-        &port,
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-f",
-        "-",
-    ];
-    pg::run(&client, &argv, Some(OS_USER), Some(sql), "create the application user and database").await.map_err(
-        |mut f| {
-            // The primary may have just changed: worth another try.
-            f.transient = true;
-            f
-        },
-    )?;
+    pg::psql(app, m, sql, "create the application user and database").await.map_err(|mut f| {
+        // The primary may have just changed: worth another try.
+        f.transient = true;
+        f
+    })?;
     Ok(json!({"user": user, "database": db, "on": m.name}))
 }
 
-async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     for m in pg::members(app, cluster).await? {
@@ -341,42 +334,18 @@ async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({}))
 }
 
-async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (_, spec) = pg::must_cluster(app, cluster).await?;
     let members = pg::members(app, cluster).await?;
-    // A synchronous cluster is ready once Patroni named a synchronous standby.
-    let want_sync = spec.sync && members.len() > 1;
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let (status, primary) = patroni::wait_primary(app, &members, Duration::from_secs(60))
-            .await
-            .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
-        let leader = &primary.name;
-        let streaming = patroni::streaming(app, primary).await.unwrap_or_default();
-        let mut missing: Vec<&str> = members
-            .iter()
-            .filter(|m| m.name != *leader)
-            .filter(|m| {
-                // pg_basebackup's stream carries the member's name too: the member must
-                // also run as a replica (Patroni says `starting` until then).
-                let running = status.members.iter().any(|p| p.name == m.name && patroni::serving(p));
-                !(running && streaming.contains(&m.name))
-            })
-            .map(|m| m.name.as_str())
-            .collect();
-        if want_sync && !status.members.iter().any(|m| m.is_sync()) {
-            missing.push("a synchronous standby");
-        }
-        if missing.is_empty() {
-            return Ok(json!({"primary": leader, "streaming": streaming}));
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(StepFailure::transient(format!("not streaming from the primary yet: {}", missing.join(", "))));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = patroni::settle(app, &members, spec.sync, Duration::from_secs(300))
+        .await
+        .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
+    if !s.missing.is_empty() {
+        return Err(StepFailure::transient(format!("not streaming from the primary yet: {}", s.missing.join(", "))));
     }
+    Ok(json!({"primary": s.leader, "streaming": s.streaming}))
 }
 
 async fn mark_ready(ctx: StepCtx<App>) -> Result<Value, StepFailure> {

@@ -14,6 +14,10 @@ use crate::{App, AppError};
 
 pub mod cluster_create;
 pub mod cluster_delete;
+pub mod cluster_restart;
+pub mod cluster_scale;
+pub mod cluster_set;
+pub mod cluster_switchover;
 pub(crate) mod dcs;
 pub mod host_add;
 pub mod host_remove;
@@ -21,7 +25,17 @@ pub(crate) mod pg;
 
 /// Every workflow, to register with the engine and to create operations from.
 pub fn all() -> Vec<Workflow<App>> {
-    vec![host_add::workflow(), host_remove::workflow(), cluster_create::workflow(), cluster_delete::workflow()]
+    vec![
+        host_add::workflow(),
+        host_remove::workflow(),
+        cluster_create::workflow(),
+        cluster_delete::workflow(),
+        cluster_switchover::switchover(),
+        cluster_switchover::failover(),
+        cluster_restart::workflow(),
+        cluster_set::workflow(),
+        cluster_scale::workflow(),
+    ]
 }
 
 /// The parameters of the host workflows.

@@ -383,3 +383,87 @@ pub(crate) fn host_cert_request(common_name: &str, address: &str) -> sovdb_pki::
         validity_days: 825,
     }
 }
+
+/// An event of the cluster's.
+pub(crate) fn event(record: &ClusterRecord, kind: &str, message: String) -> sovdb_store::NewEvent {
+    sovdb_store::NewEvent {
+        id: sovdb_types::EventId::new(),
+        at: crate::now(),
+        project_id: Some(record.project_id),
+        target: format!("cluster/{}", record.name),
+        kind: kind.into(),
+        message,
+    }
+}
+
+/// Runs SQL (on stdin: no secret in argv) with psql as the database superuser, over the
+/// member's Unix socket; answers psql's unaligned, tuples-only output, fields split by
+/// [`FIELD_SEPARATOR`].
+pub(crate) async fn psql(app: &App, m: &Member, sql: String, what: &str) -> Result<String, StepFailure> {
+    let client = agent(app, &m.host, Duration::from_secs(60)).await?;
+    let layout = m.layout();
+    let port = m.spec.ports.postgres.to_string();
+    let argv = [
+        "psql",
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-F",
+        FIELD_SEPARATOR,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        &layout.run_dir(),
+        "-p",
+        &port,
+        "-U",
+        sovdb_postgres::render::SUPERUSER,
+        "-d",
+        "postgres",
+        "-f",
+        "-",
+    ];
+    run(&client, &argv, Some(sovdb_postgres::OS_USER), Some(sql), what).await
+}
+
+/// Between the fields of [`psql`]'s output: a character no value holds.
+pub(crate) const FIELD_SEPARATOR: &str = "\u{1f}";
+
+/// A SQL string literal (standard_conforming_strings is on).
+pub(crate) fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The number at the end of a member's name (`db1-3` → 3).
+pub(crate) fn member_number(name: &str) -> Option<u32> {
+    name.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
+}
+
+/// Tells a member's HAProxy to read its configuration again (SIGUSR2 to its master: the
+/// old workers finish their connections). Nothing to do when it doesn't run.
+pub(crate) async fn reload_haproxy(app: &App, m: &Member) -> Result<(), StepFailure> {
+    let client = agent(app, &m.host, Duration::from_secs(30)).await?;
+    let name = m.service("haproxy");
+    let list = client.process_list().await.map_err(agent_failure)?;
+    if let Some(pid) = list.into_iter().find(|p| p.name == name).and_then(|p| p.pid) {
+        let pid = pid.to_string();
+        run(&client, &["kill", "-USR2", &pid], None, None, "reload HAProxy").await?;
+    }
+    Ok(())
+}
+
+/// Stops and removes one member: its processes, its directory, its ports, its
+/// certificate and its row. Idempotent.
+pub(crate) async fn remove_member(app: &App, m: &Member, cluster: ClusterId, version: &str) -> Result<(), StepFailure> {
+    stop_member(app, m, version).await?;
+    let client = agent(app, &m.host, Duration::from_secs(60)).await?;
+    client.remove(&RemoveRequest { path: m.spec.dir.clone().into(), recursive: true }).await.map_err(agent_failure)?;
+    let member_owner = format!("{}/{}", owner(cluster), m.name);
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    tx.port_release(&member_owner).await.map_err(store_failure)?;
+    tx.secret_delete(&member_owner).await.map_err(store_failure)?;
+    tx.member_delete(cluster, &m.name).await.map_err(store_failure)?;
+    tx.commit().await.map_err(store_failure)?;
+    Ok(())
+}

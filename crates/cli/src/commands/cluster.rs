@@ -2,7 +2,10 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use sovdb_types::{Cluster, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, Operation, Spread};
+use sovdb_types::{
+    Cluster, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, ClusterRestart, ClusterScale,
+    ClusterSetParams, ClusterSwitchover, Operation, Spread,
+};
 
 use super::location::parse_labels;
 use super::op::{started, Wait};
@@ -66,6 +69,51 @@ pub enum ClusterCmd {
         /// Print the CA certificate (PEM) that signed the servers' certificates instead
         #[arg(long)]
         print_ca: bool,
+    },
+    /// A planned switchover: the primary hands over to a replica
+    Switchover {
+        name: String,
+        /// The member to promote [default: Patroni's choice, the synchronous standby with --sync]
+        #[arg(long, value_name = "MEMBER")]
+        to: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// A forced failover: promote a replica whatever the primary does (also when there is none)
+    Failover {
+        name: String,
+        /// The member to promote [default: the synchronous standby, else the replica least behind]
+        #[arg(long, value_name = "MEMBER")]
+        to: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// A rolling restart of PostgreSQL: replicas first, the primary last
+    Restart {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// More or fewer members (scaling down never removes the primary)
+    Scale {
+        name: String,
+        /// The new number of PostgreSQL instances
+        #[arg(long, allow_negative_numbers = true)]
+        replicas: i64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Change PostgreSQL parameters, rolling; restarts only where a parameter needs it, and says so
+    Set {
+        name: String,
+        /// A parameter, key=value; repeat for more (checked before anything changes)
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// A parameter back to its default; repeat for more
+        #[arg(long = "reset", value_name = "KEY")]
+        reset: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Delete a cluster: stop and remove every member, release its ports and secrets
     Delete {
@@ -150,6 +198,25 @@ fn show(c: &ClusterDetail, out: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--param key=value`s as a map.
+fn parse_params(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for p in params {
+        let (k, v) =
+            p.split_once('=').with_context(|| format!("--param {p:?} is not key=value (e.g. --param work_mem=8MB)"))?;
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(map)
+}
+
+/// After a day-2 change: with `--wait`, the cluster as it is now.
+async fn after(client: &Client, name: &str, op: Operation, wait: Wait, out: OutputFormat) -> anyhow::Result<()> {
+    match started(client, op, wait, out).await? {
+        Some(_) => show(&client.get::<ClusterDetail>(&format!("/clusters/{name}"), &[]).await?, out),
+        None => Ok(()),
+    }
+}
+
 /// Saves the CA where `sslrootcert` can name it; returns the path.
 fn save_ca(pem: &str) -> anyhow::Result<std::path::PathBuf> {
     use sha2::Digest as _;
@@ -180,13 +247,7 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
             pooler,
             wait,
         } => {
-            let mut param_map = BTreeMap::new();
-            for p in &params {
-                let (k, v) = p
-                    .split_once('=')
-                    .with_context(|| format!("--param {p:?} is not key=value (e.g. --param work_mem=8MB)"))?;
-                param_map.insert(k.trim().to_string(), v.trim().to_string());
-            }
+            let param_map = parse_params(&params)?;
             let req = ClusterCreate {
                 name: name.clone(),
                 engine,
@@ -229,6 +290,35 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
                         "ca_pem": c.ca_pem, "ca_file": ca, "endpoints": c.endpoints,
                     });
                     println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+            }
+            Ok(())
+        }
+        ClusterCmd::Switchover { name, to, wait } => {
+            let op: Operation = client.post(&format!("/clusters/{name}/switchover"), &ClusterSwitchover { to }).await?;
+            after(client, &name, op, wait, out).await
+        }
+        ClusterCmd::Failover { name, to, wait } => {
+            let op: Operation = client.post(&format!("/clusters/{name}/failover"), &ClusterSwitchover { to }).await?;
+            after(client, &name, op, wait, out).await
+        }
+        ClusterCmd::Restart { name, wait } => {
+            let op: Operation = client.post(&format!("/clusters/{name}/restart"), &ClusterRestart {}).await?;
+            after(client, &name, op, wait, out).await
+        }
+        ClusterCmd::Scale { name, replicas, wait } => {
+            let op: Operation = client.post(&format!("/clusters/{name}/scale"), &ClusterScale { replicas }).await?;
+            after(client, &name, op, wait, out).await
+        }
+        ClusterCmd::Set { name, params, reset, wait } => {
+            let req = ClusterSetParams { params: parse_params(&params)?, reset };
+            let op: Operation = client.post(&format!("/clusters/{name}/params"), &req).await?;
+            if let Some(op) = started(client, op, wait, out).await? {
+                // What changed and where it restarted: the last step says.
+                let said = op.steps.last().and_then(|s| s.output.as_ref()).and_then(|o| o["message"].as_str());
+                match (out, said) {
+                    (OutputFormat::Table, Some(m)) => println!("{m}"),
+                    _ => print_one(&op, out)?,
                 }
             }
             Ok(())
