@@ -318,6 +318,21 @@ pub(crate) async fn cluster_set_params(
     Ok((StatusCode::ACCEPTED, Json(app.cluster_set_params(&ctx, &name, req).await?)))
 }
 
+/// What happened to a cluster, oldest first: created, failovers Patroni made (observed by
+/// the control plane), switchovers, restarts, parameter changes, scaling, degraded and
+/// recovered. A deleted cluster's events stay readable.
+#[utoipa::path(get, path = "/clusters/{name}/events", tag = "clusters",
+    params(("name" = String, Path), PageParams, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Page<Event>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn cluster_events(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Params(page): Params<PageParams>,
+) -> ApiResult<Json<Page<Event>>> {
+    Ok(Json(app.cluster_events(&ctx, &name, &page).await?))
+}
+
 /// Options of `GET /clusters/{name}/connection`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

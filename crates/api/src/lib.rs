@@ -81,6 +81,7 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::cluster_list, handlers::cluster_create))
         .routes(routes!(handlers::cluster_get, handlers::cluster_delete))
         .routes(routes!(handlers::cluster_connection))
+        .routes(routes!(handlers::cluster_events))
         .routes(routes!(handlers::cluster_switchover))
         .routes(routes!(handlers::cluster_failover))
         .routes(routes!(handlers::cluster_restart))

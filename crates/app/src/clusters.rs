@@ -458,7 +458,7 @@ fn step_error(f: sovdb_operations::StepFailure) -> AppError {
 }
 
 /// Why an observed cluster is not healthy, if it isn't.
-fn health(s: &crate::patroni::PatroniStatus, expected: usize) -> Option<String> {
+pub(crate) fn health(s: &crate::patroni::PatroniStatus, expected: usize) -> Option<String> {
     if s.leader().is_none() {
         return Some("no primary: Patroni reports no running leader".into());
     }

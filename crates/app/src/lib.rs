@@ -21,6 +21,7 @@ mod error;
 mod hosts;
 mod locations;
 mod monitor;
+mod observe;
 mod operations;
 mod patroni;
 mod pki;

@@ -160,6 +160,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(operation = %op.id, "adding this machine as host `local`");
     }
     let heartbeat = tokio::spawn(heartbeat_loop(app.clone()));
+    let observe = tokio::spawn(observe_loop(app.clone()));
 
     let router = sovdb_api::app(app).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -177,6 +178,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     heartbeat.abort();
+    observe.abort();
     // Stop taking up new steps; the step in flight finishes and its operation is parked
     // for any replica (or our next start) to resume.
     engine.engine.stop();
@@ -202,6 +204,19 @@ async fn heartbeat_loop(app: App) {
         tick.tick().await;
         if let Err(e) = app.hosts_heartbeat().await {
             tracing::warn!(error = %e, "host heartbeats failed; retrying");
+        }
+    }
+}
+
+/// Every 2 s: what each cluster's Patroni reports (failovers, degraded members) into
+/// the store and its events.
+async fn observe_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.clusters_observe().await {
+            tracing::warn!(error = %e, "observing clusters failed; retrying");
         }
     }
 }

@@ -176,6 +176,18 @@ fn a_three_member_sync_cluster_fails_over_without_losing_an_acknowledged_write()
     });
     // Writes resume through the same URI.
     wait_for("writes resume", Duration::from_secs(30), || psql(&uri, "SELECT 1 FROM w LIMIT 1").ok());
+    // The control plane saw it: a failover event, and the cluster degraded while the old
+    // primary is away.
+    wait_for("the failover recorded", Duration::from_secs(30), || {
+        let events = json(&server, &["cluster", "events", "ha"]);
+        events.as_array()?.iter().find(|e| e["kind"] == "failover").map(|e| {
+            let m = e["message"].as_str().unwrap();
+            assert!(m.contains(&format!("{primary} → {new_primary}")), "{m}");
+        })
+    });
+    wait_for("the cluster listed as degraded", Duration::from_secs(30), || {
+        (json(&server, &["cluster", "list"])[0]["state"] == "degraded").then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = writer.join().unwrap();
@@ -197,6 +209,20 @@ fn a_three_member_sync_cluster_fails_over_without_losing_an_acknowledged_write()
         let m = c["members"].as_array()?.iter().find(|m| m["name"] == primary.as_str())?.clone();
         (m["role"] == "replica" && m["state"] == "running" && c["state"] == "ready").then_some(())
     });
+    wait_for("the cluster listed as ready again", Duration::from_secs(30), || {
+        (json(&server, &["cluster", "list"])[0]["state"] == "ready").then_some(())
+    });
+    let kinds: Vec<String> = json(&server, &["cluster", "events", "ha"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    // (A member that rejoins may show a passing state more than once: degraded and
+    // recovered may repeat; the failover may not.)
+    assert_eq!(kinds[..2], ["created", "failover"], "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "failover").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("recovered"), "{kinds:?}");
     ok(&server, &["cluster", "delete", "ha", "--wait"]);
 }
 
@@ -369,5 +395,18 @@ fn day_two_scale_switch_over_change_parameters_and_restart() {
     let c = json(&server, &["cluster", "show", "d2"]);
     assert_eq!(primary_of(&c), standby, "{c:#}");
     wait_for("writes through the URI", Duration::from_secs(30), || psql(&uri, "INSERT INTO t VALUES (3)").ok());
+    // Every change is an event, and none of ours was taken for one of Patroni's failovers.
+    std::thread::sleep(Duration::from_secs(3));
+    let kinds: Vec<String> = json(&server, &["cluster", "events", "d2"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "scaled", "switchover", "parameters", "parameters", "scaled", "restart", "failover"],
+        "one event per change"
+    );
     ok(&server, &["cluster", "delete", "d2", "--wait"]);
 }

@@ -375,6 +375,8 @@ async fn operations_are_claimed_one_per_target_and_fenced(url: String) {
     for op in [&a, &b, &c] {
         tx.operation_create(op).await.unwrap();
     }
+    assert!(tx.operation_active_on("cluster/x").await.unwrap());
+    assert!(!tx.operation_active_on("cluster/z").await.unwrap());
     tx.commit().await.unwrap();
 
     let lease = |from: DateTime<Utc>| from + chrono::Duration::seconds(30);
@@ -641,6 +643,8 @@ async fn cluster_members_ports_and_secrets(url: String) {
     let got = tx.cluster_record(p.id, "db").await.unwrap().unwrap();
     assert_eq!(got, c);
     assert_eq!(tx.cluster_record_by_id(c.id).await.unwrap().unwrap(), c);
+    assert_eq!(tx.cluster_records_all(None, 10).await.unwrap(), std::slice::from_ref(&c));
+    assert_eq!(tx.cluster_records_all(Some(c.id), 10).await.unwrap(), []);
     assert!(tx.cluster_set_state(c.id, ClusterState::Ready).await.unwrap());
     assert!(tx.cluster_set_spec(c.id, &serde_json::json!({"replicas": 3})).await.unwrap());
     let got = tx.cluster_record_by_id(c.id).await.unwrap().unwrap();

@@ -290,6 +290,9 @@ pub trait Tx: Send {
     async fn cluster_count_in_location(&mut self, location: LocationId) -> Result<i64>;
     async fn cluster_record(&mut self, project: ProjectId, name: &str) -> Result<Option<ClusterRecord>>;
     async fn cluster_record_by_id(&mut self, id: ClusterId) -> Result<Option<ClusterRecord>>;
+    /// Every project's clusters, by ID, a page at a time (`after` an ID): for the loops
+    /// that observe them.
+    async fn cluster_records_all(&mut self, after: Option<ClusterId>, limit: i64) -> Result<Vec<ClusterRecord>>;
     /// `false` when the cluster does not exist.
     async fn cluster_set_state(&mut self, id: ClusterId, state: ClusterState) -> Result<bool>;
     async fn cluster_set_spec(&mut self, id: ClusterId, spec: &serde_json::Value) -> Result<bool>;
@@ -373,6 +376,8 @@ pub trait Tx: Send {
         lease_until: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<(OperationId, i64)>>;
     async fn operation_run(&mut self, id: OperationId) -> Result<Option<OperationRun>>;
+    /// Whether an unfinished operation acts on `target` (`kind/name`).
+    async fn operation_active_on(&mut self, target: &str) -> Result<bool>;
     /// Extends the lease; `false` when the fence moved on (another worker took over).
     async fn operation_renew(
         &mut self,

@@ -590,6 +590,15 @@ impl Tx for SqlTx {
             .transpose()
     }
 
+    async fn cluster_records_all(&mut self, after: Option<ClusterId>, limit: i64) -> Result<Vec<ClusterRecord>> {
+        let rows = sqlx::query(&format!("{CLUSTER_RECORD_SELECT} WHERE c.id > $1 ORDER BY c.id LIMIT $2"))
+            .bind(after.map(|a| a.to_string()).unwrap_or_default())
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(cluster_record_from).collect()
+    }
+
     async fn cluster_record_by_id(&mut self, id: ClusterId) -> Result<Option<ClusterRecord>> {
         sqlx::query(&format!("{CLUSTER_RECORD_SELECT} WHERE c.id = $1"))
             .bind(id.to_string())
@@ -959,6 +968,16 @@ impl Tx for SqlTx {
             .map(|(row, id)| operation_from(row, steps.remove(id).unwrap_or_default()))
             .collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(items, page, |o| o.id.to_string()))
+    }
+
+    async fn operation_active_on(&mut self, target: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM operations WHERE target = $1 AND state IN {UNFINISHED}"
+        ))
+        .bind(target)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(n > 0)
     }
 
     async fn operation_claim(

@@ -159,6 +159,8 @@ async fn wait(ctx: StepCtx<App>, failover: bool) -> Result<Value, StepFailure> {
     let message = format!("{} of cluster {}: {from} → {}", kind(failover), record.name, s.leader);
     let mut tx = app.store.write().await.map_err(store_failure)?;
     tx.event_append(&pg::event(&record, kind(failover), message)).await.map_err(store_failure)?;
+    // Ours, not Patroni's: the observing loop must not record it as a failover again.
+    crate::observe::record_leader(tx.as_mut(), cluster, &s.leader, None).await.map_err(super::app_failure)?;
     tx.commit().await.map_err(store_failure)?;
     Ok(json!({"primary": s.leader, "from": choice.from, "not_back": s.missing}))
 }

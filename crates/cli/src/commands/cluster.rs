@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use sovdb_types::{
     Cluster, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, ClusterRestart, ClusterScale,
-    ClusterSetParams, ClusterSwitchover, Operation, Spread,
+    ClusterSetParams, ClusterSwitchover, Event, Operation, Spread,
 };
 
 use super::location::parse_labels;
@@ -70,6 +70,8 @@ pub enum ClusterCmd {
         #[arg(long)]
         print_ca: bool,
     },
+    /// What happened to a cluster, oldest first: failovers, switchovers, restarts, changes
+    Events { name: String },
     /// A planned switchover: the primary hands over to a replica
     Switchover {
         name: String,
@@ -164,6 +166,13 @@ impl Tabular for ClusterMember {
             self.lag_bytes.map(|l| l.to_string()).unwrap_or_else(dash),
             self.address.clone(),
         ]
+    }
+}
+
+impl Tabular for Event {
+    const HEADERS: &'static [&'static str] = &["AT", "KIND", "MESSAGE"];
+    fn row(&self) -> Vec<String> {
+        vec![output::time(&self.at), self.kind.clone(), self.message.clone()]
     }
 }
 
@@ -293,6 +302,9 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
                 }
             }
             Ok(())
+        }
+        ClusterCmd::Events { name } => {
+            print_list(&client.list::<Event>(&format!("/clusters/{name}/events"), &[]).await?, out)
         }
         ClusterCmd::Switchover { name, to, wait } => {
             let op: Operation = client.post(&format!("/clusters/{name}/switchover"), &ClusterSwitchover { to }).await?;
