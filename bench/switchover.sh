@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Switchover figures on the local location: a 3-member cluster (synchronous, then
+# asynchronous) under a write loop (a row every ~10 ms through the cluster's URI, see
+# writeloop.py); `sovdb cluster switchover --wait` TRIALS times (default 10), each to the
+# member Patroni picks. Per trial: the write gap, the acknowledged writes missing
+# afterwards, and how long the operation took (API call → old primary streaming from the
+# new one). Asserts nothing. Needs root and a built binary (`cargo build`, or SOVDB_BIN).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${SOVDB_BIN:-${CARGO_TARGET_DIR:-target}/debug/sovdb}
+TRIALS=${TRIALS:-10}
+MODES=${MODES:-sync async}
+WORK=$(mktemp -d /tmp/sovdb-bench-XXXXXX)
+chmod 711 "$WORK"
+export SOVDB_DATA_DIR=$WORK/data HOME=$WORK
+
+cleanup() {
+  [[ -n ${SERVE_PID:-} ]] && kill "$SERVE_PID" 2>/dev/null || true
+  sleep 1; pkill -9 -f "$WORK" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+stats() { python3 -c '
+import statistics, sys
+v = sorted(float(x) for x in sys.argv[2:])
+print(f"{sys.argv[1]}: median {statistics.median(v):.2f} (min {v[0]:.2f}, max {v[-1]:.2f}, n={len(v)})")' "$@"; }
+primary() { "$BIN" cluster show "$1" -o json | python3 -c '
+import json, sys; print(next(m["name"] for m in json.load(sys.stdin)["members"] if m["role"] == "primary"))'; }
+
+"$BIN" serve --listen 127.0.0.1:0 >"$WORK/serve.log" 2>&1 &
+SERVE_PID=$!
+until [[ -f $SOVDB_DATA_DIR/api.url ]]; do sleep 0.05; done
+until [[ $("$BIN" host show local -o json | field "['status']") == ready ]]; do sleep 0.1; done
+
+for mode in $MODES; do
+  name=so-$mode
+  flag=(); [[ $mode == sync ]] && flag=(--sync)
+  "$BIN" cluster create "$name" --replicas 3 "${flag[@]}" --wait >/dev/null 2>&1
+  uri=$("$BIN" cluster connect "$name")
+  gaps=(); lost=(); took=()
+  for trial in $(seq "$TRIALS"); do
+    from=$(primary "$name")
+    stop=$WORK/stop-$mode-$trial
+    /usr/bin/python3 bench/writeloop.py "$uri" "$stop" >"$WORK/w.json" &
+    writer=$!
+    sleep 2
+    t0=$(date +%s.%N)
+    "$BIN" cluster switchover "$name" --wait >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    sleep 2
+    touch "$stop"; wait "$writer"
+    gap=$(field "['gap_s']" <"$WORK/w.json"); miss=$(field "['missing']" <"$WORK/w.json"); acked=$(field "['acked']" <"$WORK/w.json")
+    op=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+    echo "$mode trial $trial: $from → $(primary "$name"); write gap $gap s; $acked acknowledged, $miss missing; operation $op s"
+    gaps+=("$gap"); lost+=("$miss"); took+=("$op")
+  done
+  stats "$mode: write gap during a switchover (s)" "${gaps[@]}"
+  stats "$mode: acknowledged writes missing" "${lost[@]}"
+  stats "$mode: switchover operation, call to settled (s)" "${took[@]}"
+  "$BIN" cluster delete "$name" --wait >/dev/null 2>&1
+done
