@@ -78,7 +78,7 @@ fn member_dir(server: &TestServer, cluster: &Value, member: &str) -> std::path::
 #[test]
 fn a_single_member_cluster_serves_tls_and_is_deleted_without_a_trace() {
     let server = ready_server();
-    ok(&server, &["cluster", "create", "one", "--param", "work_mem=8MB", "--wait"]);
+    ok(&server, &["cluster", "create", "one", "--param", "work_mem=8MB", "--pooler", "--wait"]);
     let c = json(&server, &["cluster", "show", "one"]);
     assert_eq!(c["state"], "ready", "{c:#}");
     assert_eq!(c["members"][0]["role"], "primary", "{c:#}");
@@ -98,6 +98,10 @@ fn a_single_member_cluster_serves_tls_and_is_deleted_without_a_trace() {
     let rw = conn["endpoints"]["read_write"][0].as_str().unwrap();
     let via_haproxy = format!("postgresql://app:{}@{rw}/app?sslmode=require", conn["password"].as_str().unwrap());
     assert_eq!(psql(&via_haproxy, "SELECT pg_is_in_recovery()").unwrap(), "f");
+    // PgBouncer (--pooler) pools in front of the read-write route, over TLS.
+    let pooler = conn["endpoints"]["pooler"][0].as_str().expect("a pooler endpoint");
+    let via_pooler = format!("postgresql://app:{}@{pooler}/app?sslmode=require", conn["password"].as_str().unwrap());
+    assert_eq!(psql(&via_pooler, "SELECT v FROM t").unwrap(), "42");
     // PostgreSQL and Patroni run as the unprivileged database user.
     let dir = member_dir(&server, &c, "one-1");
     let postmaster = processes(&format!("postgres -D {}", dir.join("data").display()));
