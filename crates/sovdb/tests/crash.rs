@@ -19,7 +19,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
 const PARALLEL: usize = 3;
 
 /// Workflows with a scenario below.
-const SCENARIOS: &[&str] = &["host.add", "host.remove", "cluster.create", "cluster.delete"];
+const SCENARIOS: &[&str] = &[
+    "host.add",
+    "host.remove",
+    "cluster.create",
+    "cluster.delete",
+    "cluster.switchover",
+    "cluster.failover",
+    "cluster.restart",
+    "cluster.set",
+    "cluster.scale",
+];
 
 #[test]
 fn every_workflow_has_a_crash_scenario() {
@@ -338,4 +348,131 @@ fn a_dead_replicas_cluster_create_is_taken_over_by_another() {
     b.launch();
     assert_cluster_created_once(&b, &local_base(&a), "taken over by replica b");
     assert_crashed_step_ran_again(&b, "cluster.create", point);
+}
+
+/// Day-2 workflows: one server and one cluster of `replicas` members; the server crashes at
+/// every failpoint of `kind` in turn, while `args(i)` (the i-th run) runs. After each
+/// restart the operation completes exactly once, the step in flight ran again, and
+/// `check(server, i, op)` holds.
+fn day_two_survives_every_failpoint(
+    kind: &str,
+    replicas: &str,
+    args: impl Fn(usize) -> Vec<String>,
+    check: impl Fn(&TestServer, usize, &Value),
+) {
+    let mut server = TestServer::new(Path::new(BIN), None);
+    server.launch();
+    assert_local_host_added_once(&server, kind);
+    let out = cli(&server, &["cluster", "create", "c", "--replicas", replicas, "--wait"]);
+    assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+    for (i, point) in failpoints(kind).iter().enumerate() {
+        let a = args(i);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        crash_during(&mut server, point, &a);
+        let op = wait_for("the operation ended", &server, || {
+            let ops = operations(&server, kind);
+            (ops.len() == i + 1 && ops[0]["state"] != "running" && ops[0]["state"] != "queued").then(|| ops[0].clone())
+        });
+        assert_eq!(op["state"], "succeeded", "{point}: {op:#}");
+        assert_crashed_step_ran_again(&server, kind, point);
+        check(&server, i, &op);
+    }
+    let out = cli(&server, &["cluster", "delete", "c", "--wait"]);
+    assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A step's output in an operation as `op list` shows it.
+fn output<'a>(op: &'a Value, step: &str) -> &'a Value {
+    &op["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap()["output"]
+}
+
+/// The cluster settled: every member runs, one is the primary; answers the primary.
+fn settled(server: &TestServer, members: usize, context: &str) -> String {
+    let c = json(server, &["cluster", "show", "c"]).unwrap();
+    let m = c["members"].as_array().unwrap();
+    assert_eq!(m.len(), members, "{context}: {c:#}");
+    assert!(m.iter().all(|m| m["state"] == "running"), "{context}: {c:#}");
+    let primaries: Vec<_> = m.iter().filter(|m| m["role"] == "primary").collect();
+    assert_eq!(primaries.len(), 1, "{context}: {c:#}");
+    primaries[0]["name"].as_str().unwrap().to_string()
+}
+
+fn moved_the_primary(server: &TestServer, op: &Value) {
+    let (from, to) = (&output(op, "choose")["from"], &output(op, "wait")["primary"]);
+    assert_ne!(from, to, "the primary moved: {op:#}");
+    assert_eq!(settled(server, 2, "after the switch"), to.as_str().unwrap());
+}
+
+#[test]
+fn cluster_switchover_completes_once_after_a_crash_at_every_failpoint() {
+    day_two_survives_every_failpoint(
+        "cluster.switchover",
+        "2",
+        |_| ["cluster", "switchover", "c"].map(String::from).to_vec(),
+        |server, _, op| moved_the_primary(server, op),
+    );
+}
+
+#[test]
+fn cluster_failover_completes_once_after_a_crash_at_every_failpoint() {
+    day_two_survives_every_failpoint(
+        "cluster.failover",
+        "2",
+        |_| ["cluster", "failover", "c"].map(String::from).to_vec(),
+        |server, _, op| moved_the_primary(server, op),
+    );
+}
+
+#[test]
+fn cluster_restart_completes_once_after_a_crash_at_every_failpoint() {
+    day_two_survives_every_failpoint(
+        "cluster.restart",
+        "2",
+        |_| ["cluster", "restart", "c"].map(String::from).to_vec(),
+        |server, _, op| {
+            let primary = settled(server, 2, "after the restart");
+            assert_eq!(output(op, "plan")["primary"], primary.as_str(), "a restart keeps the primary: {op:#}");
+        },
+    );
+}
+
+#[test]
+fn cluster_set_completes_once_after_a_crash_at_every_failpoint() {
+    // max_connections needs a restart: every run changes it, so every run restarts.
+    let value = |i: usize| (110 + i).to_string();
+    day_two_survives_every_failpoint(
+        "cluster.set",
+        "2",
+        |i| ["cluster", "set", "c", "--param", &format!("max_connections={}", value(i))].map(String::from).to_vec(),
+        |server, i, _| {
+            settled(server, 2, "after the change");
+            let conn = json(server, &["cluster", "connect", "c"]).unwrap();
+            for addr in conn["endpoints"]["members"].as_array().unwrap() {
+                let uri = format!(
+                    "postgresql://app:{}@{}/app?sslmode=require",
+                    conn["password"].as_str().unwrap(),
+                    addr.as_str().unwrap()
+                );
+                let out = Command::new("psql").args([uri.as_str(), "-XAtc", "SHOW max_connections"]).output().unwrap();
+                assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), value(i), "on {addr}");
+            }
+        },
+    );
+}
+
+#[test]
+fn cluster_scale_completes_once_after_a_crash_at_every_failpoint() {
+    // Up to 2 and down to 1, in turn.
+    let target = |i: usize| if i % 2 == 0 { 2 } else { 1 };
+    day_two_survives_every_failpoint(
+        "cluster.scale",
+        "1",
+        |i| ["cluster", "scale", "c", "--replicas", &target(i).to_string()].map(String::from).to_vec(),
+        |server, i, _| {
+            settled(server, target(i), "after the scale");
+            let pg = local_base(server).join("pg");
+            let dirs = std::fs::read_dir(&pg).unwrap().count();
+            assert_eq!(dirs, target(i), "one directory per member, nothing orphaned");
+        },
+    );
 }
