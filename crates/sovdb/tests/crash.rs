@@ -463,7 +463,7 @@ fn cluster_set_completes_once_after_a_crash_at_every_failpoint() {
 #[test]
 fn cluster_scale_completes_once_after_a_crash_at_every_failpoint() {
     // Up to 2 and down to 1, in turn.
-    let target = |i: usize| if i % 2 == 0 { 2 } else { 1 };
+    let target = |i: usize| if i.is_multiple_of(2) { 2 } else { 1 };
     day_two_survives_every_failpoint(
         "cluster.scale",
         "1",
