@@ -84,6 +84,13 @@ fn agents_of(base_dir: &Path) -> Vec<u32> {
     processes(&format!("agent --base-dir {} ", base_dir.display()))
 }
 
+/// A process's parent (0 when it is gone).
+fn parent(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `pid (comm) state ppid ...`: comm may hold spaces, so count from the last `)`.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
 fn local_base(server: &TestServer) -> PathBuf {
     server.data_dir().join("hosts/local")
 }
@@ -246,7 +253,10 @@ fn assert_cluster_created_once(server: &TestServer, base: &Path, context: &str) 
     let dir = dirs[0].path();
     assert_eq!(processes(&format!("{}/patroni.yml", dir.display())).len(), 1, "{context}: one Patroni");
     assert_eq!(processes(&format!("postgres -D {}/data", dir.display())).len(), 1, "{context}: one postmaster");
-    assert_eq!(processes(&format!("{}/haproxy.cfg", dir.display())).len(), 1, "{context}: one HAProxy");
+    // HAProxy runs master-worker: one master, whose worker is its child.
+    let haproxy = processes(&format!("{}/haproxy.cfg", dir.display()));
+    let masters = haproxy.iter().filter(|p| !haproxy.contains(&parent(**p))).count();
+    assert_eq!(masters, 1, "{context}: one HAProxy: {haproxy:?}");
     assert_eq!(
         processes(&format!("{}/etcd/", base.display()))
             .iter()
