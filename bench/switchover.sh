@@ -6,33 +6,13 @@
 # afterwards, and how long the operation took (API call → old primary streaming from the
 # new one). Asserts nothing. Needs root and a built binary (`cargo build`, or SOVDB_BIN).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=${SOVDB_BIN:-${CARGO_TARGET_DIR:-target}/debug/sovdb}
+. "$(dirname "$0")/lib.sh"
 TRIALS=${TRIALS:-10}
 MODES=${MODES:-sync async}
-WORK=$(mktemp -d /tmp/sovdb-bench-XXXXXX)
-chmod 711 "$WORK"
-export SOVDB_DATA_DIR=$WORK/data HOME=$WORK
-
-cleanup() {
-  [[ -n ${SERVE_PID:-} ]] && kill "$SERVE_PID" 2>/dev/null || true
-  sleep 1; pkill -9 -f "$WORK" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-stats() { python3 -c '
-import statistics, sys
-v = sorted(float(x) for x in sys.argv[2:])
-print(f"{sys.argv[1]}: median {statistics.median(v):.2f} (min {v[0]:.2f}, max {v[-1]:.2f}, n={len(v)})")' "$@"; }
 primary() { "$BIN" cluster show "$1" -o json | python3 -c '
 import json, sys; print(next(m["name"] for m in json.load(sys.stdin)["members"] if m["role"] == "primary"))'; }
 
-"$BIN" serve --listen 127.0.0.1:0 >"$WORK/serve.log" 2>&1 &
-SERVE_PID=$!
-until [[ -f $SOVDB_DATA_DIR/api.url ]]; do sleep 0.05; done
-until [[ $("$BIN" host show local -o json | field "['status']") == ready ]]; do sleep 0.1; done
+start_server
 
 for mode in $MODES; do
   name=so-$mode
