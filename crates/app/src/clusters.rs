@@ -166,7 +166,7 @@ impl App {
             (Err(e), ClusterState::Ready) => {
                 (ClusterState::Degraded, Some(format!("no member's Patroni answers: {e}")))
             }
-            (Ok(s), ClusterState::Ready) => match health(s, members.len()) {
+            (Ok(s), ClusterState::Ready) => match health(s, &members) {
                 Some(why) => (ClusterState::Degraded, Some(why)),
                 None => (ClusterState::Ready, None),
             },
@@ -336,13 +336,7 @@ impl App {
             if req.params.contains_key(k) {
                 return Err(AppError::Invalid(format!("{k} is both set and reset; give one of them")));
             }
-            // A name is valid for a reset when some value of it would be.
-            let known = sovdb_postgres::params::setting(k).is_some();
-            if let Err(e) = sovdb_postgres::params::check(k, "") {
-                if !known || e.contains("manages") || e.contains("read-only") {
-                    return Err(AppError::Invalid(format!("invalid --reset: {e}")));
-                }
-            }
+            sovdb_postgres::params::check_name(k).map_err(|e| AppError::Invalid(format!("invalid --reset: {e}")))?;
         }
         let (_, record, _, _) = self.cluster_parts(ctx, name).await?;
         let params = cluster_set::Params { cluster: record.id, set: req.params.clone(), reset: req.reset.clone() };
@@ -458,15 +452,17 @@ fn step_error(f: sovdb_operations::StepFailure) -> AppError {
 }
 
 /// Why an observed cluster is not healthy, if it isn't.
-pub(crate) fn health(s: &crate::patroni::PatroniStatus, expected: usize) -> Option<String> {
+pub(crate) fn health(s: &crate::patroni::PatroniStatus, members: &[pg::Member]) -> Option<String> {
     if s.leader().is_none() {
         return Some("no primary: Patroni reports no running leader".into());
     }
     let mut problems = Vec::new();
-    if s.members.len() < expected {
-        problems.push(format!("{} of {expected} members report to Patroni", s.members.len()));
+    // Only the cluster's members count (a removed one may linger in the DCS).
+    let ours: Vec<_> = s.members.iter().filter(|p| members.iter().any(|m| m.name == p.name)).collect();
+    if ours.len() < members.len() {
+        problems.push(format!("{} of {} members report to Patroni", ours.len(), members.len()));
     }
-    for m in &s.members {
+    for m in ours {
         if !m.is_leader() && !crate::patroni::serving(m) {
             problems.push(format!("{} is {}", m.name, m.state));
         }

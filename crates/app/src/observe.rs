@@ -72,55 +72,19 @@ impl App {
             Ok(m) if !m.is_empty() => m,
             _ => return Ok(()),
         };
-        let seen = patroni::status(self, &members).await;
-        let (problem, leader, timeline) = match &seen {
+        let status = patroni::status(self, &members).await;
+        let (problem, leader, timeline) = match &status {
             Err(e) => (Some(format!("no member's Patroni answers: {e}")), None, None),
-            Ok(s) => {
-                (health(s, members.len()), s.leader().map(|l| l.name.clone()), s.leader().and_then(|l| l.timeline))
-            }
+            Ok(s) => (health(s, &members), s.leader().map(|l| l.name.clone()), s.leader().and_then(|l| l.timeline)),
         };
-        let target = format!("cluster/{}", record.name);
-        let mut tx = self.store.write().await?;
-        let Some(now) = tx.cluster_record_by_id(record.id).await? else { return Ok(()) };
-        if !matches!(now.state, ClusterState::Ready | ClusterState::Degraded) || tx.operation_active_on(&target).await?
-        {
+        let seen = Seen { leader, timeline, problem };
+        // Most rounds change nothing: decide on a read transaction, write only a change
+        // (and decide again there: the store may have moved on meanwhile).
+        if !record_change(self.store.read().await?.as_mut(), record, &seen, false).await? {
             return Ok(());
         }
-        let before = observed(tx.as_mut(), record.id).await?;
-        let mut changed = false;
-        if let Some(new) = &leader {
-            match before.as_ref().and_then(|b| b.leader.as_ref()) {
-                Some(old) if old != new => {
-                    let tl = timeline.map(|t| format!(" (timeline {t})")).unwrap_or_default();
-                    let message = format!("Patroni failed over cluster {}: {old} → {new}{tl}", record.name);
-                    tracing::info!(cluster = %record.name, from = %old, to = %new, "failover observed");
-                    tx.event_append(&pg::event(&now, "failover", message)).await?;
-                    changed = true;
-                }
-                Some(_) if before.as_ref().and_then(|b| b.timeline) != timeline => changed = true,
-                Some(_) => {}
-                None => changed = true,
-            }
-            if changed {
-                record_leader(tx.as_mut(), record.id, new, timeline).await?;
-            }
-        }
-        match (now.state, &problem) {
-            (ClusterState::Ready, Some(why)) => {
-                tx.cluster_set_state(record.id, ClusterState::Degraded).await?;
-                let message = format!("cluster {} is degraded: {why}", record.name);
-                tx.event_append(&pg::event(&now, "degraded", message)).await?;
-                changed = true;
-            }
-            (ClusterState::Degraded, None) => {
-                tx.cluster_set_state(record.id, ClusterState::Ready).await?;
-                let message = format!("cluster {} is ready again: every member runs and streams", record.name);
-                tx.event_append(&pg::event(&now, "recovered", message)).await?;
-                changed = true;
-            }
-            _ => {}
-        }
-        if changed {
+        let mut tx = self.store.write().await?;
+        if record_change(tx.as_mut(), record, &seen, true).await? {
             tx.commit().await?;
         }
         Ok(())
@@ -134,4 +98,56 @@ impl App {
         let target = format!("cluster/{name}");
         Ok(tx.event_list(Some(ctx.project.id), Some(&target), &page).await?)
     }
+}
+
+/// What one round saw of a cluster.
+struct Seen {
+    leader: Option<String>,
+    timeline: Option<i64>,
+    /// Why the cluster is not healthy, if it isn't.
+    problem: Option<String>,
+}
+
+/// Whether what was seen changes what the store holds (a new primary, or ready ↔
+/// degraded); with `write`, writes the change and its events to `tx`. A cluster an
+/// operation acts on, or that is no longer ready or degraded, is left alone.
+async fn record_change(tx: &mut dyn Tx, record: &ClusterRecord, seen: &Seen, write: bool) -> Result<bool> {
+    let Some(now) = tx.cluster_record_by_id(record.id).await? else { return Ok(false) };
+    let target = format!("cluster/{}", record.name);
+    if !matches!(now.state, ClusterState::Ready | ClusterState::Degraded) || tx.operation_active_on(&target).await? {
+        return Ok(false);
+    }
+    let before = observed(tx, record.id).await?.unwrap_or_default();
+    let mut changed = false;
+    if let Some(new) = &seen.leader {
+        let moved = before.leader.as_ref().filter(|old| *old != new);
+        if moved.is_some() || before.leader.is_none() || before.timeline != seen.timeline {
+            changed = true;
+            if write {
+                if let Some(old) = moved {
+                    let tl = seen.timeline.map(|t| format!(" (timeline {t})")).unwrap_or_default();
+                    let message = format!("Patroni failed over cluster {}: {old} → {new}{tl}", record.name);
+                    tracing::info!(cluster = %record.name, from = %old, to = %new, "failover observed");
+                    tx.event_append(&pg::event(&now, "failover", message)).await?;
+                }
+                record_leader(tx, record.id, new, seen.timeline).await?;
+            }
+        }
+    }
+    let (state, kind, message) = match (now.state, &seen.problem) {
+        (ClusterState::Ready, Some(why)) => {
+            (ClusterState::Degraded, "degraded", format!("cluster {} is degraded: {why}", record.name))
+        }
+        (ClusterState::Degraded, None) => (
+            ClusterState::Ready,
+            "recovered",
+            format!("cluster {} is ready again: every member runs and streams", record.name),
+        ),
+        _ => return Ok(changed),
+    };
+    if write {
+        tx.cluster_set_state(record.id, state).await?;
+        tx.event_append(&pg::event(&now, kind, message)).await?;
+    }
+    Ok(true)
 }

@@ -86,8 +86,9 @@ pub fn validate(params: &BTreeMap<String, String>) -> Result<(), String> {
     }
 }
 
-/// Checks one `name=value` as PostgreSQL 15 would.
-pub fn check(name: &str, value: &str) -> Result<(), String> {
+/// Checks that a user may set (or reset) `name` at all: PostgreSQL 15 has it, it is not
+/// fixed at build time, and sovdb does not manage it.
+pub fn check_name(name: &str) -> Result<&'static Setting, String> {
     let Some(s) = setting(name) else {
         return Err(match close_names(name).as_slice() {
             [] => format!("{name}: PostgreSQL 15 has no such parameter"),
@@ -100,6 +101,12 @@ pub fn check(name: &str, value: &str) -> Result<(), String> {
     if s.context == "internal" {
         return Err(format!("{name}: read-only, fixed when PostgreSQL was built or initialised"));
     }
+    Ok(s)
+}
+
+/// Checks one `name=value` as PostgreSQL 15 would.
+pub fn check(name: &str, value: &str) -> Result<(), String> {
+    let s = check_name(name)?;
     if value.contains(['\n', '\r', '\0']) {
         return Err(format!("{name}: the value holds a line break or NUL"));
     }

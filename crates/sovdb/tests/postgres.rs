@@ -233,15 +233,15 @@ fn a_three_member_sync_cluster_fails_over_without_losing_an_acknowledged_write()
 #[test]
 fn bad_cluster_requests_are_refused_before_anything_is_created() {
     let server = ready_server();
-    let refused = |args: &[&str], needle: &str| {
-        let mut all = vec!["cluster", "create"];
-        all.extend(args);
-        let out = cli(&server, &all);
+    // `sovdb ARGS` fails and says `needle`.
+    let refused_cmd = |args: &[&str], needle: &str| {
+        let out = cli(&server, args);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(err.contains(needle), "{args:?}: {err:?} does not say {needle:?}");
         assert!(!err.contains("panicked"), "{err}");
     };
+    let refused = |args: &[&str], needle: &str| refused_cmd(&[&["cluster", "create"], args].concat(), needle);
     refused(&["db", "--engine", "oracle"], "unknown engine");
     refused(&["db", "--version", "9.6"], "not available");
     refused(&["db", "--replicas", "0"], "out of range");
@@ -267,13 +267,7 @@ fn bad_cluster_requests_are_refused_before_anything_is_created() {
     refused(&["dup"], "already exists");
 
     // Day-2 requests that can't work are refused before an operation exists.
-    let refused_day2 = |args: &[&str], needle: &str| {
-        let out = cli(&server, args);
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(!out.status.success(), "{args:?} was accepted");
-        assert!(err.contains(needle), "{args:?}: {err:?} does not say {needle:?}");
-    };
-    refused_day2(&["cluster", "switchover", "dup"], "cluster \"dup\" is still being created");
+    refused_cmd(&["cluster", "switchover", "dup"], "cluster \"dup\" is still being created");
     let create =
         json(&server, &["op", "list"]).as_array().unwrap().iter().find(|o| o["kind"] == "cluster.create").unwrap()
             ["id"]
@@ -281,15 +275,15 @@ fn bad_cluster_requests_are_refused_before_anything_is_created() {
             .unwrap()
             .to_string();
     ok(&server, &["op", "watch", &create]);
-    refused_day2(&["cluster", "switchover", "dup"], "no replica to switch over to");
-    refused_day2(&["cluster", "failover", "nope"], "not found");
-    refused_day2(&["cluster", "scale", "dup", "--replicas", "0"], "out of range");
-    refused_day2(&["cluster", "scale", "dup", "--replicas", "1"], "has 1 member(s) already");
-    refused_day2(&["cluster", "scale", "dup", "--replicas", "2", "--spread", "host"], "unexpected argument");
-    refused_day2(&["cluster", "set", "dup"], "nothing to change");
-    refused_day2(&["cluster", "set", "dup", "--param", "work_mem=lots"], "work_mem");
-    refused_day2(&["cluster", "set", "dup", "--reset", "port"], "manages this parameter");
-    refused_day2(&["cluster", "set", "dup", "--reset", "shared_bufers"], "did you mean shared_buffers");
+    refused_cmd(&["cluster", "switchover", "dup"], "no replica to switch over to");
+    refused_cmd(&["cluster", "failover", "nope"], "not found");
+    refused_cmd(&["cluster", "scale", "dup", "--replicas", "0"], "out of range");
+    refused_cmd(&["cluster", "scale", "dup", "--replicas", "1"], "has 1 member(s) already");
+    refused_cmd(&["cluster", "scale", "dup", "--replicas", "2", "--spread", "host"], "unexpected argument");
+    refused_cmd(&["cluster", "set", "dup"], "nothing to change");
+    refused_cmd(&["cluster", "set", "dup", "--param", "work_mem=lots"], "work_mem");
+    refused_cmd(&["cluster", "set", "dup", "--reset", "port"], "manages this parameter");
+    refused_cmd(&["cluster", "set", "dup", "--reset", "shared_bufers"], "did you mean shared_buffers");
     let ops = json(&server, &["op", "list"]);
     let kinds: Vec<&str> = ops.as_array().unwrap().iter().filter_map(|o| o["kind"].as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| k.starts_with("cluster.")).count(), 1, "only the create ran: {kinds:?}");

@@ -115,7 +115,7 @@ async fn unplace(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let members = pg::members(app, cluster).await?;
     let (added, kept): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| !choice.before.contains(&m.name));
     for m in &added {
-        pg::remove_member(app, m, cluster, &record.version).await?;
+        pg::remove_member(app, m, &record).await?;
     }
     if !added.is_empty() {
         rewrite_routers(app, &kept.into_iter().cloned().collect::<Vec<_>>()).await?;
@@ -143,7 +143,7 @@ async fn remove_members(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         }
     }
     for m in &going {
-        pg::remove_member(app, m, cluster, &record.version).await?;
+        pg::remove_member(app, m, &record).await?;
     }
     Ok(json!({"removed": choice.remove}))
 }
@@ -157,7 +157,7 @@ async fn rewrite_routers(app: &App, members: &[Member]) -> Result<(), StepFailur
         let layout = m.layout();
         let cfg = sovdb_postgres::render::haproxy_cfg(&layout, &m.peer(), &peers);
         if pg::write(&client, sovdb_postgres::OS_USER, layout.haproxy_cfg(), cfg, 0o600).await? {
-            pg::reload_haproxy(app, m).await?;
+            pg::reload_haproxy(&client, m).await?;
         }
     }
     Ok(())
@@ -174,7 +174,8 @@ async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     for m in pg::members(app, cluster).await? {
         let changed = written["changed"].as_array().is_some_and(|a| a.iter().any(|n| n == m.name.as_str()));
         if changed && choice.before.contains(&m.name) {
-            pg::reload_haproxy(app, &m).await?;
+            let client = pg::agent(app, &m.host, Duration::from_secs(30)).await?;
+            pg::reload_haproxy(&client, &m).await?;
             reloaded.push(m.name);
         }
     }

@@ -191,11 +191,23 @@ pub(crate) async fn health(app: &App, m: &EtcdMember) -> Result<(), String> {
 /// DCS, through the v3 JSON gateway of the first member that answers. Nothing to do when
 /// the location has no DCS.
 pub(crate) async fn delete_prefix(app: &App, location: LocationId, prefix: &str) -> Result<(), StepFailure> {
+    delete(app, location, prefix, true).await
+}
+
+/// Deletes one key from the location's DCS (see [`delete_prefix`]).
+pub(crate) async fn delete_key(app: &App, location: LocationId, key: &str) -> Result<(), StepFailure> {
+    delete(app, location, key, false).await
+}
+
+async fn delete(app: &App, location: LocationId, key: &str, prefix: bool) -> Result<(), StepFailure> {
     use base64::Engine as _;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let mut end = prefix.as_bytes().to_vec();
-    *end.last_mut().expect("a non-empty prefix") += 1;
-    let body = serde_json::json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)});
+    let mut body = serde_json::json!({"key": b64(key.as_bytes())});
+    if prefix {
+        let mut end = key.as_bytes().to_vec();
+        *end.last_mut().expect("a non-empty prefix") += 1;
+        body["range_end"] = b64(&end).into();
+    }
     let https = &app.pki().map_err(super::app_failure)?.https;
     let members = resolve(app, &existing(app, location).await?).await?;
     if members.is_empty() {
@@ -210,5 +222,5 @@ pub(crate) async fn delete_prefix(app: &App, location: LocationId, prefix: &str)
             Err(e) => last = format!("{}: {}", m.name, sovdb_types::error_chain(&e)),
         }
     }
-    Err(StepFailure::transient(format!("cannot delete the cluster's keys from the DCS: {last}")))
+    Err(StepFailure::transient(format!("cannot delete {key:?} from the DCS: {last}")))
 }

@@ -442,21 +442,25 @@ pub(crate) fn member_number(name: &str) -> Option<u32> {
 
 /// Tells a member's HAProxy to read its configuration again (SIGUSR2 to its master: the
 /// old workers finish their connections). Nothing to do when it doesn't run.
-pub(crate) async fn reload_haproxy(app: &App, m: &Member) -> Result<(), StepFailure> {
-    let client = agent(app, &m.host, Duration::from_secs(30)).await?;
+pub(crate) async fn reload_haproxy(client: &AgentClient, m: &Member) -> Result<(), StepFailure> {
     let name = m.service("haproxy");
     let list = client.process_list().await.map_err(agent_failure)?;
     if let Some(pid) = list.into_iter().find(|p| p.name == name).and_then(|p| p.pid) {
         let pid = pid.to_string();
-        run(&client, &["kill", "-USR2", &pid], None, None, "reload HAProxy").await?;
+        run(client, &["kill", "-USR2", &pid], None, None, "reload HAProxy").await?;
     }
     Ok(())
 }
 
 /// Stops and removes one member: its processes, its directory, its ports, its
 /// certificate and its row. Idempotent.
-pub(crate) async fn remove_member(app: &App, m: &Member, cluster: ClusterId, version: &str) -> Result<(), StepFailure> {
-    stop_member(app, m, version).await?;
+pub(crate) async fn remove_member(app: &App, m: &Member, cluster: &ClusterRecord) -> Result<(), StepFailure> {
+    stop_member(app, m, &cluster.version).await?;
+    // A stopped Patroni leaves its key (`stopped`) until its TTL ends: a removed member
+    // must not show in the cluster as a member that is down.
+    let key = format!("{}{}/members/{}", sovdb_postgres::render::NAMESPACE, cluster.id, m.name);
+    super::dcs::delete_key(app, cluster.location_id, &key).await?;
+    let cluster = cluster.id;
     let client = agent(app, &m.host, Duration::from_secs(60)).await?;
     client.remove(&RemoveRequest { path: m.spec.dir.clone().into(), recursive: true }).await.map_err(agent_failure)?;
     let member_owner = format!("{}/{}", owner(cluster), m.name);
