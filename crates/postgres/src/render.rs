@@ -165,6 +165,11 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
             "connect_address": format!("{}:{}", m.address, m.ports.patroni),
             "certfile": l.cert(),
             "keyfile": l.key(),
+            // The CA Patroni verifies the other members' REST APIs against when it calls
+            // them (the failsafe check, the leader race); without it, it uses the system's
+            // CAs and every such call fails. Clients' certificates are not asked for
+            // (`verify_client` is unset).
+            "cafile": l.ca(),
             "authentication": {"username": REST_USER, "password": i.passwords.rest},
         },
         "etcd3": {
@@ -424,6 +429,8 @@ mod tests {
         assert_eq!(doc["restapi"]["listen"].as_str(), Some("10.0.0.1:20001"));
         assert_eq!(doc["restapi"]["authentication"]["username"].as_str(), Some("patroni"));
         assert_eq!(doc["restapi"]["certfile"].as_str(), Some("/b/pg/abc-1/tls/server.crt"));
+        assert_eq!(doc["restapi"]["cafile"].as_str(), Some(layout.ca().as_str()), "peers' REST APIs verified");
+        assert!(doc["restapi"].get("verify_client").is_none(), "clients need no certificate");
         assert_eq!(doc["etcd3"]["protocol"].as_str(), Some("https"));
         assert_eq!(doc["etcd3"]["hosts"][0].as_str(), Some("10.0.0.9:2379"));
         let dcs = &doc["bootstrap"]["dcs"];
