@@ -80,15 +80,15 @@ pub(crate) async fn location_create(
     Ok((StatusCode::CREATED, Json(app.location_create(&ctx, req).await?)))
 }
 
-/// One location.
+/// One location, with the health of its DCS (etcd).
 #[utoipa::path(get, path = "/locations/{name}", tag = "locations", params(("name" = String, Path)),
-    responses((status = 200, body = Location), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = LocationDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn location_get(
     State(app): State<App>,
     Context(ctx): Context,
     Path(name): Path<String>,
-) -> ApiResult<Json<Location>> {
-    Ok(Json(app.location_get(&ctx, &name).await?))
+) -> ApiResult<Json<LocationDetail>> {
+    Ok(Json(app.location_detail(&ctx, &name).await?))
 }
 
 /// Deletes a location with nothing in it (admin).

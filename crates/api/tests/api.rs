@@ -196,7 +196,11 @@ async fn location_lifecycle_is_audited_in_the_same_transaction() {
     let created = created_answer;
     let a = h.get("/api/v1/locations/eu-1").await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.body, created, "a read returns exactly what the create returned");
+    // A location without a cluster has no DCS yet.
+    let mut read = a.body.clone();
+    let dcs = read.as_object_mut().unwrap().remove("dcs");
+    assert_eq!(dcs, Some(json!({"status": "none", "members": []})), "{}", a.body);
+    assert_eq!(read, created, "a read returns exactly what the create returned, and the DCS");
 
     // Refused while a cluster lives there.
     let (project, location) = {

@@ -44,6 +44,16 @@ impl App {
         tx.location_get(name).await?.ok_or_else(|| AppError::not_found("location", name))
     }
 
+    /// A location with the health of its DCS (each etcd member asked at once, for at most
+    /// 2 s), so the answer stays quick when a host is down.
+    pub async fn location_detail(&self, ctx: &Ctx, name: &str) -> Result<LocationDetail> {
+        let location = self.location_get(ctx, name).await?;
+        let dcs = crate::workflows::dcs::status(self, location.id)
+            .await
+            .map_err(|f| AppError::Internal(anyhow::anyhow!(f.error).context("cannot read the location's DCS")))?;
+        Ok(LocationDetail { location, dcs })
+    }
+
     pub async fn location_list(&self, _ctx: &Ctx, page: &PageParams) -> Result<Page<Location>> {
         let page = page.resolve().map_err(|e| AppError::Invalid(e.to_string()))?;
         Ok(self.store.read().await?.location_list(&page).await?)

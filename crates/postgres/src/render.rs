@@ -171,11 +171,15 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
             "connect_address": format!("{}:{}", m.address, m.ports.patroni),
             "certfile": l.cert(),
             "keyfile": l.key(),
+            // The installation CA (also the fallback of `ctl.cacert` below). Clients'
+            // certificates are not asked for (`verify_client` is unset).
+            "cafile": l.ca(),
             "authentication": {"username": REST_USER, "password": i.passwords.rest},
         },
         // How Patroni calls other members' REST APIs (a leader checks a switchover
-        // candidate; replicas compare themselves before a promotion): TLS verified
-        // against the installation CA, the member's certificate as the client's.
+        // candidate; replicas compare themselves before a promotion; the failsafe
+        // check): TLS verified against the installation CA, the member's certificate as
+        // the client's. Without it every such call fails (the system's CAs are used).
         "ctl": {"insecure": false, "cacert": l.ca(), "certfile": l.cert(), "keyfile": l.key()},
         "etcd3": {
             "hosts": i.etcd_hosts,
@@ -288,9 +292,63 @@ pub fn haproxy_argv(layout: &MemberLayout) -> Vec<String> {
     vec!["/usr/sbin/haproxy".into(), "-W".into(), "-db".into(), "-f".into(), layout.haproxy_cfg()]
 }
 
+/// Patroni's command line: Patroni 3.0.2 (Debian 12's) started through
+/// [`PATRONI_LAUNCHER`], which mends its leader-key update before it runs.
 pub fn patroni_argv(layout: &MemberLayout) -> Vec<String> {
-    vec!["/usr/bin/patroni".into(), layout.patroni_yml()]
+    vec!["/usr/bin/python3".into(), "-c".into(), PATRONI_LAUNCHER.into(), layout.patroni_yml()]
 }
+
+/// Runs Patroni (`patroni.__main__.main`, what `/usr/bin/patroni` runs) after replacing,
+/// in Patroni 3.0.2 only, `Etcd3._update_leader` with one that updates the leader key
+/// only if it still holds this member's name, or creates it only if it does not exist.
+///
+/// Why: 3.0.2 writes the leader key unconditionally whenever its lease changed. A
+/// primary cut off from the DCS whose lease expired meanwhile (the majority promoted
+/// another member) still believes, from its cached view, that it holds the key; when the
+/// network heals while its demotion is still under way (PostgreSQL's shutdown waits for
+/// its unreachable standbys), it takes a new lease and overwrites the new primary's key,
+/// promotes itself again and demotes the new primary: writes acknowledged by the new
+/// primary are lost. `crates/sovdb/tests/partition.rs` met it. Upstream fixed it the same
+/// way in 3.0.3 (patroni/patroni#2689, #2693); other versions run unchanged.
+pub const PATRONI_LAUNCHER: &str = r#"import sys
+import patroni.version
+if patroni.version.__version__ == '3.0.2':
+    import time
+    from patroni.dcs import Leader, catch_return_false_exception
+    from patroni.dcs.etcd3 import Etcd3, Etcd3Error, base64_encode
+
+    @catch_return_false_exception
+    def _update_leader(self):
+        retry = self._retry.copy()
+
+        def _retry(*args, **kwargs):
+            kwargs['retry'] = retry
+            return retry(*args, **kwargs)
+
+        self._run_and_handle_exceptions(self._do_refresh_lease, True, retry=_retry)
+        if not self._lease:
+            return False
+        cluster = self.cluster
+        if cluster and isinstance(cluster.leader, Leader) and cluster.leader.session == self._lease:
+            return True
+        retry.deadline = retry.stoptime - time.time()
+        if retry.deadline < 1:
+            raise Etcd3Error('update_leader timeout')
+        key = base64_encode(self.leader_path)
+        put = {'request_put': {'key': key, 'value': base64_encode(self._name), 'lease': self._lease}}
+        mine = {'key': key, 'target': 'VALUE', 'value': base64_encode(self._name)}
+        free = {'key': key, 'target': 'CREATE', 'create_revision': '0'}
+        fields = {'compare': [mine], 'success': [put],
+                  'failure': [{'request_txn': {'compare': [free], 'success': [put]}}]}
+        ret = self._run_and_handle_exceptions(self._client.call_rpc, '/kv/txn', fields, retry=_retry)
+        nested = (ret.get('responses') or [{}])[0].get('response_txn') or {}
+        return bool(ret.get('succeeded') or nested.get('succeeded'))
+
+    Etcd3._update_leader = _update_leader
+sys.argv[0] = 'patroni'
+from patroni.__main__ import main
+sys.exit(main())
+"#;
 
 /// PgBouncer on one member, in transaction pooling mode, in front of the member's
 /// read-write route; TLS towards clients and towards PostgreSQL.
@@ -436,6 +494,8 @@ mod tests {
         assert_eq!(doc["restapi"]["listen"].as_str(), Some("10.0.0.1:20001"));
         assert_eq!(doc["restapi"]["authentication"]["username"].as_str(), Some("patroni"));
         assert_eq!(doc["restapi"]["certfile"].as_str(), Some("/b/pg/abc-1/tls/server.crt"));
+        assert_eq!(doc["restapi"]["cafile"].as_str(), Some(layout.ca().as_str()), "peers' REST APIs verified");
+        assert!(doc["restapi"].get("verify_client").is_none(), "clients need no certificate");
         assert_eq!(doc["etcd3"]["protocol"].as_str(), Some("https"));
         assert_eq!(doc["etcd3"]["hosts"][0].as_str(), Some("10.0.0.9:2379"));
         let dcs = &doc["bootstrap"]["dcs"];
@@ -450,6 +510,29 @@ mod tests {
         assert_eq!(pg["authentication"]["superuser"]["password"].as_str(), Some("su\"pw"));
         assert_eq!(pg["parameters"]["ssl"].as_str(), Some("on"));
         assert_eq!(pg["bin_dir"].as_str(), Some("/usr/lib/postgresql/15/bin"));
+    }
+
+    /// Runs Debian's Patroni (installed by `scripts/install-deps.sh`): the launcher starts it
+    /// and, on 3.0.2, replaces the leader-key update.
+    #[test]
+    fn patroni_runs_through_the_launcher_with_its_leader_update_mended() {
+        let argv = patroni_argv(&MemberLayout::new("/b/pg/abc-1"));
+        assert_eq!(argv.last().map(String::as_str), Some("/b/pg/abc-1/patroni.yml"));
+        let run = |code: &str, arg: &str| {
+            let out = std::process::Command::new(&argv[0]).args(["-c", code, arg]).output().expect("run python3");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let version = run(&argv[2], "--version");
+        assert!(version.starts_with("patroni 3."), "{version}");
+        let main = "from patroni.__main__ import main\nsys.exit(main())\n";
+        assert!(PATRONI_LAUNCHER.ends_with(main));
+        let probe = PATRONI_LAUNCHER.replace(
+            main,
+            "from patroni.dcs.etcd3 import Etcd3\nprint(globals().get('_update_leader') is Etcd3._update_leader)\n",
+        );
+        let replaced = run(&probe, "") == "True";
+        assert_eq!(replaced, version == "patroni 3.0.2", "replaced on 3.0.2 only ({version})");
     }
 
     #[test]

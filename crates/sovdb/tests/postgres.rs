@@ -83,6 +83,14 @@ fn a_single_member_cluster_serves_tls_and_is_deleted_without_a_trace() {
     assert_eq!(c["state"], "ready", "{c:#}");
     assert_eq!(c["members"][0]["role"], "primary", "{c:#}");
     assert_eq!(c["params"]["work_mem"], "8MB");
+    // The location's DCS, made by this first cluster: one etcd member (one host), healthy.
+    let loc = json(&server, &["location", "show", "local"]);
+    assert_eq!(loc["dcs"]["status"], "healthy", "{loc:#}");
+    let etcd = loc["dcs"]["members"].as_array().unwrap();
+    assert_eq!(etcd.len(), 1, "{loc:#}");
+    assert_eq!((etcd[0]["host"].as_str(), etcd[0]["healthy"].as_bool()), (Some("local"), Some(true)), "{loc:#}");
+    let table = ok(&server, &["location", "show", "local"]);
+    assert!(table.contains("healthy (1 of 1 etcd members healthy)"), "{table}");
 
     // The URI just works, over TLS verified against the CA it names, as the app user.
     let uri = ok(&server, &["cluster", "connect", "one"]).trim().to_string();

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod clusters;
+pub mod dcs;
 pub mod hosts;
 pub mod ids;
 pub mod names;
@@ -15,6 +16,7 @@ pub mod page;
 pub mod resources;
 
 pub use clusters::*;
+pub use dcs::{DcsMemberStatus, DcsState, DcsStatus, LocationDetail};
 pub use hosts::{DiskUsage, HostFacts, MetricsSnapshot, NetCounters};
 pub use ids::*;
 pub use operations::*;

@@ -8,6 +8,8 @@
 //! winner's). Then every member is installed and started (idempotent) and must answer
 //! `/health`.
 //!
+//! `status` reports the health of every member (for `location show`).
+//!
 //! A DCS stays when its last cluster is deleted (the next one reuses it). Growing it
 //! when hosts are added later is not done: a location created with one host keeps one
 //! etcd member (with Patroni's `failsafe_mode`, a lost etcd does not stop a healthy
@@ -21,7 +23,7 @@ use sovdb_operations::StepFailure;
 use sovdb_postgres::render::{etcd_argv, EtcdLayout, EtcdMember};
 use sovdb_postgres::ETCD_OS_USER;
 use sovdb_store::{DcsMember, HostRecord};
-use sovdb_types::{HostStatus, LocationId};
+use sovdb_types::{DcsMemberStatus, DcsState, DcsStatus, HostStatus, LocationId};
 
 use super::agent_failure;
 use super::pg::{self, store_failure};
@@ -174,17 +176,40 @@ async fn wait_healthy(app: &App, members: &[EtcdMember]) -> Result<(), StepFailu
     }
 }
 
+/// How long a member may take to answer `/health` (connecting and the body included).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One etcd member's `/health`, over mutual TLS.
 pub(crate) async fn health(app: &App, m: &EtcdMember) -> Result<(), String> {
     let https = &app.pki().map_err(|e| e.to_string())?.https;
     let url = format!("https://{}/health", m.client_endpoint());
-    let resp =
-        https.get(&url).timeout(Duration::from_secs(2)).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
+    let resp = https.get(&url).timeout(HEALTH_TIMEOUT).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
     let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
     match body.get("health").and_then(|h| h.as_str()) {
         Some("true") => Ok(()),
         _ => Err(format!("unhealthy: {body}")),
     }
+}
+
+/// The health of the location's DCS, for `location show`: every member's `/health`, asked
+/// at once, so the answer takes at most [`HEALTH_TIMEOUT`] however many members are down.
+/// A location without a DCS answers `none` with no member.
+pub(crate) async fn status(app: &App, location: LocationId) -> Result<DcsStatus, StepFailure> {
+    let members = resolve(app, &existing(app, location).await?).await?;
+    let answers = futures_util::future::join_all(members.iter().map(|(m, _)| health(app, m))).await;
+    let members: Vec<DcsMemberStatus> = members
+        .iter()
+        .zip(answers)
+        .map(|((m, host), answer)| DcsMemberStatus {
+            name: m.name.clone(),
+            host: host.host.name.clone(),
+            endpoint: m.client_endpoint(),
+            healthy: answer.is_ok(),
+            error: answer.err(),
+        })
+        .collect();
+    let healthy = members.iter().filter(|m| m.healthy).count();
+    Ok(DcsStatus { status: DcsState::of(members.len(), healthy), members })
 }
 
 /// Deletes every key under `prefix` (Patroni's keys of one cluster) from the location's

@@ -1,9 +1,9 @@
 use anyhow::bail;
 use clap::Subcommand;
-use sovdb_types::{Labels, Location, LocationCreate, Provider};
+use sovdb_types::{DcsMemberStatus, DcsState, Labels, Location, LocationCreate, LocationDetail, Provider};
 
 use crate::client::Client;
-use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
+use crate::output::{self, print_list, print_one, render_table, OutputFormat, Tabular};
 
 #[derive(Debug, Subcommand)]
 pub enum LocationCmd {
@@ -29,7 +29,7 @@ pub enum LocationCmd {
     },
     /// List locations
     List,
-    /// Show one location
+    /// Show one location, with the health of its DCS (etcd)
     Show { name: String },
     /// Delete a location that has nothing in it (admin)
     Delete {
@@ -52,6 +52,43 @@ impl Tabular for Location {
             output::time(&self.created_at),
         ]
     }
+}
+
+impl Tabular for LocationDetail {
+    const HEADERS: &'static [&'static str] = Location::HEADERS;
+    fn row(&self) -> Vec<String> {
+        self.location.row()
+    }
+}
+
+impl Tabular for DcsMemberStatus {
+    const HEADERS: &'static [&'static str] = &["ETCD", "HOST", "ENDPOINT", "HEALTH", "ERROR"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.host.clone(),
+            self.endpoint.clone(),
+            if self.healthy { "healthy".into() } else { "unhealthy".into() },
+            self.error.clone().unwrap_or_else(|| "-".into()),
+        ]
+    }
+}
+
+fn show(l: &LocationDetail, out: OutputFormat) -> anyhow::Result<()> {
+    print_one(l, out)?;
+    if out == OutputFormat::Table {
+        let dcs = &l.dcs;
+        let healthy = dcs.members.iter().filter(|m| m.healthy).count();
+        match dcs.status {
+            DcsState::None => println!("\ndcs:       none (the location's first cluster creates it)"),
+            s => println!("\ndcs:       {} ({healthy} of {} etcd members healthy)", s.as_str(), dcs.members.len()),
+        }
+        if !dcs.members.is_empty() {
+            let rows: Vec<Vec<String>> = dcs.members.iter().map(Tabular::row).collect();
+            println!("\n{}", render_table(DcsMemberStatus::HEADERS, &rows));
+        }
+    }
+    Ok(())
 }
 
 /// `k=v` pairs into labels; a pair without `=` or with an empty key is refused.
@@ -83,7 +120,7 @@ pub async fn run(cmd: LocationCmd, client: &Client, out: OutputFormat) -> anyhow
         }
         LocationCmd::List => print_list(&client.list::<Location>("/locations", &[]).await?, out),
         LocationCmd::Show { name } => {
-            print_one(&client.get::<Location>(&format!("/locations/{name}"), &[]).await?, out)
+            show(&client.get::<LocationDetail>(&format!("/locations/{name}"), &[]).await?, out)
         }
         LocationCmd::Delete { name, wait: _ } => {
             client.delete(&format!("/locations/{name}")).await?;
