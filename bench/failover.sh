@@ -10,16 +10,6 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 TRIALS=${TRIALS:-10}
 MODES=${MODES:-sync async}
-BASE=$SOVDB_DATA_DIR/hosts/local
-healthy() { # every member runs, one primary (and a sync standby when asked)
-  "$BIN" cluster show "$1" -o json | python3 -c '
-import json, sys
-c = json.load(sys.stdin)
-ok = c["state"] == "ready" and sum(m["role"] == "primary" for m in c["members"]) == 1
-ok = ok and (not c["sync"] or any(m["sync"] for m in c["members"]))
-sys.exit(0 if ok else 1)'
-}
-
 start_server
 
 for mode in $MODES; do
@@ -27,19 +17,14 @@ for mode in $MODES; do
   flag=(); [[ $mode == sync ]] && flag=(--sync)
   "$BIN" cluster create "$name" --replicas 3 "${flag[@]}" --wait >/dev/null 2>&1
   uri=$("$BIN" cluster connect "$name")
-  id=$("$BIN" cluster show "$name" -o json | field "['id']" | tr -d -)
   gaps=(); lost=()
   for trial in $(seq "$TRIALS"); do
     until healthy "$name"; do sleep 0.2; done
-    primary=$("$BIN" cluster show "$name" -o json | field "['members']" | python3 -c '
-import ast, sys; print(next(m["name"] for m in ast.literal_eval(sys.stdin.read()) if m["role"] == "primary"))')
-    dir=$BASE/pg/${id: -8}-${primary##*-}
     stop=$WORK/stop-$mode-$trial
     /usr/bin/python3 bench/writeloop.py "$uri" "$stop" >"$WORK/w.json" &
     writer=$!
     sleep 3
-    pm=$(pgrep -f "postgres -D $dir/data" || true)
-    kill -9 $(pgrep -f "pg-${id: -8}-${primary##*-}-patroni") $(pgrep -f "$dir/patroni.yml") $pm $( [[ -n $pm ]] && pgrep -P "$pm") 2>/dev/null || true
+    primary=$(lose_primary "$name")
     # Writes resume once a replica is promoted; give the loop a few more seconds.
     until "$BIN" cluster show "$name" -o json | grep -q '"role": "primary"' && psql "$uri" -XAtqc "SELECT 1" >/dev/null 2>&1; do sleep 0.1; done
     sleep 3
@@ -47,11 +32,7 @@ import ast, sys; print(next(m["name"] for m in ast.literal_eval(sys.stdin.read()
     gap=$(field "['gap_s']" <"$WORK/w.json"); miss=$(field "['missing']" <"$WORK/w.json"); acked=$(field "['acked']" <"$WORK/w.json")
     echo "$mode trial $trial: lost $primary; write gap $gap s; $acked writes acknowledged, $miss missing"
     gaps+=("$gap"); lost+=("$miss")
-    # The host returns: its agent (killed) is restarted by the control plane, adopts the
-    # member and starts it; Patroni rejoins it as a replica (pg_rewind).
-    for p in $(pgrep -f "agent --base-dir $BASE"); do
-      grep -q supervise "/proc/$p/cmdline" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
-    done
+    host_returns
   done
   stats "$mode: write gap after losing the primary (s)" "${gaps[@]}"
   stats "$mode: acknowledged writes missing" "${lost[@]}"

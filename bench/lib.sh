@@ -28,3 +28,36 @@ start_server() {
   until [[ -f $SOVDB_DATA_DIR/api.url ]]; do sleep 0.05; done
   until [[ $("$BIN" host show local -o json | field "['status']") == ready ]]; do sleep 0.1; done
 }
+
+# healthy NAME: every member runs, one primary (and a synchronous standby when asked).
+healthy() {
+  "$BIN" cluster show "$1" -o json | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+ok = c["state"] == "ready" and sum(m["role"] == "primary" for m in c["members"]) == 1
+ok = ok and (not c["sync"] or any(m["sync"] for m in c["members"]))
+sys.exit(0 if ok else 1)'
+}
+# primary NAME: the name of the cluster's primary.
+primary() { "$BIN" cluster show "$1" -o json | python3 -c '
+import json, sys; print(next(m["name"] for m in json.load(sys.stdin)["members"] if m["role"] == "primary"))'; }
+# member_dir NAME MEMBER: the member's directory on the local host.
+member_dir() {
+  local id; id=$("$BIN" cluster show "$1" -o json | field "['id']" | tr -d -)
+  echo "$SOVDB_DATA_DIR/hosts/local/pg/${id: -8}-${2##*-}"
+}
+# lose_primary NAME: the primary's host "dies": its supervisor (so nothing restarts it),
+# Patroni and PostgreSQL get SIGKILL. Prints the lost member's name.
+lose_primary() {
+  local p dir pm; p=$(primary "$1"); dir=$(member_dir "$1" "$p")
+  pm=$(pgrep -f "postgres -D $dir/data" || true)
+  kill -9 $(pgrep -f "pg-$(basename "$dir")-patroni") $(pgrep -f "$dir/patroni.yml") $pm $( [[ -n $pm ]] && pgrep -P "$pm") 2>/dev/null || true
+  echo "$p"
+}
+# host_returns: the local host's agent (killed) is restarted by the control plane, adopts
+# the members and starts them; Patroni rejoins a lost primary as a replica (pg_rewind).
+host_returns() {
+  for p in $(pgrep -f "agent --base-dir $SOVDB_DATA_DIR/hosts/local"); do
+    grep -q supervise "/proc/$p/cmdline" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
+  done
+}

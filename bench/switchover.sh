@@ -9,8 +9,6 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 TRIALS=${TRIALS:-10}
 MODES=${MODES:-sync async}
-primary() { "$BIN" cluster show "$1" -o json | python3 -c '
-import json, sys; print(next(m["name"] for m in json.load(sys.stdin)["members"] if m["role"] == "primary"))'; }
 
 start_server
 

@@ -224,6 +224,7 @@ async fn location_lifecycle_is_audited_in_the_same_transaction() {
             user: "app".into(),
             params: Default::default(),
             pooler: false,
+            backup_repo: None,
         })
         .unwrap(),
         created_at: chrono::Utc::now(),

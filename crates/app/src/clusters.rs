@@ -79,6 +79,7 @@ impl App {
             user,
             params: req.params.clone(),
             pooler: req.pooler,
+            backup_repo: None,
         };
         let record = ClusterRecord {
             id: ClusterId::new(),

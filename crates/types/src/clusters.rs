@@ -68,6 +68,10 @@ pub struct ClusterCreate {
     /// A PgBouncer on every member, in front of the read-write route.
     #[serde(default)]
     pub pooler: bool,
+    /// The repository the cluster archives its WAL and backs up into (default: the
+    /// location's default repository of the project, if one is set).
+    #[serde(default)]
+    pub backup_repo: Option<String>,
 }
 
 /// What the control plane keeps as a cluster's desired state.
@@ -81,6 +85,9 @@ pub struct ClusterSpec {
     pub user: String,
     pub params: BTreeMap<String, String>,
     pub pooler: bool,
+    /// The repository it archives and backs up into.
+    #[serde(default)]
+    pub backup_repo: Option<RepoId>,
 }
 
 /// What a member is, as Patroni last reported it.

@@ -80,3 +80,7 @@ id_type!(
     /// An event of a cluster's or the installation's timeline.
     EventId
 );
+id_type!(
+    /// A backup repository.
+    RepoId
+);

@@ -6,6 +6,7 @@
 //! serialisable and described for the OpenAPI document.
 
 pub mod audit;
+pub mod backups;
 pub mod clusters;
 pub mod dcs;
 pub mod hosts;
@@ -15,6 +16,7 @@ pub mod operations;
 pub mod page;
 pub mod resources;
 
+pub use backups::*;
 pub use clusters::*;
 pub use dcs::{DcsMemberStatus, DcsState, DcsStatus, LocationDetail};
 pub use hosts::{DiskUsage, HostFacts, MetricsSnapshot, NetCounters};

@@ -1,0 +1,183 @@
+//! Backup repositories, backups and restores, as a user creates and reads them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::*;
+
+/// Where a repository keeps its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoType {
+    /// A directory on one host of the location.
+    Posix,
+    /// A bucket of any S3-compatible storage.
+    S3,
+}
+
+impl RepoType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepoType::Posix => "posix",
+            RepoType::S3 => "s3",
+        }
+    }
+}
+
+/// How an S3 bucket is addressed: `host` (`bucket.endpoint`, AWS's default) or `path`
+/// (`endpoint/bucket`, what most self-hosted S3 servers want).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UriStyle {
+    #[default]
+    Host,
+    Path,
+}
+
+/// Body of `POST /api/v1/repos`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepoCreate {
+    /// A DNS label, unique in the project.
+    pub name: String,
+    /// Default: the installation's default location.
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<RepoType>,
+    /// posix: an absolute directory on the host (created, owned by the database user;
+    /// it must be empty or absent). s3: the prefix in the bucket (default `/sovdb`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// posix: the host that holds the directory; default the location's only host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// s3: `host[:port]` of the S3 endpoint (HTTPS).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub uri_style: Option<UriStyle>,
+    /// s3: the CA (PEM) that signed the endpoint's certificate; default the system's CAs.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// s3: stored encrypted as a secret, never returned.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// s3: stored encrypted as a secret, never returned.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Encrypt the repository (aes-256-cbc with a generated passphrase kept as a
+    /// secret). Default true.
+    #[serde(default)]
+    pub encrypt: Option<bool>,
+    /// Make it the location's default repository for the project's new clusters.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// A backup repository (secrets are never part of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Repo {
+    pub id: RepoId,
+    pub name: String,
+    pub project: String,
+    pub location: String,
+    #[serde(rename = "type")]
+    pub kind: RepoType,
+    /// posix: the directory; s3: the prefix in the bucket.
+    pub path: String,
+    /// posix: the host that holds it.
+    pub host: Option<String>,
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub uri_style: Option<UriStyle>,
+    pub encrypted: bool,
+    /// The location's default repository for the project's new clusters.
+    pub default: bool,
+    /// Clusters that archive and back up into it.
+    pub clusters: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The kind of a backup (pgBackRest's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    Full,
+    Diff,
+    Incr,
+}
+
+impl BackupType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Diff => "diff",
+            BackupType::Incr => "incr",
+        }
+    }
+}
+
+/// One backup in a repository, as pgBackRest reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    /// pgBackRest's label (`20261121-101500F`, `…F_20261121-102000I`).
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: BackupType,
+    pub started_at: DateTime<Utc>,
+    pub stopped_at: DateTime<Utc>,
+    /// The database's size when backed up, in bytes.
+    pub size: u64,
+    /// What the backup takes in the repository (compressed), in bytes.
+    pub repo_size: u64,
+    /// The first and last WAL segment it needs.
+    pub wal_start: String,
+    pub wal_stop: String,
+    /// The backup it builds on (diff and incr).
+    pub prior: Option<String>,
+    pub repository: String,
+}
+
+/// Body of `POST /api/v1/clusters/{name}/backups`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupCreate {
+    /// Default `incr` (a `full` when the repository has none yet).
+    #[serde(default, rename = "type")]
+    pub kind: Option<BackupType>,
+}
+
+/// Body of `POST /api/v1/clusters/{name}/restore`: a new cluster from a backup of this
+/// one. At most one of `to_time`, `to_lsn` and `latest` (the default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRestore {
+    /// The new cluster's name.
+    #[serde(rename = "as")]
+    pub name: String,
+    #[serde(default)]
+    pub to_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub to_lsn: Option<String>,
+    #[serde(default)]
+    pub latest: bool,
+    /// Placement of the new cluster (default: the source's location and rules).
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub replicas: Option<i64>,
+    #[serde(default)]
+    pub spread: Option<crate::Spread>,
+    #[serde(default)]
+    pub require_labels: crate::Labels,
+    /// The new cluster's repository (default: the source's).
+    #[serde(default)]
+    pub backup_repo: Option<String>,
+}
