@@ -80,7 +80,9 @@ impl MemberLayout {
             self.path("log"),
             self.patroni_log_dir(),
             self.postgres_log_dir(),
+            self.pgbackrest_log_dir(),
             self.run_dir(),
+            self.pgbackrest_lock_dir(),
         ]
     }
 }
@@ -130,6 +132,12 @@ pub struct PatroniInput<'a> {
     /// The user's parameters (validated), applied cluster-wide through the DCS.
     pub params: &'a BTreeMap<String, String>,
     pub passwords: &'a Passwords,
+    /// WAL archiving into this stanza with the member's `pgbackrest.conf` (the cluster
+    /// has a backup repository).
+    pub backup_stanza: Option<&'a str>,
+    /// A new cluster's first member is restored with this command (see
+    /// [`crate::backup::restore_command_line`]) instead of initialised.
+    pub restore_command: Option<&'a str>,
 }
 
 /// The DCS namespace of every sovdb cluster.
@@ -232,6 +240,22 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
         "watchdog": {"mode": "off"},
         "tags": {"nofailover": false, "noloadbalance": false, "clonefrom": false, "nosync": false},
     });
+    let mut doc = doc;
+    if let Some(stanza) = i.backup_stanza {
+        // Per member (paths differ), so in the local configuration, not the DCS.
+        let p = &mut doc["postgresql"]["parameters"];
+        p["archive_mode"] = json!("on");
+        p["archive_command"] = json!(crate::backup::archive_command(l, stanza));
+        p["archive_timeout"] = json!(crate::backup::ARCHIVE_TIMEOUT);
+        doc["postgresql"]["recovery_conf"] = json!({"restore_command": crate::backup::restore_command(l, stanza)});
+    }
+    if let Some(command) = i.restore_command {
+        // Patroni's custom bootstrap: the command alone (`no_params`); the recovery
+        // settings pgBackRest writes are kept for the first start.
+        doc["bootstrap"]["method"] = json!("pgbackrest");
+        doc["bootstrap"]["pgbackrest"] =
+            json!({"command": command, "keep_existing_recovery_conf": true, "no_params": true});
+    }
     serde_yaml::to_string(&doc).expect("a JSON value serialises as YAML")
 }
 
@@ -488,6 +512,8 @@ mod tests {
             sync: true,
             params: &params,
             passwords: &passwords(),
+            backup_stanza: None,
+            restore_command: None,
         });
         let doc: serde_yaml::Value = serde_yaml::from_str(&yml).unwrap();
         assert_eq!(doc["scope"].as_str(), Some("scope-id"));
@@ -510,6 +536,39 @@ mod tests {
         assert_eq!(pg["authentication"]["superuser"]["password"].as_str(), Some("su\"pw"));
         assert_eq!(pg["parameters"]["ssl"].as_str(), Some("on"));
         assert_eq!(pg["bin_dir"].as_str(), Some("/usr/lib/postgresql/15/bin"));
+        assert!(pg["parameters"].get("archive_mode").is_none(), "no archiving without a repository");
+        assert!(doc["bootstrap"].get("method").is_none(), "initdb");
+    }
+
+    #[test]
+    fn a_member_with_a_repository_archives_into_its_stanza_and_a_restored_one_bootstraps_from_it() {
+        let layout = MemberLayout::new("/b/pg/abc-1");
+        let me = peer("db-1", "10.0.0.1", 20000);
+        let (params, etcd) = (BTreeMap::new(), vec!["10.0.0.9:2379".to_string()]);
+        let restore = "/usr/bin/pgbackrest --stanza=src restore";
+        let yml = patroni_yml(&PatroniInput {
+            scope: "scope-id",
+            member: &me,
+            layout: &layout,
+            version: "15",
+            etcd_hosts: &etcd,
+            sync: false,
+            params: &params,
+            passwords: &passwords(),
+            backup_stanza: Some("scope-id"),
+            restore_command: Some(restore),
+        });
+        let doc: serde_yaml::Value = serde_yaml::from_str(&yml).unwrap();
+        let pg = &doc["postgresql"];
+        assert_eq!(pg["parameters"]["archive_mode"].as_str(), Some("on"));
+        let archive = pg["parameters"]["archive_command"].as_str().unwrap();
+        assert!(archive.contains("--config=/b/pg/abc-1/pgbackrest.conf --stanza=scope-id archive-push %p"), "{archive}");
+        let fetch = pg["recovery_conf"]["restore_command"].as_str().unwrap();
+        assert!(fetch.ends_with("--stanza=scope-id archive-get %f \"%p\""), "{fetch}");
+        assert_eq!(doc["bootstrap"]["method"].as_str(), Some("pgbackrest"));
+        assert_eq!(doc["bootstrap"]["pgbackrest"]["command"].as_str(), Some(restore));
+        assert_eq!(doc["bootstrap"]["pgbackrest"]["keep_existing_recovery_conf"].as_bool(), Some(true));
+        assert_eq!(doc["bootstrap"]["pgbackrest"]["no_params"].as_bool(), Some(true));
     }
 
     /// Runs Debian's Patroni (installed by `scripts/install-deps.sh`): the launcher starts it

@@ -143,6 +143,8 @@ pub struct Backup {
     /// The backup it builds on (diff and incr).
     pub prior: Option<String>,
     pub repository: String,
+    /// pgBackRest found errors (bad page checksums) while copying.
+    pub error: bool,
 }
 
 /// Body of `POST /api/v1/clusters/{name}/backups`.

@@ -1,0 +1,487 @@
+//! pgBackRest for a member: its configuration file, the commands PostgreSQL and Patroni
+//! run (WAL archiving, fetching WAL, restoring a new cluster from a repository), the
+//! commands the control plane runs through the agent (stanza-create, check, backup, info),
+//! and the reading of `info`'s JSON.
+//!
+//! A cluster's stanza is its scope (the cluster's ID), so a re-created cluster of the same
+//! name never meets the old one's backups. Every member has its own configuration file
+//! (`pgbackrest.conf` in its directory: its data directory, port and socket differ), and
+//! every command names it with `--config`, so nothing depends on `/etc/pgbackrest`.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
+use sovdb_types::{Backup, BackupType, UriStyle};
+
+use crate::render::{MemberLayout, SUPERUSER};
+
+pub const PGBACKREST: &str = "/usr/bin/pgbackrest";
+/// The Debian package.
+pub const PACKAGE: &str = "pgbackrest";
+/// How many full backups a repository keeps for a stanza (older ones and the WAL only
+/// they need are expired after each backup) unless the cluster's policy says otherwise.
+pub const DEFAULT_RETENTION_FULL: u32 = 2;
+/// Seconds after which PostgreSQL switches to a new WAL segment even when little was
+/// written, so a restore to a point in time can reach within about a minute of it.
+pub const ARCHIVE_TIMEOUT: u32 = 60;
+
+/// Where a repository is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoTarget {
+    /// A directory on the member's own host.
+    Posix { path: String },
+    S3 {
+        /// `host` or `host:port`.
+        endpoint: String,
+        bucket: String,
+        region: String,
+        uri_style: UriStyle,
+        /// The prefix in the bucket.
+        path: String,
+        /// A file with the CA that signed the endpoint's certificate (the system's CAs
+        /// when absent).
+        ca_file: Option<String>,
+    },
+}
+
+/// A repository as one member's pgBackRest reaches it, with its secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RepoAccess {
+    pub target: RepoTarget,
+    /// aes-256-cbc passphrase; none: not encrypted.
+    pub cipher_pass: Option<String>,
+    /// S3 access key ID and secret.
+    pub s3_key: Option<(String, String)>,
+    pub retention_full: u32,
+}
+
+impl std::fmt::Debug for RepoAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoAccess")
+            .field("target", &self.target)
+            .field("encrypted", &self.cipher_pass.is_some())
+            .field("retention_full", &self.retention_full)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A member's files for pgBackRest (beside [`MemberLayout`]'s).
+impl MemberLayout {
+    pub fn pgbackrest_conf(&self) -> String {
+        format!("{}/pgbackrest.conf", self.dir)
+    }
+    /// The configuration a new cluster's first member restores with (the source's
+    /// repository and stanza); removed once the cluster is ready.
+    pub fn pgbackrest_restore_conf(&self) -> String {
+        format!("{}/pgbackrest-restore.conf", self.dir)
+    }
+    pub fn pgbackrest_log_dir(&self) -> String {
+        format!("{}/log/pgbackrest", self.dir)
+    }
+    /// pgBackRest's lock files: per member, since several members may share a host.
+    pub fn pgbackrest_lock_dir(&self) -> String {
+        format!("{}/run/pgbackrest", self.dir)
+    }
+}
+
+/// One member's `pgbackrest.conf` (0600: it holds the passphrase and S3 keys): the
+/// repository in `[global]`, the member's PostgreSQL in `[<stanza>]`.
+pub fn pgbackrest_conf(layout: &MemberLayout, stanza: &str, pg_port: u16, repo: &RepoAccess) -> String {
+    let mut out = String::from("# Written by sovdb; changes are overwritten.\n[global]\n");
+    let mut set = |k: &str, v: &str| {
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+        out.push('\n');
+    };
+    match &repo.target {
+        RepoTarget::Posix { path } => {
+            set("repo1-type", "posix");
+            set("repo1-path", path);
+        }
+        RepoTarget::S3 { endpoint, bucket, region, uri_style, path, ca_file } => {
+            let (host, port) = match endpoint.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+                _ => (endpoint.as_str(), None),
+            };
+            set("repo1-type", "s3");
+            set("repo1-path", path);
+            set("repo1-s3-endpoint", host);
+            if let Some(p) = port {
+                set("repo1-storage-port", p);
+            }
+            set("repo1-s3-bucket", bucket);
+            set("repo1-s3-region", region);
+            set(
+                "repo1-s3-uri-style",
+                match uri_style {
+                    UriStyle::Host => "host",
+                    UriStyle::Path => "path",
+                },
+            );
+            if let Some(ca) = ca_file {
+                set("repo1-storage-ca-file", ca);
+            }
+            if let Some((key, secret)) = &repo.s3_key {
+                set("repo1-s3-key", key);
+                set("repo1-s3-key-secret", secret);
+            }
+        }
+    }
+    if let Some(pass) = &repo.cipher_pass {
+        set("repo1-cipher-type", "aes-256-cbc");
+        set("repo1-cipher-pass", pass);
+    }
+    set("repo1-retention-full", &repo.retention_full.to_string());
+    set("compress-type", "zst");
+    set("start-fast", "y");
+    set("process-max", "2");
+    set("log-path", &layout.pgbackrest_log_dir());
+    set("log-level-file", "info");
+    set("log-level-console", "warn");
+    set("log-level-stderr", "error");
+    set("lock-path", &layout.pgbackrest_lock_dir());
+    out.push_str(&format!("\n[{stanza}]\n"));
+    out.push_str(&format!("pg1-path={}\npg1-port={pg_port}\npg1-socket-path={}\npg1-user={SUPERUSER}\n", layout.data(), layout.run_dir()));
+    out
+}
+
+/// The start of every pgBackRest command of a member.
+fn base(conf: &str, stanza: &str) -> Vec<String> {
+    vec![PGBACKREST.into(), format!("--config={conf}"), format!("--stanza={stanza}")]
+}
+
+/// PostgreSQL's `archive_command` on a member.
+pub fn archive_command(layout: &MemberLayout, stanza: &str) -> String {
+    format!("{} archive-push %p", base(&layout.pgbackrest_conf(), stanza).join(" "))
+}
+
+/// PostgreSQL's `restore_command` on a member (a replica fetches WAL it can't stream).
+pub fn restore_command(layout: &MemberLayout, stanza: &str) -> String {
+    format!("{} archive-get %f \"%p\"", base(&layout.pgbackrest_conf(), stanza).join(" "))
+}
+
+/// `stanza-create`: makes the stanza in the repository (again: a no-op).
+pub fn stanza_create_argv(layout: &MemberLayout, stanza: &str) -> Vec<String> {
+    let mut v = base(&layout.pgbackrest_conf(), stanza);
+    v.push("stanza-create".into());
+    v
+}
+
+/// `check`: on the primary, switches to a new WAL segment and waits until it is archived.
+pub fn check_argv(layout: &MemberLayout, stanza: &str) -> Vec<String> {
+    let mut v = base(&layout.pgbackrest_conf(), stanza);
+    v.extend(["--archive-timeout=60".into(), "check".into()]);
+    v
+}
+
+/// `backup` on the primary, annotated with the operation that asked for it (so a retried
+/// step finds the backup it already took).
+pub fn backup_argv(layout: &MemberLayout, stanza: &str, kind: BackupType, operation: &str) -> Vec<String> {
+    let mut v = base(&layout.pgbackrest_conf(), stanza);
+    v.extend([format!("--type={}", kind.as_str()), format!("--annotation={ANNOTATION}={operation}"), "backup".into()]);
+    v
+}
+
+/// The annotation key that names the operation a backup was taken by.
+pub const ANNOTATION: &str = "sovdb-operation";
+
+/// `info` as JSON.
+pub fn info_argv(layout: &MemberLayout, stanza: &str) -> Vec<String> {
+    let mut v = base(&layout.pgbackrest_conf(), stanza);
+    v.extend(["--output=json".into(), "info".into()]);
+    v
+}
+
+/// Where a restore stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// The end of the archived WAL.
+    Latest,
+    Time(DateTime<Utc>),
+    Lsn(String),
+}
+
+/// The command Patroni runs to bootstrap a new cluster's first member from the source's
+/// stanza (Patroni's custom bootstrap, `no_params`): pgBackRest restores into the data
+/// directory and leaves the recovery settings (`restore_command` reading the source's
+/// stanza, the target, `recovery_target_action=promote`), which Patroni keeps for the
+/// first start and removes once the member is promoted. The source's repository is only
+/// read: the new member archives into its own stanza.
+pub fn restore_command_line(layout: &MemberLayout, source_stanza: &str, target: &RestoreTarget) -> String {
+    let mut v = base(&layout.pgbackrest_restore_conf(), source_stanza);
+    v.push(format!("--pg1-path={}", layout.data()));
+    match target {
+        RestoreTarget::Latest => v.push("--type=default".into()),
+        RestoreTarget::Time(t) => {
+            v.push("--type=time".into());
+            v.push(format!("'--target={}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00")));
+            v.push("--target-action=promote".into());
+        }
+        RestoreTarget::Lsn(lsn) => {
+            v.push("--type=lsn".into());
+            v.push(format!("--target={lsn}"));
+            v.push("--target-action=promote".into());
+        }
+    }
+    v.push("restore".into());
+    v.join(" ")
+}
+
+/// Whether `s` is an LSN as PostgreSQL writes them (`16/B374D848`).
+pub fn is_lsn(s: &str) -> bool {
+    let Some((hi, lo)) = s.split_once('/') else { return false };
+    let hex = |p: &str| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_hexdigit());
+    hex(hi) && hex(lo)
+}
+
+/// What `info --output=json` says of one stanza.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StanzaInfo {
+    /// pgBackRest's status (`ok`, `no valid backups`, `missing stanza path`, …).
+    pub status: String,
+    pub backups: Vec<BackupInfo>,
+    /// The oldest and newest archived WAL segments of the current database.
+    pub wal_min: Option<String>,
+    pub wal_max: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupInfo {
+    pub backup: Backup,
+    /// The operation that took it (its annotation).
+    pub operation: Option<String>,
+    /// `lsn.start`/`lsn.stop` when pgBackRest reports them.
+    pub lsn_stop: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawStanza {
+    #[serde(default)]
+    archive: Vec<RawArchive>,
+    #[serde(default)]
+    backup: Vec<RawBackup>,
+    status: RawStatus,
+}
+#[derive(Deserialize)]
+struct RawArchive {
+    min: Option<String>,
+    max: Option<String>,
+}
+#[derive(Deserialize)]
+struct RawStatus {
+    message: String,
+}
+#[derive(Deserialize)]
+struct RawBackup {
+    label: String,
+    #[serde(rename = "type")]
+    kind: String,
+    timestamp: RawRange<i64>,
+    archive: RawRange<Option<String>>,
+    info: RawSize,
+    prior: Option<String>,
+    #[serde(default)]
+    annotation: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    lsn: Option<RawRange<Option<String>>>,
+    #[serde(default)]
+    error: Option<bool>,
+}
+#[derive(Deserialize)]
+struct RawRange<T> {
+    start: T,
+    stop: T,
+}
+#[derive(Deserialize)]
+struct RawSize {
+    size: u64,
+    repository: RawRepoSize,
+}
+#[derive(Deserialize)]
+struct RawRepoSize {
+    delta: u64,
+}
+
+/// Reads `info --output=json` for `stanza`; `repository` names the repository in the
+/// backups returned.
+pub fn parse_info(json: &str, stanza: &str, repository: &str) -> Result<StanzaInfo, String> {
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| format!("pgBackRest's info is not the JSON expected: {e}"))?;
+    let Some(raw) = all.into_iter().find(|s| s["name"] == stanza) else {
+        return Ok(StanzaInfo { status: "missing stanza".into(), backups: vec![], wal_min: None, wal_max: None });
+    };
+    let raw: RawStanza =
+        serde_json::from_value(raw).map_err(|e| format!("pgBackRest's info is not the JSON expected: {e}"))?;
+    let time = |t: i64| Utc.timestamp_opt(t, 0).single().ok_or_else(|| format!("a time out of range: {t}"));
+    let mut backups = Vec::new();
+    for b in raw.backup {
+        let kind = match b.kind.as_str() {
+            "full" => BackupType::Full,
+            "diff" => BackupType::Diff,
+            "incr" => BackupType::Incr,
+            other => return Err(format!("a backup of unknown type {other}")),
+        };
+        let operation = b.annotation.as_ref().and_then(|a| a.get(ANNOTATION)).cloned();
+        backups.push(BackupInfo {
+            backup: Backup {
+                id: b.label,
+                kind,
+                started_at: time(b.timestamp.start)?,
+                stopped_at: time(b.timestamp.stop)?,
+                size: b.info.size,
+                repo_size: b.info.repository.delta,
+                wal_start: b.archive.start.unwrap_or_default(),
+                wal_stop: b.archive.stop.unwrap_or_default(),
+                prior: b.prior,
+                repository: repository.to_string(),
+                error: b.error.unwrap_or(false),
+            },
+            operation,
+            lsn_stop: b.lsn.and_then(|l| l.stop),
+        });
+    }
+    let archive = raw.archive.last();
+    Ok(StanzaInfo {
+        status: raw.status.message,
+        backups,
+        wal_min: archive.and_then(|a| a.min.clone()),
+        wal_max: archive.and_then(|a| a.max.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posix() -> RepoAccess {
+        RepoAccess {
+            target: RepoTarget::Posix { path: "/srv/backups".into() },
+            cipher_pass: Some("s3cr3t-pass".into()),
+            s3_key: None,
+            retention_full: 2,
+        }
+    }
+
+    #[test]
+    fn a_members_configuration_names_its_repository_and_its_postgres() {
+        let l = MemberLayout::new("/b/pg/abc-1");
+        let conf = pgbackrest_conf(&l, "0190", 5433, &posix());
+        for line in [
+            "[global]",
+            "repo1-type=posix",
+            "repo1-path=/srv/backups",
+            "repo1-cipher-type=aes-256-cbc",
+            "repo1-cipher-pass=s3cr3t-pass",
+            "repo1-retention-full=2",
+            "compress-type=zst",
+            "lock-path=/b/pg/abc-1/run/pgbackrest",
+            "log-path=/b/pg/abc-1/log/pgbackrest",
+            "[0190]",
+            "pg1-path=/b/pg/abc-1/data",
+            "pg1-port=5433",
+            "pg1-socket-path=/b/pg/abc-1/run",
+            "pg1-user=postgres",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
+        }
+        let plain = pgbackrest_conf(&l, "0190", 5433, &RepoAccess { cipher_pass: None, ..posix() });
+        assert!(!plain.contains("cipher"), "{plain}");
+        assert!(!format!("{:?}", posix()).contains("s3cr3t"), "Debug shows no secret");
+    }
+
+    #[test]
+    fn s3_takes_its_port_from_the_endpoint() {
+        let l = MemberLayout::new("/b/pg/abc-1");
+        let repo = RepoAccess {
+            target: RepoTarget::S3 {
+                endpoint: "127.0.0.1:9000".into(),
+                bucket: "bk".into(),
+                region: "eu-1".into(),
+                uri_style: UriStyle::Path,
+                path: "/sovdb".into(),
+                ca_file: Some("/b/pg/abc-1/tls/s3-ca.crt".into()),
+            },
+            s3_key: Some(("AKID".into(), "SECRETKEY".into())),
+            ..posix()
+        };
+        let conf = pgbackrest_conf(&l, "st", 5433, &repo);
+        for line in [
+            "repo1-type=s3",
+            "repo1-s3-endpoint=127.0.0.1",
+            "repo1-storage-port=9000",
+            "repo1-s3-bucket=bk",
+            "repo1-s3-region=eu-1",
+            "repo1-s3-uri-style=path",
+            "repo1-storage-ca-file=/b/pg/abc-1/tls/s3-ca.crt",
+            "repo1-s3-key=AKID",
+            "repo1-s3-key-secret=SECRETKEY",
+            "repo1-path=/sovdb",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
+        }
+    }
+
+    #[test]
+    fn commands_name_the_members_configuration() {
+        let l = MemberLayout::new("/b/pg/abc-1");
+        assert_eq!(
+            archive_command(&l, "st"),
+            "/usr/bin/pgbackrest --config=/b/pg/abc-1/pgbackrest.conf --stanza=st archive-push %p"
+        );
+        assert!(restore_command(&l, "st").ends_with("--stanza=st archive-get %f \"%p\""));
+        let b = backup_argv(&l, "st", BackupType::Incr, "op1");
+        assert_eq!(&b[3..], ["--type=incr", "--annotation=sovdb-operation=op1", "backup"]);
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, 10, 15, 0).unwrap();
+        let r = restore_command_line(&l, "src", &RestoreTarget::Time(t));
+        assert!(r.contains("--config=/b/pg/abc-1/pgbackrest-restore.conf --stanza=src --pg1-path=/b/pg/abc-1/data"), "{r}");
+        assert!(r.contains("--type=time '--target=2026-11-21 10:15:00.000000+00' --target-action=promote restore"), "{r}");
+        let r = restore_command_line(&l, "src", &RestoreTarget::Lsn("0/3000060".into()));
+        assert!(r.ends_with("--type=lsn --target=0/3000060 --target-action=promote restore"), "{r}");
+        assert!(restore_command_line(&l, "src", &RestoreTarget::Latest).ends_with("--type=default restore"));
+    }
+
+    #[test]
+    fn lsns_are_recognised() {
+        assert!(is_lsn("16/B374D848"));
+        assert!(is_lsn("0/0"));
+        for bad in ["", "16", "/1", "1/", "g/1", "123456789/1", "1/2/3", "1 /2"] {
+            assert!(!is_lsn(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn info_reads_backups_and_the_archive() {
+        let json = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000005","min":"000000010000000000000001"}],
+          "backup":[
+            {"annotation":{"sovdb-operation":"op-1"},"archive":{"start":"000000010000000000000002","stop":"000000010000000000000002"},
+             "backrest":{"format":5,"version":"2.45"},"database":{"id":1,"repo-key":1},"error":false,
+             "info":{"delta":23000000,"repository":{"delta":3000000,"size":3000000},"size":23000000},
+             "label":"20261121-101500F","lsn":{"start":"0/2000028","stop":"0/2000100"},"prior":null,"reference":null,
+             "timestamp":{"start":1795256100,"stop":1795256103},"type":"full"},
+            {"archive":{"start":"000000010000000000000004","stop":"000000010000000000000004"},
+             "backrest":{"format":5,"version":"2.45"},"database":{"id":1,"repo-key":1},"error":false,
+             "info":{"delta":8000,"repository":{"delta":1000,"size":3001000},"size":23000000},
+             "label":"20261121-101500F_20261121-102000I","prior":"20261121-101500F","reference":["20261121-101500F"],
+             "timestamp":{"start":1795256400,"stop":1795256401},"type":"incr"}],
+          "cipher":"aes-256-cbc","db":[{"id":1,"repo-key":1,"system-id":7300000000000000000,"version":"15"}],
+          "name":"st","repo":[{"cipher":"aes-256-cbc","key":1,"status":{"code":0,"message":"ok"}}],
+          "status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+        let info = parse_info(json, "st", "r1").unwrap();
+        assert_eq!(info.status, "ok");
+        assert_eq!(info.wal_max.as_deref(), Some("000000010000000000000005"));
+        assert_eq!(info.backups.len(), 2);
+        let (f, i) = (&info.backups[0], &info.backups[1]);
+        assert_eq!(f.backup.kind, BackupType::Full);
+        assert_eq!(f.operation.as_deref(), Some("op-1"));
+        assert_eq!(f.backup.size, 23000000);
+        assert_eq!(f.backup.repo_size, 3000000);
+        assert_eq!(f.lsn_stop.as_deref(), Some("0/2000100"));
+        assert_eq!(i.backup.kind, BackupType::Incr);
+        assert_eq!(i.backup.prior.as_deref(), Some("20261121-101500F"));
+        assert_eq!(i.backup.repository, "r1");
+        assert_eq!(i.backup.stopped_at.timestamp(), 1795256401);
+        let none = parse_info(r#"[{"name":"other","status":{"code":4,"message":"missing stanza path"}}]"#, "st", "r1").unwrap();
+        assert!(none.backups.is_empty());
+        assert!(parse_info("not json", "st", "r1").unwrap_err().contains("not the JSON expected"));
+    }
+}
