@@ -7,11 +7,12 @@ set -euo pipefail
 # Build: a C compiler for the bundled SQLite. Tests: a PostgreSQL server for the store
 # conformance suite; setpriv (util-linux) to run it as an unprivileged user; sshd, ssh,
 # ip and ping for the test hosts (scripts/testhosts), which run an sshd in each network
-# namespace. The postgres engine's packages (Patroni, etcd, HAProxy, PgBouncer): the agent
-# installs them on a host at its first cluster, but the tests start many servers at once
-# and shouldn't each wait for that install.
+# namespace. The postgres engine's packages (Patroni, etcd, HAProxy, PgBouncer, pgBackRest):
+# the agent installs them on a host at its first cluster (pgBackRest at its first backup
+# repository), but the tests start many servers at once and shouldn't each wait for that
+# install.
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
-  patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer)
+  patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -358,6 +358,61 @@ pub(crate) async fn cluster_connection(
     Ok(Json(app.cluster_connection(&ctx, &name, q.read_only).await?))
 }
 
+/// Backup repositories of the request's project.
+#[utoipa::path(get, path = "/repos", tag = "repos",
+    params(PageParams, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Page<Repo>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn repo_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(page): Params<PageParams>,
+) -> ApiResult<Json<Page<Repo>>> {
+    Ok(Json(app.repo_list(&ctx, &page).await?))
+}
+
+/// Creates a backup repository in the request's project: a directory on a host of the
+/// location (`posix`, prepared through the host's agent before anything is recorded) or a
+/// prefix in an S3 bucket (`s3`, not checked for reachability yet). Its secrets (the
+/// generated cipher passphrase, the S3 keys) are stored sealed and never returned.
+#[utoipa::path(post, path = "/repos", tag = "repos", request_body = RepoCreate,
+    params(("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 201, body = Repo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub(crate) async fn repo_create(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Body(req): Body<RepoCreate>,
+) -> ApiResult<(StatusCode, Json<Repo>)> {
+    Ok((StatusCode::CREATED, Json(app.repo_create(&ctx, req).await?)))
+}
+
+/// One backup repository of the request's project, with the clusters that use it.
+#[utoipa::path(get, path = "/repos/{name}", tag = "repos",
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Repo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn repo_get(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Repo>> {
+    Ok(Json(app.repo_get(&ctx, &name).await?))
+}
+
+/// Forgets a backup repository and its secrets; refused while a cluster uses it. Its files
+/// are not removed.
+#[utoipa::path(delete, path = "/repos/{name}", tag = "repos",
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub(crate) async fn repo_delete(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.repo_delete(&ctx, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Filters and paging of `GET /audit`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -37,6 +37,7 @@ pub use context::PROJECT_HEADER;
         (name = "locations", description = "Where hosts and databases run"),
         (name = "hosts", description = "Machines with sovdb's agent"),
         (name = "clusters", description = "Database clusters"),
+        (name = "repos", description = "Backup repositories"),
         (name = "audit", description = "The audit log"),
         (name = "operations", description = "Durable operations and their progress"),
     )
@@ -87,6 +88,8 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::cluster_restart))
         .routes(routes!(handlers::cluster_scale))
         .routes(routes!(handlers::cluster_set_params))
+        .routes(routes!(handlers::repo_list, handlers::repo_create))
+        .routes(routes!(handlers::repo_get, handlers::repo_delete))
         .routes(routes!(handlers::audit_list))
         .routes(routes!(handlers::operation_list))
         .routes(routes!(handlers::operation_get))

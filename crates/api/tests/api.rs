@@ -16,6 +16,8 @@ struct Harness {
     store: Arc<dyn Store>,
     router: axum::Router,
     token: String,
+    /// The installation's master key: tests open stored secrets with it.
+    master: sovdb_pki::MasterKey,
 }
 
 async fn harness() -> Harness {
@@ -36,8 +38,10 @@ async fn harness() -> Harness {
     .await
     .unwrap()
     .expect("a fresh store bootstraps");
+    let master = sovdb_pki::MasterKey::generate();
+    app.pki_init(master.clone()).await.unwrap();
     let token = token.lock().unwrap().clone();
-    Harness { _dir: dir, store, router: sovdb_api::app(app), token }
+    Harness { _dir: dir, store, router: sovdb_api::app(app), token, master }
 }
 
 struct Answer {
@@ -387,4 +391,260 @@ async fn operations_are_listed_shown_and_cancelled_with_an_audit_record() {
     tx.commit().await.unwrap();
     let a = h.post(&format!("/api/v1/operations/{claimed}/cancel"), "{}").await;
     assert_error(&a, StatusCode::CONFLICT, "conflict");
+}
+
+/// What a test cluster's spec holds; `backup_repo` is the repository it uses.
+fn cluster_spec(backup_repo: Option<RepoId>) -> ClusterSpec {
+    ClusterSpec {
+        replicas: 1,
+        sync: false,
+        spread: None,
+        require_labels: Default::default(),
+        database: "app".into(),
+        user: "app".into(),
+        params: Default::default(),
+        pooler: false,
+        backup_repo,
+    }
+}
+
+/// A host of `location` with `status`, written straight to the store (no agent runs here).
+async fn insert_host(h: &Harness, name: &str, location: &str, status: HostStatus) {
+    let mut tx = h.store.write().await.unwrap();
+    let location = tx.location_get(location).await.unwrap().unwrap();
+    let host = Host {
+        id: HostId::new(),
+        name: name.into(),
+        location: location.name.clone(),
+        address: format!("{name}.test"),
+        agent_port: 7450,
+        base_dir: "/var/lib/sovdb".into(),
+        zone: None,
+        labels: Default::default(),
+        status,
+        status_message: None,
+        ssh: None,
+        facts: None,
+        last_seen_at: None,
+        created_at: chrono::Utc::now(),
+    };
+    tx.host_create(&sovdb_store::HostRecord { host, location_id: location.id, ssh_key_sealed: None }).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn repos_are_created_listed_and_deleted_without_showing_a_secret() {
+    let h = harness().await;
+    const KEY_ID: &str = "AKIAKEYID0123456789";
+    const SECRET: &str = "wJalrXUtnFEMI-secret-access-key";
+    // An s3 repository's body, with `extra`'s fields added or replaced.
+    let s3 = |name: &str, extra: Value| {
+        let mut body = json!({"name": name, "type": "s3", "endpoint": "s3.example.com:9000", "bucket": "backups",
+            "region": "eu-central-1", "access_key_id": KEY_ID, "secret_access_key": SECRET});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body.to_string()
+    };
+    // Every answer and the whole audit log are searched for secrets at the end.
+    let mut seen = Vec::new();
+
+    let a = h.post("/api/v1/repos", &s3("offsite", json!({"default": true, "uri_style": "path"}))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    seen.push(a.body.to_string());
+    let created = a.body.clone();
+    assert_eq!(
+        (created["type"].as_str(), created["path"].as_str(), created["location"].as_str(), created["project"].as_str()),
+        (Some("s3"), Some("/sovdb"), Some("local"), Some("default"))
+    );
+    assert_eq!((created["encrypted"].as_bool(), created["default"].as_bool()), (Some(true), Some(true)));
+    assert_eq!((created["uri_style"].as_str(), created["host"].clone()), (Some("path"), Value::Null));
+    assert_eq!(created["clusters"], json!([]));
+    let a = h.get("/api/v1/repos/offsite").await;
+    assert_eq!(a.body, created, "a read returns exactly what the create returned");
+    seen.push(a.body.to_string());
+
+    // Its secrets are stored sealed, under its own owner and names.
+    let id: RepoId = created["id"].as_str().unwrap().parse().unwrap();
+    let owner = format!("repo/{id}");
+    let open = |name: &str, sealed: Option<String>| {
+        let sealed = sealed.unwrap_or_else(|| panic!("no secret {name}"));
+        assert!(!sealed.contains(SECRET) && !sealed.contains(KEY_ID), "stored in clear");
+        let aad = format!("secret:{owner}#{name}");
+        String::from_utf8(h.master.open(&sealed, aad.as_bytes()).unwrap()).unwrap()
+    };
+    let (pass, key, secret) = {
+        let mut tx = h.store.read().await.unwrap();
+        (
+            tx.secret_get(&owner, "cipher-pass").await.unwrap(),
+            tx.secret_get(&owner, "s3-key").await.unwrap(),
+            tx.secret_get(&owner, "s3-key-secret").await.unwrap(),
+        )
+    };
+    let pass = open("cipher-pass", pass);
+    assert!(pass.len() == 64 && pass.chars().all(|c| c.is_ascii_alphanumeric()), "{} characters", pass.len());
+    assert_eq!((open("s3-key", key).as_str(), open("s3-key-secret", secret).as_str()), (KEY_ID, SECRET));
+
+    // A new default replaces the old one; an unencrypted repository has no passphrase.
+    let a =
+        h.post("/api/v1/repos", &s3("plain", json!({"default": true, "encrypt": false, "path": "/db/plain"}))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    seen.push(a.body.to_string());
+    assert_eq!((a.body["encrypted"].as_bool(), a.body["path"].as_str()), (Some(false), Some("/db/plain")));
+    let plain_owner = format!("repo/{}", a.body["id"].as_str().unwrap());
+    assert_eq!(h.store.read().await.unwrap().secret_get(&plain_owner, "cipher-pass").await.unwrap(), None);
+    let a = h.get("/api/v1/repos?limit=1").await;
+    seen.push(a.body.to_string());
+    assert_eq!(a.body["items"][0]["name"], "offsite");
+    let next = a.body["next_page_token"].as_str().expect("a second page");
+    let a = h.get(&format!("/api/v1/repos?limit=1&page_token={next}")).await;
+    seen.push(a.body.to_string());
+    assert_eq!(
+        (a.body["items"][0]["name"].as_str(), a.body["items"][0]["default"].as_bool()),
+        (Some("plain"), Some(true))
+    );
+    assert_eq!(h.get("/api/v1/repos/offsite").await.body["default"], false, "one default per location");
+
+    // Refused: what is wrong and what to do, and nothing written.
+    let refused = |body: String, status: StatusCode, code: &'static str, needle: &'static str| {
+        let h = &h;
+        async move {
+            let a = h.post("/api/v1/repos", &body).await;
+            assert_error(&a, status, code);
+            let message = a.body["message"].as_str().unwrap().to_string();
+            assert!(message.contains(needle), "{body}: {message:?} does not say {needle:?}");
+            assert!(!message.contains(SECRET) && !message.contains(KEY_ID), "{message}");
+            a.body.to_string()
+        }
+    };
+    let bad = StatusCode::BAD_REQUEST;
+    seen.push(refused(s3("offsite", json!({})), StatusCode::CONFLICT, "conflict", "already exists").await);
+    seen.push(refused(s3("Bad_Name", json!({})), bad, "invalid_request", "repository name").await);
+    seen.push(refused(r#"{"name":"r"}"#.into(), bad, "invalid_request", "--type posix").await);
+    seen.push(refused(r#"{"name":"r","type":"tape"}"#.into(), bad, "invalid_request", "unknown variant").await);
+    seen.push(refused(r#"{"name":"r","type":"posix"}"#.into(), bad, "invalid_request", "needs --path").await);
+    let posix = |extra: &str| format!(r#"{{"name":"r","type":"posix","path":"/srv/backups"{extra}}}"#);
+    seen.push(refused(posix(r#","bucket":"b""#), bad, "invalid_request", "--bucket is for s3 repositories").await);
+    let dotted = r#"{"name":"r","type":"posix","path":"/srv/../etc"}"#.to_string();
+    seen.push(refused(dotted, bad, "invalid_request", "plain absolute path").await);
+    seen.push(refused(posix(r#","location":"mars""#), bad, "invalid_request", "does not exist").await);
+    seen.push(refused(posix(""), bad, "invalid_request", "has no host").await);
+    seen.push(refused(s3("r", json!({"host": "h"})), bad, "invalid_request", "--host is for posix").await);
+    seen.push(refused(s3("r", json!({"endpoint": "https://s3.example.com"})), bad, "invalid_request", "scheme").await);
+    seen.push(refused(s3("r", json!({"bucket": "B"})), bad, "invalid_request", "not a bucket name").await);
+    let no_secret = s3("r", json!({"secret_access_key": null}));
+    seen.push(refused(no_secret, bad, "invalid_request", "--secret-access-key-stdin").await);
+    // The posix host: one that is not ready, one of another location, or several to choose from.
+    insert_host(&h, "h1", "local", HostStatus::Unreachable).await;
+    seen.push(refused(posix(""), StatusCode::CONFLICT, "conflict", "is unreachable, not ready").await);
+    let a = h.post("/api/v1/locations", r#"{"name":"eu-1","provider":"ssh","region":"eu"}"#).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    insert_host(&h, "h2", "eu-1", HostStatus::Ready).await;
+    seen.push(refused(posix(r#","host":"h2""#), bad, "invalid_request", "is in location \"eu-1\"").await);
+    seen.push(refused(posix(r#","host":"nope""#), bad, "invalid_request", "does not exist").await);
+    insert_host(&h, "h3", "local", HostStatus::Ready).await;
+    seen.push(refused(posix(""), bad, "invalid_request", "with --host").await);
+    let names: Vec<String> = h.get("/api/v1/repos").await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["offsite", "plain"], "no refused create wrote anything");
+
+    // A posix repository on h2 (written straight to the store: no agent runs here) keeps
+    // its directory to itself, and its host and location from being removed.
+    let (project, eu, h2) = {
+        let mut tx = h.store.read().await.unwrap();
+        let project = tx.project_get("default").await.unwrap().unwrap();
+        (project, tx.location_get("eu-1").await.unwrap().unwrap(), tx.host_get("h2").await.unwrap().unwrap())
+    };
+    let mut tx = h.store.write().await.unwrap();
+    let on_h2 = sovdb_store::RepoRecord {
+        id: RepoId::new(),
+        project_id: project.id,
+        name: "near".into(),
+        location_id: eu.id,
+        location: eu.name.clone(),
+        host_id: Some(h2.host.id),
+        host: Some("h2".into()),
+        kind: RepoType::Posix,
+        spec: sovdb_store::RepoSpec { path: "/srv/backups".into(), ..Default::default() },
+        encrypted: true,
+        is_default: false,
+        created_at: chrono::Utc::now(),
+    };
+    tx.repo_create(&on_h2).await.unwrap();
+    tx.commit().await.unwrap();
+    let inside = r#"{"name":"r","type":"posix","location":"eu-1","path":"/srv/backups/db"}"#.to_string();
+    seen.push(
+        refused(inside, StatusCode::CONFLICT, "conflict", "repository \"near\" keeps its files in /srv/backups").await,
+    );
+    let a = h.call(Method::DELETE, "/api/v1/hosts/h2", Some(&h.token), None).await;
+    assert_error(&a, StatusCode::CONFLICT, "conflict");
+    assert!(a.body["message"].as_str().unwrap().contains("keeps 1 backup repositories (near)"), "{}", a.body);
+    let a = h.call(Method::DELETE, "/api/v1/locations/eu-1", Some(&h.token), None).await;
+    assert_error(&a, StatusCode::CONFLICT, "conflict");
+    assert!(a.body["message"].as_str().unwrap().contains("1 backup repositories"), "{}", a.body);
+    let a = h.call(Method::DELETE, "/api/v1/repos/near", Some(&h.token), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+
+    // Delete: refused while a cluster uses the repository; then the record and its
+    // secrets go.
+    let local = h.store.read().await.unwrap().location_get("local").await.unwrap().unwrap();
+    let cluster = |name: &str| ClusterRecord {
+        id: ClusterId::new(),
+        project_id: project.id,
+        name: name.into(),
+        engine: Engine::Postgres,
+        version: "15".into(),
+        state: ClusterState::Ready,
+        location_id: local.id,
+        spec: serde_json::to_value(cluster_spec(Some(id))).unwrap(),
+        created_at: chrono::Utc::now(),
+    };
+    let (db, other) = (cluster("db"), cluster("analytics"));
+    let mut tx = h.store.write().await.unwrap();
+    tx.cluster_create(&db).await.unwrap();
+    tx.cluster_create(&other).await.unwrap();
+    tx.commit().await.unwrap();
+    let a = h.get("/api/v1/repos/offsite").await;
+    assert_eq!(a.body["clusters"], json!(["analytics", "db"]));
+    let a = h.call(Method::DELETE, "/api/v1/repos/offsite", Some(&h.token), None).await;
+    assert_error(&a, StatusCode::CONFLICT, "conflict");
+    assert!(a.body["message"].as_str().unwrap().contains("cluster(s) analytics, db"), "{}", a.body);
+    let mut tx = h.store.write().await.unwrap();
+    tx.cluster_delete(db.id).await.unwrap();
+    tx.cluster_delete(other.id).await.unwrap();
+    tx.commit().await.unwrap();
+    let a = h.call(Method::DELETE, "/api/v1/repos/offsite", Some(&h.token), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert_error(&h.get("/api/v1/repos/offsite").await, StatusCode::NOT_FOUND, "not_found");
+    let a = h.call(Method::DELETE, "/api/v1/repos/offsite", Some(&h.token), None).await;
+    assert_error(&a, StatusCode::NOT_FOUND, "not_found");
+    for name in ["cipher-pass", "s3-key", "s3-key-secret"] {
+        assert_eq!(h.store.read().await.unwrap().secret_get(&owner, name).await.unwrap(), None, "{name}");
+    }
+
+    // One audit record per accepted change, the keys redacted; no secret anywhere.
+    let audit = h.get("/api/v1/audit?target=repo/").await;
+    let records = audit.body["items"].as_array().unwrap();
+    let actions: Vec<(&str, &str)> =
+        records.iter().map(|r| (r["action"].as_str().unwrap(), r["target"].as_str().unwrap())).collect();
+    assert_eq!(
+        actions,
+        [
+            ("repo.create", "repo/offsite"),
+            ("repo.create", "repo/plain"),
+            ("repo.delete", "repo/near"),
+            ("repo.delete", "repo/offsite")
+        ]
+    );
+    assert_eq!(records[0]["params"]["access_key_id"], "<redacted>");
+    assert_eq!(records[0]["params"]["secret_access_key"], "<redacted>");
+    assert_eq!(records[1]["params"]["previous_default"], "offsite");
+    seen.push(h.get("/api/v1/audit").await.body.to_string());
+    for text in &seen {
+        for secret in [KEY_ID, SECRET, pass.as_str()] {
+            assert!(!text.contains(secret), "a secret in {text}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use crate::workflows::{
 use crate::{validate, App, AppError, Ctx, Result};
 
 /// The installation's default location, when `meta` has none.
-const DEFAULT_LOCATION_META: &str = "default_location";
+pub(crate) const DEFAULT_LOCATION_META: &str = "default_location";
 pub const MAX_REPLICAS: i64 = 9;
 /// Database role and database names sovdb keeps for itself.
 const RESERVED_USERS: &[&str] = &["postgres", "replicator", "patroni"];

@@ -235,6 +235,17 @@ impl App {
                 "host {name:?} is still being added; cancel that operation instead (`sovdb op list`, `sovdb op cancel`)"
             )));
         }
+        // A repository's record names its host: it must go first (its files stay).
+        let repos = tx.repo_list_on_host(host.id).await?;
+        if !repos.is_empty() {
+            let names: Vec<&str> = repos.iter().map(|r| r.name.as_str()).collect();
+            return Err(AppError::Conflict(format!(
+                "host {name:?} keeps {} backup repositories ({}); delete them first (`sovdb repo delete`; their files \
+                 stay on the host)",
+                repos.len(),
+                names.join(", ")
+            )));
+        }
         tx.host_set_status(host.id, HostStatus::Removing, None).await?;
         let op = self
             .operation_create(

@@ -27,6 +27,7 @@ mod patroni;
 mod pki;
 pub mod placement;
 mod projects;
+mod repos;
 mod validate;
 pub mod workflows;
 

@@ -70,6 +70,12 @@ impl App {
                 "location {name:?} still has {clusters} cluster(s); delete them or move them elsewhere first"
             )));
         }
+        let repos = tx.repo_count_in_location(location.id).await?;
+        if repos > 0 {
+            return Err(AppError::Conflict(format!(
+                "location {name:?} still has {repos} backup repositories; delete them first (`sovdb repo list` in each project)"
+            )));
+        }
         let hosts = tx.host_count_in_location(location.id).await?;
         if hosts > 0 {
             return Err(AppError::Conflict(format!(

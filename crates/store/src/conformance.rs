@@ -15,7 +15,7 @@ use sovdb_types::*;
 
 use crate::{
     AuditFilter, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, OperationChange,
-    PortAllocation, StepChange, Store, StoreError,
+    PortAllocation, RepoRecord, RepoSpec, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -42,6 +42,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("hosts_round_trip_status_and_heartbeats", |u| Box::pin(hosts_round_trip_status_and_heartbeats(u))),
     ("cluster_members_ports_and_secrets", |u| Box::pin(cluster_members_ports_and_secrets(u))),
     ("dcs_members_and_events", |u| Box::pin(dcs_members_and_events(u))),
+    ("repos_round_trip_with_one_default_per_location", |u| Box::pin(repos_round_trip_with_one_default_per_location(u))),
 ];
 
 /// Runs every case, each on a store at a fresh URL from `fresh_url`.
@@ -748,4 +749,93 @@ async fn dcs_members_and_events(url: String) {
     let next = PageParams { limit: Some(2), page_token: Some(next) }.resolve().unwrap();
     let rest = tx.event_list(None, None, &next).await.unwrap();
     assert_eq!(kinds(rest), ["switchover"]);
+}
+
+fn repo(p: &Project, l: &Location, h: Option<&HostRecord>, name: &str, is_default: bool) -> RepoRecord {
+    let (kind, spec) = match h {
+        Some(_) => (RepoType::Posix, RepoSpec { path: format!("/backups/{name}"), ..Default::default() }),
+        None => (
+            RepoType::S3,
+            RepoSpec {
+                path: "/sovdb".into(),
+                endpoint: Some("s3.example.com:9000".into()),
+                bucket: Some("backups".into()),
+                region: Some("eu-central-1".into()),
+                uri_style: Some(UriStyle::Path),
+                ca_pem: Some("-----BEGIN CERTIFICATE-----\n...".into()),
+            },
+        ),
+    };
+    RepoRecord {
+        id: RepoId::new(),
+        project_id: p.id,
+        name: name.into(),
+        location_id: l.id,
+        location: l.name.clone(),
+        host_id: h.map(|h| h.host.id),
+        host: h.map(|h| h.host.name.clone()),
+        kind,
+        spec,
+        encrypted: h.is_none(),
+        is_default,
+        created_at: now(),
+    }
+}
+
+async fn repos_round_trip_with_one_default_per_location(url: String) {
+    let store = open(&url).await;
+    let (a, b, eu, us) = (project("a"), project("b"), location("eu-1"), location("us-1"));
+    let h = host("h1", &eu, "10.0.0.1");
+    let first = repo(&a, &eu, Some(&h), "first", true);
+    let s3 = repo(&a, &eu, None, "s3", false);
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&a).await.unwrap();
+    tx.project_create(&b).await.unwrap();
+    tx.location_create(&eu).await.unwrap();
+    tx.location_create(&us).await.unwrap();
+    tx.host_create(&h).await.unwrap();
+    tx.repo_create(&first).await.unwrap();
+    tx.repo_create(&s3).await.unwrap();
+    // Names are per project; defaults per project and location.
+    let theirs = repo(&b, &eu, None, "first", true);
+    tx.repo_create(&theirs).await.unwrap();
+    let overseas = repo(&a, &us, None, "overseas", true);
+    tx.repo_create(&overseas).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.repo_get(a.id, "first").await.unwrap(), Some(first.clone()), "read as written");
+    assert_eq!(tx.repo_get_by_id(s3.id).await.unwrap(), Some(s3.clone()));
+    assert_eq!(tx.repo_get(b.id, "first").await.unwrap(), Some(theirs.clone()));
+    assert_eq!(tx.repo_get(a.id, "nope").await.unwrap(), None);
+    assert_eq!(tx.repo_get_by_id(RepoId::new()).await.unwrap(), None);
+    let names = |p: Page<RepoRecord>| p.items.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(names(tx.repo_list(a.id, &PageRequest::first(10)).await.unwrap()), ["first", "overseas", "s3"]);
+    let page = tx.repo_list(a.id, &PageRequest::first(2)).await.unwrap();
+    let next = PageParams { limit: Some(2), page_token: page.next_page_token }.resolve().unwrap();
+    assert_eq!(names(tx.repo_list(a.id, &next).await.unwrap()), ["s3"]);
+    assert_eq!(tx.repo_default(a.id, eu.id).await.unwrap().map(|r| r.id), Some(first.id));
+    assert_eq!(tx.repo_default(a.id, us.id).await.unwrap().map(|r| r.id), Some(overseas.id));
+    assert_eq!(tx.repo_default(b.id, us.id).await.unwrap(), None);
+    assert_eq!(tx.repo_list_on_host(h.host.id).await.unwrap(), std::slice::from_ref(&first));
+    assert_eq!(tx.repo_count_in_location(eu.id).await.unwrap(), 3);
+    assert!(matches!(tx.repo_create(&repo(&a, &us, None, "s3", false)).await, Err(StoreError::Conflict(_))));
+    drop(tx);
+
+    // A new default replaces the old one of its project and location, and only that one.
+    let mut tx = store.write().await.unwrap();
+    let second = repo(&a, &eu, None, "second", true);
+    tx.repo_create(&second).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.repo_default(a.id, eu.id).await.unwrap().map(|r| r.id), Some(second.id));
+    assert!(!tx.repo_get(a.id, "first").await.unwrap().unwrap().is_default);
+    assert_eq!(tx.repo_default(a.id, us.id).await.unwrap().map(|r| r.id), Some(overseas.id));
+    assert_eq!(tx.repo_default(b.id, eu.id).await.unwrap().map(|r| r.id), Some(theirs.id));
+
+    assert!(tx.repo_delete(second.id).await.unwrap());
+    assert!(!tx.repo_delete(second.id).await.unwrap(), "a second delete finds nothing");
+    assert_eq!(tx.repo_default(a.id, eu.id).await.unwrap(), None, "no default until one is chosen again");
+    tx.commit().await.unwrap();
+    assert_eq!(store.read().await.unwrap().repo_get(a.id, "second").await.unwrap(), None);
 }

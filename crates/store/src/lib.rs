@@ -145,6 +145,48 @@ pub struct ClusterRecord {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A backup repository as stored. Its secrets (cipher passphrase, S3 keys) are not part of
+/// it: they are in the secrets under the owner `repo/<id>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoRecord {
+    pub id: RepoId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub location_id: LocationId,
+    /// The location's name, as read (joined); `repo_create` uses `location_id`.
+    pub location: String,
+    /// posix: the host that holds the directory.
+    pub host_id: Option<HostId>,
+    /// The host's name, as read (joined); `repo_create` uses `host_id`.
+    pub host: Option<String>,
+    pub kind: RepoType,
+    pub spec: RepoSpec,
+    /// Whether pgBackRest encrypts the repository (with the `cipher-pass` secret).
+    pub encrypted: bool,
+    /// The default repository of its project in its location.
+    pub is_default: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where a repository's files are, kept as JSON in its row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepoSpec {
+    /// posix: the directory on the host; s3: the prefix in the bucket.
+    pub path: String,
+    /// s3: `host` or `host:port`, reached over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_style: Option<UriStyle>,
+    /// s3: the CA (PEM) that signed the endpoint's certificate; none: the system's CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
 /// A host as stored: the API view plus its location's ID and the sealed SSH key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostRecord {
@@ -298,6 +340,23 @@ pub trait Tx: Send {
     async fn cluster_set_spec(&mut self, id: ClusterId, spec: &serde_json::Value) -> Result<bool>;
     /// Deletes the cluster and its members; `false` when it did not exist.
     async fn cluster_delete(&mut self, id: ClusterId) -> Result<bool>;
+
+    /// Fails with [`StoreError::Conflict`] when the project has a repository of that name.
+    /// A new default (`is_default`) first clears the old default of its project and
+    /// location, in this transaction.
+    async fn repo_create(&mut self, r: &RepoRecord) -> Result<()>;
+    async fn repo_get(&mut self, project: ProjectId, name: &str) -> Result<Option<RepoRecord>>;
+    async fn repo_get_by_id(&mut self, id: RepoId) -> Result<Option<RepoRecord>>;
+    /// By name.
+    async fn repo_list(&mut self, project: ProjectId, page: &PageRequest) -> Result<Page<RepoRecord>>;
+    /// The project's default repository in the location, if it has one.
+    async fn repo_default(&mut self, project: ProjectId, location: LocationId) -> Result<Option<RepoRecord>>;
+    /// Every project's repositories on the host, by project and name.
+    async fn repo_list_on_host(&mut self, host: HostId) -> Result<Vec<RepoRecord>>;
+    /// Every project's repositories in the location.
+    async fn repo_count_in_location(&mut self, location: LocationId) -> Result<i64>;
+    /// Deletes the repository (not its secrets); `false` when it did not exist.
+    async fn repo_delete(&mut self, id: RepoId) -> Result<bool>;
 
     /// Fails with [`StoreError::Conflict`] when the cluster already has a member of that name.
     async fn member_create(&mut self, m: &MemberRecord) -> Result<()>;

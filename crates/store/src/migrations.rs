@@ -8,6 +8,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "operations", include_str!("../migrations/0002_operations.sql")),
     (3, "hosts", include_str!("../migrations/0003_hosts.sql")),
     (4, "clusters", include_str!("../migrations/0004_clusters.sql")),
+    (5, "backup_repos", include_str!("../migrations/0005_backup_repos.sql")),
 ];
 
 /// The schema version this build writes.

@@ -14,7 +14,7 @@ use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, Result, StepChange,
+    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, StepChange,
     StepRun, StoreError, Tx,
 };
 
@@ -309,6 +309,30 @@ fn cluster_record_from(row: &Row) -> Result<ClusterRecord> {
         state: enum_col(row, "state", "cluster state", ClusterState::parse)?,
         location_id: parsed(row, "location_id", "location id")?,
         spec: json_col(row, "spec", "cluster spec")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+const REPO_SELECT: &str = "SELECT r.id, r.project_id, r.name, r.location_id, l.name AS location, r.host_id, \
+     h.name AS host, r.kind, r.spec, r.encrypted, r.is_default, r.created_at \
+     FROM backup_repos r JOIN locations l ON l.id = r.location_id LEFT JOIN hosts h ON h.id = r.host_id";
+
+fn repo_from(row: &Row) -> Result<RepoRecord> {
+    let host_id: Option<String> = row.try_get("host_id")?;
+    Ok(RepoRecord {
+        id: parsed(row, "id", "repository id")?,
+        project_id: parsed(row, "project_id", "project id")?,
+        name: row.try_get("name")?,
+        location_id: parsed(row, "location_id", "location id")?,
+        location: row.try_get("location")?,
+        host_id: host_id
+            .map(|v| v.parse().map_err(|_| StoreError::Corrupt { what: "host id", detail: format!("host_id={v:?}") }))
+            .transpose()?,
+        host: row.try_get("host")?,
+        kind: enum_col(row, "kind", "repository type", RepoType::parse)?,
+        spec: json_col(row, "spec", "repository spec")?,
+        encrypted: row.try_get("encrypted")?,
+        is_default: row.try_get("is_default")?,
         created_at: time(row, "created_at")?,
     })
 }
@@ -629,6 +653,96 @@ impl Tx for SqlTx {
     async fn cluster_delete(&mut self, id: ClusterId) -> Result<bool> {
         sqlx::query("DELETE FROM cluster_members WHERE cluster_id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
         let done = sqlx::query("DELETE FROM clusters WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn repo_create(&mut self, r: &RepoRecord) -> Result<()> {
+        if r.is_default {
+            sqlx::query(
+                "UPDATE backup_repos SET is_default = FALSE WHERE project_id = $1 AND location_id = $2 AND is_default",
+            )
+            .bind(r.project_id.to_string())
+            .bind(r.location_id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO backup_repos (id, project_id, name, location_id, host_id, kind, spec, encrypted, is_default, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(r.id.to_string())
+        .bind(r.project_id.to_string())
+        .bind(&r.name)
+        .bind(r.location_id.to_string())
+        .bind(r.host_id.map(|h| h.to_string()))
+        .bind(r.kind.as_str())
+        .bind(serde_json::to_string(&r.spec).expect("repository spec serialises"))
+        .bind(r.encrypted)
+        .bind(r.is_default)
+        .bind(ms(r.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn repo_get(&mut self, project: ProjectId, name: &str) -> Result<Option<RepoRecord>> {
+        sqlx::query(&format!("{REPO_SELECT} WHERE r.project_id = $1 AND r.name = $2"))
+            .bind(project.to_string())
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| repo_from(&r))
+            .transpose()
+    }
+
+    async fn repo_get_by_id(&mut self, id: RepoId) -> Result<Option<RepoRecord>> {
+        sqlx::query(&format!("{REPO_SELECT} WHERE r.id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| repo_from(&r))
+            .transpose()
+    }
+
+    async fn repo_list(&mut self, project: ProjectId, page: &PageRequest) -> Result<Page<RepoRecord>> {
+        let rows = sqlx::query(&format!("{REPO_SELECT} WHERE r.project_id = $1 AND r.name > $2 ORDER BY r.name LIMIT $3"))
+            .bind(project.to_string())
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(page.fetch_limit())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let items = rows.iter().map(repo_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |r| r.name.clone()))
+    }
+
+    async fn repo_default(&mut self, project: ProjectId, location: LocationId) -> Result<Option<RepoRecord>> {
+        sqlx::query(&format!("{REPO_SELECT} WHERE r.project_id = $1 AND r.location_id = $2 AND r.is_default"))
+            .bind(project.to_string())
+            .bind(location.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| repo_from(&r))
+            .transpose()
+    }
+
+    async fn repo_list_on_host(&mut self, host: HostId) -> Result<Vec<RepoRecord>> {
+        let rows = sqlx::query(&format!("{REPO_SELECT} WHERE r.host_id = $1 ORDER BY r.project_id, r.name"))
+            .bind(host.to_string())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(repo_from).collect()
+    }
+
+    async fn repo_count_in_location(&mut self, location: LocationId) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM backup_repos WHERE location_id = $1")
+            .bind(location.to_string())
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
+    async fn repo_delete(&mut self, id: RepoId) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM backup_repos WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -23,6 +23,14 @@ impl RepoType {
             RepoType::S3 => "s3",
         }
     }
+
+    pub fn parse(s: &str) -> Option<RepoType> {
+        match s {
+            "posix" => Some(RepoType::Posix),
+            "s3" => Some(RepoType::S3),
+            _ => None,
+        }
+    }
 }
 
 /// How an S3 bucket is addressed: `host` (`bucket.endpoint`, AWS's default) or `path`
@@ -35,8 +43,8 @@ pub enum UriStyle {
     Path,
 }
 
-/// Body of `POST /api/v1/repos`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+/// Body of `POST /api/v1/repos`. `Debug` does not show the S3 keys.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoCreate {
     /// A DNS label, unique in the project.
@@ -78,6 +86,28 @@ pub struct RepoCreate {
     /// Make it the location's default repository for the project's new clusters.
     #[serde(default)]
     pub default: bool,
+}
+
+impl std::fmt::Debug for RepoCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RepoCreate")
+            .field("name", &self.name)
+            .field("location", &self.location)
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("host", &self.host)
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("uri_style", &self.uri_style)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|c| format!("[{} bytes]", c.len())))
+            .field("access_key_id", &redacted(&self.access_key_id))
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("encrypt", &self.encrypt)
+            .field("default", &self.default)
+            .finish()
+    }
 }
 
 /// A backup repository (secrets are never part of it).

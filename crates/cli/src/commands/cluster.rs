@@ -273,6 +273,8 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
                 user,
                 params: param_map,
                 pooler,
+                // No flag for it yet: what ClusterCreate says of its absence applies.
+                backup_repo: None,
             };
             let op: Operation = client.post("/clusters", &req).await?;
             match started(client, op, wait, out).await? {

@@ -11,6 +11,7 @@ mod host;
 mod location;
 mod op;
 mod project;
+mod repo;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -34,6 +35,13 @@ pub enum ClientCommand {
         global: GlobalOpts,
         #[command(subcommand)]
         cmd: cluster::ClusterCmd,
+    },
+    /// Backup repositories of the project: where its clusters keep backups and WAL
+    Repo {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: repo::RepoCmd,
     },
     /// Projects (tenants)
     Project {
@@ -69,6 +77,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Location { global, .. }
         | ClientCommand::Cluster { global, .. }
         | ClientCommand::Host { global, .. }
+        | ClientCommand::Repo { global, .. }
         | ClientCommand::Project { global, .. }
         | ClientCommand::Audit { global, .. }
         | ClientCommand::Op { global, .. }
@@ -80,6 +89,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Location { cmd, .. } => location::run(cmd, &client, out).await,
         ClientCommand::Cluster { cmd, .. } => cluster::run(cmd, &client, out).await,
         ClientCommand::Host { cmd, .. } => host::run(cmd, &client, out).await,
+        ClientCommand::Repo { cmd, .. } => repo::run(cmd, &client, out).await,
         ClientCommand::Project { cmd, .. } => project::run(cmd, &client, out).await,
         ClientCommand::Audit { cmd, .. } => audit::run(cmd, &client, out).await,
         ClientCommand::Op { cmd, .. } => op::run(cmd, &client, out).await,
