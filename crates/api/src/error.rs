@@ -43,6 +43,7 @@ impl From<AppError> for ApiError {
             AppError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             AppError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             AppError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            AppError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
             AppError::Internal(cause) => ApiError::internal(cause),
         }
     }

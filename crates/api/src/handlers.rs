@@ -333,6 +333,50 @@ pub(crate) async fn cluster_events(
     Ok(Json(app.cluster_events(&ctx, &name, &page).await?))
 }
 
+/// A backup of the cluster into its repository (pgBackRest, on the primary): `incr` by
+/// default (`full` when the repository has none yet). Starts a `backup.create` operation.
+#[utoipa::path(post, path = "/clusters/{name}/backups", tag = "backups", request_body = BackupCreate,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn backup_create(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<BackupCreate>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.backup_create(&ctx, &name, req).await?)))
+}
+
+/// The cluster's backups in its repository, oldest first, as pgBackRest reports them.
+#[utoipa::path(get, path = "/clusters/{name}/backups", tag = "backups",
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Vec<Backup>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(crate) async fn backup_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<Backup>>> {
+    Ok(Json(app.backup_list(&ctx, &name).await?))
+}
+
+/// A new cluster (`as`) from this one's repository, at `to_time`, `to_lsn` or the end of
+/// its archived WAL (`latest`, the default); the source is untouched. The target is checked
+/// against the repository first. Starts a `cluster.restore` operation.
+#[utoipa::path(post, path = "/clusters/{name}/restore", tag = "backups", request_body = ClusterRestore,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn cluster_restore(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<ClusterRestore>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_restore(&ctx, &name, req).await?)))
+}
+
 /// Options of `GET /clusters/{name}/connection`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

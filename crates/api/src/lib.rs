@@ -38,6 +38,7 @@ pub use context::PROJECT_HEADER;
         (name = "hosts", description = "Machines with sovdb's agent"),
         (name = "clusters", description = "Database clusters"),
         (name = "repos", description = "Backup repositories"),
+        (name = "backups", description = "Backups, and restores into new clusters"),
         (name = "audit", description = "The audit log"),
         (name = "operations", description = "Durable operations and their progress"),
     )
@@ -83,6 +84,8 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::cluster_get, handlers::cluster_delete))
         .routes(routes!(handlers::cluster_connection))
         .routes(routes!(handlers::cluster_events))
+        .routes(routes!(handlers::backup_create, handlers::backup_list))
+        .routes(routes!(handlers::cluster_restore))
         .routes(routes!(handlers::cluster_switchover))
         .routes(routes!(handlers::cluster_failover))
         .routes(routes!(handlers::cluster_restart))

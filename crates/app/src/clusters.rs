@@ -66,9 +66,11 @@ impl App {
             tx.location_get(&location_name).await?.ok_or_else(|| AppError::not_found("location", &location_name))?;
         // Placement is checked now so a create that can't be placed is refused before
         // anything exists; the `place` step chooses again with what holds then.
-        let (_, candidates) = placement_candidates(tx.as_mut(), location.id).await?;
+        let backup_repo = crate::backups::cluster_repo(tx.as_mut(), ctx, &location, req.backup_repo.as_deref()).await?;
+        let (_, candidates) =
+            placement_candidates(tx.as_mut(), location.id, backup_repo.as_ref().map(|r| r.id)).await?;
         placement::place(&location.name, &candidates, replicas as u32, req.spread, &req.require_labels)
-            .map_err(AppError::Invalid)?;
+            .map_err(|e| AppError::Invalid(crate::backups::pinned_why(e, backup_repo.as_ref())))?;
 
         let spec = ClusterSpec {
             replicas: replicas as u32,
@@ -79,7 +81,7 @@ impl App {
             user,
             params: req.params.clone(),
             pooler: req.pooler,
-            backup_repo: None,
+            backup_repo: backup_repo.map(|r| r.id),
         };
         let record = ClusterRecord {
             id: ClusterId::new(),
@@ -123,7 +125,7 @@ impl App {
     }
 
     /// A cluster of the caller's project: its API view, its spec and its members.
-    async fn cluster_parts(
+    pub(crate) async fn cluster_parts(
         &self,
         ctx: &Ctx,
         name: &str,
@@ -300,7 +302,7 @@ impl App {
         if n as usize > members.len() {
             let mut tx = self.store.read().await?;
             let location = cluster.location;
-            let (_, candidates) = placement_candidates(tx.as_mut(), record.location_id).await?;
+            let (_, candidates) = placement_candidates(tx.as_mut(), record.location_id, spec.backup_repo).await?;
             let on: Vec<HostId> = members.iter().map(|m| m.host.host.id).collect();
             placement::place_more(
                 &location,
@@ -354,7 +356,7 @@ impl App {
 
     /// Starts a day-2 operation on a cluster that was created (not one being created,
     /// deleted, or that failed), with its audit record, in one transaction.
-    async fn cluster_operation(
+    pub(crate) async fn cluster_operation(
         &self,
         ctx: &Ctx,
         record: &ClusterRecord,
@@ -412,7 +414,7 @@ impl App {
 
 /// Day-2 operations wait for a cluster that was created (not one being created or
 /// deleted, or that failed).
-fn changeable(record: &ClusterRecord) -> Result<()> {
+pub(crate) fn changeable(record: &ClusterRecord) -> Result<()> {
     let name = &record.name;
     match record.state {
         ClusterState::Ready | ClusterState::Degraded => Ok(()),
@@ -427,13 +429,20 @@ fn changeable(record: &ClusterRecord) -> Result<()> {
 }
 
 /// The hosts of a location (the first 1000) and what placement needs to know of each.
+/// The location's hosts, and those a cluster's members may go to: with a posix backup
+/// repository, only the repository's host (pgBackRest reaches the directory locally).
 pub(crate) async fn placement_candidates(
     tx: &mut dyn sovdb_store::Tx,
     location: LocationId,
+    backup_repo: Option<RepoId>,
 ) -> std::result::Result<(Vec<sovdb_store::HostRecord>, Vec<Candidate>), StoreError> {
     let hosts = tx.host_list(Some(location), &PageRequest::first(1000)).await?.items;
+    let pinned = match backup_repo {
+        Some(id) => tx.repo_get_by_id(id).await?.filter(|r| r.kind == RepoType::Posix).and_then(|r| r.host_id),
+        None => None,
+    };
     let mut candidates = Vec::with_capacity(hosts.len());
-    for h in &hosts {
+    for h in hosts.iter().filter(|h| pinned.is_none_or(|p| p == h.host.id)) {
         candidates.push(Candidate {
             id: h.host.id,
             name: h.host.name.clone(),

@@ -20,6 +20,10 @@ pub enum AppError {
     /// The request conflicts with the current state (a name taken, a resource in use).
     #[error("{0}")]
     Conflict(String),
+    /// Something the request needs can't be reached now (a host, a repository); the
+    /// message says what and why. Worth trying again later.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something broke on our side; the source has the detail, the user gets none.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

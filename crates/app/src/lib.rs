@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 mod audit;
 mod auth;
+mod backups;
 mod bootstrap;
 mod clusters;
 mod error;

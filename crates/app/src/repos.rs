@@ -32,8 +32,6 @@ pub(crate) const CIPHER_PASS: &str = "cipher-pass";
 pub(crate) const S3_KEY: &str = "s3-key";
 pub(crate) const S3_KEY_SECRET: &str = "s3-key-secret";
 
-/// The Debian package every host that touches a repository needs.
-pub(crate) const PACKAGE: &str = "pgbackrest";
 /// The prefix in the bucket of an s3 repository unless told otherwise.
 const DEFAULT_S3_PATH: &str = "/sovdb";
 /// The length of a generated cipher passphrase (letters and digits: about 380 bits).
@@ -237,7 +235,10 @@ impl App {
             ))
         };
         let client = self.agent_client(&host.host, Duration::from_secs(90)).await?;
-        client.ensure_packages(&EnsurePackagesRequest { names: vec![PACKAGE.into()] }).await.map_err(host_trouble)?;
+        client
+            .ensure_packages(&EnsurePackagesRequest { names: vec![sovdb_postgres::backup::PACKAGE.into()] })
+            .await
+            .map_err(host_trouble)?;
         let user = sovdb_postgres::OS_USER;
         // The path and the user are arguments, never part of the script's text.
         const SCRIPT: &str = r#"set -eu

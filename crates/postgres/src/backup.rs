@@ -141,7 +141,11 @@ pub fn pgbackrest_conf(layout: &MemberLayout, stanza: &str, pg_port: u16, repo: 
     set("log-level-stderr", "error");
     set("lock-path", &layout.pgbackrest_lock_dir());
     out.push_str(&format!("\n[{stanza}]\n"));
-    out.push_str(&format!("pg1-path={}\npg1-port={pg_port}\npg1-socket-path={}\npg1-user={SUPERUSER}\n", layout.data(), layout.run_dir()));
+    out.push_str(&format!(
+        "pg1-path={}\npg1-port={pg_port}\npg1-socket-path={}\npg1-user={SUPERUSER}\n",
+        layout.data(),
+        layout.run_dir()
+    ));
     out
 }
 
@@ -193,7 +197,8 @@ pub fn info_argv(layout: &MemberLayout, stanza: &str) -> Vec<String> {
 }
 
 /// Where a restore stops.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type", content = "at")]
 pub enum RestoreTarget {
     /// The end of the archived WAL.
     Latest,
@@ -207,9 +212,20 @@ pub enum RestoreTarget {
 /// stanza, the target, `recovery_target_action=promote`), which Patroni keeps for the
 /// first start and removes once the member is promoted. The source's repository is only
 /// read: the new member archives into its own stanza.
-pub fn restore_command_line(layout: &MemberLayout, source_stanza: &str, target: &RestoreTarget) -> String {
+///
+/// `set` names the backup to start from (the newest that ended before the target); none:
+/// the newest.
+pub fn restore_command_line(
+    layout: &MemberLayout,
+    source_stanza: &str,
+    target: &RestoreTarget,
+    set: Option<&str>,
+) -> String {
     let mut v = base(&layout.pgbackrest_restore_conf(), source_stanza);
     v.push(format!("--pg1-path={}", layout.data()));
+    if let Some(set) = set {
+        v.push(format!("--set={set}"));
+    }
     match target {
         RestoreTarget::Latest => v.push("--type=default".into()),
         RestoreTarget::Time(t) => {
@@ -432,12 +448,19 @@ mod tests {
         let b = backup_argv(&l, "st", BackupType::Incr, "op1");
         assert_eq!(&b[3..], ["--type=incr", "--annotation=sovdb-operation=op1", "backup"]);
         let t = Utc.with_ymd_and_hms(2026, 11, 21, 10, 15, 0).unwrap();
-        let r = restore_command_line(&l, "src", &RestoreTarget::Time(t));
-        assert!(r.contains("--config=/b/pg/abc-1/pgbackrest-restore.conf --stanza=src --pg1-path=/b/pg/abc-1/data"), "{r}");
-        assert!(r.contains("--type=time '--target=2026-11-21 10:15:00.000000+00' --target-action=promote restore"), "{r}");
-        let r = restore_command_line(&l, "src", &RestoreTarget::Lsn("0/3000060".into()));
+        let r = restore_command_line(&l, "src", &RestoreTarget::Time(t), Some("20261121-101500F"));
+        assert!(r.contains("--set=20261121-101500F"), "{r}");
+        assert!(
+            r.contains("--config=/b/pg/abc-1/pgbackrest-restore.conf --stanza=src --pg1-path=/b/pg/abc-1/data"),
+            "{r}"
+        );
+        assert!(
+            r.contains("--type=time '--target=2026-11-21 10:15:00.000000+00' --target-action=promote restore"),
+            "{r}"
+        );
+        let r = restore_command_line(&l, "src", &RestoreTarget::Lsn("0/3000060".into()), None);
         assert!(r.ends_with("--type=lsn --target=0/3000060 --target-action=promote restore"), "{r}");
-        assert!(restore_command_line(&l, "src", &RestoreTarget::Latest).ends_with("--type=default restore"));
+        assert!(restore_command_line(&l, "src", &RestoreTarget::Latest, None).ends_with("--type=default restore"));
     }
 
     #[test]
@@ -480,7 +503,8 @@ mod tests {
         assert_eq!(i.backup.prior.as_deref(), Some("20261121-101500F"));
         assert_eq!(i.backup.repository, "r1");
         assert_eq!(i.backup.stopped_at.timestamp(), 1795256401);
-        let none = parse_info(r#"[{"name":"other","status":{"code":4,"message":"missing stanza path"}}]"#, "st", "r1").unwrap();
+        let none = parse_info(r#"[{"name":"other","status":{"code":4,"message":"missing stanza path"}}]"#, "st", "r1")
+            .unwrap();
         assert!(none.backups.is_empty());
         assert!(parse_info("not json", "st", "r1").unwrap_err().contains("not the JSON expected"));
     }

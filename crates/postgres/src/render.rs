@@ -562,7 +562,10 @@ mod tests {
         let pg = &doc["postgresql"];
         assert_eq!(pg["parameters"]["archive_mode"].as_str(), Some("on"));
         let archive = pg["parameters"]["archive_command"].as_str().unwrap();
-        assert!(archive.contains("--config=/b/pg/abc-1/pgbackrest.conf --stanza=scope-id archive-push %p"), "{archive}");
+        assert!(
+            archive.contains("--config=/b/pg/abc-1/pgbackrest.conf --stanza=scope-id archive-push %p"),
+            "{archive}"
+        );
         let fetch = pg["recovery_conf"]["restore_command"].as_str().unwrap();
         assert!(fetch.ends_with("--stanza=scope-id archive-get %f \"%p\""), "{fetch}");
         assert_eq!(doc["bootstrap"]["method"].as_str(), Some("pgbackrest"));

@@ -29,6 +29,8 @@ const SCENARIOS: &[&str] = &[
     "cluster.restart",
     "cluster.set",
     "cluster.scale",
+    "backup.create",
+    "cluster.restore",
 ];
 
 #[test]
@@ -485,4 +487,75 @@ fn cluster_scale_completes_once_after_a_crash_at_every_failpoint() {
             assert_eq!(dirs, target(i), "one directory per member, nothing orphaned");
         },
     );
+}
+
+/// A server with a posix repository (the location's default) and a one-member cluster `c`
+/// that backs up into it.
+fn server_with_backups(context: &str) -> TestServer {
+    let mut server = TestServer::new(Path::new(BIN), None);
+    server.launch();
+    assert_local_host_added_once(&server, context);
+    let repo = server.data_dir().join("backups");
+    let out = cli(&server, &["repo", "create", "r", "--type", "posix", "--path", repo.to_str().unwrap(), "--default"]);
+    assert!(out.status.success(), "{context}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&server, &["cluster", "create", "c", "--wait"]);
+    assert!(out.status.success(), "{context}: {}", String::from_utf8_lossy(&out.stderr));
+    server
+}
+
+fn backups(server: &TestServer, cluster: &str) -> Vec<Value> {
+    json(server, &["backup", "list", cluster]).expect("backup list").as_array().unwrap().clone()
+}
+
+#[test]
+fn backup_create_takes_one_backup_after_a_crash_at_every_failpoint() {
+    let mut server = server_with_backups("backup.create");
+    for (i, point) in failpoints("backup.create").iter().enumerate() {
+        crash_during(&mut server, point, &["backup", "create", "c", "--type", "full"]);
+        let op = wait_for("the backup ended", &server, || {
+            let ops = operations(&server, "backup.create");
+            (ops.len() == i + 1 && ops[0]["state"] != "running" && ops[0]["state"] != "queued").then(|| ops[0].clone())
+        });
+        assert_eq!(op["state"], "succeeded", "{point}: {op:#}");
+        assert_crashed_step_ran_again(&server, "backup.create", point);
+        // The create's own full backup, then exactly one per operation.
+        let list = backups(&server, "c");
+        assert_eq!(list.len(), i + 2, "{point}: one backup per operation: {list:#?}");
+        assert_eq!(output(&op, "backup")["backup"], list[i + 1]["id"], "{point}");
+    }
+}
+
+/// The steps a restore adds to a create's, and the ones it runs differently (the create's
+/// others are covered by cluster.create's scenario).
+#[test]
+fn cluster_restore_completes_once_after_a_crash_at_its_own_failpoints() {
+    let own = ["archive-source", "write-configs", "wait-primary", "stanza-setup", "first-backup", "forget-source"];
+    let points: Vec<String> = failpoints("cluster.restore")
+        .into_iter()
+        .filter(|p| own.iter().any(|s| p.starts_with(&format!("cluster.restore.{s}."))))
+        .collect();
+    assert_eq!(points.len(), own.len() * 2);
+    in_parallel(points, |point| {
+        let mut server = server_with_backups(point);
+        crash_during(&mut server, point, &["cluster", "restore", "c", "--as", "r"]);
+        let op = wait_for("the restore ended", &server, || {
+            let ops = operations(&server, "cluster.restore");
+            (ops.len() == 1 && ops[0]["state"] != "running" && ops[0]["state"] != "queued").then(|| ops[0].clone())
+        });
+        assert_eq!(op["state"], "succeeded", "{point}: {op:#}");
+        assert_crashed_step_ran_again(&server, "cluster.restore", point);
+        let r = json(&server, &["cluster", "show", "r"]).unwrap();
+        assert_eq!(r["state"], "ready", "{point}: {r:#}");
+        assert_eq!(backups(&server, "r").len(), 1, "{point}: one first backup");
+        let events = json(&server, &["cluster", "events", "r"]).unwrap();
+        let restored = events.as_array().unwrap().iter().filter(|e| e["kind"] == "restored").count();
+        assert_eq!(restored, 1, "{point}: {events:#}");
+        let pg = local_base(&server).join("pg");
+        let leftovers: Vec<_> = std::fs::read_dir(&pg)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("pgbackrest-restore.conf").exists())
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: the source's secrets stay on no member: {leftovers:?}");
+    });
 }

@@ -19,9 +19,13 @@
 //!    which initialises the primary and clones the replicas.
 //! 8. `wait-primary`: a leader that runs.
 //! 9. `create-database`: the application user and database (checked before made).
-//! 10. `start-routers` (undo: stop them): HAProxy (and PgBouncer) on every member.
-//! 11. `wait-replicas`: every replica streams (and, with `--sync`, one is synchronous).
-//! 12. `mark-ready`: the cluster becomes `ready`, with an event.
+//! 10. `stanza-setup` (undo: delete the stanza), with a backup repository: the cluster's
+//!     stanza in it, and a check that WAL archiving works (see `backup`).
+//! 11. `first-backup`: with a backup repository, a full backup (annotated with the
+//!     operation, so a rerun finds it).
+//! 12. `start-routers` (undo: stop them): HAProxy (and PgBouncer) on every member.
+//! 13. `wait-replicas`: every replica streams (and, with `--sync`, one is synchronous).
+//! 14. `mark-ready`: the cluster becomes `ready`, with an event.
 
 use std::time::Duration;
 
@@ -33,8 +37,9 @@ use sovdb_postgres::OS_USER;
 use sovdb_store::{MemberRecord, NewEvent};
 use sovdb_types::{ClusterState, EventId};
 
+use super::cluster_restore::{self, RestoreFrom};
 use super::pg::{self, store_failure, ClusterParams, Member, MemberSpec};
-use super::{agent_failure, app_failure, dcs};
+use super::{agent_failure, app_failure, backup, dcs};
 use crate::patroni;
 use crate::placement;
 use crate::App;
@@ -52,6 +57,8 @@ pub fn workflow() -> Workflow<App> {
         .step_with_undo("start-members", start_members, stop_members)
         .step("wait-primary", wait_primary)
         .step("create-database", create_database)
+        .step_with_undo("stanza-setup", backup::stanza_setup, backup::stanza_forget)
+        .step("first-backup", backup::first_backup)
         .step_with_undo("start-routers", start_routers, stop_members)
         .step("wait-replicas", wait_replicas)
         .step("mark-ready", mark_ready)
@@ -70,7 +77,7 @@ pub(crate) async fn forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({}))
 }
 
-async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn place(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (record, spec) = pg::must_cluster(app, cluster).await?;
@@ -93,7 +100,9 @@ pub(crate) async fn add_members(
     let cluster = record.id;
     let (hosts, candidates) = {
         let mut tx = app.store.read().await.map_err(store_failure)?;
-        crate::clusters::placement_candidates(tx.as_mut(), record.location_id).await.map_err(store_failure)?
+        crate::clusters::placement_candidates(tx.as_mut(), record.location_id, spec.backup_repo)
+            .await
+            .map_err(store_failure)?
     };
     let location_name = hosts.first().map(|h| h.host.location.clone()).unwrap_or_default();
     let on: Vec<_> = existing.iter().map(|m| m.host.host.id).collect();
@@ -154,7 +163,7 @@ pub(crate) fn placed(members: &[Member]) -> Value {
     json!({ "members": list })
 }
 
-async fn generate_secrets(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn generate_secrets(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let owner = pg::owner(cluster);
@@ -181,6 +190,9 @@ pub(crate) async fn install_packages(ctx: StepCtx<App>) -> Result<Value, StepFai
     if spec.pooler {
         names.push(sovdb_postgres::PGBOUNCER_PACKAGE.into());
     }
+    if spec.backup_repo.is_some() || cluster_restore::restore_params(&ctx)?.is_some() {
+        names.push(sovdb_postgres::backup::PACKAGE.into());
+    }
     let mut done = std::collections::BTreeSet::new();
     for m in pg::members(app, cluster).await? {
         if done.insert(m.host.host.id) {
@@ -204,6 +216,10 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
     let peers: Vec<_> = members.iter().map(Member::peer).collect();
     let ca = app.pki().map_err(app_failure)?.ca_pem().to_string();
     let owner = pg::owner(cluster);
+    let scope = cluster.to_string();
+    // A restore's members bootstrap from the source's stanza (whichever wins Patroni's
+    // race to initialise; pgBackRest creates the data directory).
+    let restore: Option<RestoreFrom> = cluster_restore::restore_params(&ctx)?;
     let mut changed = Vec::new();
     for m in &members {
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
@@ -217,8 +233,19 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
         any |= pg::write(&client, OS_USER, layout.cert(), server.cert_pem, 0o644).await?;
         any |= pg::write(&client, OS_USER, layout.key(), server.key_pem, 0o600).await?;
         let me = m.peer();
+        if let Some(repo) = spec.backup_repo {
+            any |= backup::write_member_conf(app, &client, m, layout.pgbackrest_conf(), &scope, repo).await?;
+        }
+        let restore_command = match &restore {
+            Some(r) => {
+                any |= backup::write_member_conf(app, &client, m, layout.pgbackrest_restore_conf(), &r.stanza, r.repo)
+                    .await?;
+                Some(sovdb_postgres::backup::restore_command_line(&layout, &r.stanza, &r.target, r.set.as_deref()))
+            }
+            None => None,
+        };
         let yml = render::patroni_yml(&PatroniInput {
-            scope: &cluster.to_string(),
+            scope: &scope,
             member: &me,
             layout: &layout,
             version: &record.version,
@@ -226,6 +253,8 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
             sync: spec.sync,
             params: &spec.params,
             passwords: &passwords,
+            backup_stanza: spec.backup_repo.map(|_| scope.as_str()),
+            restore_command: restore_command.as_deref(),
         });
         any |= pg::write(&client, OS_USER, layout.patroni_yml(), yml, 0o600).await?;
         any |=
@@ -285,7 +314,7 @@ pub(crate) async fn stop_members(ctx: StepCtx<App>) -> Result<Value, StepFailure
     Ok(json!({}))
 }
 
-async fn wait_primary(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn wait_primary(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let members = pg::members(app, cluster).await?;
@@ -295,7 +324,7 @@ async fn wait_primary(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({"primary": primary.name}))
 }
 
-async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (_, spec) = pg::must_cluster(app, cluster).await?;
@@ -348,10 +377,17 @@ pub(crate) async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailur
     Ok(json!({"primary": s.leader, "streaming": s.streaming}))
 }
 
-async fn mark_ready(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+pub(crate) async fn mark_ready(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (record, spec) = pg::must_cluster(app, cluster).await?;
+    let (kind, message) = match cluster_restore::restore_params(&ctx)? {
+        Some(r) => (
+            "restored",
+            format!("cluster {} is ready with {} member(s), restored from {}", record.name, spec.replicas, r.describe),
+        ),
+        None => ("created", format!("cluster {} is ready with {} member(s)", record.name, spec.replicas)),
+    };
     let mut tx = app.store.write().await.map_err(store_failure)?;
     if record.state != ClusterState::Ready {
         tx.cluster_set_state(cluster, ClusterState::Ready).await.map_err(store_failure)?;
@@ -360,8 +396,8 @@ async fn mark_ready(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             at: crate::now(),
             project_id: Some(record.project_id),
             target: format!("cluster/{}", record.name),
-            kind: "created".into(),
-            message: format!("cluster {} is ready with {} member(s)", record.name, spec.replicas),
+            kind: kind.into(),
+            message,
         })
         .await
         .map_err(store_failure)?;

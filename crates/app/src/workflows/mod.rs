@@ -12,9 +12,11 @@ use sovdb_store::HostRecord;
 
 use crate::{App, AppError};
 
+pub mod backup;
 pub mod cluster_create;
 pub mod cluster_delete;
 pub mod cluster_restart;
+pub mod cluster_restore;
 pub mod cluster_scale;
 pub mod cluster_set;
 pub mod cluster_switchover;
@@ -35,6 +37,8 @@ pub fn all() -> Vec<Workflow<App>> {
         cluster_restart::workflow(),
         cluster_set::workflow(),
         cluster_scale::workflow(),
+        backup::workflow(),
+        cluster_restore::workflow(),
     ]
 }
 
@@ -54,6 +58,7 @@ pub(crate) async fn host_record(app: &App, host: &str) -> Result<HostRecord, Ste
 pub(crate) fn app_failure(e: AppError) -> StepFailure {
     match e {
         AppError::Internal(e) => StepFailure::transient(format!("{e:#}")),
+        AppError::Unavailable(why) => StepFailure::transient(why),
         other => StepFailure::permanent(other.to_string()),
     }
 }

@@ -3,8 +3,8 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use clap::Subcommand;
 use sovdb_types::{
-    Cluster, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, ClusterRestart, ClusterScale,
-    ClusterSetParams, ClusterSwitchover, Event, Operation, Spread,
+    Cluster, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, ClusterRestart, ClusterRestore,
+    ClusterScale, ClusterSetParams, ClusterSwitchover, Event, Operation, Spread,
 };
 
 use super::location::parse_labels;
@@ -52,6 +52,44 @@ pub enum ClusterCmd {
         /// PgBouncer on every member, in front of the read-write route
         #[arg(long)]
         pooler: bool,
+        /// Archive WAL and back up into this repository [default: the location's default
+        /// repository, if one is set]
+        #[arg(long)]
+        backup_repo: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// A new cluster from a backup of this one: at a time, an LSN, or the latest state
+    Restore {
+        /// The cluster whose backups to restore
+        source: String,
+        /// The new cluster's name
+        #[arg(long = "as", value_name = "NAME")]
+        name: String,
+        /// Recover up to this time (RFC 3339, e.g. 2026-11-21T10:15:00Z)
+        #[arg(long)]
+        to_time: Option<chrono::DateTime<chrono::Utc>>,
+        /// Recover up to this LSN (e.g. 0/3000060)
+        #[arg(long)]
+        to_lsn: Option<String>,
+        /// Recover everything archived [the default]
+        #[arg(long)]
+        latest: bool,
+        /// Where [default: the source's location]
+        #[arg(long)]
+        location: Option<String>,
+        /// How many PostgreSQL instances [default: the source's]
+        #[arg(long, allow_negative_numbers = true)]
+        replicas: Option<i64>,
+        /// Every member in its own zone, or on its own host [default: the source's rule]
+        #[arg(long, value_enum)]
+        spread: Option<SpreadArg>,
+        /// Only hosts with this label, key=value; repeat for more [default: the source's]
+        #[arg(long = "require-label", value_name = "KEY=VALUE")]
+        require_labels: Vec<String>,
+        /// The new cluster's repository [default: the source's]
+        #[arg(long)]
+        backup_repo: Option<String>,
         #[command(flatten)]
         wait: Wait,
     },
@@ -254,6 +292,7 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
             user,
             params,
             pooler,
+            backup_repo,
             wait,
         } => {
             let param_map = parse_params(&params)?;
@@ -273,10 +312,42 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
                 user,
                 params: param_map,
                 pooler,
-                // No flag for it yet: what ClusterCreate says of its absence applies.
-                backup_repo: None,
+                backup_repo,
             };
             let op: Operation = client.post("/clusters", &req).await?;
+            match started(client, op, wait, out).await? {
+                Some(_) => show(&client.get::<ClusterDetail>(&format!("/clusters/{name}"), &[]).await?, out),
+                None => Ok(()),
+            }
+        }
+        ClusterCmd::Restore {
+            source,
+            name,
+            to_time,
+            to_lsn,
+            latest,
+            location,
+            replicas,
+            spread,
+            require_labels,
+            backup_repo,
+            wait,
+        } => {
+            let req = ClusterRestore {
+                name: name.clone(),
+                to_time,
+                to_lsn,
+                latest,
+                location,
+                replicas,
+                spread: spread.map(|s| match s {
+                    SpreadArg::Zone => Spread::Zone,
+                    SpreadArg::Host => Spread::Host,
+                }),
+                require_labels: parse_labels(&require_labels)?,
+                backup_repo,
+            };
+            let op: Operation = client.post(&format!("/clusters/{source}/restore"), &req).await?;
             match started(client, op, wait, out).await? {
                 Some(_) => show(&client.get::<ClusterDetail>(&format!("/clusters/{name}"), &[]).await?, out),
                 None => Ok(()),

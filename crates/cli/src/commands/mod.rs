@@ -6,6 +6,7 @@ use crate::client::Client;
 use crate::config::GlobalOpts;
 
 mod audit;
+mod backup;
 mod cluster;
 mod host;
 mod location;
@@ -43,6 +44,13 @@ pub enum ClientCommand {
         #[command(subcommand)]
         cmd: repo::RepoCmd,
     },
+    /// Backups of a cluster into its repository
+    Backup {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: backup::BackupCmd,
+    },
     /// Projects (tenants)
     Project {
         #[command(flatten)]
@@ -76,6 +84,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     let global = match &cmd {
         ClientCommand::Location { global, .. }
         | ClientCommand::Cluster { global, .. }
+        | ClientCommand::Backup { global, .. }
         | ClientCommand::Host { global, .. }
         | ClientCommand::Repo { global, .. }
         | ClientCommand::Project { global, .. }
@@ -88,6 +97,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Location { cmd, .. } => location::run(cmd, &client, out).await,
         ClientCommand::Cluster { cmd, .. } => cluster::run(cmd, &client, out).await,
+        ClientCommand::Backup { cmd, .. } => backup::run(cmd, &client, out).await,
         ClientCommand::Host { cmd, .. } => host::run(cmd, &client, out).await,
         ClientCommand::Repo { cmd, .. } => repo::run(cmd, &client, out).await,
         ClientCommand::Project { cmd, .. } => project::run(cmd, &client, out).await,

@@ -1,0 +1,244 @@
+//! Backups of the caller's project's clusters: take one (an operation, see
+//! `workflows::backup`), list what a repository holds, and restore into a new cluster
+//! (`workflows::cluster_restore`). What a restore needs is checked here, against the
+//! source's repository, before anything exists.
+
+use chrono::Utc;
+use sovdb_postgres::backup::{is_lsn, RestoreTarget};
+use sovdb_store::{ClusterRecord, RepoRecord, StoreError};
+use sovdb_types::*;
+
+use crate::operations::OperationStart;
+use crate::workflows::backup::{self as wb, BackupParams};
+use crate::workflows::cluster_restore::{self, RestoreFrom};
+use crate::workflows::pg::ClusterParams;
+use crate::{App, AppError, Ctx, Result};
+
+/// The repository a new cluster in `location` archives into: the one named, or else the
+/// project's default for the location (none when there is no default).
+pub(crate) async fn cluster_repo(
+    tx: &mut dyn sovdb_store::Tx,
+    ctx: &Ctx,
+    location: &Location,
+    name: Option<&str>,
+) -> Result<Option<RepoRecord>> {
+    let Some(name) = name else { return Ok(tx.repo_default(ctx.project.id, location.id).await?) };
+    let repo = tx.repo_get(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("repository", name))?;
+    if repo.location_id != location.id {
+        return Err(AppError::Invalid(format!(
+            "repository {name:?} is in another location than {:?}: give a repository of that location \
+             (`sovdb repo list`)",
+            location.name
+        )));
+    }
+    Ok(Some(repo))
+}
+
+/// A placement refusal, with why the choice was narrow when a posix repository pinned the
+/// cluster to its host.
+pub(crate) fn pinned_why(why: String, repo: Option<&RepoRecord>) -> String {
+    match repo {
+        Some(r) if r.kind == RepoType::Posix => format!(
+            "{why} (a cluster that backs up into posix repository {:?} stays on the repository's host; \
+             use an s3 repository to spread it)",
+            r.name
+        ),
+        _ => why,
+    }
+}
+
+fn unavailable(f: sovdb_operations::StepFailure) -> AppError {
+    AppError::Unavailable(f.error.to_string())
+}
+
+impl App {
+    /// Starts `backup.create` on the cluster's primary.
+    pub async fn backup_create(&self, ctx: &Ctx, name: &str, req: BackupCreate) -> Result<Operation> {
+        let (_, record, spec, _) = self.cluster_parts(ctx, name).await?;
+        if spec.backup_repo.is_none() {
+            return Err(AppError::Invalid(format!(
+                "cluster {name:?} has no backup repository: it was created without --backup-repo and its \
+                 location had no default repository"
+            )));
+        }
+        let kind = req.kind.unwrap_or(BackupType::Incr);
+        let params = serde_json::to_value(BackupParams { cluster: record.id, kind }).expect("serialise");
+        self.cluster_operation(ctx, &record, wb::KIND, "backup.create", params, &req).await
+    }
+
+    /// What the cluster's repository holds for it, oldest first.
+    pub async fn backup_list(&self, ctx: &Ctx, name: &str) -> Result<Vec<Backup>> {
+        let (_, record, spec, members) = self.cluster_parts(ctx, name).await?;
+        let Some(repo) = spec.backup_repo else { return Ok(vec![]) };
+        let repo_name = self.repo_name(repo).await?;
+        let info = wb::info(self, &members, &record.id.to_string(), &repo_name).await.map_err(unavailable)?;
+        Ok(info.backups.into_iter().map(|b| b.backup).collect())
+    }
+
+    async fn repo_name(&self, id: RepoId) -> Result<String> {
+        let mut tx = self.store.read().await?;
+        Ok(tx.repo_get_by_id(id).await?.map(|r| r.name).unwrap_or_else(|| id.to_string()))
+    }
+
+    /// A new cluster `req.name` from the source's repository, at the target asked for.
+    pub async fn cluster_restore(&self, ctx: &Ctx, source: &str, req: ClusterRestore) -> Result<Operation> {
+        crate::validate::dns_label("cluster name", &req.name)?;
+        let (src_view, src, spec, members) = self.cluster_parts(ctx, source).await?;
+        let Some(src_repo) = spec.backup_repo else {
+            return Err(AppError::Invalid(format!("cluster {source:?} has no backup repository to restore from")));
+        };
+        let chosen = [req.to_time.is_some(), req.to_lsn.is_some(), req.latest].iter().filter(|b| **b).count();
+        if chosen > 1 {
+            return Err(AppError::Invalid("give one of --to-time, --to-lsn and --latest".into()));
+        }
+        let target = match (&req.to_time, &req.to_lsn) {
+            (Some(t), _) => RestoreTarget::Time(*t),
+            (_, Some(lsn)) if is_lsn(lsn) => RestoreTarget::Lsn(lsn.clone()),
+            (_, Some(lsn)) => {
+                return Err(AppError::Invalid(format!(
+                    "--to-lsn {lsn:?} is not an LSN: give one as PostgreSQL writes them, like 0/3000060"
+                )))
+            }
+            _ => RestoreTarget::Latest,
+        };
+        if let RestoreTarget::Time(t) = target {
+            if t > Utc::now() {
+                return Err(AppError::Invalid(format!(
+                    "--to-time {} is in the future: give a time before now",
+                    t.to_rfc3339()
+                )));
+            }
+        }
+        let repo_name = self.repo_name(src_repo).await?;
+        let info = wb::info(self, &members, &src.id.to_string(), &repo_name).await.map_err(unavailable)?;
+        let backups: Vec<_> = info.backups.iter().filter(|b| !b.backup.error).collect();
+        let Some(first) = backups.first() else {
+            return Err(AppError::Invalid(format!(
+                "cluster {source:?} has no backup in repository {repo_name:?} yet: take one with \
+                 `sovdb backup create {source}`"
+            )));
+        };
+        // The newest backup that ended before the target: recovery starts there.
+        let set = match &target {
+            RestoreTarget::Latest => None,
+            RestoreTarget::Time(t) => match backups.iter().rev().find(|b| b.backup.stopped_at <= *t) {
+                Some(b) => Some(b.backup.id.clone()),
+                None => {
+                    return Err(AppError::Invalid(format!(
+                        "--to-time {} is before the first backup of {source:?} ended ({}): give a later time",
+                        t.to_rfc3339(),
+                        first.backup.stopped_at.to_rfc3339()
+                    )))
+                }
+            },
+            RestoreTarget::Lsn(lsn) => {
+                let at = lsn_value(lsn);
+                match backups.iter().rev().find(|b| b.lsn_stop.as_deref().map(lsn_value) <= Some(at)) {
+                    Some(b) => Some(b.backup.id.clone()),
+                    None => {
+                        return Err(AppError::Invalid(format!(
+                            "--to-lsn {lsn} is before the first backup of {source:?} ended ({}): give a later LSN",
+                            first.lsn_stop.as_deref().unwrap_or("?")
+                        )))
+                    }
+                }
+            }
+        };
+
+        // The new cluster: the source's settings unless the request says otherwise.
+        let replicas = req.replicas.unwrap_or(spec.replicas as i64);
+        if !(1..=crate::clusters::MAX_REPLICAS).contains(&replicas) {
+            return Err(AppError::Invalid(format!(
+                "--replicas {replicas} is out of range: give 1 to {}",
+                crate::clusters::MAX_REPLICAS
+            )));
+        }
+        crate::validate::labels(&req.require_labels)?;
+        let mut tx = self.store.write().await?;
+        let location_name = req.location.clone().unwrap_or(src_view.location);
+        let location =
+            tx.location_get(&location_name).await?.ok_or_else(|| AppError::not_found("location", &location_name))?;
+        let repo = match req.backup_repo.as_deref() {
+            Some(name) => cluster_repo(tx.as_mut(), ctx, &location, Some(name)).await?,
+            None if location.id == src.location_id => tx.repo_get_by_id(src_repo).await?,
+            None => cluster_repo(tx.as_mut(), ctx, &location, None).await?,
+        };
+        let spread = req.spread.or(spec.spread);
+        let labels =
+            if req.require_labels.is_empty() { spec.require_labels.clone() } else { req.require_labels.clone() };
+        let (_, candidates) =
+            crate::clusters::placement_candidates(tx.as_mut(), location.id, repo.as_ref().map(|r| r.id)).await?;
+        crate::placement::place(&location.name, &candidates, replicas as u32, spread, &labels)
+            .map_err(|e| AppError::Invalid(pinned_why(e, repo.as_ref())))?;
+        let new_spec = ClusterSpec {
+            replicas: replicas as u32,
+            spread,
+            require_labels: labels,
+            backup_repo: repo.as_ref().map(|r| r.id),
+            ..spec.clone()
+        };
+        let record = ClusterRecord {
+            id: ClusterId::new(),
+            project_id: ctx.project.id,
+            name: req.name.clone(),
+            engine: src.engine,
+            version: src.version.clone(),
+            state: ClusterState::Creating,
+            location_id: location.id,
+            spec: serde_json::to_value(&new_spec).expect("serialise"),
+            created_at: crate::now(),
+        };
+        match tx.cluster_create(&record).await {
+            Err(StoreError::Conflict(_)) => {
+                return Err(AppError::Conflict(format!(
+                    "cluster {:?} already exists in project {:?}; pick another name for the restore",
+                    req.name, ctx.project.name
+                )))
+            }
+            other => other?,
+        }
+        let describe = match &target {
+            RestoreTarget::Latest => format!("{source} (latest)"),
+            RestoreTarget::Time(t) => format!("{source} at {}", t.to_rfc3339()),
+            RestoreTarget::Lsn(l) => format!("{source} at LSN {l}"),
+        };
+        let from =
+            RestoreFrom { stanza: src.id.to_string(), repo: src_repo, target, set, source: Some(src.id), describe };
+        let mut params = serde_json::to_value(ClusterParams { cluster: record.id }).expect("serialise");
+        params["restore"] = serde_json::to_value(&from).expect("serialise");
+        let op = self
+            .operation_create(
+                tx.as_mut(),
+                &ctx.user.name,
+                OperationStart {
+                    kind: cluster_restore::KIND,
+                    target: format!("cluster/{}", req.name),
+                    project: Some(ctx.project.id),
+                    params,
+                },
+            )
+            .await?;
+        let mut audit = serde_json::to_value(&req).expect("serialise");
+        audit["operation"] = op.id.to_string().into();
+        audit["source"] = source.into();
+        tx.audit_append(&ctx.audit("cluster.restore", format!("cluster/{}", req.name), audit)).await?;
+        tx.commit().await?;
+        self.operations_created();
+        Ok(op)
+    }
+}
+
+/// An LSN as a number (`hi/lo` in hex), to compare.
+fn lsn_value(lsn: &str) -> u64 {
+    let (hi, lo) = lsn.split_once('/').unwrap_or(("0", "0"));
+    (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lsns_compare_as_numbers() {
+        assert!(super::lsn_value("0/3000060") < super::lsn_value("0/10000000"));
+        assert!(super::lsn_value("1/0") > super::lsn_value("0/FFFFFFFF"));
+    }
+}
