@@ -70,14 +70,9 @@ impl App {
     pub async fn backup_list(&self, ctx: &Ctx, name: &str) -> Result<Vec<Backup>> {
         let (_, record, spec, members) = self.cluster_parts(ctx, name).await?;
         let Some(repo) = spec.backup_repo else { return Ok(vec![]) };
-        let repo_name = self.repo_name(repo).await?;
+        let repo_name = wb::repo_name(self, repo).await.map_err(unavailable)?;
         let info = wb::info(self, &members, &record.id.to_string(), &repo_name).await.map_err(unavailable)?;
         Ok(info.backups.into_iter().map(|b| b.backup).collect())
-    }
-
-    async fn repo_name(&self, id: RepoId) -> Result<String> {
-        let mut tx = self.store.read().await?;
-        Ok(tx.repo_get_by_id(id).await?.map(|r| r.name).unwrap_or_else(|| id.to_string()))
     }
 
     /// A new cluster `req.name` from the source's repository, at the target asked for.
@@ -109,7 +104,7 @@ impl App {
                 )));
             }
         }
-        let repo_name = self.repo_name(src_repo).await?;
+        let repo_name = wb::repo_name(self, src_repo).await.map_err(unavailable)?;
         let info = wb::info(self, &members, &src.id.to_string(), &repo_name).await.map_err(unavailable)?;
         let backups: Vec<_> = info.backups.iter().filter(|b| !b.backup.error).collect();
         let Some(first) = backups.first() else {

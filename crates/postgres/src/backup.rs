@@ -164,6 +164,13 @@ pub fn restore_command(layout: &MemberLayout, stanza: &str) -> String {
     format!("{} archive-get %f \"%p\"", base(&layout.pgbackrest_conf(), stanza).join(" "))
 }
 
+/// Any pgBackRest command of a member: `args` after its configuration and stanza.
+pub fn command_argv(layout: &MemberLayout, stanza: &str, args: &[&str]) -> Vec<String> {
+    let mut v = base(&layout.pgbackrest_conf(), stanza);
+    v.extend(args.iter().map(|a| a.to_string()));
+    v
+}
+
 /// `stanza-create`: makes the stanza in the repository (again: a no-op).
 pub fn stanza_create_argv(layout: &MemberLayout, stanza: &str) -> Vec<String> {
     let mut v = base(&layout.pgbackrest_conf(), stanza);

@@ -5,78 +5,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
-use sovdb_test_utils::server::TestServer;
+use sovdb_test_utils::cli::{json, ok, psql, ready_server, refused};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
-
-fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
-    let mut c: Command = server.cli();
-    c.args(args);
-    c.output().expect("run sovdb")
-}
-
-/// Runs the CLI and wants success; returns stdout.
-fn ok(server: &TestServer, args: &[&str]) -> String {
-    let out = cli(server, args);
-    assert!(
-        out.status.success(),
-        "sovdb {args:?} failed: {}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout),
-        sovdb_test_utils::tail(&server.log_path(), 60)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(server: &TestServer, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&ok(server, &all)).expect("-o json prints JSON")
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// `psql` with a URI; `Err(stderr)` when it fails.
-fn psql(uri: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql")
-        .args([uri, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env_remove("PGPASSWORD")
-        .output()
-        .expect("run psql");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-fn ready_server() -> TestServer {
-    let server = TestServer::start(Path::new(BIN));
-    wait_for("host local ready", Duration::from_secs(60), || {
-        (json(&server, &["host", "show", "local"])["status"] == "ready").then_some(())
-    });
-    server
-}
-
-/// `sovdb ARGS` fails and says `needle`.
-fn refused(server: &TestServer, args: &[&str], needle: &str) {
-    let out = cli(server, args);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "{args:?} was accepted");
-    assert!(err.contains(needle), "{args:?}: {err:?} does not say {needle:?}");
-}
 
 fn count(uri: &str) -> String {
     psql(uri, "SELECT count(*) FROM m").unwrap()
@@ -84,7 +17,7 @@ fn count(uri: &str) -> String {
 
 #[test]
 fn a_cluster_backs_up_from_its_creation_and_restores_to_a_point_in_time() {
-    let server = ready_server();
+    let server = ready_server(Path::new(BIN));
     let repo = server.data_dir().join("backups");
     let repo_s = repo.to_str().unwrap();
     ok(&server, &["repo", "create", "r1", "--type", "posix", "--path", repo_s, "--default"]);

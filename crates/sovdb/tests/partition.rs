@@ -24,12 +24,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sovdb_test_utils::cli::{json, ok, psql, wait_for};
 use sovdb_test_utils::server::TestServer;
 use sovdb_test_utils::testhosts::TestHosts;
 
@@ -40,58 +41,6 @@ const LOC: &str = "dc1";
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn cli(server: &TestServer, args: &[&str]) -> Output {
-    let mut c: Command = server.cli();
-    c.args(args);
-    c.output().expect("run sovdb")
-}
-
-/// Runs the CLI and wants success; returns stdout.
-fn ok(server: &TestServer, args: &[&str]) -> String {
-    let out = cli(server, args);
-    assert!(
-        out.status.success(),
-        "sovdb {args:?} failed: {}\n{}\nserver log:\n{}",
-        text(&out.stderr),
-        text(&out.stdout),
-        sovdb_test_utils::tail(&server.log_path(), 60)
-    );
-    text(&out.stdout)
-}
-
-fn json(server: &TestServer, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&ok(server, &all)).expect("-o json prints JSON")
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// `psql` with the cluster's URI, from this machine's namespace; `Err(stderr)` when it
-/// fails. Killed after 15 s: a commit in flight when the link was cut would otherwise wait
-/// for TCP to give up.
-fn psql(uri: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("timeout")
-        .args(["-s", "KILL", "15", PSQL, uri, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env_remove("PGPASSWORD")
-        .output()
-        .expect("run psql");
-    if out.status.success() {
-        Ok(text(&out.stdout).trim().to_string())
-    } else {
-        Err(format!("{}: {}", out.status, text(&out.stderr).trim()))
-    }
 }
 
 /// One PostgreSQL member as the test reaches it: inside its host's namespace, through the

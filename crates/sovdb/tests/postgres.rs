@@ -2,72 +2,14 @@
 //! etcd, PostgreSQL and HAProxy started by the real agent; real kills.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use sovdb_test_utils::cli::{cli, json, ok, psql, ready_server, wait_for};
 use sovdb_test_utils::processes_mentioning as processes;
 use sovdb_test_utils::server::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
-
-fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
-    let mut c: Command = server.cli();
-    c.args(args);
-    c.output().expect("run sovdb")
-}
-
-/// Runs the CLI and wants success; returns stdout.
-fn ok(server: &TestServer, args: &[&str]) -> String {
-    let out = cli(server, args);
-    assert!(
-        out.status.success(),
-        "sovdb {args:?} failed: {}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout),
-        sovdb_test_utils::tail(&server.log_path(), 60)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(server: &TestServer, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&ok(server, &all)).expect("-o json prints JSON")
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// `psql` with a URI; `Err(stderr)` when it fails.
-fn psql(uri: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql")
-        .args([uri, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env_remove("PGPASSWORD")
-        .output()
-        .expect("run psql");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-fn ready_server() -> TestServer {
-    let server = TestServer::start(Path::new(BIN));
-    wait_for("host local ready", Duration::from_secs(60), || {
-        (json(&server, &["host", "show", "local"])["status"] == "ready").then_some(())
-    });
-    server
-}
 
 fn member_dir(server: &TestServer, cluster: &Value, member: &str) -> std::path::PathBuf {
     let id = cluster["id"].as_str().unwrap().replace('-', "");
@@ -77,7 +19,7 @@ fn member_dir(server: &TestServer, cluster: &Value, member: &str) -> std::path::
 
 #[test]
 fn a_single_member_cluster_serves_tls_and_is_deleted_without_a_trace() {
-    let server = ready_server();
+    let server = ready_server(Path::new(BIN));
     ok(&server, &["cluster", "create", "one", "--param", "work_mem=8MB", "--pooler", "--wait"]);
     let c = json(&server, &["cluster", "show", "one"]);
     assert_eq!(c["state"], "ready", "{c:#}");
@@ -131,7 +73,7 @@ fn a_single_member_cluster_serves_tls_and_is_deleted_without_a_trace() {
 
 #[test]
 fn a_three_member_sync_cluster_fails_over_without_losing_an_acknowledged_write() {
-    let server = ready_server();
+    let server = ready_server(Path::new(BIN));
     ok(&server, &["cluster", "create", "ha", "--replicas", "3", "--sync", "--wait"]);
     let c = json(&server, &["cluster", "show", "ha"]);
     let members = c["members"].as_array().unwrap();
@@ -243,7 +185,7 @@ fn a_three_member_sync_cluster_fails_over_without_losing_an_acknowledged_write()
 
 #[test]
 fn bad_cluster_requests_are_refused_before_anything_is_created() {
-    let server = ready_server();
+    let server = ready_server(Path::new(BIN));
     // `sovdb ARGS` fails and says `needle`.
     let refused_cmd = |args: &[&str], needle: &str| {
         let out = cli(&server, args);
@@ -316,7 +258,7 @@ fn primary_of(c: &Value) -> String {
 
 #[test]
 fn day_two_scale_switch_over_change_parameters_and_restart() {
-    let server = ready_server();
+    let server = ready_server(Path::new(BIN));
     ok(&server, &["cluster", "create", "d2", "--sync", "--wait"]);
     let uri = ok(&server, &["cluster", "connect", "d2"]).trim().to_string();
     psql(&uri, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)").unwrap();

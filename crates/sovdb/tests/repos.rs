@@ -5,57 +5,11 @@
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use serde_json::Value;
-use sovdb_test_utils::server::TestServer;
+use sovdb_test_utils::cli::{cli, json, ok, ready_server, refused};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
-
-fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
-    let mut c: Command = server.cli();
-    c.args(args).stdin(Stdio::null());
-    c.output().expect("run sovdb")
-}
-
-/// Runs the CLI and wants success; returns stdout.
-fn ok(server: &TestServer, args: &[&str]) -> String {
-    let out = cli(server, args);
-    assert!(
-        out.status.success(),
-        "sovdb {args:?} failed: {}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout),
-        sovdb_test_utils::tail(&server.log_path(), 60)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(server: &TestServer, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&ok(server, &all)).expect("-o json prints JSON")
-}
-
-/// Runs the CLI and wants it to fail saying `needle`; returns stderr.
-fn refused(server: &TestServer, args: &[&str], needle: &str) -> String {
-    let out = cli(server, args);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "{args:?} was accepted");
-    assert!(err.contains(needle), "{args:?}: {err:?} does not say {needle:?}");
-    err
-}
-
-fn ready_server() -> TestServer {
-    let server = TestServer::start(Path::new(BIN));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while json(&server, &["host", "show", "local"])["status"] != "ready" {
-        assert!(Instant::now() < deadline, "host local not ready within 60 s");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    server
-}
 
 /// The numeric ID of a system user.
 fn uid_of(user: &str) -> u32 {
@@ -66,7 +20,7 @@ fn uid_of(user: &str) -> u32 {
 
 #[test]
 fn a_posix_repository_is_a_directory_made_for_postgres_and_forgotten_on_delete() {
-    let server = ready_server();
+    let server = ready_server(Path::new(BIN));
     // The database user must get through the directories above the repository.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

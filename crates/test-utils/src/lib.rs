@@ -6,6 +6,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 
+pub mod cli;
 pub mod postgres;
 pub mod server;
 pub mod testhosts;

@@ -213,3 +213,27 @@ pub struct ClusterRestore {
     #[serde(default)]
     pub backup_repo: Option<String>,
 }
+
+/// A size for people: `812 B`, `23.0 MiB`, `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let (mut v, mut unit) = (n as f64 / 1024.0, 0);
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(super::human_bytes(812), "812 B");
+        assert_eq!(super::human_bytes(23 * 1024 * 1024), "23.0 MiB");
+        assert_eq!(super::human_bytes(1610612736), "1.5 GiB");
+    }
+}

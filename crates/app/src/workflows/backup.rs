@@ -17,7 +17,6 @@ use sovdb_operations::{StepCtx, StepFailure, Workflow};
 use sovdb_postgres::backup::{self as br, RepoAccess, RepoTarget, StanzaInfo};
 use sovdb_postgres::render::MemberLayout;
 use sovdb_postgres::OS_USER;
-use sovdb_store::RepoRecord;
 use sovdb_types::{BackupType, ClusterId, RepoId, RepoType, StepError};
 
 use super::agent_failure;
@@ -38,10 +37,9 @@ pub(crate) struct BackupParams {
     pub kind: BackupType,
 }
 
-/// A repository, what a member's pgBackRest needs to reach it (with its secrets), and
-/// the CA certificate of an S3 endpoint to install beside it.
+/// What a member's pgBackRest needs to reach a repository (with its secrets), and the
+/// CA certificate of an S3 endpoint to install beside it.
 pub(crate) struct Reach {
-    pub record: RepoRecord,
     pub access: RepoAccess,
     pub ca_pem: Option<String>,
 }
@@ -83,7 +81,13 @@ pub(crate) async fn reach(app: &App, repo: RepoId, layout: &MemberLayout) -> Res
         RepoType::Posix => None,
     };
     let access = RepoAccess { target, cipher_pass, s3_key, retention_full: br::DEFAULT_RETENTION_FULL };
-    Ok(Reach { record, access, ca_pem: spec.ca_pem })
+    Ok(Reach { access, ca_pem: spec.ca_pem })
+}
+
+/// A repository's name (its ID when it is gone), for listings and events.
+pub(crate) async fn repo_name(app: &App, repo: RepoId) -> Result<String, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    Ok(tx.repo_get_by_id(repo).await.map_err(store_failure)?.map(|r| r.name).unwrap_or_else(|| repo.to_string()))
 }
 
 /// Writes a member's pgBackRest configuration `path` for `stanza` and the repository
@@ -186,14 +190,14 @@ pub(crate) async fn stanza_forget(ctx: StepCtx<App>) -> Result<Value, StepFailur
     let members = pg::members(app, cluster).await?;
     let Some(m) = members.first() else { return Ok(json!({})) };
     let layout = m.layout();
-    let conf = format!("--config={}", layout.pgbackrest_conf());
-    let base = [br::PGBACKREST.to_string(), conf, format!("--stanza={stanza}")];
-    let stop = [&base[..], &["stop".into()]].concat();
-    pgbackrest(app, m, &stop, Duration::from_secs(60), "stop the stanza").await?;
-    let delete = [&base[..], &["--force".into(), "stanza-delete".into()]].concat();
-    pgbackrest(app, m, &delete, Duration::from_secs(300), "delete the stanza").await?;
-    let start = [&base[..], &["start".into()]].concat();
-    pgbackrest(app, m, &start, Duration::from_secs(60), "start the stanza").await?;
+    for (args, what) in [
+        (&["stop"][..], "stop the stanza"),
+        (&["--force", "stanza-delete"][..], "delete the stanza"),
+        (&["start"][..], "start the stanza"),
+    ] {
+        let argv = br::command_argv(&layout, &stanza, args);
+        pgbackrest(app, m, &argv, Duration::from_secs(300), what).await?;
+    }
     Ok(json!({"deleted": stanza}))
 }
 
@@ -211,7 +215,7 @@ pub(crate) async fn take_backup(
     };
     let members = pg::members(app, cluster).await?;
     let stanza = cluster.to_string();
-    let repo_name = reach(app, repo, &members[0].layout()).await?.record.name;
+    let repo_name = repo_name(app, repo).await?;
     let found = |info: &StanzaInfo| {
         info.backups.iter().find(|b| b.operation.as_deref() == Some(operation)).map(|b| b.backup.clone())
     };
@@ -231,8 +235,8 @@ pub(crate) async fn take_backup(
         b.id,
         record.name,
         repo_name,
-        human_bytes(b.size),
-        human_bytes(b.repo_size)
+        sovdb_types::human_bytes(b.size),
+        sovdb_types::human_bytes(b.repo_size)
     );
     let mut tx = app.store.write().await.map_err(store_failure)?;
     tx.event_append(&pg::event(&record, "backup", message)).await.map_err(store_failure)?;
@@ -255,31 +259,4 @@ pub(crate) async fn first_backup(ctx: StepCtx<App>) -> Result<Value, StepFailure
 async fn backup(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let p: BackupParams = ctx.params()?;
     take_backup(&ctx.services, p.cluster, p.kind, &ctx.operation.to_string()).await
-}
-
-/// `1.5 GiB`, `23.0 MiB`, `812 B`.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_bytes(812), "812 B");
-        assert_eq!(human_bytes(23 * 1024 * 1024), "23.0 MiB");
-        assert_eq!(human_bytes(1610612736), "1.5 GiB");
-    }
 }

@@ -1,5 +1,5 @@
 use clap::{Subcommand, ValueEnum};
-use sovdb_types::{Backup, BackupCreate, BackupType, Operation};
+use sovdb_types::{human_bytes, Backup, BackupCreate, BackupType, Operation};
 
 use super::op::{started, Wait};
 use crate::client::Client;
@@ -36,27 +36,13 @@ impl Tabular for Backup {
             self.kind.as_str().into(),
             output::time(&self.started_at),
             output::time(&self.stopped_at),
-            bytes(self.size),
-            bytes(self.repo_size),
+            human_bytes(self.size),
+            human_bytes(self.repo_size),
             self.wal_start.clone(),
             self.wal_stop.clone(),
             self.repository.clone(),
         ]
     }
-}
-
-/// `23.0 MiB`.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let (mut v, mut unit) = (n as f64 / 1024.0, 0);
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
 }
 
 pub async fn run(cmd: BackupCmd, client: &Client, out: OutputFormat) -> anyhow::Result<()> {
@@ -75,7 +61,7 @@ pub async fn run(cmd: BackupCmd, client: &Client, out: OutputFormat) -> anyhow::
                         "{} backup {}: {}",
                         o["type"].as_str().unwrap_or("?"),
                         o["backup"].as_str().unwrap_or("?"),
-                        bytes(o["size"].as_u64().unwrap_or(0))
+                        human_bytes(o["size"].as_u64().unwrap_or(0))
                     );
                 }
             }
