@@ -15,7 +15,7 @@ use sovdb_types::*;
 
 use crate::{
     AuditFilter, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, OperationChange,
-    PortAllocation, RepoRecord, RepoSpec, StepChange, Store, StoreError,
+    PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -43,6 +43,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("cluster_members_ports_and_secrets", |u| Box::pin(cluster_members_ports_and_secrets(u))),
     ("dcs_members_and_events", |u| Box::pin(dcs_members_and_events(u))),
     ("repos_round_trip_with_one_default_per_location", |u| Box::pin(repos_round_trip_with_one_default_per_location(u))),
+    ("retained_backups_of_deleted_clusters", |u| Box::pin(retained_backups_of_deleted_clusters(u))),
+    ("meta_swap_lets_one_writer_win", |u| Box::pin(meta_swap_lets_one_writer_win(u))),
 ];
 
 /// Runs every case, each on a store at a fresh URL from `fresh_url`.
@@ -838,4 +840,53 @@ async fn repos_round_trip_with_one_default_per_location(url: String) {
     assert_eq!(tx.repo_default(a.id, eu.id).await.unwrap(), None, "no default until one is chosen again");
     tx.commit().await.unwrap();
     assert_eq!(store.read().await.unwrap().repo_get(a.id, "second").await.unwrap(), None);
+}
+
+async fn retained_backups_of_deleted_clusters(url: String) {
+    let store = open(&url).await;
+    let (a, b, eu) = (project("a"), project("b"), location("eu-1"));
+    let r1 = repo(&a, &eu, None, "r1", false);
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&a).await.unwrap();
+    tx.project_create(&b).await.unwrap();
+    tx.location_create(&eu).await.unwrap();
+    tx.repo_create(&r1).await.unwrap();
+    // Two clusters named db1 deleted one after the other, and one of another project.
+    let kept = |c: ClusterRecord, at: i64| RetainedRecord {
+        cluster: ClusterRecord { state: ClusterState::Deleting, ..c },
+        repo_id: r1.id,
+        repo: "r1".into(),
+        deleted_at: now() + chrono::Duration::seconds(at),
+    };
+    let older = kept(cluster(&a, &eu, "db1"), 1);
+    let newer = kept(cluster(&a, &eu, "db1"), 2);
+    let theirs = kept(cluster(&b, &eu, "db1"), 3);
+    for r in [&older, &newer, &theirs] {
+        tx.retained_create(r).await.unwrap();
+    }
+    tx.retained_create(&older).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.retained_get(a.id, "db1").await.unwrap(), Some(newer.clone()), "the newest, read as written");
+    assert_eq!(tx.retained_get(a.id, "db2").await.unwrap(), None);
+    let ids = |v: Vec<RetainedRecord>| v.into_iter().map(|r| r.cluster.id).collect::<Vec<_>>();
+    assert_eq!(ids(tx.retained_list(a.id).await.unwrap()), [newer.cluster.id, older.cluster.id]);
+    assert_eq!(tx.retained_count_in_repo(r1.id).await.unwrap(), 3);
+    assert!(tx.retained_delete(newer.cluster.id).await.unwrap());
+    assert!(!tx.retained_delete(newer.cluster.id).await.unwrap());
+    assert_eq!(tx.retained_get(a.id, "db1").await.unwrap(), Some(older));
+    tx.commit().await.unwrap();
+    assert_eq!(store.read().await.unwrap().retained_count_in_repo(r1.id).await.unwrap(), 2);
+}
+
+async fn meta_swap_lets_one_writer_win(url: String) {
+    let store = open(&url).await;
+    let mut tx = store.write().await.unwrap();
+    assert!(tx.meta_swap("k", None, "1").await.unwrap(), "absent: set");
+    assert!(!tx.meta_swap("k", None, "2").await.unwrap(), "present: not set again");
+    assert!(tx.meta_swap("k", Some("1"), "3").await.unwrap());
+    assert!(!tx.meta_swap("k", Some("1"), "4").await.unwrap(), "a stale reader loses");
+    tx.commit().await.unwrap();
+    assert_eq!(store.read().await.unwrap().meta_get("k").await.unwrap().as_deref(), Some("3"));
 }

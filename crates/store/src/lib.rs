@@ -145,6 +145,17 @@ pub struct ClusterRecord {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// The backups of a deleted cluster, kept in its repository: the cluster as it was
+/// (`state` as when deleted), the repository (its name joined on read) and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetainedRecord {
+    pub cluster: ClusterRecord,
+    pub repo_id: RepoId,
+    /// The repository's name, as read (joined); `retained_create` uses `repo_id`.
+    pub repo: String,
+    pub deleted_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A backup repository as stored. Its secrets (cipher passphrase, S3 keys) are not part of
 /// it: they are in the secrets under the owner `repo/<id>`.
 #[derive(Debug, Clone, PartialEq)]
@@ -307,6 +318,9 @@ pub trait Tx: Send {
 
     async fn meta_get(&mut self, key: &str) -> Result<Option<String>>;
     async fn meta_set(&mut self, key: &str, value: &str) -> Result<()>;
+    /// Sets `key` to `new` only if it is `old` now (`None`: absent); whether it did. Of
+    /// two writers that read the same value, one wins.
+    async fn meta_swap(&mut self, key: &str, old: Option<&str>, new: &str) -> Result<bool>;
 
     async fn project_create(&mut self, p: &Project) -> Result<()>;
     async fn project_get(&mut self, name: &str) -> Result<Option<Project>>;
@@ -357,6 +371,16 @@ pub trait Tx: Send {
     async fn repo_count_in_location(&mut self, location: LocationId) -> Result<i64>;
     /// Deletes the repository (not its secrets); `false` when it did not exist.
     async fn repo_delete(&mut self, id: RepoId) -> Result<bool>;
+
+    /// Keeps a deleted cluster's backups on record; nothing happens when they are already.
+    async fn retained_create(&mut self, r: &RetainedRecord) -> Result<()>;
+    /// The project's kept backups, newest deletion first.
+    async fn retained_list(&mut self, project: ProjectId) -> Result<Vec<RetainedRecord>>;
+    /// The newest deleted cluster of that name in the project.
+    async fn retained_get(&mut self, project: ProjectId, name: &str) -> Result<Option<RetainedRecord>>;
+    async fn retained_delete(&mut self, cluster: ClusterId) -> Result<bool>;
+    /// Deleted clusters whose backups are in the repository.
+    async fn retained_count_in_repo(&mut self, repo: RepoId) -> Result<i64>;
 
     /// Fails with [`StoreError::Conflict`] when the cluster already has a member of that name.
     async fn member_create(&mut self, m: &MemberRecord) -> Result<()>;

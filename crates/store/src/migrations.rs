@@ -9,6 +9,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "hosts", include_str!("../migrations/0003_hosts.sql")),
     (4, "clusters", include_str!("../migrations/0004_clusters.sql")),
     (5, "backup_repos", include_str!("../migrations/0005_backup_repos.sql")),
+    (6, "retained_backups", include_str!("../migrations/0006_retained_backups.sql")),
 ];
 
 /// The schema version this build writes.

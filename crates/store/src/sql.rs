@@ -14,7 +14,7 @@ use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, StepChange,
+    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, StepChange,
     StepRun, StoreError, Tx,
 };
 
@@ -337,6 +337,29 @@ fn repo_from(row: &Row) -> Result<RepoRecord> {
     })
 }
 
+const RETAINED_SELECT: &str = "SELECT k.cluster_id, k.project_id, k.name, k.repo_id, r.name AS repo, \
+     k.location_id, k.engine, k.version, k.spec, k.created_at, k.deleted_at \
+     FROM retained_backups k JOIN backup_repos r ON r.id = k.repo_id";
+
+fn retained_from(row: &Row) -> Result<RetainedRecord> {
+    Ok(RetainedRecord {
+        cluster: ClusterRecord {
+            id: parsed(row, "cluster_id", "cluster id")?,
+            project_id: parsed(row, "project_id", "project id")?,
+            name: row.try_get("name")?,
+            engine: enum_col(row, "engine", "engine", Engine::parse)?,
+            version: row.try_get("version")?,
+            state: ClusterState::Deleting,
+            location_id: parsed(row, "location_id", "location id")?,
+            spec: json_col(row, "spec", "retained cluster spec")?,
+            created_at: time(row, "created_at")?,
+        },
+        repo_id: parsed(row, "repo_id", "repository id")?,
+        repo: row.try_get("repo")?,
+        deleted_at: time(row, "deleted_at")?,
+    })
+}
+
 fn port_col(row: &Row, col: &str, what: &'static str) -> Result<u16> {
     let v: i64 = row.try_get(col)?;
     u16::try_from(v).map_err(|_| StoreError::Corrupt { what, detail: format!("{col}={v}") })
@@ -408,6 +431,27 @@ impl Tx for SqlTx {
             .execute(&mut *self.tx)
             .await?;
         Ok(())
+    }
+
+    async fn meta_swap(&mut self, key: &str, old: Option<&str>, new: &str) -> Result<bool> {
+        let done = match old {
+            None => {
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(new)
+                    .execute(&mut *self.tx)
+                    .await?
+            }
+            Some(old) => {
+                sqlx::query("UPDATE meta SET value = $1 WHERE key = $2 AND value = $3")
+                    .bind(new)
+                    .bind(key)
+                    .bind(old)
+                    .execute(&mut *self.tx)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected() > 0)
     }
 
     async fn project_create(&mut self, p: &Project) -> Result<()> {
@@ -744,6 +788,62 @@ impl Tx for SqlTx {
         let done =
             sqlx::query("DELETE FROM backup_repos WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn retained_create(&mut self, r: &RetainedRecord) -> Result<()> {
+        let c = &r.cluster;
+        sqlx::query(
+            "INSERT INTO retained_backups (cluster_id, project_id, name, repo_id, location_id, engine, version, spec, \
+             created_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (cluster_id) DO NOTHING",
+        )
+        .bind(c.id.to_string())
+        .bind(c.project_id.to_string())
+        .bind(&c.name)
+        .bind(r.repo_id.to_string())
+        .bind(c.location_id.to_string())
+        .bind(c.engine.as_str())
+        .bind(&c.version)
+        .bind(c.spec.to_string())
+        .bind(ms(c.created_at))
+        .bind(ms(r.deleted_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn retained_list(&mut self, project: ProjectId) -> Result<Vec<RetainedRecord>> {
+        let rows = sqlx::query(&format!("{RETAINED_SELECT} WHERE k.project_id = $1 ORDER BY k.deleted_at DESC, k.name"))
+            .bind(project.to_string())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(retained_from).collect()
+    }
+
+    async fn retained_get(&mut self, project: ProjectId, name: &str) -> Result<Option<RetainedRecord>> {
+        sqlx::query(&format!(
+            "{RETAINED_SELECT} WHERE k.project_id = $1 AND k.name = $2 ORDER BY k.deleted_at DESC LIMIT 1"
+        ))
+        .bind(project.to_string())
+        .bind(name)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .map(|r| retained_from(&r))
+        .transpose()
+    }
+
+    async fn retained_delete(&mut self, cluster: ClusterId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM retained_backups WHERE cluster_id = $1")
+            .bind(cluster.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn retained_count_in_repo(&mut self, repo: RepoId) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM retained_backups WHERE repo_id = $1")
+            .bind(repo.to_string())
+            .fetch_one(&mut *self.tx)
+            .await?)
     }
 
     async fn member_create(&mut self, m: &MemberRecord) -> Result<()> {
