@@ -230,15 +230,27 @@ pub(crate) async fn cluster_get(
 
 /// Deletes a cluster: starts a `cluster.delete` operation that stops and removes every
 /// member and releases its ports, capacity and secrets.
+/// Options of `DELETE /clusters/{name}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteQuery {
+    /// Delete the cluster's backups from its repository too (default: they are kept, and
+    /// the cluster can be restored by name).
+    #[serde(default)]
+    delete_backups: bool,
+}
+
 #[utoipa::path(delete, path = "/clusters/{name}", tag = "clusters",
-    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    params(("name" = String, Path), DeleteQuery, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
     responses((status = 202, body = Operation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn cluster_delete(
     State(app): State<App>,
     Context(ctx): Context,
     Path(name): Path<String>,
+    Params(q): Params<DeleteQuery>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(app.cluster_delete(&ctx, &name).await?)))
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_delete(&ctx, &name, q.delete_backups).await?)))
 }
 
 /// A planned switchover: the primary hands over to a replica (`to`, or the one Patroni
@@ -359,6 +371,75 @@ pub(crate) async fn backup_list(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<Backup>>> {
     Ok(Json(app.backup_list(&ctx, &name).await?))
+}
+
+/// A restore drill: the newest backup restored into a temporary instance that must start,
+/// recover and pass `pgbackrest verify` and page checksums; then removed. Starts a
+/// `backup.verify` operation; a failed drill is a `drill-failed` event.
+#[utoipa::path(post, path = "/clusters/{name}/verify", tag = "backups", request_body = BackupVerify,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn backup_verify(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(_req): Body<BackupVerify>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.backup_verify(&ctx, &name).await?)))
+}
+
+/// The cluster's backup policy: schedules (cron, UTC), retention, drills; and when each
+/// schedule runs next.
+#[utoipa::path(get, path = "/clusters/{name}/backup-policy", tag = "backups",
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = BackupPolicyView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn backup_policy_get(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<BackupPolicyView>> {
+    Ok(Json(app.backup_policy_get(&ctx, &name).await?))
+}
+
+/// Replaces the cluster's backup policy (an empty body removes every schedule). The
+/// control plane starts each scheduled run as an operation; a run missed while it was
+/// down runs once when it is back.
+#[utoipa::path(put, path = "/clusters/{name}/backup-policy", tag = "backups", request_body = BackupPolicy,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = BackupPolicyView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn backup_policy_set(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<BackupPolicy>,
+) -> ApiResult<Json<BackupPolicyView>> {
+    Ok(Json(app.backup_policy_set(&ctx, &name, req).await?))
+}
+
+/// Deleted clusters whose backups were kept, newest deletion first.
+#[utoipa::path(get, path = "/retained-backups", tag = "backups",
+    params(("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Vec<RetainedBackups>), (status = 401, body = ErrorBody)))]
+pub(crate) async fn retained_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+) -> ApiResult<Json<Vec<RetainedBackups>>> {
+    Ok(Json(app.retained_list(&ctx).await?))
+}
+
+/// Deletes the kept backups of the newest deleted cluster of that name from its
+/// repository. Starts a `backup.purge` operation.
+#[utoipa::path(delete, path = "/retained-backups/{name}", tag = "backups",
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn retained_purge(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.retained_purge(&ctx, &name).await?)))
 }
 
 /// A new cluster (`as`) from this one's repository, at `to_time`, `to_lsn` or the end of

@@ -14,6 +14,8 @@ use tower::ServiceExt;
 struct Harness {
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
+    /// The application behind the router: tests drive its loops (schedules) directly.
+    app: App,
     router: axum::Router,
     token: String,
     /// The installation's master key: tests open stored secrets with it.
@@ -41,7 +43,7 @@ async fn harness() -> Harness {
     let master = sovdb_pki::MasterKey::generate();
     app.pki_init(master.clone()).await.unwrap();
     let token = token.lock().unwrap().clone();
-    Harness { _dir: dir, store, router: sovdb_api::app(app), token, master }
+    Harness { _dir: dir, store, app: app.clone(), router: sovdb_api::app(app), token, master }
 }
 
 struct Answer {
@@ -76,6 +78,10 @@ impl Harness {
 
     async fn post(&self, uri: &str, body: &str) -> Answer {
         self.call(Method::POST, uri, Some(&self.token.clone()), Some(body)).await
+    }
+
+    async fn put(&self, uri: &str, body: &str) -> Answer {
+        self.call(Method::PUT, uri, Some(&self.token.clone()), Some(body)).await
     }
 
     async fn audit_targets(&self) -> Vec<String> {
@@ -229,6 +235,7 @@ async fn location_lifecycle_is_audited_in_the_same_transaction() {
             params: Default::default(),
             pooler: false,
             backup_repo: None,
+            backup_policy: Default::default(),
         })
         .unwrap(),
         created_at: chrono::Utc::now(),
@@ -405,6 +412,7 @@ fn cluster_spec(backup_repo: Option<RepoId>) -> ClusterSpec {
         params: Default::default(),
         pooler: false,
         backup_repo,
+        backup_policy: Default::default(),
     }
 }
 
@@ -647,4 +655,110 @@ async fn repos_are_created_listed_and_deleted_without_showing_a_secret() {
             assert!(!text.contains(secret), "a secret in {text}");
         }
     }
+}
+
+#[tokio::test]
+async fn backup_schedules_start_one_operation_per_due_time_and_catch_up_once() {
+    let h = harness().await;
+    let (project, local) = {
+        let mut tx = h.store.read().await.unwrap();
+        (tx.project_get("default").await.unwrap().unwrap(), tx.location_get("local").await.unwrap().unwrap())
+    };
+    let repo = sovdb_store::RepoRecord {
+        id: RepoId::new(),
+        project_id: project.id,
+        name: "r1".into(),
+        location_id: local.id,
+        location: local.name.clone(),
+        host_id: None,
+        host: None,
+        kind: RepoType::S3,
+        spec: sovdb_store::RepoSpec { path: "/sovdb".into(), ..Default::default() },
+        encrypted: true,
+        is_default: false,
+        created_at: chrono::Utc::now(),
+    };
+    let cluster = |name: &str, repo: Option<RepoId>| ClusterRecord {
+        id: ClusterId::new(),
+        project_id: project.id,
+        name: name.into(),
+        engine: Engine::Postgres,
+        version: "15".into(),
+        state: ClusterState::Ready,
+        location_id: local.id,
+        spec: serde_json::to_value(cluster_spec(repo)).unwrap(),
+        created_at: chrono::Utc::now(),
+    };
+    let db = cluster("db", Some(repo.id));
+    let mut tx = h.store.write().await.unwrap();
+    tx.repo_create(&repo).await.unwrap();
+    tx.cluster_create(&db).await.unwrap();
+    tx.cluster_create(&cluster("plain", None)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Bad input is refused with what to do.
+    let a = h.put("/api/v1/clusters/db/backup-policy", r#"{"schedule": "0 0 3 * * *"}"#).await;
+    assert_error(&a, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(a.body["message"].as_str().unwrap().contains("five fields"), "{}", a.body);
+    let a = h.put("/api/v1/clusters/db/backup-policy", r#"{"retention_full": 0}"#).await;
+    assert_error(&a, StatusCode::BAD_REQUEST, "invalid_request");
+    let a = h.put("/api/v1/clusters/plain/backup-policy", r#"{"schedule": "0 3 * * *"}"#).await;
+    assert_error(&a, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(a.body["message"].as_str().unwrap().contains("no backup repository"), "{}", a.body);
+
+    // Daily at 03:00, full backups (no full schedule).
+    let set_at = chrono::Utc::now();
+    let a = h.put("/api/v1/clusters/db/backup-policy", r#"{"schedule": "0 3 * * *", "retention_full": 3}"#).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!((a.body["schedule"].as_str(), a.body["retention_full_kept"].as_u64()), (Some("0 3 * * *"), Some(3)));
+    assert!(a.body["next_backup"].as_str().unwrap().contains("T03:00:00"), "{}", a.body);
+    assert_eq!(h.get("/api/v1/clusters/db/backup-policy").await.body, a.body);
+
+    let day = chrono::Duration::days(1);
+    // What a round started: each operation's kind and backup type, as stored.
+    let store = h.store.clone();
+    let kinds = |ops: Vec<Operation>| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            for o in ops {
+                let run = store.read().await.unwrap().operation_run(o.id).await.unwrap().unwrap();
+                out.push(format!("{} {}", o.kind, run.params["type"].as_str().unwrap_or("-")));
+            }
+            out
+        }
+    };
+    assert!(h.app.schedules_run(set_at).await.unwrap().is_empty(), "a new schedule doesn't run for the past");
+    let ops = h.app.schedules_run(set_at + day).await.unwrap();
+    assert_eq!((ops[0].created_by.as_str(), ops[0].target.as_str()), ("scheduler", "cluster/db"));
+    assert_eq!(kinds(ops).await, ["backup.create full"]);
+    assert!(h.app.schedules_run(set_at + day).await.unwrap().is_empty(), "one run per due time");
+    // Three days missed (the control plane was down): one run when it is back.
+    assert_eq!(kinds(h.app.schedules_run(set_at + day * 4).await.unwrap()).await, ["backup.create full"]);
+    assert!(h.app.schedules_run(set_at + day * 4).await.unwrap().is_empty());
+
+    // Hourly incremental, daily full at 03:00, drills at 04:00: at a time when all are due,
+    // one full backup and a drill; an hour later only the incremental.
+    let a = h
+        .put(
+            "/api/v1/clusters/db/backup-policy",
+            r#"{"schedule": "0 * * * *", "full_schedule": "0 3 * * *", "verify_schedule": "0 4 * * *"}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let base = (set_at + day * 6).date_naive().and_hms_opt(4, 30, 0).unwrap().and_utc();
+    assert_eq!(kinds(h.app.schedules_run(base).await.unwrap()).await, ["backup.create full", "backup.verify -"]);
+    assert_eq!(
+        kinds(h.app.schedules_run(base + chrono::Duration::hours(1)).await.unwrap()).await,
+        ["backup.create incr"]
+    );
+
+    // Every scheduled start is in the audit log, as the scheduler's.
+    let audit = h.get("/api/v1/audit").await;
+    let scheduled = audit.body["items"].as_array().unwrap().iter().filter(|r| r["actor"] == "scheduler").count();
+    assert_eq!(scheduled, 5, "{}", audit.body);
+    // Clearing the policy stops the schedules.
+    let a = h.put("/api/v1/clusters/db/backup-policy", "{}").await;
+    assert_eq!((a.status, a.body["next_backup"].clone()), (StatusCode::OK, Value::Null), "{}", a.body);
+    assert!(h.app.schedules_run(base + day * 30).await.unwrap().is_empty());
 }

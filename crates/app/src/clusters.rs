@@ -8,6 +8,7 @@ use sovdb_types::*;
 
 use crate::operations::OperationStart;
 use crate::placement::{self, Candidate};
+use crate::workflows::cluster_delete::DeleteParams;
 use crate::workflows::pg::{self, ClusterParams};
 use crate::workflows::{
     cluster_create, cluster_delete, cluster_restart, cluster_scale, cluster_set, cluster_switchover,
@@ -82,6 +83,7 @@ impl App {
             params: req.params.clone(),
             pooler: req.pooler,
             backup_repo: backup_repo.map(|r| r.id),
+            backup_policy: BackupPolicy::default(),
         };
         let record = ClusterRecord {
             id: ClusterId::new(),
@@ -384,7 +386,9 @@ impl App {
         Ok(op)
     }
 
-    pub async fn cluster_delete(&self, ctx: &Ctx, name: &str) -> Result<Operation> {
+    /// Starts `cluster.delete`. The cluster's backups stay in its repository (and it can
+    /// be restored by name) unless `delete_backups`.
+    pub async fn cluster_delete(&self, ctx: &Ctx, name: &str, delete_backups: bool) -> Result<Operation> {
         let mut tx = self.store.write().await?;
         let record =
             tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
@@ -396,14 +400,15 @@ impl App {
                     kind: cluster_delete::KIND,
                     target: format!("cluster/{name}"),
                     project: Some(ctx.project.id),
-                    params: serde_json::to_value(ClusterParams { cluster: record.id }).expect("serialise"),
+                    params: serde_json::to_value(DeleteParams { cluster: record.id, delete_backups })
+                        .expect("serialise"),
                 },
             )
             .await?;
         tx.audit_append(&ctx.audit(
             "cluster.delete",
             format!("cluster/{name}"),
-            serde_json::json!({"operation": op.id.to_string()}),
+            serde_json::json!({"operation": op.id.to_string(), "delete_backups": delete_backups}),
         ))
         .await?;
         tx.commit().await?;

@@ -29,6 +29,7 @@ mod pki;
 pub mod placement;
 mod projects;
 mod repos;
+pub mod schedules;
 mod validate;
 pub mod workflows;
 

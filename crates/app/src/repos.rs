@@ -211,6 +211,13 @@ impl App {
                 clusters.join(", ")
             )));
         }
+        let kept = tx.retained_count_in_repo(record.id).await?;
+        if kept > 0 {
+            return Err(AppError::Conflict(format!(
+                "repository {name:?} keeps the backups of {kept} deleted cluster(s); see `sovdb backup retained`, \
+                 and delete them with `sovdb backup purge NAME` first"
+            )));
+        }
         tx.repo_delete(record.id).await?;
         tx.secret_delete(&owner(record.id)).await?;
         tx.audit_append(&ctx.audit(

@@ -79,6 +79,11 @@ impl Client {
         resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        let resp = self.send(self.request(reqwest::Method::PUT, path).json(body)).await?;
+        resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
+    }
+
     /// Opens a server-sent events stream.
     pub async fn events(&self, path: &str) -> anyhow::Result<EventStream> {
         let req = self.request(reqwest::Method::GET, path).header("accept", "text/event-stream");

@@ -186,10 +186,22 @@ pub fn check_argv(layout: &MemberLayout, stanza: &str) -> Vec<String> {
 }
 
 /// `backup` on the primary, annotated with the operation that asked for it (so a retried
-/// step finds the backup it already took).
-pub fn backup_argv(layout: &MemberLayout, stanza: &str, kind: BackupType, operation: &str) -> Vec<String> {
+/// step finds the backup it already took). Afterwards pgBackRest expires what the
+/// cluster's retention (`retention_full` full backups) no longer keeps.
+pub fn backup_argv(
+    layout: &MemberLayout,
+    stanza: &str,
+    kind: BackupType,
+    operation: &str,
+    retention_full: u32,
+) -> Vec<String> {
     let mut v = base(&layout.pgbackrest_conf(), stanza);
-    v.extend([format!("--type={}", kind.as_str()), format!("--annotation={ANNOTATION}={operation}"), "backup".into()]);
+    v.extend([
+        format!("--type={}", kind.as_str()),
+        format!("--annotation={ANNOTATION}={operation}"),
+        format!("--repo1-retention-full={retention_full}"),
+        "backup".into(),
+    ]);
     v
 }
 
@@ -249,6 +261,52 @@ pub fn restore_command_line(
     v.push("restore".into());
     v.join(" ")
 }
+
+/// `verify`: reads every file of the stanza's backups and archived WAL in the repository
+/// and checks it against the checksum recorded when it was written.
+pub fn verify_argv(layout: &MemberLayout, stanza: &str) -> Vec<String> {
+    command_argv(layout, stanza, &["verify"])
+}
+
+/// A restore drill's `restore` of backup `set` into the drill's data directory: recovery
+/// stops as soon as the database is consistent, then promotes.
+pub fn drill_restore_argv(layout: &MemberLayout, stanza: &str, set: &str) -> Vec<String> {
+    let mut v = base(&layout.pgbackrest_conf(), stanza);
+    v.extend([format!("--set={set}"), "--type=immediate".into(), "--target-action=promote".into(), "restore".into()]);
+    v
+}
+
+/// The port a drill's PostgreSQL names its socket with (it listens on no address: the
+/// socket is in the drill's own directory, so this can't clash with anything).
+pub const DRILL_PORT: u16 = 5432;
+
+/// A drill's PostgreSQL configuration, used instead of the restored `postgresql.conf`
+/// (Patroni's, which names the source member's files and ports): only a Unix socket in
+/// the drill's directory, no archiving, no hot standby (so the source's connection limits
+/// don't matter), small memory.
+pub fn drill_postgresql_conf(layout: &MemberLayout) -> String {
+    let dir = &layout.dir;
+    format!(
+        "# Written by sovdb for a restore drill.\n\
+         hba_file = '{dir}/pg_hba.conf'\n\
+         ident_file = '{dir}/pg_ident.conf'\n\
+         listen_addresses = ''\n\
+         port = {DRILL_PORT}\n\
+         unix_socket_directories = '{run}'\n\
+         hot_standby = off\n\
+         archive_mode = off\n\
+         shared_buffers = '64MB'\n\
+         max_connections = 20\n\
+         ssl = off\n\
+         logging_collector = off\n\
+         shared_preload_libraries = ''\n",
+        run = layout.run_dir()
+    )
+}
+
+/// A drill's `pg_hba.conf`: only local connections, whose socket only the database user
+/// can reach.
+pub const DRILL_HBA: &str = "local all all trust\n";
 
 /// Whether `s` is an LSN as PostgreSQL writes them (`16/B374D848`).
 pub fn is_lsn(s: &str) -> bool {
@@ -452,8 +510,13 @@ mod tests {
             "/usr/bin/pgbackrest --config=/b/pg/abc-1/pgbackrest.conf --stanza=st archive-push %p"
         );
         assert!(restore_command(&l, "st").ends_with("--stanza=st archive-get %f \"%p\""));
-        let b = backup_argv(&l, "st", BackupType::Incr, "op1");
-        assert_eq!(&b[3..], ["--type=incr", "--annotation=sovdb-operation=op1", "backup"]);
+        let d = drill_restore_argv(&l, "st", "20261121-101500F");
+        assert_eq!(&d[3..], ["--set=20261121-101500F", "--type=immediate", "--target-action=promote", "restore"]);
+        let conf = drill_postgresql_conf(&l);
+        assert!(conf.contains("listen_addresses = ''") && conf.contains("unix_socket_directories = '/b/pg/abc-1/run'"));
+        assert!(conf.contains("hba_file = '/b/pg/abc-1/pg_hba.conf'"), "{conf}");
+        let b = backup_argv(&l, "st", BackupType::Incr, "op1", 3);
+        assert_eq!(&b[3..], ["--type=incr", "--annotation=sovdb-operation=op1", "--repo1-retention-full=3", "backup"]);
         let t = Utc.with_ymd_and_hms(2026, 11, 21, 10, 15, 0).unwrap();
         let r = restore_command_line(&l, "src", &RestoreTarget::Time(t), Some("20261121-101500F"));
         assert!(r.contains("--set=20261121-101500F"), "{r}");

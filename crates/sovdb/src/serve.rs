@@ -161,6 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let heartbeat = tokio::spawn(heartbeat_loop(app.clone()));
     let observe = tokio::spawn(observe_loop(app.clone()));
+    let schedules = tokio::spawn(schedule_loop(app.clone()));
 
     let router = sovdb_api::app(app).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -179,6 +180,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     heartbeat.abort();
     observe.abort();
+    schedules.abort();
     // Stop taking up new steps; the step in flight finishes and its operation is parked
     // for any replica (or our next start) to resume.
     engine.engine.stop();
@@ -217,6 +219,24 @@ async fn observe_loop(app: App) {
         tick.tick().await;
         if let Err(e) = app.clusters_observe().await {
             tracing::warn!(error = %e, "observing clusters failed; retrying");
+        }
+    }
+}
+
+/// Every 10 s: the backups and restore drills that clusters' schedules are due for
+/// (schedules have minutes; a round right after a start catches up on missed runs).
+async fn schedule_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match app.schedules_run(chrono::Utc::now()).await {
+            Ok(started) => {
+                for op in started {
+                    tracing::info!(operation = %op.id, kind = %op.kind, target = %op.target, "scheduled run started");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "running backup schedules failed; retrying"),
         }
     }
 }

@@ -214,6 +214,56 @@ pub struct ClusterRestore {
     pub backup_repo: Option<String>,
 }
 
+/// A cluster's backup schedule and retention (`PUT /api/v1/clusters/{name}/backup-policy`).
+/// Schedules are cron patterns of five fields (minute hour day month weekday) in UTC;
+/// the control plane starts each run as an operation, and a run missed while it was down
+/// runs once when it is back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupPolicy {
+    /// When to back up: incremental backups when `full_schedule` is set, else full ones.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// When to take a full backup.
+    #[serde(default)]
+    pub full_schedule: Option<String>,
+    /// How many full backups to keep (with the backups and WAL that depend on them).
+    #[serde(default)]
+    pub retention_full: Option<u32>,
+    /// When to run a restore drill (`backup verify`).
+    #[serde(default)]
+    pub verify_schedule: Option<String>,
+}
+
+/// A cluster's backup policy and when its schedules next run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BackupPolicyView {
+    pub cluster: String,
+    #[serde(flatten)]
+    pub policy: BackupPolicy,
+    /// The number of full backups kept (the policy's, else the default).
+    pub retention_full_kept: u32,
+    pub next_backup: Option<DateTime<Utc>>,
+    pub next_full: Option<DateTime<Utc>>,
+    pub next_verify: Option<DateTime<Utc>>,
+}
+
+/// Body of `POST /api/v1/clusters/{name}/verify`: a restore drill.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupVerify {}
+
+/// A backup set kept after its cluster was deleted: what `cluster restore` can still
+/// restore by the cluster's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetainedBackups {
+    /// The deleted cluster's name and ID (the ID is pgBackRest's stanza).
+    pub cluster: String,
+    pub cluster_id: String,
+    pub repository: String,
+    pub deleted_at: DateTime<Utc>,
+}
+
 /// A size for people: `812 B`, `23.0 MiB`, `1.5 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];

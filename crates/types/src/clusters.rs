@@ -88,6 +88,9 @@ pub struct ClusterSpec {
     /// The repository it archives and backs up into.
     #[serde(default)]
     pub backup_repo: Option<RepoId>,
+    /// Scheduled backups, retention and drills.
+    #[serde(default)]
+    pub backup_policy: crate::BackupPolicy,
 }
 
 /// What a member is, as Patroni last reported it.

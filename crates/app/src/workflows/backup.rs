@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sovdb_agent::proto::RunCommandRequest;
+use sovdb_agent::proto::{RemoveRequest, RunCommandRequest};
 use sovdb_agent::AgentClient;
 use sovdb_operations::{StepCtx, StepFailure, Workflow};
 use sovdb_postgres::backup::{self as br, RepoAccess, RepoTarget, StanzaInfo};
 use sovdb_postgres::render::MemberLayout;
 use sovdb_postgres::OS_USER;
-use sovdb_types::{BackupType, ClusterId, RepoId, RepoType, StepError};
+use sovdb_store::{HostRecord, RepoRecord};
+use sovdb_types::{BackupType, ClusterId, HostStatus, PageRequest, RepoId, RepoType, StepError};
 
 use super::agent_failure;
 use super::pg::{self, store_failure, ClusterParams, Member};
@@ -27,6 +28,67 @@ pub const KIND: &str = "backup.create";
 
 pub fn workflow() -> Workflow<App> {
     Workflow::new(KIND).step("backup", backup)
+}
+
+/// `backup.purge`: the kept backups of a deleted cluster leave the repository (step
+/// `delete-stanza`, from a scratch directory on a host that reaches it), then the record
+/// of them (step `forget`).
+pub const PURGE_KIND: &str = "backup.purge";
+
+pub fn purge_workflow() -> Workflow<App> {
+    Workflow::new(PURGE_KIND).step("delete-stanza", purge_stanza).step("forget", purge_forget)
+}
+
+/// The parameters of `backup.purge`: the deleted cluster (its stanza) and its repository.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PurgeParams {
+    pub cluster: ClusterId,
+    pub repo: RepoId,
+}
+
+async fn purge_stanza(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let p: PurgeParams = ctx.params()?;
+    let app = &ctx.services;
+    let repo = {
+        let mut tx = app.store.read().await.map_err(store_failure)?;
+        tx.repo_get_by_id(p.repo).await.map_err(store_failure)?
+    }
+    .ok_or_else(|| StepFailure::permanent("the repository no longer exists"))?;
+    let host = site_host(app, &repo, &[]).await?;
+    let dir = format!("{}/scratch/purge-{}", host.host.base_dir, pg::short_id(&ctx.operation.0));
+    let stanza = p.cluster.to_string();
+    let layout = site_prepare(app, &host, dir, &stanza, repo.id, 5432).await?;
+    let r = delete_stanza(app, &host, &layout, &stanza).await;
+    site_remove(app, &host, &layout).await?;
+    r?;
+    Ok(json!({"deleted": stanza}))
+}
+
+async fn purge_forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let p: PurgeParams = ctx.params()?;
+    let mut tx = ctx.services.store.write().await.map_err(store_failure)?;
+    tx.retained_delete(p.cluster).await.map_err(store_failure)?;
+    tx.commit().await.map_err(store_failure)?;
+    Ok(json!({}))
+}
+
+/// Deletes `stanza` and everything in it from the repository of the configuration in
+/// `layout` (pgBackRest wants the stanza stopped first). Idempotent.
+pub(crate) async fn delete_stanza(
+    app: &App,
+    host: &HostRecord,
+    layout: &MemberLayout,
+    stanza: &str,
+) -> Result<(), StepFailure> {
+    for (args, what) in [
+        (&["stop"][..], "stop the stanza"),
+        (&["--force", "stanza-delete"][..], "delete the stanza"),
+        (&["start"][..], "start the stanza"),
+    ] {
+        let argv = br::command_argv(layout, stanza, args);
+        pgbackrest(app, host, &argv, Duration::from_secs(300), what).await?;
+    }
+    Ok(())
 }
 
 /// The parameters of `backup.create`.
@@ -100,27 +162,117 @@ pub(crate) async fn write_member_conf(
     stanza: &str,
     repo: RepoId,
 ) -> Result<bool, StepFailure> {
-    let layout = m.layout();
-    let r = reach(app, repo, &layout).await?;
+    write_conf(app, client, &m.layout(), m.spec.ports.postgres, path, stanza, repo).await
+}
+
+/// Writes pgBackRest's configuration `path` for `stanza` of the PostgreSQL in `layout`
+/// (its port `pg_port`) and the repository `repo`, with the S3 endpoint's CA beside it.
+async fn write_conf(
+    app: &App,
+    client: &AgentClient,
+    layout: &MemberLayout,
+    pg_port: u16,
+    path: String,
+    stanza: &str,
+    repo: RepoId,
+) -> Result<bool, StepFailure> {
+    let r = reach(app, repo, layout).await?;
     let mut any = false;
     if let Some(ca) = r.ca_pem {
-        any |= pg::write(client, OS_USER, repo_ca_file(&layout, repo), ca, 0o644).await?;
+        any |= pg::write(client, OS_USER, repo_ca_file(layout, repo), ca, 0o644).await?;
     }
-    let conf = br::pgbackrest_conf(&layout, stanza, m.spec.ports.postgres, &r.access);
+    let conf = br::pgbackrest_conf(layout, stanza, pg_port, &r.access);
     any |= pg::write(client, OS_USER, path, conf, 0o600).await?;
     Ok(any)
+}
+
+/// The host where pgBackRest works on a repository outside any member (the backups of a
+/// deleted cluster, a restore drill): a posix repository's own host; for s3, the first of
+/// `near` (the cluster's hosts), else a ready host of the repository's location.
+pub(crate) async fn site_host(app: &App, repo: &RepoRecord, near: &[HostRecord]) -> Result<HostRecord, StepFailure> {
+    if let Some(host) = repo.host_id {
+        return host_record(app, host).await;
+    }
+    if let Some(h) = near.first() {
+        return Ok(h.clone());
+    }
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    let hosts = tx.host_list(Some(repo.location_id), &PageRequest::first(1000)).await.map_err(store_failure)?;
+    hosts.items.into_iter().find(|h| h.host.status == HostStatus::Ready).ok_or_else(|| {
+        StepFailure::transient(format!(
+            "no host of location {} is ready to reach repository {}",
+            repo.location, repo.name
+        ))
+    })
+}
+
+/// The host `id`, as stored.
+pub(crate) async fn host_record(app: &App, id: sovdb_types::HostId) -> Result<HostRecord, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    pg::host_by_id(tx.as_mut(), id).await
+}
+
+/// A scratch directory `dir` on `host` with pgBackRest's configuration for `stanza` in
+/// `repo` (PostgreSQL, if one runs there, on `pg_port` with its socket in `dir/run`): the
+/// directories made, the file written. Its layout.
+pub(crate) async fn site_prepare(
+    app: &App,
+    host: &HostRecord,
+    dir: String,
+    stanza: &str,
+    repo: RepoId,
+    pg_port: u16,
+) -> Result<MemberLayout, StepFailure> {
+    let layout = MemberLayout::new(dir);
+    let client = pg::agent(app, host, Duration::from_secs(90)).await?;
+    let dirs = [
+        layout.dir.clone(),
+        layout.run_dir(),
+        format!("{}/tls", layout.dir),
+        format!("{}/log", layout.dir),
+        layout.pgbackrest_log_dir(),
+        layout.pgbackrest_lock_dir(),
+    ];
+    pg::make_dirs(&client, OS_USER, &dirs).await?;
+    write_conf(app, &client, &layout, pg_port, layout.pgbackrest_conf(), stanza, repo).await?;
+    Ok(layout)
+}
+
+/// Removes a scratch directory (and the secrets in its configuration).
+pub(crate) async fn site_remove(app: &App, host: &HostRecord, layout: &MemberLayout) -> Result<(), StepFailure> {
+    let client = pg::agent(app, host, Duration::from_secs(90)).await?;
+    client.remove(&RemoveRequest { path: layout.dir.clone().into(), recursive: true }).await.map_err(agent_failure)?;
+    Ok(())
+}
+
+/// `info` of `stanza` in the repository `repo`, from a scratch directory on a host that
+/// reaches it (for a cluster that has no member any more).
+pub(crate) async fn info_from_site(app: &App, repo: &RepoRecord, stanza: &str) -> Result<StanzaInfo, StepFailure> {
+    let host = site_host(app, repo, &[]).await?;
+    let dir = format!("{}/scratch/info-{}", host.host.base_dir, uuid::Uuid::new_v4().simple());
+    let layout = site_prepare(app, &host, dir, stanza, repo.id, 5432).await?;
+    let out = pgbackrest(
+        app,
+        &host,
+        &br::info_argv(&layout, stanza),
+        Duration::from_secs(60),
+        "read the repository's backups",
+    )
+    .await;
+    site_remove(app, &host, &layout).await?;
+    br::parse_info(&out?, stanza, &repo.name).map_err(StepFailure::permanent)
 }
 
 /// Runs a pgBackRest command as the database user, for at most `timeout`; a failure
 /// carries pgBackRest's own message (never a secret: those are in the file).
 pub(crate) async fn pgbackrest(
     app: &App,
-    m: &Member,
+    host: &HostRecord,
     argv: &[String],
     timeout: Duration,
     what: &str,
 ) -> Result<String, StepFailure> {
-    let client = pg::agent(app, &m.host, timeout + Duration::from_secs(30)).await?;
+    let client = pg::agent(app, host, timeout + Duration::from_secs(30)).await?;
     let req = RunCommandRequest {
         user: Some(OS_USER.into()),
         timeout_secs: timeout.as_secs(),
@@ -146,7 +298,7 @@ pub(crate) async fn info(
     let mut last = StepFailure::permanent("the cluster has no member");
     for m in members {
         let argv = br::info_argv(&m.layout(), stanza);
-        match pgbackrest(app, m, &argv, Duration::from_secs(60), "read the repository's backups").await {
+        match pgbackrest(app, &m.host, &argv, Duration::from_secs(60), "read the repository's backups").await {
             Ok(out) => return br::parse_info(&out, stanza, repository).map_err(StepFailure::permanent),
             Err(e) => last = e,
         }
@@ -170,9 +322,15 @@ pub(crate) async fn stanza_setup(ctx: StepCtx<App>) -> Result<Value, StepFailure
         .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
     let stanza = cluster.to_string();
     let layout = primary.layout();
-    pgbackrest(app, primary, &br::stanza_create_argv(&layout, &stanza), Duration::from_secs(120), "create the stanza")
-        .await?;
-    pgbackrest(app, primary, &br::check_argv(&layout, &stanza), Duration::from_secs(120), "check WAL archiving")
+    pgbackrest(
+        app,
+        &primary.host,
+        &br::stanza_create_argv(&layout, &stanza),
+        Duration::from_secs(120),
+        "create the stanza",
+    )
+    .await?;
+    pgbackrest(app, &primary.host, &br::check_argv(&layout, &stanza), Duration::from_secs(120), "check WAL archiving")
         .await?;
     Ok(json!({"stanza": stanza, "on": primary.name}))
 }
@@ -189,15 +347,7 @@ pub(crate) async fn stanza_forget(ctx: StepCtx<App>) -> Result<Value, StepFailur
     let stanza = cluster.to_string();
     let members = pg::members(app, cluster).await?;
     let Some(m) = members.first() else { return Ok(json!({})) };
-    let layout = m.layout();
-    for (args, what) in [
-        (&["stop"][..], "stop the stanza"),
-        (&["--force", "stanza-delete"][..], "delete the stanza"),
-        (&["start"][..], "start the stanza"),
-    ] {
-        let argv = br::command_argv(&layout, &stanza, args);
-        pgbackrest(app, m, &argv, Duration::from_secs(300), what).await?;
-    }
+    delete_stanza(app, &m.host, &m.layout(), &stanza).await?;
     Ok(json!({"deleted": stanza}))
 }
 
@@ -225,8 +375,9 @@ pub(crate) async fn take_backup(
     let (_, primary) = patroni::wait_primary(app, &members, Duration::from_secs(60))
         .await
         .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
-    let argv = br::backup_argv(&primary.layout(), &stanza, kind, operation);
-    pgbackrest(app, primary, &argv, Duration::from_secs(6 * 3600), "take the backup").await?;
+    let retention = spec.backup_policy.retention_full.unwrap_or(br::DEFAULT_RETENTION_FULL);
+    let argv = br::backup_argv(&primary.layout(), &stanza, kind, operation, retention);
+    pgbackrest(app, &primary.host, &argv, Duration::from_secs(6 * 3600), "take the backup").await?;
     let b = found(&info(app, &members, &stanza, &repo_name).await?)
         .ok_or_else(|| StepFailure::transient("the backup just taken is not in the repository's list"))?;
     let message = format!(

@@ -1,23 +1,27 @@
 //! `cluster.delete`: stops and removes everything of a cluster, and releases its ports,
 //! capacity and secrets.
 //!
-//! Parameters: `{"cluster": ID}`.
+//! Parameters: `{"cluster": ID, "delete_backups": bool}` (`delete_backups` default false).
 //!
 //! Steps, each idempotent (and none undone: a delete that fails stays `deleting` and can
 //! be run again):
 //! 1. `mark-deleting`: the cluster's state becomes `deleting`.
 //! 2. `stop-members`: every process of every member stopped and forgotten by its agent;
 //!    the cluster's keys deleted from the DCS.
-//! 3. `remove-files`: the members' directories (data, configuration, logs).
-//! 4. `forget`: ports, secrets, members and the cluster's row; an event.
+//! 3. `backups`: with a repository, the cluster's backups are kept and recorded (a deleted
+//!    cluster can be restored by name), or with `delete_backups` its stanza is deleted from
+//!    the repository.
+//! 4. `remove-files`: the members' directories (data, configuration, logs).
+//! 5. `forget`: ports, secrets, members and the cluster's row; an event.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sovdb_operations::{StepCtx, StepFailure, Workflow};
-use sovdb_store::NewEvent;
-use sovdb_types::{ClusterState, EventId, ProjectId};
+use sovdb_store::{NewEvent, RetainedRecord};
+use sovdb_types::{ClusterId, ClusterState, EventId, ProjectId};
 
-use super::cluster_create;
 use super::pg::{self, store_failure, ClusterParams};
+use super::{backup, cluster_create};
 use crate::App;
 
 pub const KIND: &str = "cluster.delete";
@@ -26,6 +30,7 @@ pub fn workflow() -> Workflow<App> {
     Workflow::new(KIND)
         .step("mark-deleting", mark_deleting)
         .step("stop-members", cluster_create::stop_members)
+        .step("backups", backups)
         .step("remove-files", remove_files)
         .step("forget", forget)
 }
@@ -40,6 +45,34 @@ async fn mark_deleting(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({"name": record.name, "project": record.project_id}))
 }
 
+/// The parameters of `cluster.delete`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DeleteParams {
+    pub cluster: ClusterId,
+    #[serde(default)]
+    pub delete_backups: bool,
+}
+
+async fn backups(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let p: DeleteParams = ctx.params()?;
+    let app = &ctx.services;
+    let Some((record, spec)) = pg::cluster(app, p.cluster).await? else { return Ok(json!({})) };
+    let Some(repo) = spec.backup_repo else { return Ok(json!({"backups": null})) };
+    if p.delete_backups {
+        // From a member's configuration: the files go in the next step.
+        let members = pg::members(app, p.cluster).await?;
+        if let Some(m) = members.first() {
+            backup::delete_stanza(app, &m.host, &m.layout(), &p.cluster.to_string()).await?;
+        }
+        return Ok(json!({"backups": "deleted"}));
+    }
+    let kept = RetainedRecord { cluster: record, repo_id: repo, repo: String::new(), deleted_at: crate::now() };
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    tx.retained_create(&kept).await.map_err(store_failure)?;
+    tx.commit().await.map_err(store_failure)?;
+    Ok(json!({"backups": "kept", "repository": repo}))
+}
+
 async fn remove_files(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     cluster_create::remove_files(ctx).await
 }
@@ -47,6 +80,7 @@ async fn remove_files(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
 async fn forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = ctx.services.clone();
     let marked: Value = ctx.output("mark-deleting")?;
+    let kept = ctx.output::<Value>("backups").ok().is_some_and(|b| b["backups"] == "kept");
     cluster_create::forget(ctx).await?;
     if let (Some(name), Some(project)) = (marked["name"].as_str(), marked["project"].as_str()) {
         let mut tx = app.store.write().await.map_err(store_failure)?;
@@ -56,7 +90,14 @@ async fn forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             project_id: project.parse::<ProjectId>().ok(),
             target: format!("cluster/{name}"),
             kind: "deleted".into(),
-            message: format!("cluster {name} was deleted"),
+            message: if kept {
+                format!(
+                    "cluster {name} was deleted; its backups are kept: `sovdb cluster restore {name} --as NEW` \
+                     restores it, `sovdb backup purge {name}` deletes them"
+                )
+            } else {
+                format!("cluster {name} was deleted")
+            },
         })
         .await
         .map_err(store_failure)?;

@@ -95,7 +95,7 @@ async fn archive_source(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         .await
         .map_err(|e| StepFailure::transient(format!("the source has no primary to archive its WAL: {e}")))?;
     let argv = br::check_argv(&primary.layout(), &from.stanza);
-    backup::pgbackrest(app, primary, &argv, Duration::from_secs(120), "archive the source's current WAL").await?;
+    backup::pgbackrest(app, &primary.host, &argv, Duration::from_secs(120), "archive the source's current WAL").await?;
     Ok(json!({"archived": true, "on": primary.name}))
 }
 

@@ -13,6 +13,7 @@ use sovdb_store::HostRecord;
 use crate::{App, AppError};
 
 pub mod backup;
+pub mod backup_verify;
 pub mod cluster_create;
 pub mod cluster_delete;
 pub mod cluster_restart;
@@ -38,6 +39,8 @@ pub fn all() -> Vec<Workflow<App>> {
         cluster_set::workflow(),
         cluster_scale::workflow(),
         backup::workflow(),
+        backup_verify::workflow(),
+        backup::purge_workflow(),
         cluster_restore::workflow(),
     ]
 }

@@ -155,9 +155,14 @@ pub enum ClusterCmd {
         #[command(flatten)]
         wait: Wait,
     },
-    /// Delete a cluster: stop and remove every member, release its ports and secrets
+    /// Delete a cluster: stop and remove every member, release its ports and secrets. Its
+    /// backups stay in its repository (`cluster restore NAME --as NEW` restores it) unless
+    /// --delete-backups
     Delete {
         name: String,
+        /// Delete the cluster's backups from its repository too
+        #[arg(long)]
+        delete_backups: bool,
         #[command(flatten)]
         wait: Wait,
     },
@@ -408,8 +413,9 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
             }
             Ok(())
         }
-        ClusterCmd::Delete { name, wait } => {
-            let op: Operation = client.delete_json(&format!("/clusters/{name}")).await?;
+        ClusterCmd::Delete { name, delete_backups, wait } => {
+            let query = if delete_backups { "?delete_backups=true" } else { "" };
+            let op: Operation = client.delete_json(&format!("/clusters/{name}{query}")).await?;
             match started(client, op, wait, out).await? {
                 Some(op) => print_one(&op, out),
                 None => Ok(()),
