@@ -30,6 +30,8 @@ const SCENARIOS: &[&str] = &[
     "cluster.set",
     "cluster.scale",
     "backup.create",
+    "backup.verify",
+    "backup.purge",
     "cluster.restore",
 ];
 
@@ -559,4 +561,53 @@ fn cluster_restore_completes_once_after_a_crash_at_its_own_failpoints() {
             .collect();
         assert!(leftovers.is_empty(), "{point}: the source's secrets stay on no member: {leftovers:?}");
     });
+}
+
+/// Whether any restore drill's directory is left on the local host.
+fn drill_left(server: &TestServer) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(local_base(server).join("drill")).map(|d| d.flatten().collect()).unwrap_or_default()
+}
+
+#[test]
+fn backup_verify_runs_one_drill_after_a_crash_at_every_failpoint() {
+    let mut server = server_with_backups("backup.verify");
+    for (i, point) in failpoints("backup.verify").iter().enumerate() {
+        crash_during(&mut server, point, &["backup", "verify", "c"]);
+        let op = wait_for("the drill ended", &server, || {
+            let ops = operations(&server, "backup.verify");
+            (ops.len() == i + 1 && ops[0]["state"] != "running" && ops[0]["state"] != "queued").then(|| ops[0].clone())
+        });
+        assert_eq!(op["state"], "succeeded", "{point}: {op:#}");
+        assert_crashed_step_ran_again(&server, "backup.verify", point);
+        let events = json(&server, &["cluster", "events", "c"]).unwrap();
+        let drills = events.as_array().unwrap().iter().filter(|e| e["kind"] == "drill").count();
+        assert_eq!(drills, i + 1, "{point}: one drill event per drill: {events:#}");
+        assert!(drill_left(&server).is_empty(), "{point}: the drill's directory is gone");
+    }
+}
+
+#[test]
+fn backup_purge_deletes_the_kept_backups_once_after_a_crash_at_every_failpoint() {
+    let mut server = server_with_backups("backup.purge");
+    let repo = server.data_dir().join("backups");
+    for (i, point) in failpoints("backup.purge").iter().enumerate() {
+        // A cluster to delete, its backups kept, then purged.
+        let name = format!("p{i}");
+        let out = cli(&server, &["cluster", "create", &name, "--wait"]);
+        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        let stanza = json(&server, &["cluster", "show", &name]).unwrap()["id"].as_str().unwrap().to_string();
+        let out = cli(&server, &["cluster", "delete", &name, "--wait"]);
+        assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(repo.join("backup").join(&stanza).exists(), "{point}: kept");
+        crash_during(&mut server, point, &["backup", "purge", &name]);
+        let op = wait_for("the purge ended", &server, || {
+            let ops = operations(&server, "backup.purge");
+            (ops.len() == i + 1 && ops[0]["state"] != "running" && ops[0]["state"] != "queued").then(|| ops[0].clone())
+        });
+        assert_eq!(op["state"], "succeeded", "{point}: {op:#}");
+        assert_crashed_step_ran_again(&server, "backup.purge", point);
+        assert!(!repo.join("backup").join(&stanza).exists(), "{point}: the backups are gone");
+        let kept = json(&server, &["backup", "retained"]).unwrap();
+        assert!(kept.as_array().unwrap().iter().all(|k| k["cluster"] != name.as_str()), "{point}: {kept:#}");
+    }
 }

@@ -369,17 +369,15 @@ pub(crate) async fn take_backup(
     let found = |info: &StanzaInfo| {
         info.backups.iter().find(|b| b.operation.as_deref() == Some(operation)).map(|b| b.backup.clone())
     };
-    if let Some(b) = found(&info(app, &members, &stanza, &repo_name).await?) {
-        return Ok(json!({"backup": b.id, "type": b.kind, "size": b.size, "repo_size": b.repo_size}));
-    }
-    let (_, primary) = patroni::wait_primary(app, &members, Duration::from_secs(60))
-        .await
-        .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
-    let retention = spec.backup_policy.retention_full.unwrap_or(br::DEFAULT_RETENTION_FULL);
-    let argv = br::backup_argv(&primary.layout(), &stanza, kind, operation, retention);
-    pgbackrest(app, &primary.host, &argv, Duration::from_secs(6 * 3600), "take the backup").await?;
-    let b = found(&info(app, &members, &stanza, &repo_name).await?)
-        .ok_or_else(|| StepFailure::transient("the backup just taken is not in the repository's list"))?;
+    // Taken already by this operation (before a crash): only its event may be missing.
+    let b = match found(&info(app, &members, &stanza, &repo_name).await?) {
+        Some(b) => b,
+        None => {
+            run_backup(app, &members, &spec, &stanza, kind, operation).await?;
+            found(&info(app, &members, &stanza, &repo_name).await?)
+                .ok_or_else(|| StepFailure::transient("the backup just taken is not in the repository's list"))?
+        }
+    };
     let message = format!(
         "{} backup {} of cluster {} in repository {}: {} ({} in the repository)",
         b.kind.as_str(),
@@ -389,10 +387,28 @@ pub(crate) async fn take_backup(
         sovdb_types::human_bytes(b.size),
         sovdb_types::human_bytes(b.repo_size)
     );
-    let mut tx = app.store.write().await.map_err(store_failure)?;
-    tx.event_append(&pg::event(&record, "backup", message)).await.map_err(store_failure)?;
-    tx.commit().await.map_err(store_failure)?;
+    if let Ok(op) = operation.parse() {
+        pg::event_once(app, &record, op, "backup", message).await?;
+    }
     Ok(json!({"backup": b.id, "type": b.kind, "size": b.size, "repo_size": b.repo_size}))
+}
+
+/// pgBackRest's backup on the primary, expiring what the cluster's retention no longer keeps.
+async fn run_backup(
+    app: &App,
+    members: &[Member],
+    spec: &sovdb_types::ClusterSpec,
+    stanza: &str,
+    kind: BackupType,
+    operation: &str,
+) -> Result<(), StepFailure> {
+    let (_, primary) = patroni::wait_primary(app, &members, Duration::from_secs(60))
+        .await
+        .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
+    let retention = spec.backup_policy.retention_full.unwrap_or(br::DEFAULT_RETENTION_FULL);
+    let argv = br::backup_argv(&primary.layout(), stanza, kind, operation, retention);
+    pgbackrest(app, &primary.host, &argv, Duration::from_secs(6 * 3600), "take the backup").await?;
+    Ok(())
 }
 
 /// A step of cluster.create and cluster.restore: the first full backup, so the new

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sovdb_agent::proto::{DesiredState, RemoveRequest, TailFileRequest};
+use sovdb_agent::proto::{DesiredState, ProcessState, RemoveRequest, TailFileRequest};
 use sovdb_operations::{StepCtx, StepFailure, Workflow};
 use sovdb_postgres::backup as br;
 use sovdb_postgres::render::MemberLayout;
@@ -95,9 +95,7 @@ async fn noted<T>(ctx: &StepCtx<App>, r: Result<T, StepFailure>) -> Result<T, St
     if let Some((record, _)) = pg::cluster(&ctx.services, p.cluster).await? {
         let message =
             format!("the restore drill of cluster {} failed: {} (operation {})", record.name, f.error, ctx.operation);
-        let mut tx = ctx.services.store.write().await.map_err(store_failure)?;
-        tx.event_append(&pg::event(&record, "drill-failed", message)).await.map_err(store_failure)?;
-        tx.commit().await.map_err(store_failure)?;
+        pg::event_once(&ctx.services, &record, ctx.operation, "drill-failed", message).await?;
     }
     r
 }
@@ -174,23 +172,25 @@ async fn restore(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
 }
 
 async fn start(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
-    let r = async {
-        let (drill, host) = drill_of(&ctx).await?;
-        let (record, _) = pg::must_cluster(&ctx.services, ctx.params::<VerifyParams>()?.cluster).await?;
-        let layout = drill.layout();
-        let client = pg::agent(&ctx.services, &host, Duration::from_secs(60)).await?;
-        let argv = vec![
-            format!("{}/postgres", sovdb_postgres::bin_dir(&record.version)),
-            "-D".into(),
-            layout.data(),
-            "-c".into(),
-            format!("config_file={}", postgresql_conf(&layout)),
-        ];
-        pg::ensure(&client, process_name(&ctx), argv, OS_USER, &layout.dir, DesiredState::Running).await?;
-        Ok(json!({"process": process_name(&ctx)}))
-    }
-    .await;
+    let r = run_postgres(&ctx).await;
     noted(&ctx, r).await
+}
+
+/// The drill's PostgreSQL runs (started, or left running), supervised by the agent.
+async fn run_postgres(ctx: &StepCtx<App>) -> Result<Value, StepFailure> {
+    let (drill, host) = drill_of(ctx).await?;
+    let (record, _) = pg::must_cluster(&ctx.services, ctx.params::<VerifyParams>()?.cluster).await?;
+    let layout = drill.layout();
+    let client = pg::agent(&ctx.services, &host, Duration::from_secs(60)).await?;
+    let argv = vec![
+        format!("{}/postgres", sovdb_postgres::bin_dir(&record.version)),
+        "-D".into(),
+        layout.data(),
+        "-c".into(),
+        format!("config_file={}", postgresql_conf(&layout)),
+    ];
+    pg::ensure(&client, process_name(ctx), argv, OS_USER, &layout.dir, DesiredState::Running).await?;
+    Ok(json!({"process": process_name(ctx)}))
 }
 
 /// How long recovery to consistency may take before the drill gives up.
@@ -208,6 +208,8 @@ async fn check_inner(ctx: &StepCtx<App>) -> Result<Value, StepFailure> {
     let layout = drill.layout();
     let client = pg::agent(app, &host, Duration::from_secs(60)).await?;
     let name = process_name(ctx);
+    // Again after a crash that cut this step short, when the instance was stopped already.
+    run_postgres(ctx).await?;
     let port = br::DRILL_PORT.to_string();
     let run_dir = layout.run_dir();
     let psql = |db: &str, sql: &str| {
@@ -236,7 +238,7 @@ async fn check_inner(ctx: &StepCtx<App>) -> Result<Value, StepFailure> {
     let t = Instant::now();
     loop {
         let status = client.process_status(&name).await.map_err(agent_failure)?;
-        if status.last_exit.is_some() {
+        if matches!(status.state, ProcessState::Backoff | ProcessState::Failed) {
             let log = client
                 .tail_file(&TailFileRequest { path: status.log_dir.join("stderr.log"), lines: 20 })
                 .await
@@ -351,9 +353,7 @@ async fn finish(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             checked["databases"].as_array().map_or(0, Vec::len),
             checked["blocks_checked"].as_u64().unwrap_or(0),
         );
-        let mut tx = ctx.services.store.write().await.map_err(store_failure)?;
-        tx.event_append(&pg::event(&record, "drill", message)).await.map_err(store_failure)?;
-        tx.commit().await.map_err(store_failure)?;
+        pg::event_once(&ctx.services, &record, ctx.operation, "drill", message).await?;
     }
     Ok(json!({"backup": drill.set, "seconds": seconds, "outcome": "ok"}))
 }

@@ -396,6 +396,25 @@ pub(crate) fn event(record: &ClusterRecord, kind: &str, message: String) -> sovd
     }
 }
 
+/// Appends the event `kind` of an operation's step once: a step that runs again after a
+/// crash (its event written, its output not) finds the mark written with the event, in the
+/// same transaction, and writes nothing.
+pub(crate) async fn event_once(
+    app: &App,
+    record: &ClusterRecord,
+    operation: sovdb_types::OperationId,
+    kind: &str,
+    message: String,
+) -> Result<(), StepFailure> {
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    let mark = format!("event/{operation}/{kind}");
+    if tx.meta_swap(&mark, None, &crate::now().to_rfc3339()).await.map_err(store_failure)? {
+        tx.event_append(&event(record, kind, message)).await.map_err(store_failure)?;
+        tx.commit().await.map_err(store_failure)?;
+    }
+    Ok(())
+}
+
 /// Runs SQL (on stdin: no secret in argv) with psql as the database superuser, over the
 /// member's Unix socket; answers psql's unaligned, tuples-only output, fields split by
 /// [`FIELD_SEPARATOR`].
