@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what sovdb needs to build, run and test, from Debian's packages.
-# Idempotent and quiet: when everything is there it prints nothing and takes well under a
+# Installs what sovdb needs to build, run and test: Debian's packages, and one program
+# from crates.io that Debian lacks (s3s-fs, see below). Idempotent and quiet: when everything is there it prints nothing and takes well under a
 # second. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -72,4 +72,14 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "error: cargo is not installed; install the Rust toolchain named in rust-toolchain.toml (rustup), then run this again" >&2
   exit 1
+fi
+
+# The S3 tests need an S3 server. Debian has none that fits, so they run s3s-fs, which
+# keeps objects as files, built from crates.io (about three minutes, once). The version is
+# pinned: newer ones need a newer Rust than rust-toolchain.toml's. The tests look for it in
+# PATH, then in cargo's bin directory, which is where this puts it.
+S3S_FS_VERSION=0.14.1
+if ! command -v s3s-fs >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]]; then
+  echo "installing s3s-fs $S3S_FS_VERSION (the S3 server of the tests) with cargo install; this takes a few minutes"
+  cargo install --quiet --locked s3s-fs --version "$S3S_FS_VERSION" --features binary
 fi

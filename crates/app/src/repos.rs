@@ -6,8 +6,12 @@
 //! it through the host's agent first (pgBackRest installed; the directory and its parents
 //! created, owned by the database user, mode 0750; refused when it holds files), and only
 //! then writes the record: a refused or failed create leaves nothing in the store. An `s3`
-//! repository is a prefix in a bucket of S3-compatible storage; nothing checks yet that it
-//! can be reached.
+//! repository is a prefix in a bucket of S3-compatible storage. Creating one first checks,
+//! through the agent of a ready host of the location, that pgBackRest can use it: the
+//! endpoint answers over HTTPS with a certificate it trusts, the keys are accepted, the
+//! bucket exists. A storage that can't be used is refused with what to fix, before anything
+//! is written; the keys reach pgBackRest in its environment, never in a file or a command
+//! line.
 //!
 //! What is persisted: the record (`RepoRecord`) and, under the owner `repo/<id>`, the
 //! secrets, sealed with the master key: `cipher-pass` (generated when the repository is
@@ -20,7 +24,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::distributions::{Alphanumeric, DistString};
-use sovdb_agent::proto::{EnsurePackagesRequest, RunCommandRequest};
+use sovdb_agent::proto::{EnsurePackagesRequest, RemoveRequest, RunCommandRequest, WriteFileRequest};
+use sovdb_postgres::backup::{self as br, RepoTarget, S3CheckFailure};
 use sovdb_store::{HostRecord, RepoRecord, RepoSpec, StoreError, Tx};
 use sovdb_types::*;
 
@@ -76,6 +81,17 @@ fn audit_params(req: &RepoCreate) -> serde_json::Value {
     v
 }
 
+/// How long the S3 check may run on the host before the agent kills it: far beyond what
+/// pgBackRest takes with its short I/O timeout, so only a hung check meets it.
+const S3_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a create is prepared or checked: a posix repository's host, or the host an s3
+/// repository is checked from.
+enum Via {
+    Posix(HostRecord),
+    S3(HostRecord),
+}
+
 /// What a create checked, before anything is written.
 struct Checked {
     kind: RepoType,
@@ -110,19 +126,32 @@ impl App {
                 RepoType::Posix => {
                     let host = posix_host(tx.as_mut(), &location, req.host.as_deref()).await?;
                     check_overlap(tx.as_mut(), ctx.project.id, &host, &checked.spec.path).await?;
-                    Some(host)
+                    Via::Posix(host)
                 }
-                RepoType::S3 => None,
+                RepoType::S3 => Via::S3(checking_host(tx.as_mut(), &location).await?),
             };
             (location, host)
         };
 
         // Crash safety: the directory is prepared before anything is written, and that
         // is idempotent (an empty directory is accepted), so a create that fails or dies
-        // after this point leaves at most an empty directory that a retry accepts.
-        if let Some(host) = &host {
-            self.prepare_dir(host, &checked.spec.path).await?;
-        }
+        // after this point leaves at most an empty directory that a retry accepts. The S3
+        // check writes only the endpoint's CA certificate and removes it again: a crash in
+        // between leaves that file behind, and it is public.
+        let host = match host {
+            Via::Posix(host) => {
+                self.prepare_dir(&host, &checked.spec.path).await?;
+                Some(host)
+            }
+            Via::S3(on) => {
+                let key = |name| checked.secrets.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+                let (Some(key), Some(secret)) = (key(S3_KEY), key(S3_KEY_SECRET)) else {
+                    return Err(AppError::Internal(anyhow::anyhow!("the checked s3 request lost its keys")));
+                };
+                self.check_s3(&on, &checked.spec, key, secret).await?;
+                None
+            }
+        };
 
         let id = RepoId::new();
         if checked.encrypted {
@@ -228,6 +257,111 @@ impl App {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Checks that pgBackRest on `host` can use the S3 repository `spec` with the keys
+    /// (see [`br::s3_check_argv`]), and says what to fix when it can't. Quick: a refused
+    /// connection is known within about 10 s, a silent endpoint within about 15 s.
+    ///
+    /// The keys go to pgBackRest in its environment. The only file is the endpoint's CA
+    /// certificate (public), written for the check under the host's base directory and
+    /// removed after it, whatever the outcome. No message holds a key: pgBackRest never
+    /// prints them, and its words are scrubbed of them all the same.
+    async fn check_s3(&self, host: &HostRecord, spec: &RepoSpec, key: &str, secret: &str) -> Result<()> {
+        let name = &host.host.name;
+        let endpoint = spec.endpoint.as_deref().unwrap_or_default();
+        let url = format!("https://{endpoint}");
+        let bucket = spec.bucket.as_deref().unwrap_or_default();
+        let host_trouble = |e: sovdb_agent::AgentError| {
+            AppError::Unavailable(format!(
+                "cannot check the S3 storage from host {name:?}: {}; check the host with `sovdb host show {name}`",
+                sovdb_types::error_chain(&e)
+            ))
+        };
+        let client = self.agent_client(&host.host, Duration::from_secs(90)).await?;
+        client
+            .ensure_packages(&EnsurePackagesRequest { names: vec![br::PACKAGE.into()] })
+            .await
+            .map_err(host_trouble)?;
+        let ca_file = match &spec.ca_pem {
+            Some(pem) => {
+                let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 12);
+                let path = format!("{}/tmp/s3-check-{nonce}.crt", host.host.base_dir);
+                let write = WriteFileRequest {
+                    path: path.clone().into(),
+                    content: pem.clone().into_bytes(),
+                    mode: 0o644,
+                    owner: None,
+                    group: None,
+                };
+                client.write_file(&write).await.map_err(host_trouble)?;
+                Some(path)
+            }
+            None => None,
+        };
+        let target = RepoTarget::S3 {
+            endpoint: endpoint.to_string(),
+            bucket: bucket.to_string(),
+            region: spec.region.clone().unwrap_or_default(),
+            uri_style: spec.uri_style.unwrap_or_default(),
+            path: spec.path.clone(),
+            ca_file: ca_file.clone(),
+        };
+        let req = RunCommandRequest {
+            user: Some(sovdb_postgres::OS_USER.into()),
+            env: br::s3_check_env(key, secret),
+            timeout_secs: S3_CHECK_TIMEOUT.as_secs(),
+            ..RunCommandRequest::new(br::s3_check_argv(&target))
+        };
+        let ran = client.run_command(&req).await;
+        if let Some(path) = ca_file {
+            if let Err(e) = client.remove(&RemoveRequest { path: path.clone().into(), recursive: false }).await {
+                let error = sovdb_types::error_chain(&e);
+                tracing::warn!(host = %name, %path, %error, "cannot remove the S3 check's CA file");
+            }
+        }
+        let out = ran.map_err(host_trouble)?;
+        if out.status.code == Some(0) && !out.timed_out {
+            return Ok(());
+        }
+        if out.timed_out {
+            return Err(AppError::Unavailable(format!(
+                "the S3 endpoint {url} did not answer host {name:?} within {} s: check --endpoint and that the \
+                 storage is up",
+                S3_CHECK_TIMEOUT.as_secs()
+            )));
+        }
+        let scrub = |text: String| text.replace(secret, "<redacted>").replace(key, "<redacted>");
+        Err(match br::s3_check_failure(out.status.code, &out.stderr) {
+            S3CheckFailure::Unreachable { detail } => AppError::Unavailable(format!(
+                "cannot reach the S3 endpoint {url} from host {name:?} ({}): check --endpoint and that the storage \
+                 is up",
+                scrub(detail)
+            )),
+            S3CheckFailure::AccessDenied => AppError::Invalid(format!(
+                "the S3 storage at {url} refused the access key: check --access-key-id and the secret (and that the \
+                 key may list and write bucket {bucket:?})"
+            )),
+            S3CheckFailure::NoBucket => AppError::Invalid(format!(
+                "the S3 storage at {url} has no bucket {bucket:?}: check --bucket (sovdb does not create buckets)"
+            )),
+            S3CheckFailure::Http { status } => AppError::Invalid(format!(
+                "the S3 storage at {url} refused to list bucket {bucket:?} with HTTP {}: check --region and \
+                 --uri-style",
+                scrub(status)
+            )),
+            S3CheckFailure::Certificate { detail } => AppError::Invalid(format!(
+                "host {name:?} does not trust the certificate of the S3 endpoint {url} ({}): give the CA that signed \
+                 it with --ca-file{}",
+                scrub(detail),
+                if spec.ca_pem.is_some() { " (the one given did not)" } else { "" }
+            )),
+            S3CheckFailure::Other { detail } => AppError::Unavailable(format!(
+                "cannot use the S3 storage at {url} from host {name:?} ({}): check --endpoint (an HTTPS endpoint) \
+                 and that the storage is up",
+                scrub(detail)
+            )),
+        })
     }
 
     /// Makes `path` on `host` ready to be a repository: pgBackRest installed, the
@@ -502,6 +636,23 @@ async fn posix_host(tx: &mut dyn Tx, location: &Location, name: Option<&str>) ->
         )));
     }
     Ok(host)
+}
+
+/// The host an s3 repository is checked from: the location's first ready host by name.
+/// Its clusters' members reach the storage from the location's hosts, so one of them must.
+async fn checking_host(tx: &mut dyn Tx, location: &Location) -> Result<HostRecord> {
+    let l = &location.name;
+    let mut hosts =
+        tx.host_list(Some(location.id), &PageRequest::first(sovdb_types::page::MAX_PAGE_LIMIT)).await?.items;
+    hosts.retain(|h| h.host.status == HostStatus::Ready);
+    hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+    hosts.into_iter().next().ok_or_else(|| {
+        AppError::Unavailable(format!(
+            "location {l:?} has no ready host to check the S3 storage from (sovdb checks that pgBackRest can use it \
+             before recording it): add a host (`sovdb host add`) or wait until one is ready \
+             (`sovdb host list --location {l}`)"
+        ))
+    })
 }
 
 /// Refuses a directory that is, holds or lies inside another repository's on the same

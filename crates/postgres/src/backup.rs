@@ -98,28 +98,9 @@ pub fn pgbackrest_conf(layout: &MemberLayout, stanza: &str, pg_port: u16, repo: 
             set("repo1-type", "posix");
             set("repo1-path", path);
         }
-        RepoTarget::S3 { endpoint, bucket, region, uri_style, path, ca_file } => {
-            let (host, port) = match endpoint.rsplit_once(':') {
-                Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
-                _ => (endpoint.as_str(), None),
-            };
-            set("repo1-type", "s3");
-            set("repo1-path", path);
-            set("repo1-s3-endpoint", host);
-            if let Some(p) = port {
-                set("repo1-storage-port", p);
-            }
-            set("repo1-s3-bucket", bucket);
-            set("repo1-s3-region", region);
-            set(
-                "repo1-s3-uri-style",
-                match uri_style {
-                    UriStyle::Host => "host",
-                    UriStyle::Path => "path",
-                },
-            );
-            if let Some(ca) = ca_file {
-                set("repo1-storage-ca-file", ca);
+        RepoTarget::S3 { .. } => {
+            for (k, v) in s3_options(&repo.target) {
+                set(k, &v);
             }
             if let Some((key, secret)) = &repo.s3_key {
                 set("repo1-s3-key", key);
@@ -147,6 +128,121 @@ pub fn pgbackrest_conf(layout: &MemberLayout, stanza: &str, pg_port: u16, repo: 
         layout.run_dir()
     ));
     out
+}
+
+/// The options that say where an S3 repository is (no secret among them), as
+/// `pgbackrest.conf` and the command line both take them. Empty for a posix repository.
+fn s3_options(target: &RepoTarget) -> Vec<(&'static str, String)> {
+    let RepoTarget::S3 { endpoint, bucket, region, uri_style, path, ca_file } = target else { return Vec::new() };
+    let (host, port) = match endpoint.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+        _ => (endpoint.as_str(), None),
+    };
+    let mut o =
+        vec![("repo1-type", "s3".to_string()), ("repo1-path", path.clone()), ("repo1-s3-endpoint", host.into())];
+    if let Some(p) = port {
+        o.push(("repo1-storage-port", p.into()));
+    }
+    o.push(("repo1-s3-bucket", bucket.clone()));
+    o.push(("repo1-s3-region", region.clone()));
+    let style = match uri_style {
+        UriStyle::Host => "host",
+        UriStyle::Path => "path",
+    };
+    o.push(("repo1-s3-uri-style", style.into()));
+    if let Some(ca) = ca_file {
+        o.push(("repo1-storage-ca-file", ca.clone()));
+    }
+    o
+}
+
+/// pgBackRest's `--io-timeout` for [`s3_check_argv`]: how long one connect or read may
+/// take. pgBackRest retries within it at two levels, so an endpoint that refuses
+/// connections fails after about four times this (8 s), one that never answers after
+/// about six (12 s), not after minutes as with the default of 60 s. Long enough for a TLS
+/// handshake across continents.
+pub const S3_CHECK_IO_TIMEOUT_SECS: u32 = 2;
+
+/// A check that an S3 repository can be used with its keys, before it is recorded: pgBackRest
+/// lists `backup/` under the repository's prefix (where the stanzas will be), which needs
+/// the endpoint to answer over HTTPS with a certificate the CA file vouches for, the keys
+/// to be accepted and the bucket to exist. Listing `backup/` rather than the prefix itself:
+/// `repo-ls` first asks for the path it lists as an object, and a key allowed only under
+/// the prefix (`prefix/*`) may not ask for the prefix.
+///
+/// No configuration file (`--no-config`: nothing on the host can change what is checked);
+/// the keys go in the environment ([`s3_check_env`]), never on the command line. Nothing
+/// is written anywhere: no lock, no log file.
+pub fn s3_check_argv(target: &RepoTarget) -> Vec<String> {
+    let mut v = vec![
+        PGBACKREST.to_string(),
+        "--no-config".into(),
+        format!("--io-timeout={S3_CHECK_IO_TIMEOUT_SECS}"),
+        "--log-level-console=off".into(),
+        "--log-level-stderr=error".into(),
+        "--log-level-file=off".into(),
+        "--output=json".into(),
+    ];
+    v.extend(s3_options(target).into_iter().map(|(k, val)| format!("--{k}={val}")));
+    v.extend(["repo-ls".into(), "backup".into()]);
+    v
+}
+
+/// The environment that gives [`s3_check_argv`] the keys (pgBackRest reads any option
+/// from `PGBACKREST_<OPTION>`).
+pub fn s3_check_env(key: &str, secret: &str) -> std::collections::BTreeMap<String, String> {
+    [("PGBACKREST_REPO1_S3_KEY", key), ("PGBACKREST_REPO1_S3_KEY_SECRET", secret)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Why an S3 check failed, read from pgBackRest's exit code and first error line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3CheckFailure {
+    /// No connection: refused, timed out or a name that does not resolve (error 49).
+    Unreachable { detail: String },
+    /// HTTP 403: the keys are wrong, or not allowed to list the bucket.
+    AccessDenied,
+    /// HTTP 404: no such bucket.
+    NoBucket,
+    /// Another HTTP error status, e.g. `400 (Bad Request)` (a wrong region).
+    Http { status: String },
+    /// The endpoint's certificate is not trusted, or not for its name (error 95).
+    Certificate { detail: String },
+    /// Anything else: a TLS error (the endpoint speaks plain HTTP), a server error (5xx).
+    Other { detail: String },
+}
+
+/// Reads a failed [`s3_check_argv`]: its exit `code` and `stderr`. `detail`s are
+/// pgBackRest's own words (it redacts the signature and never prints the keys).
+pub fn s3_check_failure(code: Option<i32>, stderr: &str) -> S3CheckFailure {
+    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    // `ERROR: [049]: unable to connect to ...` → `unable to connect to ...`
+    let detail = match first.split_once("]: ") {
+        Some((head, rest)) if head.starts_with("ERROR: [") => rest.to_string(),
+        _ => first.to_string(),
+    };
+    let detail = if detail.is_empty() { format!("pgBackRest ended with exit code {code:?}") } else { detail };
+    match code {
+        Some(49) => S3CheckFailure::Unreachable { detail },
+        Some(95) => S3CheckFailure::Certificate { detail },
+        // `HTTP request failed with 403 (Forbidden):`
+        Some(39) => match detail.split_once("failed with ") {
+            Some((_, rest)) => {
+                let status = rest.trim_end_matches(':').to_string();
+                if status.starts_with("403") {
+                    S3CheckFailure::AccessDenied
+                } else if status.starts_with("404") {
+                    S3CheckFailure::NoBucket
+                } else {
+                    S3CheckFailure::Http { status }
+                }
+            }
+            None => S3CheckFailure::Other { detail },
+        },
+        _ => S3CheckFailure::Other { detail },
+    }
 }
 
 /// The start of every pgBackRest command of a member.
@@ -500,6 +596,70 @@ mod tests {
         ] {
             assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
         }
+    }
+
+    #[test]
+    fn the_s3_check_takes_its_keys_from_the_environment_and_writes_nothing() {
+        let target = RepoTarget::S3 {
+            endpoint: "127.0.0.1:9000".into(),
+            bucket: "bk".into(),
+            region: "eu-1".into(),
+            uri_style: UriStyle::Path,
+            path: "/sovdb".into(),
+            ca_file: Some("/tmp/ca.crt".into()),
+        };
+        let argv = s3_check_argv(&target);
+        assert_eq!(&argv[..3], [PGBACKREST, "--no-config", "--io-timeout=2"]);
+        assert_eq!(&argv[argv.len() - 2..], ["repo-ls", "backup"]);
+        for arg in [
+            "--log-level-file=off",
+            "--repo1-type=s3",
+            "--repo1-path=/sovdb",
+            "--repo1-s3-endpoint=127.0.0.1",
+            "--repo1-storage-port=9000",
+            "--repo1-s3-bucket=bk",
+            "--repo1-s3-region=eu-1",
+            "--repo1-s3-uri-style=path",
+            "--repo1-storage-ca-file=/tmp/ca.crt",
+        ] {
+            assert!(argv.iter().any(|a| a == arg), "{arg} missing from {argv:?}");
+        }
+        assert!(!argv.iter().any(|a| a.contains("key") || a.contains("lock")), "{argv:?}");
+        let env = s3_check_env("AKID", "SECRETKEY");
+        assert_eq!(env["PGBACKREST_REPO1_S3_KEY"], "AKID");
+        assert_eq!(env["PGBACKREST_REPO1_S3_KEY_SECRET"], "SECRETKEY");
+    }
+
+    #[test]
+    fn s3_check_failures_are_told_apart() {
+        // pgBackRest 2.45's words against s3s-fs behind HAProxy.
+        let forbidden = "ERROR: [039]: HTTP request failed with 403 (Forbidden):\n       *** Path/Query ***:\n       \
+                         HEAD /bk/sovdb/backup\n       authorization: <redacted>\n";
+        assert_eq!(s3_check_failure(Some(39), forbidden), S3CheckFailure::AccessDenied);
+        let missing = "ERROR: [039]: HTTP request failed with 404 (Not Found):\n       *** Path/Query ***:\n       \
+                       GET /nob/?delimiter=%2F\n       <Error><Code>NoSuchBucket</Code></Error>\n";
+        assert_eq!(s3_check_failure(Some(39), missing), S3CheckFailure::NoBucket);
+        let bad = "ERROR: [039]: HTTP request failed with 400 (Bad Request):\n  *** Path/Query ***:\n";
+        assert_eq!(s3_check_failure(Some(39), bad), S3CheckFailure::Http { status: "400 (Bad Request)".into() });
+        let refused = "ERROR: [049]: unable to connect to '127.0.0.1:19444': [111] Connection refused\n";
+        assert_eq!(
+            s3_check_failure(Some(49), refused),
+            S3CheckFailure::Unreachable {
+                detail: "unable to connect to '127.0.0.1:19444': [111] Connection refused".into()
+            }
+        );
+        let untrusted = "ERROR: [095]: unable to verify certificate presented by '127.0.0.1:19443': [20] unable to \
+                         get local issuer certificate\n";
+        assert!(matches!(
+            s3_check_failure(Some(95), untrusted),
+            S3CheckFailure::Certificate { detail } if detail.starts_with("unable to verify certificate presented by")
+        ));
+        let plain = "ERROR: [101]: TLS error [1:167772427] wrong version number\n";
+        assert_eq!(
+            s3_check_failure(Some(101), plain),
+            S3CheckFailure::Other { detail: "TLS error [1:167772427] wrong version number".into() }
+        );
+        assert!(matches!(s3_check_failure(None, ""), S3CheckFailure::Other { detail } if detail.contains("exit code")));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Driving the `sovdb` CLI against a [`TestServer`], as the end-to-end tests do, and
 //! `psql` against the clusters it makes.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +19,16 @@ pub fn cli(server: &TestServer, args: &[&str]) -> Output {
     let mut c: Command = server.cli();
     c.args(args).stdin(Stdio::null());
     c.output().expect("run sovdb")
+}
+
+/// `sovdb ARGS` against the server, with `input` on standard input (a secret the CLI reads
+/// there, say).
+pub fn cli_input(server: &TestServer, args: &[&str], input: &str) -> Output {
+    let mut c: Command = server.cli();
+    c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("run sovdb");
+    child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("write sovdb's standard input");
+    child.wait_with_output().expect("wait for sovdb")
 }
 
 /// Runs the CLI and wants success; returns stdout. A failure shows the server's log.
