@@ -402,7 +402,7 @@ async fn run_backup(
     kind: BackupType,
     operation: &str,
 ) -> Result<(), StepFailure> {
-    let (_, primary) = patroni::wait_primary(app, &members, Duration::from_secs(60))
+    let (_, primary) = patroni::wait_primary(app, members, Duration::from_secs(60))
         .await
         .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
     let retention = spec.backup_policy.retention_full.unwrap_or(br::DEFAULT_RETENTION_FULL);
