@@ -1,10 +1,13 @@
 //! A restore from a source that failed over: its primary is killed (`kill -9` of Patroni
-//! and PostgreSQL), a replica is promoted onto a new timeline, and the source's only
-//! backup was taken on the old one. A restore to a time after the failover must follow
-//! the new timeline's history file from the repository; one to a time before it must stop
-//! on the old timeline; `--latest` must reach what the new primary archived. Its own file
-//! so it runs beside backups.rs. Real pgBackRest, Patroni, etcd and PostgreSQL.
+//! and PostgreSQL) with WAL segments it has not archived yet, a replica is promoted onto a
+//! new timeline, and the source's only backup was taken on the old one. The promoted
+//! replica archives the segments the dead primary had not (they would be a hole in the
+//! repository otherwise). A restore to a time after the failover must follow the new
+//! timeline's history file from the repository; one to a time before it must stop on the
+//! old timeline; `--latest` must reach what the new primary archived. Its own file so it
+//! runs beside backups.rs. Real pgBackRest, Patroni, etcd and PostgreSQL.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,6 +33,27 @@ fn timeline(uri: &str) -> u32 {
 /// The marker rows a cluster holds, as `first..last (count)`.
 fn rows(uri: &str) -> String {
     psql(uri, "SELECT min(v) || '..' || max(v) || ' (' || count(*) || ')' FROM m").unwrap()
+}
+
+/// The children of process `parent` whose command line mentions `needle`.
+fn children(parent: u32, needle: &str) -> Vec<u32> {
+    processes(needle)
+        .into_iter()
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid …`: the command may hold spaces and parentheses.
+            let fields = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
+            fields.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+        })
+        .collect()
+}
+
+/// The WAL segments a member's PostgreSQL finished but has not archived yet.
+fn unarchived(data: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(data.join("pg_wal/archive_status"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".ready").map(str::to_string))
+        .collect()
 }
 
 /// Waits 1.5 s on each side of the moment it returns, so that no commit is close to it.
@@ -60,16 +84,28 @@ fn a_restore_from_a_failed_over_source_follows_its_new_timeline() {
     // A: on the old timeline, then a moment, then A2, still on it.
     psql(&uri, "CREATE TABLE m (v int PRIMARY KEY); INSERT INTO m SELECT generate_series(1, 10)").unwrap();
     let before_failover = a_quiet_moment();
+    // The primary's archiver falls behind (frozen here; under load it lags): A2 and some
+    // 40 MB more fill segments that the replica streams but no one archives yet.
+    let dir = member_dir(&server, &c, &old);
+    let postmaster = processes(&format!("postgres -D {}", dir.join("data").display()));
+    assert_eq!(postmaster.len(), 1, "the primary's postmaster");
+    let archiver = children(postmaster[0], "archiver");
+    assert_eq!(archiver.len(), 1, "the primary's archiver");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(archiver[0] as i32, libc::SIGSTOP) };
     psql(&uri, "INSERT INTO m SELECT generate_series(11, 20)").unwrap();
+    psql(&uri, "CREATE TABLE filler AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 80000) g").unwrap();
+    let left = unarchived(&dir.join("data"));
+    assert!(left.len() >= 2, "segments the primary has not archived: {left:?}");
 
     // Lose the primary for real: its supervisor (so nothing restarts it), Patroni and
-    // PostgreSQL.
-    let dir = member_dir(&server, &c, &old);
+    // PostgreSQL, and the frozen archiver (which can't notice its postmaster is gone).
     let key = dir.file_name().unwrap().to_str().unwrap().to_string();
     for pid in processes(&format!("pg-{key}-patroni"))
         .into_iter()
         .chain(processes(&dir.join("patroni.yml").display().to_string()))
         .chain(processes(&dir.join("data").display().to_string()))
+        .chain(archiver)
     {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -85,6 +121,15 @@ fn a_restore_from_a_failed_over_source_follows_its_new_timeline() {
     wait_for("writes resume", Duration::from_secs(30), || psql(&uri, "INSERT INTO m VALUES (21)").ok());
     let new_timeline = timeline(&uri);
     assert!(new_timeline > first_timeline, "the promoted replica writes on a new timeline: {new_timeline}");
+    // The promoted replica archives them (Patroni's on_role_change).
+    let archived = server.data_dir().join(format!("backups/archive/{}/15-1", c["id"].as_str().unwrap()));
+    wait_for("the dead primary's segments archived", Duration::from_secs(60), || {
+        let have: BTreeSet<String> = std::fs::read_dir(archived.join(&left.first()?[..16]))
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.file_name().to_str()?.split('-').next()?.to_string()))
+            .collect();
+        left.is_subset(&have).then_some(())
+    });
     // The old primary's host comes back: its agent is restarted by the control plane and
     // starts the member again, which rejoins as a replica. The cluster is healthy again.
     for pid in processes(&format!("agent --base-dir {} ", server.data_dir().join("hosts/local").display())) {
