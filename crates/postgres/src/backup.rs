@@ -81,6 +81,10 @@ impl MemberLayout {
     pub fn pgbackrest_lock_dir(&self) -> String {
         format!("{}/run/pgbackrest", self.dir)
     }
+    /// Patroni's `on_role_change` callback: see [`archive_leftovers_script`].
+    pub fn archive_leftovers_script(&self) -> String {
+        format!("{}/archive-leftovers.sh", self.dir)
+    }
 }
 
 /// One member's `pgbackrest.conf` (0600: it holds the passphrase and S3 keys): the
@@ -266,6 +270,55 @@ pub fn command_argv(layout: &MemberLayout, stanza: &str, args: &[&str]) -> Vec<S
     v.extend(args.iter().map(|a| a.to_string()));
     v
 }
+
+/// Patroni's `on_role_change` callback on a member that archives (Patroni appends the
+/// action, the role and the scope).
+///
+/// Why: a replica marks the WAL it streams as archived without archiving it
+/// (`archive_mode = on`; `always` would have every member push every segment, which
+/// pgBackRest refuses by default). When a primary dies with complete segments its archiver
+/// has not pushed yet (an archiver behind under load, a repository briefly unreachable),
+/// the promoted replica holds them, but nothing ever archives them: the repository has a
+/// hole before the new timeline, a restore to a time after the failover stops there with
+/// an error, and `--latest` ends early without one. So, when PostgreSQL is promoted, this
+/// pushes the complete segments of the timeline it came from that it still holds, up to
+/// the segment where that timeline ended (from the newest history file; `.partial` and
+/// recycled files are left alone); pgBackRest skips those the repository has already.
+/// Patroni calls it right after `pg_ctl promote`, so it first waits for the promotion to
+/// end (at most two minutes).
+pub fn archive_leftovers_script(layout: &MemberLayout, stanza: &str, pg_port: u16, version: &str) -> String {
+    format!(
+        "#!/bin/bash\n# Written by sovdb; changes are overwritten. See sovdb_postgres::backup::archive_leftovers_script.\n\
+         wal={data}/pg_wal\n\
+         psql=({bin}/psql -h {run} -p {pg_port} -U {SUPERUSER} -d postgres -XAtq)\n\
+         push=({push})\n{LEFTOVERS_BODY}",
+        data = layout.data(),
+        bin = crate::bin_dir(version),
+        run = layout.run_dir(),
+        push = base(&layout.pgbackrest_conf(), stanza).join(" ") + " archive-push",
+    )
+}
+
+/// The body of [`archive_leftovers_script`], after its settings.
+const LEFTOVERS_BODY: &str = r#"set -u
+[ "${2:-}" = master ] || [ "${2:-}" = primary ] || exit 0
+for _ in $(seq 120); do
+  [ "$("${psql[@]}" -c "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ] && break
+  sleep 1
+done
+history=$(ls "$wal" | grep -E '^[0-9A-F]{8}\.history$' | sort | tail -n 1)
+[ -n "$history" ] || exit 0
+# Its last entry: the timeline this one branched from, and the LSN where that one ended.
+read -r parent lsn _ < <(grep -E '^[0-9]+[[:space:]]' "$wal/$history" | tail -n 1)
+[ -n "${lsn:-}" ] || exit 0
+# The last segment with WAL of the parent (at a segment boundary: the one before).
+last=$("${psql[@]}" -c "SELECT pg_walfile_name(\$\$$lsn\$\$)") || exit 1
+prefix=$(printf %08X "$parent")
+for f in $(ls "$wal" | grep -E "^$prefix[0-9A-F]{16}\$" | sort); do
+  [[ ${f:8} > ${last:8} ]] && continue
+  "${push[@]}" "$wal/$f" || echo "archive-leftovers: $f was not pushed" >&2
+done
+"#;
 
 /// `stanza-create`: makes the stanza in the repository (again: a no-op).
 pub fn stanza_create_argv(layout: &MemberLayout, stanza: &str) -> Vec<String> {
@@ -691,6 +744,71 @@ mod tests {
         let r = restore_command_line(&l, "src", &RestoreTarget::Lsn("0/3000060".into()), None);
         assert!(r.ends_with("--type=lsn --target=0/3000060 --target-action=promote restore"), "{r}");
         assert!(restore_command_line(&l, "src", &RestoreTarget::Latest, None).ends_with("--type=default restore"));
+    }
+
+    #[test]
+    fn a_promoted_member_pushes_the_segments_of_its_parent_timeline_it_holds() {
+        let l = MemberLayout::new("/b/pg/abc-1");
+        let script = archive_leftovers_script(&l, "st", 5433, "15");
+        for line in [
+            "wal=/b/pg/abc-1/data/pg_wal",
+            "psql=(/usr/lib/postgresql/15/bin/psql -h /b/pg/abc-1/run -p 5433 -U postgres -d postgres -XAtq)",
+            "push=(/usr/bin/pgbackrest --config=/b/pg/abc-1/pgbackrest.conf --stanza=st archive-push)",
+        ] {
+            assert!(script.lines().any(|l| l == line), "{line} missing from:\n{script}");
+        }
+        let checked = std::process::Command::new("bash").args(["-n", "-c", &script]).output().unwrap();
+        assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    }
+
+    /// The script's selection, on a pg_wal made here: promoted to timeline 3 from 2 at
+    /// 0/8000000 (a segment boundary), it pushes timeline 2's complete segments up to 7,
+    /// not 1's, not a `.partial`, not a recycled file of 2 past the end, and does nothing
+    /// on a replica. `psql` and pgBackRest are stand-ins that print what they are asked.
+    #[test]
+    fn the_script_pushes_only_the_parents_complete_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("pg_wal");
+        std::fs::create_dir(&wal).unwrap();
+        for f in [
+            "00000002.history",
+            "00000003.history",
+            "000000010000000000000004",
+            "000000020000000000000006",
+            "000000020000000000000007",
+            "000000020000000000000008",
+            "000000020000000000000008.partial",
+            "000000030000000000000008",
+        ] {
+            std::fs::write(wal.join(f), "").unwrap();
+        }
+        std::fs::write(
+            wal.join("00000003.history"),
+            "1\t0/5000000\tno recovery target specified\n\n2\t0/8000000\tno recovery target specified\n",
+        )
+        .unwrap();
+        let psql = dir.path().join("psql");
+        // pg_is_in_recovery: f; pg_walfile_name('0/8000000') on timeline 3: segment 7.
+        std::fs::write(&psql, "#!/bin/bash\ncase \"$*\" in *recovery*) echo f;; *'$$0/8000000$$'*) echo 000000030000000000000007;; *) exit 1;; esac\n").unwrap();
+        let push = dir.path().join("push");
+        std::fs::write(&push, "#!/bin/bash\necho \"pushed ${1##*/}\"\n").unwrap();
+        for f in [&psql, &push] {
+            std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let real = archive_leftovers_script(&MemberLayout::new("/nowhere"), "st", 5433, "15");
+        let body = real.split_once("push=(").unwrap().1.split_once('\n').unwrap().1;
+        let script = format!("wal={}\npsql=({})\npush=({})\n{body}", wal.display(), psql.display(), push.display());
+        let run = |role: &str| {
+            let out = std::process::Command::new("bash")
+                .args(["-c", &script, "archive-leftovers.sh", "on_role_change", role, "scope"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(run("master"), "pushed 000000020000000000000006\npushed 000000020000000000000007\n");
+        assert_eq!(run("primary"), run("master"));
+        assert_eq!(run("replica"), "");
     }
 
     #[test]

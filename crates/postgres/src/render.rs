@@ -248,6 +248,9 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
         p["archive_command"] = json!(crate::backup::archive_command(l, stanza));
         p["archive_timeout"] = json!(crate::backup::ARCHIVE_TIMEOUT);
         doc["postgresql"]["recovery_conf"] = json!({"restore_command": crate::backup::restore_command(l, stanza)});
+        // A promoted replica archives the WAL its dead primary had not.
+        doc["postgresql"]["callbacks"] =
+            json!({"on_role_change": format!("/bin/bash {}", l.archive_leftovers_script())});
     }
     if let Some(command) = i.restore_command {
         // Patroni's custom bootstrap: the command alone (`no_params`); the recovery
@@ -537,6 +540,7 @@ mod tests {
         assert_eq!(pg["parameters"]["ssl"].as_str(), Some("on"));
         assert_eq!(pg["bin_dir"].as_str(), Some("/usr/lib/postgresql/15/bin"));
         assert!(pg["parameters"].get("archive_mode").is_none(), "no archiving without a repository");
+        assert!(pg.get("callbacks").is_none(), "nothing to archive on promotion");
         assert!(doc["bootstrap"].get("method").is_none(), "initdb");
     }
 
@@ -568,6 +572,7 @@ mod tests {
         );
         let fetch = pg["recovery_conf"]["restore_command"].as_str().unwrap();
         assert!(fetch.ends_with("--stanza=scope-id archive-get %f \"%p\""), "{fetch}");
+        assert_eq!(pg["callbacks"]["on_role_change"].as_str(), Some("/bin/bash /b/pg/abc-1/archive-leftovers.sh"));
         assert_eq!(doc["bootstrap"]["method"].as_str(), Some("pgbackrest"));
         assert_eq!(doc["bootstrap"]["pgbackrest"]["command"].as_str(), Some(restore));
         assert_eq!(doc["bootstrap"]["pgbackrest"]["keep_existing_recovery_conf"].as_bool(), Some(true));

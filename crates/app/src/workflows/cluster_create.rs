@@ -235,6 +235,13 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
         let me = m.peer();
         if let Some(repo) = spec.backup_repo {
             any |= backup::write_member_conf(app, &client, m, layout.pgbackrest_conf(), &scope, repo).await?;
+            let script = sovdb_postgres::backup::archive_leftovers_script(
+                &layout,
+                &scope,
+                m.spec.ports.postgres,
+                &record.version,
+            );
+            any |= pg::write(&client, OS_USER, layout.archive_leftovers_script(), script, 0o700).await?;
         }
         let restore_command = match &restore {
             Some(r) => {
