@@ -39,6 +39,14 @@ load_start() {
 }
 load_stop() { kill "${LOAD[@]}" 2>/dev/null || true; wait "${LOAD[@]}" 2>/dev/null || true; LOAD=(); rm -f "$WORK/io"; }
 trap 'load_stop; cleanup' EXIT
+# settle NAME: waits up to 120 s for the cluster to be healthy; fails if it isn't.
+settle() {
+  local deadline=$((SECONDS + 120))
+  until healthy "$1"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
 
 start_server
 IFS=';' read -ra CANDIDATES <<<"$TIMINGS"
@@ -57,7 +65,10 @@ for t in "${CANDIDATES[@]}"; do
   echo "ttl $ttl, loop_wait $loop, retry_timeout $retry: ${SOAK} s under load: $fo failovers and $dg degraded spells nobody caused"
   gaps=(); lost=()
   for trial in $(seq "$TRIALS"); do
-    until healthy "$name"; do sleep 0.5; done
+    if ! settle "$name"; then
+      echo "  ttl $ttl: the cluster is not healthy 120 s after the soak (no primary, or a member out): not safe; no trial"
+      break
+    fi
     stop=$WORK/stop-$name-$trial
     /usr/bin/python3 bench/writeloop.py "$uri" "$stop" >"$WORK/w.json" &
     writer=$!
@@ -71,9 +82,11 @@ for t in "${CANDIDATES[@]}"; do
     gaps+=("$gap"); lost+=("$miss")
     host_returns
   done
-  stats "  ttl $ttl: write gap after losing the primary, under load (s)" "${gaps[@]}"
-  stats "  ttl $ttl: acknowledged writes missing" "${lost[@]}"
+  if ((${#gaps[@]})); then
+    stats "  ttl $ttl: write gap after losing the primary, under load (s)" "${gaps[@]}"
+    stats "  ttl $ttl: acknowledged writes missing" "${lost[@]}"
+  fi
   load_stop
-  until healthy "$name"; do sleep 0.5; done
+  settle "$name" || true
   "$BIN" cluster delete "$name" --wait >/dev/null 2>&1
 done
