@@ -103,7 +103,7 @@ fn a_cluster_backs_up_from_its_creation_and_restores_to_a_point_in_time() {
     // A repository in use can't be deleted.
     refused(&server, &["repo", "delete", "r1"], "b1");
     for name in ["pitr", "late", "b1"] {
-        ok(&server, &["cluster", "delete", name, "--wait"]);
+        ok(&server, &["cluster", "delete", name, "--delete-backups", "--wait"]);
     }
     ok(&server, &["repo", "delete", "r1"]);
 }
