@@ -55,27 +55,28 @@ data=$member/data
 stanza=$("$BIN" cluster show bk -o json | field "['id']")
 psql "$uri" -XAtc "SELECT 'database ' || pg_size_pretty(pg_database_size(current_database())) || ' ($SIZE bytes); data directory ' || '$(du -sh "$data" | cut -f1)'"
 
+# newest_backup [NOTE]: the newest backup's label, size and size in the repository.
+newest_backup() {
+  "$BIN" backup list bk -o json | python3 -c '
+import json, sys
+b = json.load(sys.stdin)[-1]
+label, size, stored = b["id"], b["size"] / 1e6, b["repo_size"] / 1e6
+print(f"  {label}: {size:.0f} MB, {stored:.0f} MB in the repository", *sys.argv[1:])' "$@"
+}
+
 # The full backup: the CLI call with --wait, and pgBackRest's own start and stop.
 t=$(now)
 "$BIN" backup create bk --type full --wait >/dev/null 2>&1
 line "full backup (backup create --type full --wait)" "$(since "$t")"
 line "  pgBackRest's backup command alone (its log)" "$(took "$member/log/pgbackrest/$stanza-backup.log" backup)"
-"$BIN" backup list bk -o json | python3 -c '
-import json, sys
-b = json.load(sys.stdin)[-1]
-label, size, stored = b["id"], b["size"] / 1e6, b["repo_size"] / 1e6
-print(f"  {label}: {size:.0f} MB, {stored:.0f} MB in the repository")'
+newest_backup
 
 "$PGBENCH" -n -c 4 -j 2 -T "$RUN" "$uri" 2>/dev/null | grep -E '^(number of transactions actually processed|tps)' | sed 's/^/  pgbench: /'
 t=$(now)
 "$BIN" backup create bk --type incr --wait >/dev/null 2>&1
 line "incremental backup after ${RUN} s of pgbench" "$(since "$t")"
 line "  pgBackRest's backup command alone (its log)" "$(took "$member/log/pgbackrest/$stanza-backup.log" backup)"
-"$BIN" backup list bk -o json | python3 -c '
-import json, sys
-b = json.load(sys.stdin)[-1]
-label, stored = b["id"], b["repo_size"] / 1e6
-print(f"  {label}: {stored:.0f} MB in the repository (pgBackRest 2.45 copies whole changed files)")'
+newest_backup "(pgBackRest 2.45 copies whole changed files)"
 
 t=$(now)
 "$BIN" cluster restore bk --as bk-copy --latest --wait >/dev/null 2>&1

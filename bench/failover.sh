@@ -20,18 +20,15 @@ for mode in $MODES; do
   gaps=(); lost=()
   for trial in $(seq "$TRIALS"); do
     until healthy "$name"; do sleep 0.2; done
-    stop=$WORK/stop-$mode-$trial
-    /usr/bin/python3 bench/writeloop.py "$uri" "$stop" >"$WORK/w.json" &
-    writer=$!
+    writer_start "$uri"
     sleep 3
     primary=$(lose_primary "$name")
     # Writes resume once a replica is promoted; give the loop a few more seconds.
-    until "$BIN" cluster show "$name" -o json | grep -q '"role": "primary"' && psql "$uri" -XAtqc "SELECT 1" >/dev/null 2>&1; do sleep 0.1; done
+    writable_again "$name" "$uri"
     sleep 3
-    touch "$stop"; wait "$writer"
-    gap=$(field "['gap_s']" <"$WORK/w.json"); miss=$(field "['missing']" <"$WORK/w.json"); acked=$(field "['acked']" <"$WORK/w.json")
-    echo "$mode trial $trial: lost $primary; write gap $gap s; $acked writes acknowledged, $miss missing"
-    gaps+=("$gap"); lost+=("$miss")
+    writer_stop
+    echo "$mode trial $trial: lost $primary; write gap $GAP s; $ACKED writes acknowledged, $MISSING missing"
+    gaps+=("$GAP"); lost+=("$MISSING")
     host_returns
   done
   stats "$mode: write gap after losing the primary (s)" "${gaps[@]}"

@@ -61,3 +61,23 @@ host_returns() {
     grep -q supervise "/proc/$p/cmdline" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
   done
 }
+# writer_start URI: a write loop (bench/writeloop.py: a row every ~10 ms) in the background
+# until writer_stop.
+writer_start() {
+  WRITER_STOP=$WORK/stop-$RANDOM$RANDOM
+  /usr/bin/python3 bench/writeloop.py "$1" "$WRITER_STOP" >"$WORK/w.json" &
+  WRITER=$!
+}
+# writer_stop: ends the write loop; sets GAP (the longest write gap, s), ACKED and MISSING
+# (acknowledged writes, and those of them not in the table afterwards).
+writer_stop() {
+  touch "$WRITER_STOP"; wait "$WRITER"
+  GAP=$(field "['gap_s']" <"$WORK/w.json"); ACKED=$(field "['acked']" <"$WORK/w.json")
+  MISSING=$(field "['missing']" <"$WORK/w.json")
+}
+# writable_again NAME URI: waits until the cluster has a primary and its URI takes a query.
+writable_again() {
+  until "$BIN" cluster show "$1" -o json | grep -q '"role": "primary"' && psql "$2" -XAtqc "SELECT 1" >/dev/null 2>&1; do
+    sleep 0.1
+  done
+}

@@ -20,19 +20,16 @@ for mode in $MODES; do
   gaps=(); lost=(); took=()
   for trial in $(seq "$TRIALS"); do
     from=$(primary "$name")
-    stop=$WORK/stop-$mode-$trial
-    /usr/bin/python3 bench/writeloop.py "$uri" "$stop" >"$WORK/w.json" &
-    writer=$!
+    writer_start "$uri"
     sleep 2
     t0=$(date +%s.%N)
     "$BIN" cluster switchover "$name" --wait >/dev/null 2>&1
     t1=$(date +%s.%N)
     sleep 2
-    touch "$stop"; wait "$writer"
-    gap=$(field "['gap_s']" <"$WORK/w.json"); miss=$(field "['missing']" <"$WORK/w.json"); acked=$(field "['acked']" <"$WORK/w.json")
+    writer_stop
     op=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
-    echo "$mode trial $trial: $from → $(primary "$name"); write gap $gap s; $acked acknowledged, $miss missing; operation $op s"
-    gaps+=("$gap"); lost+=("$miss"); took+=("$op")
+    echo "$mode trial $trial: $from → $(primary "$name"); write gap $GAP s; $ACKED acknowledged, $MISSING missing; operation $op s"
+    gaps+=("$GAP"); lost+=("$MISSING"); took+=("$op")
   done
   stats "$mode: write gap during a switchover (s)" "${gaps[@]}"
   stats "$mode: acknowledged writes missing" "${lost[@]}"

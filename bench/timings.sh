@@ -69,17 +69,14 @@ for t in "${CANDIDATES[@]}"; do
       echo "  ttl $ttl: the cluster is not healthy 120 s after the soak (no primary, or a member out): not safe; no trial"
       break
     fi
-    stop=$WORK/stop-$name-$trial
-    /usr/bin/python3 bench/writeloop.py "$uri" "$stop" >"$WORK/w.json" &
-    writer=$!
+    writer_start "$uri"
     sleep 3
     p=$(lose_primary "$name")
-    until "$BIN" cluster show "$name" -o json | grep -q '"role": "primary"' && psql "$uri" -XAtqc "SELECT 1" >/dev/null 2>&1; do sleep 0.1; done
+    writable_again "$name" "$uri"
     sleep 3
-    touch "$stop"; wait "$writer"
-    gap=$(field "['gap_s']" <"$WORK/w.json"); miss=$(field "['missing']" <"$WORK/w.json")
-    echo "  trial $trial under load: lost $p; write gap $gap s; $miss acknowledged writes missing"
-    gaps+=("$gap"); lost+=("$miss")
+    writer_stop
+    echo "  trial $trial under load: lost $p; write gap $GAP s; $MISSING acknowledged writes missing"
+    gaps+=("$GAP"); lost+=("$MISSING")
     host_returns
   done
   if ((${#gaps[@]})); then

@@ -217,29 +217,7 @@ async fn location_lifecycle_is_audited_in_the_same_transaction() {
         let mut tx = h.store.read().await.unwrap();
         (tx.project_get("default").await.unwrap().unwrap(), tx.location_get("eu-1").await.unwrap().unwrap())
     };
-    let cluster = ClusterRecord {
-        id: ClusterId::new(),
-        project_id: project.id,
-        name: "db".into(),
-        engine: Engine::Postgres,
-        version: "15".into(),
-        state: ClusterState::Ready,
-        location_id: location.id,
-        spec: serde_json::to_value(ClusterSpec {
-            replicas: 1,
-            sync: false,
-            spread: None,
-            require_labels: Default::default(),
-            database: "app".into(),
-            user: "app".into(),
-            params: Default::default(),
-            pooler: false,
-            backup_repo: None,
-            backup_policy: Default::default(),
-        })
-        .unwrap(),
-        created_at: chrono::Utc::now(),
-    };
+    let cluster = cluster_record(&project, &location, "db", None);
     let mut tx = h.store.write().await.unwrap();
     tx.cluster_create(&cluster).await.unwrap();
     tx.commit().await.unwrap();
@@ -398,6 +376,21 @@ async fn operations_are_listed_shown_and_cancelled_with_an_audit_record() {
     tx.commit().await.unwrap();
     let a = h.post(&format!("/api/v1/operations/{claimed}/cancel"), "{}").await;
     assert_error(&a, StatusCode::CONFLICT, "conflict");
+}
+
+/// A ready cluster's row, as a test writes it straight to the store.
+fn cluster_record(project: &Project, location: &Location, name: &str, repo: Option<RepoId>) -> ClusterRecord {
+    ClusterRecord {
+        id: ClusterId::new(),
+        project_id: project.id,
+        name: name.into(),
+        engine: Engine::Postgres,
+        version: "15".into(),
+        state: ClusterState::Ready,
+        location_id: location.id,
+        spec: serde_json::to_value(cluster_spec(repo)).unwrap(),
+        created_at: chrono::Utc::now(),
+    }
 }
 
 /// What a test cluster's spec holds; `backup_repo` is the repository it uses.
@@ -619,17 +612,7 @@ async fn repos_are_refused_unchecked_listed_and_deleted_without_showing_a_secret
 
     // Delete: refused while a cluster uses the repository; then the record and its
     // secrets go.
-    let cluster = |name: &str| ClusterRecord {
-        id: ClusterId::new(),
-        project_id: project.id,
-        name: name.into(),
-        engine: Engine::Postgres,
-        version: "15".into(),
-        state: ClusterState::Ready,
-        location_id: local.id,
-        spec: serde_json::to_value(cluster_spec(Some(id))).unwrap(),
-        created_at: chrono::Utc::now(),
-    };
+    let cluster = |name: &str| cluster_record(&project, &local, name, Some(id));
     let (db, other) = (cluster("db"), cluster("analytics"));
     let mut tx = h.store.write().await.unwrap();
     tx.cluster_create(&db).await.unwrap();
@@ -689,17 +672,7 @@ async fn backup_schedules_start_one_operation_per_due_time_and_catch_up_once() {
         is_default: false,
         created_at: chrono::Utc::now(),
     };
-    let cluster = |name: &str, repo: Option<RepoId>| ClusterRecord {
-        id: ClusterId::new(),
-        project_id: project.id,
-        name: name.into(),
-        engine: Engine::Postgres,
-        version: "15".into(),
-        state: ClusterState::Ready,
-        location_id: local.id,
-        spec: serde_json::to_value(cluster_spec(repo)).unwrap(),
-        created_at: chrono::Utc::now(),
-    };
+    let cluster = |name: &str, repo: Option<RepoId>| cluster_record(&project, &local, name, repo);
     let db = cluster("db", Some(repo.id));
     let mut tx = h.store.write().await.unwrap();
     tx.repo_create(&repo).await.unwrap();

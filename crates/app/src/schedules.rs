@@ -126,31 +126,44 @@ impl App {
         if Which::ALL.iter().all(|w| w.pattern(policy).is_none()) {
             return Ok(vec![]);
         }
-        let mut tx = self.store.write().await?;
-        // Which schedules are due: (which, the mark read, the occurrence).
+        // Most rounds start nothing: the marks are read in a read transaction, and a write
+        // transaction is only opened when a schedule is due (or has no mark yet).
+        let mut marks = Vec::new();
+        {
+            let mut tx = self.store.read().await?;
+            for which in Which::ALL {
+                if let Some(pattern) = which.pattern(policy) {
+                    marks.push((which, pattern, tx.meta_get(&key(c.id, which)).await?));
+                }
+            }
+        }
+        // Which schedules are due: (which, the mark read, the occurrence); and which have no
+        // mark (a policy written before this loop knew it): they count from now.
         let mut due = Vec::new();
-        for which in Which::ALL {
-            let Some(pattern) = which.pattern(policy) else { continue };
-            let mark = tx.meta_get(&key(c.id, which)).await?;
-            let Some(since) = mark.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok()) else {
-                // Never considered (a policy written before this loop knew it): from now.
-                tx.meta_swap(&key(c.id, which), mark.as_deref(), &stamp(now)).await?;
-                continue;
-            };
-            match latest_due(pattern, now) {
-                Some(at) if at > since => due.push((which, mark, at)),
-                _ => {}
+        let mut unmarked = Vec::new();
+        for (which, pattern, mark) in marks {
+            match mark.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok()) {
+                None => unmarked.push((which, mark)),
+                Some(since) => match latest_due(pattern, now) {
+                    Some(at) if at > since => due.push((which, mark, at)),
+                    _ => {}
+                },
+            }
+        }
+        if due.is_empty() && unmarked.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut tx = self.store.write().await?;
+        let marked = unmarked.iter().map(|(which, mark)| (*which, mark, now));
+        for (which, mark, at) in marked.chain(due.iter().map(|(which, mark, at)| (*which, mark, *at))) {
+            // Compare-and-swap on what was read: of two control planes, one moves the mark.
+            if !tx.meta_swap(&key(c.id, which), mark.as_deref(), &stamp(at)).await? {
+                return Ok(vec![]);
             }
         }
         if due.is_empty() {
             tx.commit().await?;
             return Ok(vec![]);
-        }
-        for (which, mark, at) in &due {
-            if !tx.meta_swap(&key(c.id, *which), mark.as_deref(), &stamp(*at)).await? {
-                // Another control plane took this round.
-                return Ok(vec![]);
-            }
         }
         let is_due = |w: Which| due.iter().any(|(which, _, _)| *which == w);
         let mut starts = Vec::new();
@@ -163,8 +176,7 @@ impl App {
             let params = VerifyParams { cluster: c.id, stanza: c.id.to_string(), repo };
             starts.push(("backup.verify", backup_verify::KIND, serde_json::to_value(params).expect("serialise")));
         }
-        let project =
-            tx.project_list(&PageRequest::first(1000)).await?.items.into_iter().find(|p| p.id == c.project_id);
+        let project = tx.cluster_get(c.project_id, &c.name).await?.map(|view| view.project);
         let mut ops = Vec::new();
         for (action, kind, params) in starts {
             let target = format!("cluster/{}", c.name);
@@ -173,7 +185,7 @@ impl App {
             let entry = audit::AuditEntry {
                 at: crate::now(),
                 actor: ACTOR.into(),
-                project: project.as_ref().map(|p| p.name.clone()),
+                project: project.clone(),
                 source: None,
                 action: action.into(),
                 target,

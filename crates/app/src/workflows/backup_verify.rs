@@ -212,28 +212,7 @@ async fn check_inner(ctx: &StepCtx<App>) -> Result<Value, StepFailure> {
     run_postgres(ctx).await?;
     let port = br::DRILL_PORT.to_string();
     let run_dir = layout.run_dir();
-    let psql = |db: &str, sql: &str| {
-        [
-            "psql",
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            &run_dir,
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ]
-        .map(String::from)
-    };
+    let psql = |db, sql| psql_argv(&run_dir, &port, db, sql);
     // Recovery replays the WAL written during the backup, then promotes.
     let t = Instant::now();
     loop {
@@ -249,8 +228,7 @@ async fn check_inner(ctx: &StepCtx<App>) -> Result<Value, StepFailure> {
                 last_lines(&log)
             )));
         }
-        let argv = psql("postgres", "SELECT pg_is_in_recovery()");
-        let out = pg::exec(&client, &argv.iter().map(String::as_str).collect::<Vec<_>>(), Some(OS_USER), None).await?;
+        let out = pg::exec(&client, &psql("postgres", "SELECT pg_is_in_recovery()"), Some(OS_USER), None).await?;
         if out.status.code == Some(0) && out.stdout.trim() == "f" {
             break;
         }
@@ -265,29 +243,16 @@ async fn check_inner(ctx: &StepCtx<App>) -> Result<Value, StepFailure> {
     let recovered_s = t.elapsed().as_secs_f64();
     // Every database answers: its catalog is read whole.
     let argv = psql("postgres", "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1");
-    let out = pg::run(
-        &client,
-        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
-        Some(OS_USER),
-        None,
-        "list the databases",
-    )
-    .await?;
+    let out = pg::run(&client, &argv, Some(OS_USER), None, "list the databases").await?;
     let databases: Vec<String> = out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     let mut relations = 0u64;
     for db in &databases {
-        let argv = psql(db, "SELECT count(*) FROM pg_class");
         let what = format!("query database {db}");
-        let out =
-            pg::run(&client, &argv.iter().map(String::as_str).collect::<Vec<_>>(), Some(OS_USER), None, &what).await?;
+        let out = pg::run(&client, &psql(db, "SELECT count(*) FROM pg_class"), Some(OS_USER), None, &what).await?;
         relations += out.trim().parse::<u64>().unwrap_or(0);
     }
     // A clean stop, so pg_checksums may read the data directory.
-    let status = client.process_status(&name).await.map_err(agent_failure)?;
-    client
-        .ensure_process(&sovdb_agent::proto::EnsureProcessRequest { spec: status.spec, state: DesiredState::Stopped })
-        .await
-        .map_err(agent_failure)?;
+    stop_postgres(&client, &name).await?;
     let checksums = format!("{}/pg_checksums", sovdb_postgres::bin_dir(&record.version));
     let data = layout.data();
     let out = pg::exec(&client, &[&checksums, "--check", "-D", &data], Some(OS_USER), None).await?;
@@ -310,6 +275,40 @@ async fn check_inner(ctx: &StepCtx<App>) -> Result<Value, StepFailure> {
     }))
 }
 
+/// psql as the database superuser over the drill's socket, one statement.
+fn psql_argv<'a>(run_dir: &'a str, port: &'a str, db: &'a str, sql: &'a str) -> [&'a str; 17] {
+    [
+        "psql",
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        run_dir,
+        "-p",
+        port,
+        "-U",
+        "postgres",
+        "-d",
+        db,
+        "-c",
+        sql,
+    ]
+}
+
+/// Stops the drill's PostgreSQL (SIGTERM: a clean shutdown) if the agent runs it; whether
+/// it did.
+async fn stop_postgres(client: &sovdb_agent::AgentClient, name: &str) -> Result<bool, StepFailure> {
+    let Some(p) = client.process_list().await.map_err(agent_failure)?.into_iter().find(|p| p.name == name) else {
+        return Ok(false);
+    };
+    let req = sovdb_agent::proto::EnsureProcessRequest { spec: p.spec, state: DesiredState::Stopped };
+    client.ensure_process(&req).await.map_err(agent_failure)?;
+    Ok(true)
+}
+
 /// The last few lines of a tool's output, for an error message.
 fn last_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -323,9 +322,7 @@ async fn remove_drill(ctx: &StepCtx<App>) -> Result<(), StepFailure> {
     let host = backup::host_record(app, drill.host).await?;
     let client = pg::agent(app, &host, Duration::from_secs(90)).await?;
     let name = process_name(ctx);
-    if let Some(p) = client.process_list().await.map_err(agent_failure)?.into_iter().find(|p| p.name == name) {
-        let req = sovdb_agent::proto::EnsureProcessRequest { spec: p.spec.clone(), state: DesiredState::Stopped };
-        client.ensure_process(&req).await.map_err(agent_failure)?;
+    if stop_postgres(&client, &name).await? {
         let dir = format!("{}/services/{name}", host.host.base_dir);
         client.remove(&RemoveRequest { path: dir.into(), recursive: true }).await.map_err(agent_failure)?;
     }
