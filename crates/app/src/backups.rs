@@ -35,19 +35,6 @@ pub(crate) async fn cluster_repo(
     Ok(Some(repo))
 }
 
-/// A placement refusal, with why the choice was narrow when a posix repository pinned the
-/// cluster to its host.
-pub(crate) fn pinned_why(why: String, repo: Option<&RepoRecord>) -> String {
-    match repo {
-        Some(r) if r.kind == RepoType::Posix => format!(
-            "{why} (a cluster that backs up into posix repository {:?} stays on the repository's host; \
-             use an s3 repository to spread it)",
-            r.name
-        ),
-        _ => why,
-    }
-}
-
 fn unavailable(f: sovdb_operations::StepFailure) -> AppError {
     AppError::Unavailable(f.error.to_string())
 }
@@ -304,10 +291,9 @@ impl App {
         let spread = req.spread.or(spec.spread);
         let labels =
             if req.require_labels.is_empty() { spec.require_labels.clone() } else { req.require_labels.clone() };
-        let (_, candidates) =
-            crate::clusters::placement_candidates(tx.as_mut(), location.id, repo.as_ref().map(|r| r.id)).await?;
+        let (_, candidates) = crate::clusters::placement_candidates(tx.as_mut(), location.id).await?;
         crate::placement::place(&location.name, &candidates, replicas as u32, spread, &labels)
-            .map_err(|e| AppError::Invalid(pinned_why(e, repo.as_ref())))?;
+            .map_err(AppError::Invalid)?;
         let new_spec = ClusterSpec {
             replicas: replicas as u32,
             spread,

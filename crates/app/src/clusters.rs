@@ -68,10 +68,9 @@ impl App {
         // Placement is checked now so a create that can't be placed is refused before
         // anything exists; the `place` step chooses again with what holds then.
         let backup_repo = crate::backups::cluster_repo(tx.as_mut(), ctx, &location, req.backup_repo.as_deref()).await?;
-        let (_, candidates) =
-            placement_candidates(tx.as_mut(), location.id, backup_repo.as_ref().map(|r| r.id)).await?;
+        let (_, candidates) = placement_candidates(tx.as_mut(), location.id).await?;
         placement::place(&location.name, &candidates, replicas as u32, req.spread, &req.require_labels)
-            .map_err(|e| AppError::Invalid(crate::backups::pinned_why(e, backup_repo.as_ref())))?;
+            .map_err(AppError::Invalid)?;
 
         let spec = ClusterSpec {
             replicas: replicas as u32,
@@ -304,7 +303,7 @@ impl App {
         if n as usize > members.len() {
             let mut tx = self.store.read().await?;
             let location = cluster.location;
-            let (_, candidates) = placement_candidates(tx.as_mut(), record.location_id, spec.backup_repo).await?;
+            let (_, candidates) = placement_candidates(tx.as_mut(), record.location_id).await?;
             let on: Vec<HostId> = members.iter().map(|m| m.host.host.id).collect();
             placement::place_more(
                 &location,
@@ -434,20 +433,16 @@ pub(crate) fn changeable(record: &ClusterRecord) -> Result<()> {
 }
 
 /// The hosts of a location (the first 1000) and what placement needs to know of each.
-/// The location's hosts, and those a cluster's members may go to: with a posix backup
-/// repository, only the repository's host (pgBackRest reaches the directory locally).
+/// Any of them may take a member, whatever the cluster's repository: a member on another
+/// host than its posix repository reaches it through the repository host's pgBackRest
+/// TLS server.
 pub(crate) async fn placement_candidates(
     tx: &mut dyn sovdb_store::Tx,
     location: LocationId,
-    backup_repo: Option<RepoId>,
 ) -> std::result::Result<(Vec<sovdb_store::HostRecord>, Vec<Candidate>), StoreError> {
     let hosts = tx.host_list(Some(location), &PageRequest::first(1000)).await?.items;
-    let pinned = match backup_repo {
-        Some(id) => tx.repo_get_by_id(id).await?.filter(|r| r.kind == RepoType::Posix).and_then(|r| r.host_id),
-        None => None,
-    };
     let mut candidates = Vec::with_capacity(hosts.len());
-    for h in hosts.iter().filter(|h| pinned.is_none_or(|p| p == h.host.id)) {
+    for h in hosts.iter() {
         candidates.push(Candidate {
             id: h.host.id,
             name: h.host.name.clone(),

@@ -29,6 +29,18 @@ pub const ARCHIVE_TIMEOUT: u32 = 60;
 pub enum RepoTarget {
     /// A directory on the member's own host.
     Posix { path: String },
+    /// A directory on another host, through that host's pgBackRest TLS server (see
+    /// [`server_conf`]): the database host's pgBackRest connects with the stanza's client
+    /// certificate, and the server's side reads the repository's settings (its path, its
+    /// passphrase) from `config` on that host, so neither is on the database host.
+    Remote {
+        /// The repository host's address, as its server certificate names it.
+        address: String,
+        port: u16,
+        /// The repository's settings on the repository host ([`repo_host_conf`]).
+        config: String,
+        tls: TlsFiles,
+    },
     S3 {
         /// `host` or `host:port`.
         endpoint: String,
@@ -41,6 +53,15 @@ pub enum RepoTarget {
         /// when absent).
         ca_file: Option<String>,
     },
+}
+
+/// The files of a TLS client or server certificate for pgBackRest: the certificate, its
+/// key, and the installation CA that the other side's certificate must be signed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
 }
 
 /// A repository as one member's pgBackRest reaches it, with its secrets.
@@ -90,6 +111,100 @@ impl MemberLayout {
 /// One member's `pgbackrest.conf` (0600: it holds the passphrase and S3 keys): the
 /// repository in `[global]`, the member's PostgreSQL in `[<stanza>]`.
 pub fn pgbackrest_conf(layout: &MemberLayout, stanza: &str, pg_port: u16, repo: &RepoAccess) -> String {
+    let mut out = global_section(layout, repo);
+    out.push_str(&format!("\n[{stanza}]\n"));
+    out.push_str(&format!(
+        "pg1-path={}\npg1-port={pg_port}\npg1-socket-path={}\npg1-user={SUPERUSER}\n",
+        layout.data(),
+        layout.run_dir()
+    ));
+    out
+}
+
+/// A PostgreSQL on another host, as a repository host's pgBackRest reaches it: through
+/// that host's TLS server ([`server_conf`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePg {
+    pub address: String,
+    /// The TLS server's port on that host.
+    pub server_port: u16,
+    /// The member's own pgBackRest configuration on that host.
+    pub config: String,
+    /// The member's directory layout there (its data directory and socket).
+    pub layout: MemberLayout,
+    pub pg_port: u16,
+    /// This side's client certificate.
+    pub tls: TlsFiles,
+}
+
+/// pgBackRest's configuration on a posix repository's own host for a command that
+/// pgBackRest runs only there (`backup` and its `expire`) when the cluster's primary is
+/// on another host: the repository in `repo` (a local directory), the database in `pg`.
+pub fn repo_host_backup_conf(layout: &MemberLayout, stanza: &str, repo: &RepoAccess, pg: &RemotePg) -> String {
+    let mut out = global_section(layout, repo);
+    out.push_str(&format!("\n[{stanza}]\n"));
+    for (k, v) in [
+        ("pg1-host", pg.address.clone()),
+        ("pg1-host-type", "tls".into()),
+        ("pg1-host-port", pg.server_port.to_string()),
+        ("pg1-host-config", pg.config.clone()),
+        ("pg1-host-cert-file", pg.tls.cert.clone()),
+        ("pg1-host-key-file", pg.tls.key.clone()),
+        ("pg1-host-ca-file", pg.tls.ca.clone()),
+        ("pg1-path", pg.layout.data()),
+        ("pg1-port", pg.pg_port.to_string()),
+        ("pg1-socket-path", pg.layout.run_dir()),
+        ("pg1-user", SUPERUSER.into()),
+    ] {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out
+}
+
+/// The repository's own settings on a posix repository's host, which the TLS server's
+/// side of a remote command reads (`repo1-host-config` on the database hosts): where the
+/// directory is and its passphrase. Logs and locks go to `dir`.
+pub fn repo_host_conf(dir: &str, repo: &RepoAccess) -> String {
+    global_section(&MemberLayout::new(dir.to_string()), repo)
+}
+
+/// A host's pgBackRest TLS server: it listens on `address:port` with the host's
+/// certificate and lets in only clients whose certificate the installation CA signed
+/// and whose common name `auth` lists, each for the stanzas listed with it. pgBackRest
+/// reads this file again on SIGHUP (new clients, renewed certificates) without dropping
+/// anything.
+pub fn server_conf(dir: &str, address: &str, port: u16, tls: &TlsFiles, auth: &[(String, Vec<String>)]) -> String {
+    let mut out = String::from("# Written by sovdb; changes are overwritten.\n[global]\n");
+    for (k, v) in [
+        ("tls-server-address", address.to_string()),
+        ("tls-server-port", port.to_string()),
+        ("tls-server-cert-file", tls.cert.clone()),
+        ("tls-server-key-file", tls.key.clone()),
+        ("tls-server-ca-file", tls.ca.clone()),
+    ] {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    for (cn, stanzas) in auth {
+        out.push_str(&format!("tls-server-auth={cn}={}\n", stanzas.join(",")));
+    }
+    out.push_str(&format!(
+        "log-path={dir}/log\nlog-level-file=info\nlog-level-console=off\nlog-level-stderr=error\nlock-path={dir}/lock\n"
+    ));
+    out
+}
+
+/// `pgbackrest server` with the configuration in `config`.
+pub fn server_argv(config: &str) -> Vec<String> {
+    vec![PGBACKREST.into(), format!("--config={config}"), "server".into()]
+}
+
+/// The common name of the client certificate a stanza's commands present to TLS servers.
+pub fn stanza_client_cn(stanza: &str) -> String {
+    format!("sovdb-stanza-{stanza}")
+}
+
+/// Everything of a configuration but its stanza section.
+fn global_section(layout: &MemberLayout, repo: &RepoAccess) -> String {
     let mut out = String::from("# Written by sovdb; changes are overwritten.\n[global]\n");
     let mut set = |k: &str, v: &str| {
         out.push_str(k);
@@ -101,6 +216,15 @@ pub fn pgbackrest_conf(layout: &MemberLayout, stanza: &str, pg_port: u16, repo: 
         RepoTarget::Posix { path } => {
             set("repo1-type", "posix");
             set("repo1-path", path);
+        }
+        RepoTarget::Remote { address, port, config, tls } => {
+            set("repo1-host", address);
+            set("repo1-host-type", "tls");
+            set("repo1-host-port", &port.to_string());
+            set("repo1-host-config", config);
+            set("repo1-host-cert-file", &tls.cert);
+            set("repo1-host-key-file", &tls.key);
+            set("repo1-host-ca-file", &tls.ca);
         }
         RepoTarget::S3 { .. } => {
             for (k, v) in s3_options(&repo.target) {
@@ -125,12 +249,6 @@ pub fn pgbackrest_conf(layout: &MemberLayout, stanza: &str, pg_port: u16, repo: 
     set("log-level-console", "warn");
     set("log-level-stderr", "error");
     set("lock-path", &layout.pgbackrest_lock_dir());
-    out.push_str(&format!("\n[{stanza}]\n"));
-    out.push_str(&format!(
-        "pg1-path={}\npg1-port={pg_port}\npg1-socket-path={}\npg1-user={SUPERUSER}\n",
-        layout.data(),
-        layout.run_dir()
-    ));
     out
 }
 
@@ -617,6 +735,95 @@ mod tests {
         let plain = pgbackrest_conf(&l, "0190", 5433, &RepoAccess { cipher_pass: None, ..posix() });
         assert!(!plain.contains("cipher"), "{plain}");
         assert!(!format!("{:?}", posix()).contains("s3cr3t"), "Debug shows no secret");
+    }
+
+    fn tls(dir: &str) -> TlsFiles {
+        TlsFiles { cert: format!("{dir}/c.crt"), key: format!("{dir}/c.key"), ca: format!("{dir}/ca.crt") }
+    }
+
+    #[test]
+    fn a_remote_repository_is_reached_through_its_hosts_tls_server_without_its_secrets() {
+        let l = MemberLayout::new("/b/pg/abc-1");
+        let remote = RepoAccess {
+            target: RepoTarget::Remote {
+                address: "10.0.0.7".into(),
+                port: 7010,
+                config: "/r/pgbackrest-server/repo-1a2b.conf".into(),
+                tls: tls("/b/pg/abc-1/tls"),
+            },
+            cipher_pass: None,
+            ..posix()
+        };
+        let conf = pgbackrest_conf(&l, "0190", 5433, &remote);
+        for line in [
+            "repo1-host=10.0.0.7",
+            "repo1-host-type=tls",
+            "repo1-host-port=7010",
+            "repo1-host-config=/r/pgbackrest-server/repo-1a2b.conf",
+            "repo1-host-cert-file=/b/pg/abc-1/tls/c.crt",
+            "repo1-host-key-file=/b/pg/abc-1/tls/c.key",
+            "repo1-host-ca-file=/b/pg/abc-1/tls/ca.crt",
+            "[0190]",
+            "pg1-path=/b/pg/abc-1/data",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
+        }
+        assert!(!conf.contains("repo1-path") && !conf.contains("cipher"), "{conf}");
+
+        // The repository host's side: the directory and the passphrase, no stanza.
+        let side = repo_host_conf("/r/pgbackrest-server", &posix());
+        assert!(side.contains("repo1-path=/srv/backups\n") && side.contains("repo1-cipher-pass=s3cr3t-pass\n"));
+        assert!(side.contains("lock-path=/r/pgbackrest-server/run/pgbackrest\n") && !side.contains("[0190]"), "{side}");
+    }
+
+    #[test]
+    fn a_backup_on_the_repository_host_reaches_the_primary_through_its_tls_server() {
+        let scratch = MemberLayout::new("/r/scratch/backup-1");
+        let pg = RemotePg {
+            address: "10.0.0.5".into(),
+            server_port: 7020,
+            config: "/b/pg/abc-1/pgbackrest.conf".into(),
+            layout: MemberLayout::new("/b/pg/abc-1"),
+            pg_port: 5433,
+            tls: tls("/r/scratch/backup-1/tls"),
+        };
+        let conf = repo_host_backup_conf(&scratch, "0190", &posix(), &pg);
+        for line in [
+            "repo1-path=/srv/backups",
+            "lock-path=/r/scratch/backup-1/run/pgbackrest",
+            "[0190]",
+            "pg1-host=10.0.0.5",
+            "pg1-host-type=tls",
+            "pg1-host-port=7020",
+            "pg1-host-config=/b/pg/abc-1/pgbackrest.conf",
+            "pg1-host-cert-file=/r/scratch/backup-1/tls/c.crt",
+            "pg1-path=/b/pg/abc-1/data",
+            "pg1-port=5433",
+            "pg1-socket-path=/b/pg/abc-1/run",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
+        }
+    }
+
+    #[test]
+    fn a_tls_server_lets_in_each_stanzas_certificate_for_that_stanza_only() {
+        let auth = vec![
+            (stanza_client_cn("s1"), vec!["s1".to_string()]),
+            (stanza_client_cn("s2"), vec!["s2".to_string(), "s3".to_string()]),
+        ];
+        let conf = server_conf("/h/pgbackrest-server", "10.0.0.7", 7010, &tls("/h/t"), &auth);
+        for line in [
+            "tls-server-address=10.0.0.7",
+            "tls-server-port=7010",
+            "tls-server-cert-file=/h/t/c.crt",
+            "tls-server-ca-file=/h/t/ca.crt",
+            "tls-server-auth=sovdb-stanza-s1=s1",
+            "tls-server-auth=sovdb-stanza-s2=s2,s3",
+            "lock-path=/h/pgbackrest-server/lock",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
+        }
+        assert!(!conf.contains('*'), "never every stanza: {conf}");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use sovdb_postgres::OS_USER;
 use sovdb_store::{HostRecord, RepoRecord};
 use sovdb_types::{BackupType, ClusterId, HostStatus, PageRequest, RepoId, RepoType, StepError};
 
-use super::agent_failure;
 use super::pg::{self, store_failure, ClusterParams, Member};
+use super::{agent_failure, repo_tls};
 use crate::{patroni, repos, App};
 
 pub const KIND: &str = "backup.create";
@@ -104,6 +104,7 @@ pub(crate) struct BackupParams {
 pub(crate) struct Reach {
     pub access: RepoAccess,
     pub ca_pem: Option<String>,
+    pub record: RepoRecord,
 }
 
 /// The file an S3 repository's CA certificate is written to on a member.
@@ -143,7 +144,7 @@ pub(crate) async fn reach(app: &App, repo: RepoId, layout: &MemberLayout) -> Res
         RepoType::Posix => None,
     };
     let access = RepoAccess { target, cipher_pass, s3_key, retention_full: br::DEFAULT_RETENTION_FULL };
-    Ok(Reach { access, ca_pem: spec.ca_pem })
+    Ok(Reach { access, ca_pem: spec.ca_pem, record })
 }
 
 /// A repository's name (its ID when it is gone), for listings and events.
@@ -162,14 +163,18 @@ pub(crate) async fn write_member_conf(
     stanza: &str,
     repo: RepoId,
 ) -> Result<bool, StepFailure> {
-    write_conf(app, client, &m.layout(), m.spec.ports.postgres, path, stanza, repo).await
+    write_conf(app, client, &m.host, &m.layout(), m.spec.ports.postgres, path, stanza, repo).await
 }
 
-/// Writes pgBackRest's configuration `path` for `stanza` of the PostgreSQL in `layout`
-/// (its port `pg_port`) and the repository `repo`, with the S3 endpoint's CA beside it.
+/// Writes pgBackRest's configuration `path` on `host` for `stanza` of the PostgreSQL in
+/// `layout` (its port `pg_port`) and the repository `repo`, with the S3 endpoint's CA
+/// beside it; a posix repository on another host is reached through its TLS server
+/// (see [`repo_tls`]), with the stanza's certificate beside it.
+#[allow(clippy::too_many_arguments)]
 async fn write_conf(
     app: &App,
     client: &AgentClient,
+    host: &HostRecord,
     layout: &MemberLayout,
     pg_port: u16,
     path: String,
@@ -181,7 +186,16 @@ async fn write_conf(
     if let Some(ca) = r.ca_pem {
         any |= pg::write(client, OS_USER, repo_ca_file(layout, repo), ca, 0o644).await?;
     }
-    let conf = br::pgbackrest_conf(layout, stanza, pg_port, &r.access);
+    let mut access = r.access;
+    if repo_tls::is_remote(&r.record, host.host.id) {
+        let tls_dir = format!("{}/tls", layout.dir);
+        let (target, changed) =
+            repo_tls::remote_target(app, &r.record, &access, host, client, &tls_dir, stanza).await?;
+        any |= changed;
+        // The passphrase stays on the repository's host.
+        access = RepoAccess { target, cipher_pass: None, s3_key: None, retention_full: access.retention_full };
+    }
+    let conf = br::pgbackrest_conf(layout, stanza, pg_port, &access);
     any |= pg::write(client, OS_USER, path, conf, 0o600).await?;
     Ok(any)
 }
@@ -225,17 +239,21 @@ pub(crate) async fn site_prepare(
 ) -> Result<MemberLayout, StepFailure> {
     let layout = MemberLayout::new(dir);
     let client = pg::agent(app, host, Duration::from_secs(90)).await?;
-    let dirs = [
+    pg::make_dirs(&client, OS_USER, &site_dirs(&layout)).await?;
+    write_conf(app, &client, host, &layout, pg_port, layout.pgbackrest_conf(), stanza, repo).await?;
+    Ok(layout)
+}
+
+/// The directories of a scratch directory for pgBackRest.
+fn site_dirs(layout: &MemberLayout) -> [String; 6] {
+    [
         layout.dir.clone(),
         layout.run_dir(),
         format!("{}/tls", layout.dir),
         format!("{}/log", layout.dir),
         layout.pgbackrest_log_dir(),
         layout.pgbackrest_lock_dir(),
-    ];
-    pg::make_dirs(&client, OS_USER, &dirs).await?;
-    write_conf(app, &client, &layout, pg_port, layout.pgbackrest_conf(), stanza, repo).await?;
-    Ok(layout)
+    ]
 }
 
 /// Removes a scratch directory (and the secrets in its configuration).
@@ -321,6 +339,7 @@ pub(crate) async fn stanza_setup(ctx: StepCtx<App>) -> Result<Value, StepFailure
         .await
         .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
     let stanza = cluster.to_string();
+    ensure_tls(app, spec.backup_repo, &members).await?;
     let layout = primary.layout();
     pgbackrest(
         app,
@@ -406,9 +425,73 @@ async fn run_backup(
         .await
         .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
     let retention = spec.backup_policy.retention_full.unwrap_or(br::DEFAULT_RETENTION_FULL);
+    if let Some(repo) = spec.backup_repo {
+        let record = {
+            let mut tx = app.store.read().await.map_err(store_failure)?;
+            tx.repo_get_by_id(repo).await.map_err(store_failure)?
+        }
+        .ok_or_else(|| StepFailure::permanent("the cluster's backup repository no longer exists"))?;
+        if repo_tls::is_remote(&record, primary.host.host.id) {
+            return backup_on_repo_host(app, &record, primary, stanza, kind, operation, retention).await;
+        }
+    }
     let argv = br::backup_argv(&primary.layout(), stanza, kind, operation, retention);
     pgbackrest(app, &primary.host, &argv, Duration::from_secs(6 * 3600), "take the backup").await?;
     Ok(())
+}
+
+/// The TLS servers a cluster's backups go through are up to date, when its repository is
+/// a posix one on another host than some member.
+async fn ensure_tls(app: &App, repo: Option<RepoId>, members: &[Member]) -> Result<(), StepFailure> {
+    let Some(repo) = repo else { return Ok(()) };
+    let record = {
+        let mut tx = app.store.read().await.map_err(store_failure)?;
+        tx.repo_get_by_id(repo).await.map_err(store_failure)?
+    };
+    let Some(record) = record else { return Ok(()) };
+    let hosts: Vec<HostRecord> = members.iter().map(|m| m.host.clone()).collect();
+    repo_tls::ensure_for_cluster(app, &record, &hosts).await
+}
+
+/// pgBackRest takes backups only where the repository is: with the primary on another
+/// host, `backup` runs on the repository's host, from a scratch directory whose
+/// configuration reaches the primary through its host's TLS server with the stanza's
+/// certificate. Crash safety: the scratch directory is named after the operation, so a
+/// rerun writes the same one again, and it is removed whether the backup worked or not.
+#[allow(clippy::too_many_arguments)]
+async fn backup_on_repo_host(
+    app: &App,
+    repo: &RepoRecord,
+    primary: &Member,
+    stanza: &str,
+    kind: BackupType,
+    operation: &str,
+    retention: u32,
+) -> Result<(), StepFailure> {
+    let host = host_record(app, repo.host_id.expect("a posix repository has a host")).await?;
+    repo_tls::ensure_server(app, &host).await?;
+    let server_port = repo_tls::ensure_server(app, &primary.host).await?;
+    let short = operation.parse::<uuid::Uuid>().map(|u| pg::short_id(&u)).unwrap_or_else(|_| operation.to_string());
+    let layout = MemberLayout::new(format!("{}/scratch/backup-{short}", host.host.base_dir));
+    let client = pg::agent(app, &host, Duration::from_secs(90)).await?;
+    pg::make_dirs(&client, OS_USER, &site_dirs(&layout)).await?;
+    let r = reach(app, repo.id, &layout).await?;
+    let tls_dir = format!("{}/tls", layout.dir);
+    let (tls, _) = repo_tls::write_stanza_cert(app, &client, &tls_dir, repo.id, stanza).await?;
+    let pg = br::RemotePg {
+        address: primary.host.host.address.clone(),
+        server_port,
+        config: primary.layout().pgbackrest_conf(),
+        layout: primary.layout(),
+        pg_port: primary.spec.ports.postgres,
+        tls,
+    };
+    let conf = br::repo_host_backup_conf(&layout, stanza, &r.access, &pg);
+    pg::write(&client, OS_USER, layout.pgbackrest_conf(), conf, 0o600).await?;
+    let argv = br::backup_argv(&layout, stanza, kind, operation, retention);
+    let taken = pgbackrest(app, &host, &argv, Duration::from_secs(6 * 3600), "take the backup").await;
+    site_remove(app, &host, &layout).await?;
+    taken.map(|_| ())
 }
 
 /// A step of cluster.create and cluster.restore: the first full backup, so the new

@@ -100,9 +100,7 @@ pub(crate) async fn add_members(
     let cluster = record.id;
     let (hosts, candidates) = {
         let mut tx = app.store.read().await.map_err(store_failure)?;
-        crate::clusters::placement_candidates(tx.as_mut(), record.location_id, spec.backup_repo)
-            .await
-            .map_err(store_failure)?
+        crate::clusters::placement_candidates(tx.as_mut(), record.location_id).await.map_err(store_failure)?
     };
     let location_name = hosts.first().map(|h| h.host.location.clone()).unwrap_or_default();
     let on: Vec<_> = existing.iter().map(|m| m.host.host.id).collect();

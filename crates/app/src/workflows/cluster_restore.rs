@@ -29,7 +29,7 @@ use sovdb_types::{ClusterId, RepoId};
 
 use super::cluster_create as cc;
 use super::pg::{self, ClusterParams};
-use super::{agent_failure, backup};
+use super::{agent_failure, backup, repo_tls};
 use crate::{patroni, App};
 
 pub const KIND: &str = "cluster.restore";
@@ -113,13 +113,17 @@ async fn wait_restored(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
 
 async fn forget_source(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
+    let Some(from) = restore_params(&ctx)? else { return Err(StepFailure::permanent("not a restore")) };
     let app = &ctx.services;
     for m in pg::members(app, cluster).await? {
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
-        client
-            .remove(&RemoveRequest { path: m.layout().pgbackrest_restore_conf().into(), recursive: false })
-            .await
-            .map_err(agent_failure)?;
+        // The restore configuration, and the source stanza's certificate beside it (when
+        // the repository is on another host): the new cluster keeps no way into the source.
+        let layout = m.layout();
+        let source_cert = repo_tls::stanza_cert_files(&format!("{}/tls", layout.dir), &from.stanza);
+        for path in [layout.pgbackrest_restore_conf(), source_cert.cert, source_cert.key] {
+            client.remove(&RemoveRequest { path: path.into(), recursive: false }).await.map_err(agent_failure)?;
+        }
     }
     Ok(json!({}))
 }

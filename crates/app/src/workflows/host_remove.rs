@@ -126,6 +126,7 @@ async fn forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let mut tx = app.store.write().await.map_err(|e| app_failure(e.into()))?;
     if let Some(r) = tx.host_get(&p.host).await.map_err(|e| app_failure(e.into()))? {
+        super::repo_tls::forget_host(tx.as_mut(), r.host.id).await.map_err(|e| app_failure(e.into()))?;
         tx.host_delete(r.host.id).await.map_err(|e| app_failure(e.into()))?;
     }
     tx.commit().await.map_err(|e| app_failure(e.into()))?;

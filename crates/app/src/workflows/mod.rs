@@ -25,6 +25,7 @@ pub(crate) mod dcs;
 pub mod host_add;
 pub mod host_remove;
 pub(crate) mod pg;
+pub(crate) mod repo_tls;
 
 /// Every workflow, to register with the engine and to create operations from.
 pub fn all() -> Vec<Workflow<App>> {
