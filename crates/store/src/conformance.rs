@@ -194,8 +194,11 @@ async fn users_list_disable_passwords_and_admins(url: String) {
     tx.role_binding_create(&RoleBinding { user_id: cat.id, role: Role::Viewer, project_id: Some(b.id) }).await.unwrap();
     assert!(tx.user_password_set(bob.id, Some("$argon2id$v=19$stand-in")).await.unwrap());
     assert!(!tx.user_password_set(UserId::new(), Some("x")).await.unwrap(), "no such user");
-    assert!(matches!(tx.user_create(&user("ann")).await, Err(StoreError::Conflict(_))), "names are unique");
     tx.commit().await.unwrap();
+    // On its own transaction: a failed statement spoils a PostgreSQL transaction.
+    let mut tx = store.write().await.unwrap();
+    assert!(matches!(tx.user_create(&user("ann")).await, Err(StoreError::Conflict(_))), "names are unique");
+    drop(tx);
 
     let mut tx = store.read().await.unwrap();
     assert_eq!(tx.project_get_by_id(b.id).await.unwrap(), Some(b.clone()));
