@@ -139,10 +139,10 @@ fn read_config(path: &std::path::Path) -> anyhow::Result<ConfigFile> {
     }
 }
 
-/// Writes `token` (and `server`, when given) into the config file, keeping whatever else it
-/// holds. The file is written whole to a temporary file and renamed over the old one,
+/// Writes `token` (and `server` and `project`, when given) into the config file, keeping
+/// whatever else it holds. The file is written whole to a temporary file and renamed over the old one,
 /// mode 0600 in a 0700 directory: it holds a secret.
-pub fn save_token(server: Option<&str>, token: &str) -> anyhow::Result<PathBuf> {
+pub fn save_token(server: Option<&str>, project: Option<&str>, token: &str) -> anyhow::Result<PathBuf> {
     use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 
@@ -159,6 +159,9 @@ pub fn save_token(server: Option<&str>, token: &str) -> anyhow::Result<PathBuf> 
     table.insert("token".into(), toml::Value::String(token.into()));
     if let Some(server) = server {
         table.insert("server".into(), toml::Value::String(server.into()));
+    }
+    if let Some(project) = project {
+        table.insert("project".into(), toml::Value::String(project.into()));
     }
     let dir = path.parent().expect("the config file is in a directory");
     std::fs::DirBuilder::new()

@@ -78,7 +78,9 @@ pub enum TokenCmd {
     /// Revoke a token by name or ID; it is refused from the next request on
     Revoke {
         /// The token's name (must pick one live token) or ID
-        token: String,
+        // Not `token`: that is the id of the global --token option.
+        #[arg(value_name = "NAME|ID")]
+        which: String,
         /// Whose token the name refers to (admin)
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
@@ -277,9 +279,9 @@ pub async fn run_token(cmd: TokenCmd, client: &Client, out: OutputFormat) -> any
             let query: Vec<(&str, String)> = user.into_iter().map(|u| ("user", u)).collect();
             print_list(&client.list::<Token>("/tokens", &query).await?, out)
         }
-        TokenCmd::Revoke { token, user } => {
+        TokenCmd::Revoke { which, user } => {
             let query: Vec<(&str, String)> = user.into_iter().map(|u| ("user", u)).collect();
-            let revoked: Token = client.delete_query(&format!("/tokens/{token}"), &query).await?;
+            let revoked: Token = client.delete_query(&format!("/tokens/{which}"), &query).await?;
             eprintln!("token {} ({}) of {} revoked", revoked.name, revoked.id, revoked.user);
             if out != OutputFormat::Table {
                 print_one(&revoked, out)?;
@@ -322,12 +324,14 @@ impl Tabular for NewTokenOut<'_> {
 }
 
 /// `sovdb login`: a password for a token, saved in the config file unless `--print-token`.
-/// `server_named`: the server given by --server or SOVDB_SERVER, saved with the token;
-/// `token_given`: whether --token or SOVDB_TOKEN is set (and would win over the saved one).
+/// `server_named` and `project_named`: given by flags or the environment, saved with the
+/// token, so later commands go to the same server and project; `token_given`: whether
+/// --token or SOVDB_TOKEN is set (and would win over the saved token).
 pub async fn login(
     args: LoginArgs,
     client: &Client,
     server_named: Option<&str>,
+    project_named: Option<&str>,
     token_given: bool,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -351,7 +355,7 @@ pub async fn login(
     if args.print_token {
         return print_new_token(&created, out);
     }
-    let path = crate::config::save_token(server_named, &created.secret)?;
+    let path = crate::config::save_token(server_named, project_named, &created.secret)?;
     let t = &created.token;
     let expires = t.expires_at.as_ref().map(output::time).unwrap_or_else(|| "never".into());
     eprintln!("logged in as {} (token {}, expires {expires}); saved in {}", t.user, t.id, path.display());
