@@ -74,7 +74,7 @@ pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next:
                 .to_string(),
         ),
     };
-    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let source = source(req.extensions());
     let request_id = REQUEST_ID.try_with(Clone::clone).ok();
     let ctx = app.authenticate(bearer.as_deref(), project.as_deref(), source, request_id).await?;
     req.extensions_mut().insert(ctx);
@@ -95,4 +95,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
             .map(Context)
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("handler routed outside the authentication layer")))
     }
+}
+
+/// The client's IP address, when the request came over the network; for handlers outside
+/// the authentication layer (login).
+pub(crate) struct Source(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(source(&parts.extensions)))
+    }
+}
+
+fn source(extensions: &axum::http::Extensions) -> Option<String> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
 }

@@ -16,12 +16,14 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds until a throttled request may be tried again (`Retry-After`).
+    retry_after: Option<u64>,
     internal: Option<anyhow::Error>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), internal: None }
+        ApiError { status, code, message: message.into(), retry_after: None, internal: None }
     }
 
     pub fn internal(cause: anyhow::Error) -> ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "internal error; the server log has the details under this request's ID".into(),
+            retry_after: None,
             internal: Some(cause),
         }
     }
@@ -44,6 +47,10 @@ impl From<AppError> for ApiError {
             AppError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             AppError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             AppError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            AppError::Throttled { retry_after_secs, .. } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+            },
             AppError::Internal(cause) => ApiError::internal(cause),
         }
     }
@@ -64,6 +71,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from(secs));
         }
         response
     }

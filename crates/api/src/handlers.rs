@@ -10,7 +10,7 @@ use sovdb_store::AuditFilter;
 use sovdb_types::audit::AuditRecord;
 use sovdb_types::*;
 
-use crate::context::Context;
+use crate::context::{Context, Source};
 use crate::error::ApiError;
 use crate::extract::{Body, Params};
 
@@ -660,4 +660,192 @@ pub(crate) async fn operation_events(
         }
     });
     Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Creates a project (admin).
+#[utoipa::path(post, path = "/projects", tag = "projects", request_body = ProjectCreate,
+    responses((status = 201, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn project_create(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Body(req): Body<ProjectCreate>,
+) -> ApiResult<(StatusCode, Json<Project>)> {
+    Ok((StatusCode::CREATED, Json(app.project_create(&ctx, req).await?)))
+}
+
+/// Users: every one for admins; the request project's members, with their roles there,
+/// for its owners.
+#[utoipa::path(get, path = "/users", tag = "users",
+    params(PageParams, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Page<UserView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub(crate) async fn user_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(page): Params<PageParams>,
+) -> ApiResult<Json<Page<UserView>>> {
+    Ok(Json(app.user_list(&ctx, &page).await?))
+}
+
+/// Creates a user, optionally with a password and a role. Admins create any user; a
+/// project's owner creates users with a role in that project.
+#[utoipa::path(post, path = "/users", tag = "users", request_body = UserCreate,
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn user_create(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Body(req): Body<UserCreate>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    Ok((StatusCode::CREATED, Json(app.user_create(&ctx, req).await?)))
+}
+
+/// Disables a user (admin): their tokens are refused from now on and they can't log in.
+/// The last enabled admin can't be disabled.
+#[utoipa::path(post, path = "/users/{name}/disable", tag = "users", params(("name" = String, Path)),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn user_disable(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(app.user_set_disabled(&ctx, &name, true).await?))
+}
+
+/// Enables a disabled user again (admin); their tokens that have not expired work again.
+#[utoipa::path(post, path = "/users/{name}/enable", tag = "users", params(("name" = String, Path)),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn user_enable(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(app.user_set_disabled(&ctx, &name, false).await?))
+}
+
+/// Grants a role: `admin` (by admins, without a project) or a role in a project (by admins
+/// and the project's owners).
+#[utoipa::path(post, path = "/users/{name}/roles", tag = "users", request_body = RoleGrant,
+    params(("name" = String, Path)),
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn role_grant(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<RoleGrant>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(app.role_grant(&ctx, &name, req).await?))
+}
+
+/// Options of `DELETE /users/{name}/roles/{role}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RoleQuery {
+    /// The project of the role (every role but `admin`).
+    project: Option<String>,
+}
+
+/// Revokes a role, as granted. The last enabled admin keeps `admin`.
+#[utoipa::path(delete, path = "/users/{name}/roles/{role}", tag = "users",
+    params(("name" = String, Path), ("role" = Role, Path), RoleQuery),
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn role_revoke(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path((name, role)): Path<(String, String)>,
+    Params(q): Params<RoleQuery>,
+) -> ApiResult<Json<UserView>> {
+    let role = Role::parse(&role).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("unknown role {role:?}: one of admin, owner, operator, developer, viewer"),
+        )
+    })?;
+    Ok(Json(app.role_revoke(&ctx, &name, RoleGrant { role, project: q.project }).await?))
+}
+
+/// Filters and paging of `GET /tokens`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TokenQuery {
+    /// Another user's tokens (admin); default: the caller's.
+    user: Option<String>,
+    /// Items per page, 1–1000 (default 100).
+    limit: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// The caller's API tokens (or, for admins, another user's), oldest first: names, dates,
+/// whether revoked; never a secret.
+#[utoipa::path(get, path = "/tokens", tag = "users", params(TokenQuery),
+    responses((status = 200, body = Page<Token>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn token_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(q): Params<TokenQuery>,
+) -> ApiResult<Json<Page<Token>>> {
+    let page = PageParams { limit: q.limit, page_token: q.page_token };
+    Ok(Json(app.token_list(&ctx, q.user.as_deref(), &page).await?))
+}
+
+/// Creates an API token for the caller (or, for admins, for another user). The answer
+/// holds its secret: the only time it is shown.
+#[utoipa::path(post, path = "/tokens", tag = "users", request_body = TokenCreate,
+    responses((status = 201, body = NewToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn token_create(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Body(req): Body<TokenCreate>,
+) -> ApiResult<(StatusCode, Json<NewToken>)> {
+    Ok((StatusCode::CREATED, Json(app.token_create(&ctx, req).await?)))
+}
+
+/// Options of `DELETE /tokens/{id}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TokenRevokeQuery {
+    /// Whose token a name refers to (admin); default: the caller's.
+    user: Option<String>,
+}
+
+/// Revokes a token, by ID or by name (a name must pick one live token). It is refused
+/// from the next request on.
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "users",
+    params(("id" = String, Path, description = "The token's ID, or its name"), TokenRevokeQuery),
+    responses((status = 200, body = Token), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn token_revoke(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+    Params(q): Params<TokenRevokeQuery>,
+) -> ApiResult<Json<Token>> {
+    Ok(Json(app.token_revoke(&ctx, &id, q.user.as_deref()).await?))
+}
+
+/// Trades a user name and password for a new token named `login` (no bearer token
+/// needed). Failed logins are throttled per user and per address: 429 with
+/// `Retry-After` says when to try again.
+#[utoipa::path(post, path = "/login", tag = "users", security(()), request_body = Login,
+    responses((status = 201, body = NewToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
+pub(crate) async fn login(
+    State(app): State<App>,
+    Source(source): Source,
+    Body(req): Body<Login>,
+) -> ApiResult<(StatusCode, Json<NewToken>)> {
+    let request_id = crate::context::REQUEST_ID.try_with(Clone::clone).ok();
+    Ok((StatusCode::CREATED, Json(app.login(req, source, request_id).await?)))
 }

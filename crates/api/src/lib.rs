@@ -4,7 +4,7 @@
 //! never touch SQL, SSH or an agent. Conventions every endpoint shares:
 //! - JSON in and out; request bodies with unknown fields are refused;
 //! - `Authorization: Bearer <token>` on everything under `/api/v1` except the OpenAPI
-//!   document; the project is chosen with the `x-sovdb-project` header (default `default`);
+//!   document and `POST /login`; the project is chosen with the `x-sovdb-project` header (default `default`);
 //! - errors are `ErrorBody` JSON objects with a stable `code` (mapped in [`error`]);
 //! - lists take `limit` and `page_token` and answer a `Page`;
 //! - every response carries an `x-request-id`, also in the log and in error bodies.
@@ -34,6 +34,7 @@ pub use context::PROJECT_HEADER;
     tags(
         (name = "system", description = "Health and identity"),
         (name = "projects", description = "Tenants"),
+        (name = "users", description = "Users, roles, API tokens and logins"),
         (name = "locations", description = "Where hosts and databases run"),
         (name = "hosts", description = "Machines with sovdb's agent"),
         (name = "clusters", description = "Database clusters"),
@@ -74,7 +75,14 @@ pub fn app(app: App) -> Router {
 fn api_router(app: App) -> OpenApiRouter<App> {
     let v1 = OpenApiRouter::new()
         .routes(routes!(handlers::whoami))
-        .routes(routes!(handlers::project_list))
+        .routes(routes!(handlers::project_list, handlers::project_create))
+        .routes(routes!(handlers::user_list, handlers::user_create))
+        .routes(routes!(handlers::user_disable))
+        .routes(routes!(handlers::user_enable))
+        .routes(routes!(handlers::role_grant))
+        .routes(routes!(handlers::role_revoke))
+        .routes(routes!(handlers::token_list, handlers::token_create))
+        .routes(routes!(handlers::token_revoke))
         .routes(routes!(handlers::location_list, handlers::location_create))
         .routes(routes!(handlers::location_get, handlers::location_delete))
         .routes(routes!(handlers::host_list, handlers::host_create))
@@ -103,7 +111,8 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::operation_cancel))
         .routes(routes!(handlers::operation_events))
         .layer(axum::middleware::from_fn_with_state(app, context::authenticate));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(handlers::healthz))
-        .nest("/api/v1", OpenApiRouter::new().routes(routes!(handlers::openapi_json)).merge(v1))
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(handlers::healthz)).nest(
+        "/api/v1",
+        OpenApiRouter::new().routes(routes!(handlers::openapi_json)).routes(routes!(handlers::login)).merge(v1),
+    )
 }

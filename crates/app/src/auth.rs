@@ -1,6 +1,6 @@
-//! Who is calling, and may they. Tokens are random secrets shown once; the store keeps
-//! only their SHA-256, so a leaked store does not leak usable tokens, and looking a token
-//! up by its hash needs no constant-time comparison of secrets.
+//! Who is calling. Tokens are random secrets shown once; the store keeps only their
+//! SHA-256, so a leaked store does not leak usable tokens, and looking a token up by its
+//! hash needs no constant-time comparison of secrets. What a caller may do is `rbac`'s.
 
 use rand::distributions::{Alphanumeric, DistString};
 use sha2::{Digest, Sha256};
@@ -36,15 +36,6 @@ pub struct Ctx {
 impl Ctx {
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|b| b.role == Role::Admin && b.project_id.is_none())
-    }
-
-    /// Only installation admins may change installation-wide resources (locations, hosts).
-    pub(crate) fn require_admin(&self, doing: &str) -> Result<()> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden(format!("{doing} needs the admin role")))
-        }
     }
 
     /// An audit entry for an action this caller took.

@@ -9,6 +9,7 @@ use sovdb_store::{ClusterRecord, RepoRecord, StoreError};
 use sovdb_types::*;
 
 use crate::operations::OperationStart;
+use crate::rbac::Action;
 use crate::workflows::backup::{self as wb, BackupParams, PurgeParams};
 use crate::workflows::backup_verify::{self, VerifyParams};
 use crate::workflows::cluster_restore::{self, RestoreFrom};
@@ -42,6 +43,7 @@ fn unavailable(f: sovdb_operations::StepFailure) -> AppError {
 impl App {
     /// Starts `backup.create` on the cluster's primary.
     pub async fn backup_create(&self, ctx: &Ctx, name: &str, req: BackupCreate) -> Result<Operation> {
+        ctx.require(Action::BackupCreate)?;
         let (_, record, spec, _) = self.cluster_parts(ctx, name).await?;
         if spec.backup_repo.is_none() {
             return Err(AppError::Invalid(format!(
@@ -57,6 +59,7 @@ impl App {
     /// What the cluster's repository holds for it, oldest first (also for a deleted
     /// cluster whose backups were kept).
     pub async fn backup_list(&self, ctx: &Ctx, name: &str) -> Result<Vec<Backup>> {
+        ctx.require(Action::BackupRead)?;
         let source = self.backup_source(ctx, name).await?;
         let Some(repo) = source.repo.clone() else { return Ok(vec![]) };
         let info = source.info(self, &repo).await?;
@@ -98,6 +101,7 @@ impl App {
 
     /// Starts a restore drill (`backup.verify`) of the cluster's newest backup.
     pub async fn backup_verify(&self, ctx: &Ctx, name: &str) -> Result<Operation> {
+        ctx.require(Action::BackupVerify)?;
         let (_, record, spec, _) = self.cluster_parts(ctx, name).await?;
         let Some(repo) = spec.backup_repo else {
             return Err(AppError::Invalid(format!("cluster {name:?} has no backup repository: nothing to verify")));
@@ -109,6 +113,7 @@ impl App {
 
     /// The cluster's backup policy and when its schedules run next.
     pub async fn backup_policy_get(&self, ctx: &Ctx, name: &str) -> Result<BackupPolicyView> {
+        ctx.require(Action::BackupRead)?;
         let (_, _, spec, _) = self.cluster_parts(ctx, name).await?;
         Ok(policy_view(name, &spec.backup_policy, Utc::now()))
     }
@@ -116,6 +121,7 @@ impl App {
     /// Replaces the cluster's backup policy. Schedules count from now: a new schedule does
     /// not run for times before it was set.
     pub async fn backup_policy_set(&self, ctx: &Ctx, name: &str, policy: BackupPolicy) -> Result<BackupPolicyView> {
+        ctx.require(Action::BackupPolicySet)?;
         for (flag, pattern) in [
             ("--schedule", &policy.schedule),
             ("--full-schedule", &policy.full_schedule),
@@ -159,6 +165,7 @@ impl App {
 
     /// The project's deleted clusters whose backups were kept, newest deletion first.
     pub async fn retained_list(&self, ctx: &Ctx) -> Result<Vec<RetainedBackups>> {
+        ctx.require(Action::BackupRead)?;
         let kept = self.store.read().await?.retained_list(ctx.project.id).await?;
         Ok(kept
             .into_iter()
@@ -174,6 +181,7 @@ impl App {
     /// Deletes the kept backups of the newest deleted cluster `name` from its repository
     /// (operation `backup.purge`).
     pub async fn retained_purge(&self, ctx: &Ctx, name: &str) -> Result<Operation> {
+        ctx.require(Action::BackupDelete)?;
         let mut tx = self.store.write().await?;
         let kept = tx.retained_get(ctx.project.id, name).await?.ok_or_else(|| {
             AppError::not_found("deleted cluster with kept backups (see `sovdb backup retained`)", name)
@@ -205,6 +213,7 @@ impl App {
 
     /// A new cluster `req.name` from the source's repository, at the target asked for.
     pub async fn cluster_restore(&self, ctx: &Ctx, source: &str, req: ClusterRestore) -> Result<Operation> {
+        ctx.require(Action::ClusterRestore)?;
         crate::validate::dns_label("cluster name", &req.name)?;
         let from_source = self.backup_source(ctx, source).await?;
         let Some(src_repo_record) = from_source.repo.clone() else {

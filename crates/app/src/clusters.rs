@@ -8,6 +8,7 @@ use sovdb_types::*;
 
 use crate::operations::OperationStart;
 use crate::placement::{self, Candidate};
+use crate::rbac::Action;
 use crate::workflows::cluster_delete::DeleteParams;
 use crate::workflows::pg::{self, ClusterParams};
 use crate::workflows::{
@@ -24,11 +25,13 @@ const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 
 impl App {
     pub async fn cluster_list(&self, ctx: &Ctx, page: &PageParams) -> Result<Page<Cluster>> {
+        ctx.require(Action::ClusterRead)?;
         let page = page.resolve().map_err(|e| AppError::Invalid(e.to_string()))?;
         Ok(self.store.read().await?.cluster_list(ctx.project.id, &page).await?)
     }
 
     pub async fn cluster_create(&self, ctx: &Ctx, req: ClusterCreate) -> Result<Operation> {
+        ctx.require(Action::ClusterCreate)?;
         validate::dns_label("cluster name", &req.name)?;
         if sovdb_types::Engine::parse(&req.engine) != Some(Engine::Postgres) {
             return Err(AppError::Invalid(format!(
@@ -146,6 +149,7 @@ impl App {
     }
 
     pub async fn cluster_get(&self, ctx: &Ctx, name: &str) -> Result<ClusterDetail> {
+        ctx.require(Action::ClusterRead)?;
         let (cluster, _, spec, members) = self.cluster_parts(ctx, name).await?;
         let observed = if members.is_empty() {
             Err("no member is placed yet".to_string())
@@ -192,6 +196,7 @@ impl App {
 
     /// The connection details with the application user's password: a secret read, audited.
     pub async fn cluster_connection(&self, ctx: &Ctx, name: &str, read_only: bool) -> Result<ClusterConnection> {
+        ctx.require(Action::ClusterConnect)?;
         let (_, record, spec, members) = self.cluster_parts(ctx, name).await?;
         if members.is_empty() {
             return Err(AppError::Conflict(format!(
@@ -239,6 +244,7 @@ impl App {
         req: ClusterSwitchover,
         failover: bool,
     ) -> Result<Operation> {
+        ctx.require(if failover { Action::ClusterFailover } else { Action::ClusterSwitchover })?;
         let (_, record, _, members) = self.cluster_parts(ctx, name).await?;
         changeable(&record)?;
         let what = if failover { "fail over" } else { "switch over" };
@@ -272,6 +278,7 @@ impl App {
 
     /// A rolling restart of every member's PostgreSQL, replicas first.
     pub async fn cluster_restart(&self, ctx: &Ctx, name: &str, req: ClusterRestart) -> Result<Operation> {
+        ctx.require(Action::ClusterRestart)?;
         let (_, record, _, _) = self.cluster_parts(ctx, name).await?;
         changeable(&record)?;
         let params = ClusterParams { cluster: record.id };
@@ -288,6 +295,7 @@ impl App {
 
     /// More or fewer members; checks that new members can be placed first.
     pub async fn cluster_scale(&self, ctx: &Ctx, name: &str, req: ClusterScale) -> Result<Operation> {
+        ctx.require(Action::ClusterScale)?;
         let (cluster, record, spec, members) = self.cluster_parts(ctx, name).await?;
         changeable(&record)?;
         if !(1..=MAX_REPLICAS).contains(&req.replicas) {
@@ -329,6 +337,7 @@ impl App {
 
     /// A rolling change of PostgreSQL parameters; restarts only where one needs it.
     pub async fn cluster_set_params(&self, ctx: &Ctx, name: &str, req: ClusterSetParams) -> Result<Operation> {
+        ctx.require(Action::ClusterSetParams)?;
         if req.params.is_empty() && req.reset.is_empty() {
             return Err(AppError::Invalid(
                 "nothing to change: give --param key=value or --reset key (e.g. --param work_mem=16MB)".into(),
@@ -388,6 +397,10 @@ impl App {
     /// Starts `cluster.delete`. The cluster's backups stay in its repository (and it can
     /// be restored by name) unless `delete_backups`.
     pub async fn cluster_delete(&self, ctx: &Ctx, name: &str, delete_backups: bool) -> Result<Operation> {
+        ctx.require(Action::ClusterDelete)?;
+        if delete_backups {
+            ctx.require(Action::BackupDelete)?;
+        }
         let mut tx = self.store.write().await?;
         let record =
             tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;

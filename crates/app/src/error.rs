@@ -20,6 +20,10 @@ pub enum AppError {
     /// The request conflicts with the current state (a name taken, a resource in use).
     #[error("{0}")]
     Conflict(String),
+    /// Too many attempts (failed logins): refused without trying until `retry_after_secs`
+    /// have passed; the message says so.
+    #[error("{message}")]
+    Throttled { message: String, retry_after_secs: u64 },
     /// Something the request needs can't be reached now (a host, a repository); the
     /// message says what and why. Worth trying again later.
     #[error("{0}")]

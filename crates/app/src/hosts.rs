@@ -16,6 +16,7 @@ use sovdb_store::{HostRecord, StoreError};
 use sovdb_types::*;
 
 use crate::operations::OperationStart;
+use crate::rbac::Action;
 use crate::validate;
 use crate::{App, AppError, Ctx, Result};
 
@@ -43,7 +44,7 @@ fn audit_params(req: &HostCreate) -> serde_json::Value {
 
 impl App {
     pub async fn host_create(&self, ctx: &Ctx, req: HostCreate) -> Result<Operation> {
-        ctx.require_admin("adding a host")?;
+        ctx.require(Action::HostAdd)?;
         self.host_create_as(&ctx.user.name, Some(ctx), req).await
     }
 
@@ -186,12 +187,14 @@ impl App {
         Ok(op)
     }
 
-    pub async fn host_get(&self, _ctx: &Ctx, name: &str) -> Result<Host> {
+    pub async fn host_get(&self, ctx: &Ctx, name: &str) -> Result<Host> {
+        ctx.require(Action::HostRead)?;
         let mut tx = self.store.read().await?;
         Ok(tx.host_get(name).await?.ok_or_else(|| AppError::not_found("host", name))?.host)
     }
 
-    pub async fn host_list(&self, _ctx: &Ctx, location: Option<&str>, page: &PageParams) -> Result<Page<Host>> {
+    pub async fn host_list(&self, ctx: &Ctx, location: Option<&str>, page: &PageParams) -> Result<Page<Host>> {
+        ctx.require(Action::HostRead)?;
         let page = page.resolve().map_err(|e| AppError::Invalid(e.to_string()))?;
         let mut tx = self.store.read().await?;
         let location = match location {
@@ -204,7 +207,7 @@ impl App {
 
     /// Stops placing new database nodes on the host; what runs there keeps running.
     pub async fn host_drain(&self, ctx: &Ctx, name: &str) -> Result<Host> {
-        ctx.require_admin("draining a host")?;
+        ctx.require(Action::HostDrain)?;
         let mut tx = self.store.write().await?;
         let host = tx.host_get(name).await?.ok_or_else(|| AppError::not_found("host", name))?.host;
         match host.status {
@@ -227,7 +230,7 @@ impl App {
     /// Stops the host's agent, removes what sovdb installed there (not database data) and
     /// forgets the host. `force` forgets it even when it can't be reached.
     pub async fn host_remove(&self, ctx: &Ctx, name: &str, force: bool) -> Result<Operation> {
-        ctx.require_admin("removing a host")?;
+        ctx.require(Action::HostRemove)?;
         let mut tx = self.store.write().await?;
         let host = tx.host_get(name).await?.ok_or_else(|| AppError::not_found("host", name))?.host;
         if host.status == HostStatus::Bootstrapping {

@@ -24,12 +24,17 @@ mod locations;
 mod monitor;
 mod observe;
 mod operations;
+mod passwords;
 mod patroni;
 mod pki;
 pub mod placement;
 mod projects;
+pub mod rbac;
 mod repos;
 pub mod schedules;
+mod throttle;
+mod tokens;
+mod users;
 mod validate;
 pub mod workflows;
 
@@ -37,6 +42,7 @@ pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
 pub use error::AppError;
 pub use hosts::{DEFAULT_AGENT_PORT, DEFAULT_BASE_DIR, LOCAL_HOST};
+pub use tokens::{DEFAULT_LOGIN_LIFETIME, DEFAULT_TOKEN_LIFETIME, MAX_LOGIN_LIFETIME};
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -60,6 +66,8 @@ pub struct App {
     pki: Arc<OnceLock<Arc<pki::Pki>>>,
     restarts: Arc<monitor::Restarts>,
     agents: Arc<AgentClients>,
+    /// Failed logins, per user name and source address (in memory; see `throttle`).
+    logins: Arc<throttle::Throttle>,
 }
 
 /// Agent clients by host, with the endpoint (address, port) each was made for.
@@ -87,6 +95,7 @@ impl App {
             pki: Arc::new(OnceLock::new()),
             restarts: Arc::default(),
             agents: Arc::default(),
+            logins: Arc::default(),
         }
     }
 

@@ -4,12 +4,13 @@
 use sovdb_store::StoreError;
 use sovdb_types::*;
 
+use crate::rbac::Action;
 use crate::validate;
 use crate::{App, AppError, Ctx, Result};
 
 impl App {
     pub async fn location_create(&self, ctx: &Ctx, req: LocationCreate) -> Result<Location> {
-        ctx.require_admin("creating a location")?;
+        ctx.require(Action::LocationCreate)?;
         validate::dns_label("location name", &req.name)?;
         validate::dns_label("region", &req.region)?;
         if let Some(zone) = &req.zone {
@@ -39,7 +40,8 @@ impl App {
         Ok(location)
     }
 
-    pub async fn location_get(&self, _ctx: &Ctx, name: &str) -> Result<Location> {
+    pub async fn location_get(&self, ctx: &Ctx, name: &str) -> Result<Location> {
+        ctx.require(Action::LocationRead)?;
         let mut tx = self.store.read().await?;
         tx.location_get(name).await?.ok_or_else(|| AppError::not_found("location", name))
     }
@@ -54,14 +56,15 @@ impl App {
         Ok(LocationDetail { location, dcs })
     }
 
-    pub async fn location_list(&self, _ctx: &Ctx, page: &PageParams) -> Result<Page<Location>> {
+    pub async fn location_list(&self, ctx: &Ctx, page: &PageParams) -> Result<Page<Location>> {
+        ctx.require(Action::LocationRead)?;
         let page = page.resolve().map_err(|e| AppError::Invalid(e.to_string()))?;
         Ok(self.store.read().await?.location_list(&page).await?)
     }
 
     /// Refused while anything still runs there.
     pub async fn location_delete(&self, ctx: &Ctx, name: &str) -> Result<()> {
-        ctx.require_admin("deleting a location")?;
+        ctx.require(Action::LocationDelete)?;
         let mut tx = self.store.write().await?;
         let location = tx.location_get(name).await?.ok_or_else(|| AppError::not_found("location", name))?;
         let clusters = tx.cluster_count_in_location(location.id).await?;

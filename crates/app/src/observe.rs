@@ -92,6 +92,7 @@ impl App {
 
     /// The events of a cluster of the caller's project, oldest first.
     pub async fn cluster_events(&self, ctx: &crate::Ctx, name: &str, page: &PageParams) -> Result<Page<Event>> {
+        ctx.require(crate::rbac::Action::ClusterRead)?;
         let page = page.resolve().map_err(|e| crate::AppError::Invalid(e.to_string()))?;
         let mut tx = self.store.read().await?;
         // Events outlive the cluster (a deleted cluster's history stays readable).

@@ -4,6 +4,7 @@
 use sovdb_store::{NewOperation, Tx};
 use sovdb_types::*;
 
+use crate::rbac::Action;
 use crate::{App, AppError, Ctx, Result};
 
 /// What an operation is about to do, before it exists.
@@ -48,6 +49,7 @@ impl App {
     }
 
     pub async fn operation_list(&self, ctx: &Ctx, page: &PageParams) -> Result<Page<Operation>> {
+        ctx.require(Action::OperationRead)?;
         let page = page.resolve().map_err(|e| AppError::Invalid(e.to_string()))?;
         if page.after.as_deref().is_some_and(|a| a.parse::<OperationId>().is_err()) {
             return Err(AppError::Invalid("page_token is not one this server issued; start again without it".into()));
@@ -57,6 +59,7 @@ impl App {
     }
 
     pub async fn operation_get(&self, ctx: &Ctx, id: &str) -> Result<Operation> {
+        ctx.require(Action::OperationRead)?;
         let id = parse_id(id)?;
         let op = self.store.read().await?.operation_get(id).await?;
         visible(ctx, op).ok_or_else(|| AppError::not_found("operation", id.to_string()))
@@ -64,6 +67,7 @@ impl App {
 
     /// Asks the operation to stop at its next step boundary and undo what it did.
     pub async fn operation_cancel(&self, ctx: &Ctx, id: &str) -> Result<Operation> {
+        ctx.require(Action::OperationCancel)?;
         let id = parse_id(id)?;
         let mut tx = self.store.write().await?;
         let op = visible(ctx, tx.operation_get(id).await?)

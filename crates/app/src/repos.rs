@@ -29,6 +29,7 @@ use sovdb_postgres::backup::{self as br, RepoTarget, S3CheckFailure};
 use sovdb_store::{HostRecord, RepoRecord, RepoSpec, StoreError, Tx};
 use sovdb_types::*;
 
+use crate::rbac::Action;
 use crate::workflows::pg;
 use crate::{validate, App, AppError, Ctx, Result};
 
@@ -103,6 +104,7 @@ struct Checked {
 
 impl App {
     pub async fn repo_create(&self, ctx: &Ctx, req: RepoCreate) -> Result<Repo> {
+        ctx.require(Action::RepoCreate)?;
         validate::dns_label("repository name", &req.name)?;
         let mut checked = check(&req)?;
         // Sealing needs the PKI: find out now, not after the host was changed.
@@ -206,6 +208,7 @@ impl App {
     }
 
     pub async fn repo_list(&self, ctx: &Ctx, page: &PageParams) -> Result<Page<Repo>> {
+        ctx.require(Action::RepoRead)?;
         let page = page.resolve().map_err(|e| AppError::Invalid(e.to_string()))?;
         let mut tx = self.store.read().await?;
         let page = tx.repo_list(ctx.project.id, &page).await?;
@@ -222,6 +225,7 @@ impl App {
     }
 
     pub async fn repo_get(&self, ctx: &Ctx, name: &str) -> Result<Repo> {
+        ctx.require(Action::RepoRead)?;
         let mut tx = self.store.read().await?;
         let record = tx.repo_get(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("repository", name))?;
         let clusters = users_by_repo(tx.as_mut(), ctx.project.id).await?.remove(&record.id).unwrap_or_default();
@@ -231,6 +235,7 @@ impl App {
     /// Forgets the repository and its secrets; refused while a cluster uses it. Its files
     /// stay where they are.
     pub async fn repo_delete(&self, ctx: &Ctx, name: &str) -> Result<()> {
+        ctx.require(Action::RepoDelete)?;
         let mut tx = self.store.write().await?;
         let record = tx.repo_get(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("repository", name))?;
         let clusters = users_by_repo(tx.as_mut(), ctx.project.id).await?.remove(&record.id).unwrap_or_default();

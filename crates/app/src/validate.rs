@@ -10,6 +10,14 @@ pub(crate) fn dns_label(what: &str, value: &str) -> Result<()> {
     check_dns_label(value).map_err(|e| AppError::Invalid(format!("{what} {value:?} {e}")))
 }
 
+/// A token's name: 1-64 printable characters, so lists stay readable.
+pub(crate) fn token_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(AppError::Invalid(format!("token name {name:?} must be 1-64 printable characters")));
+    }
+    Ok(())
+}
+
 /// Label keys look like Kubernetes label keys; values are short printable text.
 pub(crate) fn labels(labels: &Labels) -> Result<()> {
     for (k, v) in labels {

@@ -21,7 +21,11 @@ impl Client {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.base)).bearer_auth(&self.token);
+        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.base));
+        // Empty for the one call made without a token (login).
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
         if let Some(p) = &self.project {
             req = req.header("x-sovdb-project", p);
         }
@@ -48,6 +52,16 @@ impl Client {
             Ok(body) => anyhow!("{} ({})", body.message, body.code),
             Err(_) => anyhow!("the server answered {status}: {}", text.chars().take(200).collect::<String>()),
         })
+    }
+
+    /// The project requests run in, when one was named (flag, environment, config file).
+    pub fn project(&self) -> Option<&str> {
+        self.project.as_deref()
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
@@ -93,6 +107,12 @@ impl Client {
     /// A DELETE that answers with a body (an operation).
     pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self.send(self.request(reqwest::Method::DELETE, path)).await?;
+        resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
+    }
+
+    /// A DELETE with query parameters that answers with a body.
+    pub async fn delete_query<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
+        let resp = self.send(self.request(reqwest::Method::DELETE, path).query(query)).await?;
         resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
     }
 

@@ -74,6 +74,22 @@ pub struct Resolved {
 }
 
 impl GlobalOpts {
+    /// Server and project, for the one command that needs no token (`login`).
+    pub fn resolve_without_token(&self) -> anyhow::Result<Resolved> {
+        let file = read_config(&config_path())?;
+        let local_server = std::fs::read_to_string(default_data_dir().join("api.url"))
+            .ok()
+            .map(|s| s.trim().trim_end_matches('/').to_string());
+        let server = self
+            .server
+            .clone()
+            .or(file.server)
+            .map(|s| s.trim_end_matches('/').to_string())
+            .or(local_server)
+            .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
+        Ok(Resolved { server, token: String::new(), project: self.project.clone().or(file.project) })
+    }
+
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
         let path = config_path();
         // The config file only fills what flags and environment leave open.
@@ -121,4 +137,49 @@ fn read_config(path: &std::path::Path) -> anyhow::Result<ConfigFile> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read the CLI config {}", path.display())),
     }
+}
+
+/// Writes `token` (and `server` and `project`, when given) into the config file, keeping
+/// whatever else it holds. The file is written whole to a temporary file and renamed over the old one,
+/// mode 0600 in a 0700 directory: it holds a secret.
+pub fn save_token(server: Option<&str>, project: Option<&str>, token: &str) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+
+    let path = config_path();
+    // Refuse to overwrite a file we can't read: it may hold settings we would lose.
+    read_config(&path)?;
+    let mut table = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            text.parse::<toml::Table>().with_context(|| format!("cannot read the CLI config {}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the CLI config {}", path.display())),
+    };
+    table.insert("token".into(), toml::Value::String(token.into()));
+    if let Some(server) = server {
+        table.insert("server".into(), toml::Value::String(server.into()));
+    }
+    if let Some(project) = project {
+        table.insert("project".into(), toml::Value::String(project.into()));
+    }
+    let dir = path.parent().expect("the config file is in a directory");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(".config.toml.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(toml::to_string(&table).context("the CLI config serialises")?.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(path)
 }

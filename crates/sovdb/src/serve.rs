@@ -155,6 +155,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %sovdb_store::redact_url(&config.store_url), "serving");
 
     app.pki_init(master_key).await.map_err(|e| anyhow!("cannot load the installation's CA: {e}"))?;
+    // Before the first login: a login for an unknown user must cost what any other does.
+    app.logins_warm_up().await.map_err(|e| anyhow!("cannot prepare password checks: {e}"))?;
     let engine = start_engine(&app, worker_id, config.operation_lease, failpoints).await?;
     if let Some(op) = app.ensure_local_host().await.map_err(|e| anyhow!("cannot add this machine as a host: {e}"))? {
         tracing::info!(operation = %op.id, "adding this machine as host `local`");

@@ -26,6 +26,8 @@ type Case = fn(String) -> CaseFuture;
 pub const CASES: &[(&str, Case)] = &[
     ("projects_round_trip_and_names_are_unique", |u| Box::pin(projects_round_trip_and_names_are_unique(u))),
     ("users_roles_and_tokens", |u| Box::pin(users_roles_and_tokens(u))),
+    ("users_list_disable_passwords_and_admins", |u| Box::pin(users_list_disable_passwords_and_admins(u))),
+    ("tokens_list_find_and_revoke", |u| Box::pin(tokens_list_find_and_revoke(u))),
     ("locations_create_get_delete", |u| Box::pin(locations_create_get_delete(u))),
     ("pagination_returns_every_item_once", |u| Box::pin(pagination_returns_every_item_once(u))),
     ("clusters_are_scoped_by_project", |u| Box::pin(clusters_are_scoped_by_project(u))),
@@ -152,6 +154,129 @@ async fn users_roles_and_tokens(url: String) {
     let mut tx = store.write().await.unwrap();
     let err = tx.role_binding_create(&admin).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "the same binding twice: {err:?}");
+}
+
+fn user(name: &str) -> User {
+    User { id: UserId::new(), name: name.into(), disabled: false, created_at: now() }
+}
+
+fn token(user: UserId, name: &str) -> TokenRecord {
+    TokenRecord {
+        id: TokenId::new(),
+        user_id: user,
+        name: name.into(),
+        secret_sha256: hex_of(TokenId::new().to_string()),
+        created_at: now(),
+        expires_at: None,
+        revoked: false,
+    }
+}
+
+/// 64 hex digits derived from `s` (a stand-in for a token's SHA-256; unique per input).
+fn hex_of(s: String) -> String {
+    let digits: String = s.chars().filter(char::is_ascii_hexdigit).collect();
+    format!("{digits:0>64}")
+}
+
+async fn users_list_disable_passwords_and_admins(url: String) {
+    let store = open(&url).await;
+    let (a, b) = (project("alpha"), project("beta"));
+    let (ann, bob, cat) = (user("ann"), user("bob"), user("cat"));
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&a).await.unwrap();
+    tx.project_create(&b).await.unwrap();
+    for u in [&ann, &bob, &cat] {
+        tx.user_create(u).await.unwrap();
+    }
+    tx.role_binding_create(&RoleBinding { user_id: ann.id, role: Role::Admin, project_id: None }).await.unwrap();
+    tx.role_binding_create(&RoleBinding { user_id: bob.id, role: Role::Viewer, project_id: Some(a.id) }).await.unwrap();
+    tx.role_binding_create(&RoleBinding { user_id: bob.id, role: Role::Owner, project_id: Some(a.id) }).await.unwrap();
+    tx.role_binding_create(&RoleBinding { user_id: cat.id, role: Role::Viewer, project_id: Some(b.id) }).await.unwrap();
+    assert!(tx.user_password_set(bob.id, Some("$argon2id$v=19$stand-in")).await.unwrap());
+    assert!(!tx.user_password_set(UserId::new(), Some("x")).await.unwrap(), "no such user");
+    tx.commit().await.unwrap();
+    // On its own transaction: a failed statement spoils a PostgreSQL transaction.
+    let mut tx = store.write().await.unwrap();
+    assert!(matches!(tx.user_create(&user("ann")).await, Err(StoreError::Conflict(_))), "names are unique");
+    drop(tx);
+
+    let mut tx = store.read().await.unwrap();
+    assert_eq!(tx.project_get_by_id(b.id).await.unwrap(), Some(b.clone()));
+    assert_eq!(tx.project_get_by_id(ProjectId::new()).await.unwrap(), None);
+    assert_eq!(tx.user_get_by_name("bob").await.unwrap(), Some(bob.clone()));
+    assert_eq!(tx.user_get_by_name("dan").await.unwrap(), None);
+    assert_eq!(tx.user_password_get(bob.id).await.unwrap().as_deref(), Some("$argon2id$v=19$stand-in"));
+    assert_eq!(tx.user_password_get(ann.id).await.unwrap(), None, "a user without a password");
+    let names = |p: &Page<User>| p.items.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+    let all = tx.user_list(None, &PageRequest::first(10)).await.unwrap();
+    assert_eq!(names(&all), ["ann", "bob", "cat"]);
+    let first = tx.user_list(None, &PageRequest::first(2)).await.unwrap();
+    assert_eq!(names(&first), ["ann", "bob"]);
+    let rest = PageParams { limit: Some(2), page_token: first.next_page_token.clone() }.resolve().unwrap();
+    assert_eq!(names(&tx.user_list(None, &rest).await.unwrap()), ["cat"]);
+    let in_a = tx.user_list(Some(a.id), &PageRequest::first(10)).await.unwrap();
+    assert_eq!(names(&in_a), ["bob"], "one user with two roles in alpha is listed once");
+    assert_eq!(names(&tx.user_list(Some(b.id), &PageRequest::first(10)).await.unwrap()), ["cat"]);
+    assert_eq!(tx.role_binding_count_admins().await.unwrap(), 1);
+    drop(tx);
+
+    let mut tx = store.write().await.unwrap();
+    assert!(tx.user_set_disabled(ann.id, true).await.unwrap());
+    assert!(!tx.user_set_disabled(UserId::new(), true).await.unwrap());
+    assert_eq!(tx.role_binding_count_admins().await.unwrap(), 0, "a disabled admin does not count");
+    let viewer = RoleBinding { user_id: bob.id, role: Role::Viewer, project_id: Some(a.id) };
+    assert!(tx.role_binding_delete(&viewer).await.unwrap());
+    assert!(!tx.role_binding_delete(&viewer).await.unwrap(), "a second revoke finds nothing");
+    let elsewhere = RoleBinding { user_id: bob.id, role: Role::Owner, project_id: Some(b.id) };
+    assert!(!tx.role_binding_delete(&elsewhere).await.unwrap(), "the scope is part of the binding");
+    assert!(tx.user_password_set(bob.id, None).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let mut tx = store.read().await.unwrap();
+    assert!(tx.user_get(ann.id).await.unwrap().unwrap().disabled);
+    assert_eq!(
+        tx.role_binding_list(bob.id).await.unwrap(),
+        [RoleBinding { user_id: bob.id, role: Role::Owner, project_id: Some(a.id) }]
+    );
+    assert_eq!(tx.user_password_get(bob.id).await.unwrap(), None);
+}
+
+async fn tokens_list_find_and_revoke(url: String) {
+    let store = open(&url).await;
+    let (ann, bob) = (user("ann"), user("bob"));
+    let mut tx = store.write().await.unwrap();
+    tx.user_create(&ann).await.unwrap();
+    tx.user_create(&bob).await.unwrap();
+    let mut mine = Vec::new();
+    for name in ["login", "ci", "login"] {
+        let t = token(ann.id, name);
+        tx.token_create(&t).await.unwrap();
+        mine.push(t);
+    }
+    let theirs = token(bob.id, "login");
+    tx.token_create(&theirs).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.token_get(mine[1].id).await.unwrap(), Some(mine[1].clone()));
+    assert_eq!(tx.token_get(TokenId::new()).await.unwrap(), None);
+    let all = tx.token_list(ann.id, &PageRequest::first(10)).await.unwrap();
+    assert_eq!(all.items, mine, "oldest first, only the user's");
+    let first = tx.token_list(ann.id, &PageRequest::first(2)).await.unwrap();
+    assert_eq!(first.items, mine[..2]);
+    let rest = PageParams { limit: Some(2), page_token: first.next_page_token.clone() }.resolve().unwrap();
+    assert_eq!(tx.token_list(ann.id, &rest).await.unwrap().items, mine[2..]);
+    assert_eq!(tx.token_find(ann.id, "login").await.unwrap(), [mine[0].clone(), mine[2].clone()]);
+    assert_eq!(tx.token_find(ann.id, "nope").await.unwrap(), []);
+    assert!(tx.token_revoke(mine[0].id).await.unwrap());
+    assert!(!tx.token_revoke(TokenId::new()).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let mut tx = store.read().await.unwrap();
+    assert!(tx.token_get(mine[0].id).await.unwrap().unwrap().revoked);
+    assert!(tx.token_get_by_secret(&mine[0].secret_sha256).await.unwrap().unwrap().revoked);
+    assert!(!tx.token_get(mine[2].id).await.unwrap().unwrap().revoked, "only that token");
+    assert!(!tx.token_get(theirs.id).await.unwrap().unwrap().revoked);
 }
 
 async fn locations_create_get_delete(url: String) {

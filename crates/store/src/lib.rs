@@ -325,14 +325,36 @@ pub trait Tx: Send {
     async fn project_create(&mut self, p: &Project) -> Result<()>;
     async fn project_get(&mut self, name: &str) -> Result<Option<Project>>;
     async fn project_list(&mut self, page: &PageRequest) -> Result<Page<Project>>;
+    async fn project_get_by_id(&mut self, id: ProjectId) -> Result<Option<Project>>;
 
     async fn user_create(&mut self, u: &User) -> Result<()>;
     async fn user_get(&mut self, id: UserId) -> Result<Option<User>>;
+    async fn user_get_by_name(&mut self, name: &str) -> Result<Option<User>>;
+    /// By name; with `project`, only the users holding a role in it.
+    async fn user_list(&mut self, project: Option<ProjectId>, page: &PageRequest) -> Result<Page<User>>;
+    /// `false` when the user does not exist.
+    async fn user_set_disabled(&mut self, id: UserId, disabled: bool) -> Result<bool>;
+    /// Sets (or with `None` removes) the user's password hash; `false` when the user does
+    /// not exist.
+    async fn user_password_set(&mut self, id: UserId, hash: Option<&str>) -> Result<bool>;
+    /// The user's password hash; `None` for a missing user or one without a password.
+    async fn user_password_get(&mut self, id: UserId) -> Result<Option<String>>;
     async fn role_binding_create(&mut self, b: &RoleBinding) -> Result<()>;
     async fn role_binding_list(&mut self, user: UserId) -> Result<Vec<RoleBinding>>;
+    /// `false` when the user did not hold that role.
+    async fn role_binding_delete(&mut self, b: &RoleBinding) -> Result<bool>;
+    /// Users who hold the installation-wide admin role and are not disabled.
+    async fn role_binding_count_admins(&mut self) -> Result<i64>;
 
     async fn token_create(&mut self, t: &TokenRecord) -> Result<()>;
     async fn token_get_by_secret(&mut self, secret_sha256: &str) -> Result<Option<TokenRecord>>;
+    async fn token_get(&mut self, id: TokenId) -> Result<Option<TokenRecord>>;
+    /// The user's tokens, oldest first (by ID), revoked and expired ones included.
+    async fn token_list(&mut self, user: UserId, page: &PageRequest) -> Result<Page<TokenRecord>>;
+    /// The user's tokens of that name, oldest first.
+    async fn token_find(&mut self, user: UserId, name: &str) -> Result<Vec<TokenRecord>>;
+    /// `false` when the token does not exist.
+    async fn token_revoke(&mut self, id: TokenId) -> Result<bool>;
 
     async fn location_create(&mut self, l: &Location) -> Result<()>;
     async fn location_get(&mut self, name: &str) -> Result<Option<Location>>;

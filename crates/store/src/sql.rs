@@ -483,6 +483,15 @@ impl Tx for SqlTx {
         Ok(Page::from_rows(items, page, |p| p.name.clone()))
     }
 
+    async fn project_get_by_id(&mut self, id: ProjectId) -> Result<Option<Project>> {
+        sqlx::query("SELECT id, name, created_at FROM projects WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| project_from(&r))
+            .transpose()
+    }
+
     async fn user_create(&mut self, u: &User) -> Result<()> {
         sqlx::query("INSERT INTO users (id, name, disabled, created_at) VALUES ($1, $2, $3, $4)")
             .bind(u.id.to_string())
@@ -501,6 +510,87 @@ impl Tx for SqlTx {
             .await?
             .map(|r| user_from(&r))
             .transpose()
+    }
+
+    async fn user_get_by_name(&mut self, name: &str) -> Result<Option<User>> {
+        sqlx::query("SELECT id, name, disabled, created_at FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| user_from(&r))
+            .transpose()
+    }
+
+    async fn user_list(&mut self, project: Option<ProjectId>, page: &PageRequest) -> Result<Page<User>> {
+        let after = page.after.as_deref().unwrap_or("");
+        let rows = match project {
+            None => {
+                sqlx::query("SELECT id, name, disabled, created_at FROM users WHERE name > $1 ORDER BY name LIMIT $2")
+                    .bind(after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&mut *self.tx)
+                    .await?
+            }
+            Some(p) => {
+                sqlx::query(
+                    "SELECT id, name, disabled, created_at FROM users u WHERE name > $1 \
+                     AND EXISTS (SELECT 1 FROM role_bindings b WHERE b.user_id = u.id AND b.scope = $2) \
+                     ORDER BY name LIMIT $3",
+                )
+                .bind(after)
+                .bind(p.to_string())
+                .bind(page.fetch_limit())
+                .fetch_all(&mut *self.tx)
+                .await?
+            }
+        };
+        let items = rows.iter().map(user_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |u| u.name.clone()))
+    }
+
+    async fn user_set_disabled(&mut self, id: UserId, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+            .bind(disabled)
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn user_password_set(&mut self, id: UserId, hash: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn user_password_get(&mut self, id: UserId) -> Result<Option<String>> {
+        let hash: Option<Option<String>> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(hash.flatten())
+    }
+
+    async fn role_binding_delete(&mut self, b: &RoleBinding) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM role_bindings WHERE user_id = $1 AND role = $2 AND scope = $3")
+            .bind(b.user_id.to_string())
+            .bind(b.role.as_str())
+            .bind(b.project_id.map(|p| p.to_string()).unwrap_or_default())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn role_binding_count_admins(&mut self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM role_bindings b JOIN users u ON u.id = b.user_id \
+             WHERE b.role = 'admin' AND b.scope = '' AND NOT u.disabled",
+        )
+        .fetch_one(&mut *self.tx)
+        .await?)
     }
 
     async fn role_binding_create(&mut self, b: &RoleBinding) -> Result<()> {
@@ -557,6 +647,49 @@ impl Tx for SqlTx {
         .await?
         .map(|r| token_from(&r))
         .transpose()
+    }
+
+    async fn token_get(&mut self, id: TokenId) -> Result<Option<TokenRecord>> {
+        sqlx::query("SELECT id, user_id, name, secret_sha256, created_at, expires_at, revoked FROM tokens WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| token_from(&r))
+            .transpose()
+    }
+
+    async fn token_list(&mut self, user: UserId, page: &PageRequest) -> Result<Page<TokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, name, secret_sha256, created_at, expires_at, revoked FROM tokens \
+             WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(user.to_string())
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let items = rows.iter().map(token_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |t| t.id.to_string()))
+    }
+
+    async fn token_find(&mut self, user: UserId, name: &str) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, name, secret_sha256, created_at, expires_at, revoked FROM tokens \
+             WHERE user_id = $1 AND name = $2 ORDER BY id",
+        )
+        .bind(user.to_string())
+        .bind(name)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(token_from).collect()
+    }
+
+    async fn token_revoke(&mut self, id: TokenId) -> Result<bool> {
+        let done = sqlx::query("UPDATE tokens SET revoked = TRUE WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn location_create(&mut self, l: &Location) -> Result<()> {

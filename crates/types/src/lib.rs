@@ -15,6 +15,7 @@ pub mod names;
 pub mod operations;
 pub mod page;
 pub mod resources;
+pub mod users;
 
 pub use backups::*;
 pub use clusters::*;
@@ -24,6 +25,7 @@ pub use ids::*;
 pub use operations::*;
 pub use page::{Page, PageError, PageParams, PageRequest};
 pub use resources::*;
+pub use users::*;
 
 /// The body of every error the API returns, whatever the status.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

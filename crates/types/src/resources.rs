@@ -32,11 +32,12 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-/// A role a user holds, installation-wide (`project` absent) or in one project.
+/// A role a user holds, installation-wide (`project` absent) or in one project. Each role
+/// may do everything the roles below it may (see `docs/security.md` for the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Everything, everywhere.
+    /// Everything, everywhere; installation-wide only.
     Admin,
     /// Members and everything in the project.
     Owner,
@@ -49,6 +50,25 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, the strongest first.
+    pub const ALL: [Role; 5] = [Role::Admin, Role::Owner, Role::Operator, Role::Developer, Role::Viewer];
+
+    /// How much the role may do: a role may do everything a role of lower rank may.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Admin => 4,
+            Role::Owner => 3,
+            Role::Operator => 2,
+            Role::Developer => 1,
+            Role::Viewer => 0,
+        }
+    }
+
+    /// Whether this role may do what `needed` may.
+    pub fn includes(self, needed: Role) -> bool {
+        self.rank() >= needed.rank()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",

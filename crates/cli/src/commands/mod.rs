@@ -13,6 +13,7 @@ mod location;
 mod op;
 mod project;
 mod repo;
+mod users;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -72,6 +73,34 @@ pub enum ClientCommand {
         #[command(subcommand)]
         cmd: op::OpCmd,
     },
+    /// Users: who may call the API (admins; a project's owners for its members)
+    User {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: users::UserCmd,
+    },
+    /// Roles: grant and revoke what a user may do, installation-wide or in a project
+    Role {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: users::RoleCmd,
+    },
+    /// API tokens: create (shown once), list and revoke
+    Token {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: users::TokenCmd,
+    },
+    /// Log in with a password: get a token and save it in the CLI config
+    Login {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(flatten)]
+        args: users::LoginArgs,
+    },
     /// Show who the token belongs to and the project in use
     Whoami {
         #[command(flatten)]
@@ -90,9 +119,20 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         | ClientCommand::Project { global, .. }
         | ClientCommand::Audit { global, .. }
         | ClientCommand::Op { global, .. }
+        | ClientCommand::User { global, .. }
+        | ClientCommand::Role { global, .. }
+        | ClientCommand::Token { global, .. }
+        | ClientCommand::Login { global, .. }
         | ClientCommand::Whoami { global } => global.clone(),
     };
+    if let ClientCommand::Login { args, .. } = cmd {
+        // The one command without a token: it is how a token is got.
+        let client = Client::new(global.resolve_without_token()?);
+        let (server, project) = (global.server.as_deref(), global.project.as_deref());
+        return users::login(args, &client, server, project, global.token.is_some(), global.output).await;
+    }
     let client = Client::new(global.resolve()?);
+    let explicit_project = global.project.is_some();
     let out = global.output;
     match cmd {
         ClientCommand::Location { cmd, .. } => location::run(cmd, &client, out).await,
@@ -103,6 +143,10 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Project { cmd, .. } => project::run(cmd, &client, out).await,
         ClientCommand::Audit { cmd, .. } => audit::run(cmd, &client, out).await,
         ClientCommand::Op { cmd, .. } => op::run(cmd, &client, out).await,
+        ClientCommand::User { cmd, .. } => users::run_user(cmd, &client, out, explicit_project).await,
+        ClientCommand::Role { cmd, .. } => users::run_role(cmd, &client, out, explicit_project).await,
+        ClientCommand::Token { cmd, .. } => users::run_token(cmd, &client, out).await,
+        ClientCommand::Login { .. } => unreachable!("handled above"),
         ClientCommand::Whoami { .. } => project::whoami(&client, out).await,
     }
 }

@@ -1,11 +1,16 @@
 use clap::Subcommand;
-use sovdb_types::{Project, WhoAmI};
+use sovdb_types::{Project, ProjectCreate, WhoAmI};
 
 use crate::client::Client;
 use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectCmd {
+    /// Create a project (admin)
+    Create {
+        /// Name: a DNS label, unique in the installation
+        name: String,
+    },
     /// List the projects you can see
     List,
 }
@@ -27,6 +32,10 @@ impl Tabular for WhoAmI {
 
 pub async fn run(cmd: ProjectCmd, client: &Client, out: OutputFormat) -> anyhow::Result<()> {
     match cmd {
+        ProjectCmd::Create { name } => {
+            let created: Project = client.post("/projects", &ProjectCreate { name }).await?;
+            print_one(&created, out)
+        }
         ProjectCmd::List => print_list(&client.list::<Project>("/projects", &[]).await?, out),
     }
 }

@@ -1,0 +1,168 @@
+//! Users, their roles and their API tokens, as the API shows them, and the bodies that
+//! change them.
+//!
+//! Passwords and token secrets travel in some of these bodies; their `Debug` prints a
+//! placeholder instead, so a body that ends up in a log or an error never shows one.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::*;
+use crate::resources::Role;
+
+/// A role a user holds, with its project by name (absent for installation-wide roles).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrant {
+    pub role: Role,
+    /// The project the role applies to; absent for `admin`, required for every other role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+/// A user with the roles they hold. Callers who are not admins see only the roles in the
+/// request's project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub id: UserId,
+    pub name: String,
+    /// A disabled user's tokens are refused and they can't log in.
+    pub disabled: bool,
+    /// Whether the user can log in with a password (otherwise only with tokens).
+    pub has_password: bool,
+    pub roles: Vec<RoleGrant>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Body of `POST /api/v1/users`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreate {
+    /// A DNS label, unique in the installation.
+    pub name: String,
+    /// The password for `POST /login` (at least 12 characters). Without one the user can
+    /// only use tokens an admin creates for them.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A role to grant at once (a project owner may create users only this way, with a
+    /// role in their project).
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// The project of `role` (required for every role but `admin`).
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+impl std::fmt::Debug for UserCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreate")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("role", &self.role)
+            .field("project", &self.project)
+            .finish()
+    }
+}
+
+/// Body of `POST /api/v1/projects`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectCreate {
+    /// A DNS label, unique in the installation.
+    pub name: String,
+}
+
+/// An API token as the API shows it: never its secret, nor the secret's hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    pub id: TokenId,
+    pub name: String,
+    /// The user the token acts as.
+    pub user: String,
+    pub created_at: DateTime<Utc>,
+    /// Absent: the token never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+/// A token just created, with its secret: the only time the secret is shown.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NewToken {
+    pub token: Token,
+    /// Send as `Authorization: Bearer <secret>`. Not stored, not shown again.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewToken").field("token", &self.token).field("secret", &"<redacted>").finish()
+    }
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    /// A name to tell tokens apart (default `token`); need not be unique.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The user the token acts as (default: the caller; another user: admin only).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Lifetime in seconds (default 90 days).
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+    /// A token that never expires (not together with `expires_in_secs`).
+    #[serde(default)]
+    pub never_expires: bool,
+}
+
+/// Body of `POST /api/v1/login`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    /// Lifetime of the new token in seconds (default 12 hours, at most 30 days).
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("expires_in_secs", &self.expires_in_secs)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let login = Login { user: "ann".into(), password: "hunter2-hunter2".into(), expires_in_secs: None };
+        let create =
+            UserCreate { name: "ann".into(), password: Some("hunter2-hunter2".into()), role: None, project: None };
+        let token = NewToken {
+            token: Token {
+                id: TokenId::new(),
+                name: "ci".into(),
+                user: "ann".into(),
+                created_at: Utc::now(),
+                expires_at: None,
+                revoked: false,
+            },
+            secret: "sovdb_s3cret".into(),
+        };
+        for text in [format!("{login:?}"), format!("{create:?}"), format!("{token:?}")] {
+            assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
+            assert!(text.contains("ann"), "{text}");
+        }
+    }
+}
