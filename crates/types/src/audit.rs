@@ -87,6 +87,30 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// Where the chain ends: the last record's position and hash. Kept apart from the chain
+/// (the store's `meta`), and printed by `audit verify` so it can be kept outside too:
+/// removing records from the end of the chain is only visible against a head recorded
+/// before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl AuditHead {
+    /// `SEQ:HASH`, as kept in the store and given to `audit verify --anchor`.
+    pub fn to_text(&self) -> String {
+        format!("{}:{}", self.seq, self.hash)
+    }
+
+    pub fn parse(s: &str) -> Option<AuditHead> {
+        let (seq, hash) = s.trim().split_once(':')?;
+        let seq: i64 = seq.parse().ok().filter(|s| *s >= 1)?;
+        (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| AuditHead { seq, hash: hash.to_ascii_lowercase() })
+    }
+}
+
 impl AuditRecord {
     /// The chain hash of a record with these fields after `prev_hash`. Times count in
     /// milliseconds, the precision the store keeps, so a stored record re-hashes exactly.
