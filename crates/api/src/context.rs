@@ -4,15 +4,15 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
-use sovdb_app::{App, Ctx};
+use axum::response::{IntoResponse as _, Response};
+use sovdb_app::{App, Ctx, DeniedRequest};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Denied};
 
 /// The header that picks the project a request runs in.
 pub const PROJECT_HEADER: &str = "x-sovdb-project";
@@ -42,8 +42,59 @@ pub(crate) async fn request_id(req: Request, next: Next) -> Response {
     response
 }
 
-/// Authenticates the bearer token and attaches the request context, or answers 401/404.
-pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+/// Authenticates the bearer token and attaches the request context, or answers 401/404;
+/// records every refused request (401 from here, 401/403 from the handler) in the audit
+/// log, so no handler has to.
+pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let source = source(req.extensions());
+    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+    let action = format!("{} {route}", req.method());
+    let target = req.uri().path().to_string();
+    let denied = |ctx: Option<Ctx>, response: &Response| {
+        let reason = response.extensions().get::<Denied>().map(|d| d.0.clone()).unwrap_or_default();
+        DeniedRequest {
+            ctx,
+            source: source.clone(),
+            request_id: request_id.clone(),
+            action: action.clone(),
+            target: target.clone(),
+            status: response.status().as_u16(),
+            reason,
+        }
+    };
+    let credentials = credentials(&req);
+    let ctx = match credentials {
+        Ok((bearer, project)) => app
+            .authenticate(bearer.as_deref(), project.as_deref(), source.clone(), request_id.clone())
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let (ctx, response) = match ctx {
+        Ok(ctx) => {
+            req.extensions_mut().insert(ctx.clone());
+            (Some(ctx), next.run(req).await)
+        }
+        Err(e) => (None, e.into_response()),
+    };
+    if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        if let Err(e) = app.audit_denied(denied(ctx, &response)).await {
+            // Handled here: the answer stands, the record is lost; say so in the log.
+            tracing::error!(
+                error = format!("{:#}", anyhow::Error::new(e)),
+                action,
+                "cannot record a refused request in the audit log"
+            );
+        }
+    }
+    response
+}
+
+/// The bearer token and project of the request's headers (the token is never logged or
+/// kept).
+fn credentials(req: &Request) -> Result<(Option<String>, Option<String>), ApiError> {
     let headers = req.headers();
     let bearer = match headers.get(AUTHORIZATION) {
         None => None,
@@ -74,11 +125,7 @@ pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next:
                 .to_string(),
         ),
     };
-    let source = source(req.extensions());
-    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
-    let ctx = app.authenticate(bearer.as_deref(), project.as_deref(), source, request_id).await?;
-    req.extensions_mut().insert(ctx);
-    Ok(next.run(req).await)
+    Ok((bearer, project))
 }
 
 /// The authenticated context, as a handler argument.

@@ -11,6 +11,10 @@ use sovdb_types::ErrorBody;
 
 use crate::context::REQUEST_ID;
 
+/// Attached to a 401/403 answer: its message, for the audit record of the refusal.
+#[derive(Debug, Clone)]
+pub(crate) struct Denied(pub String);
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -67,8 +71,13 @@ impl IntoResponse for ApiError {
                 "internal error"
             );
         }
+        let denied = matches!(self.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+        let reason = denied.then(|| Denied(self.message.clone()));
         let body = ErrorBody { code: self.code.to_string(), message: self.message, request_id };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(reason) = reason {
+            response.extensions_mut().insert(reason);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sovdb_app::App;
 use sovdb_store::AuditFilter;
-use sovdb_types::audit::AuditRecord;
+use sovdb_types::audit::{AuditRecord, AuditVerification};
 use sovdb_types::*;
 
 use crate::context::{Context, Source};
@@ -567,6 +567,40 @@ pub(crate) async fn audit_list(
     let filter = AuditFilter { since: q.since, actor: q.actor, target: q.target };
     let page = PageParams { limit: q.limit, page_token: q.page_token };
     Ok(Json(app.audit_list(&ctx, &filter, &page).await?))
+}
+
+/// Query of `GET /audit/verify`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditVerifyQuery {
+    /// A head printed by an earlier verify (`SEQ:HASH`): the chain must still hold that
+    /// record with that hash, which also catches a chain rewritten up to its end.
+    anchor: Option<String>,
+}
+
+/// Verifies the whole audit chain (admin): every hash, every link, no gap, and its end
+/// against the head recorded with the last append. `ok` false names the first bad record.
+#[utoipa::path(get, path = "/audit/verify", tag = "audit", params(AuditVerifyQuery),
+    responses((status = 200, body = AuditVerification), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn audit_verify(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(q): Params<AuditVerifyQuery>,
+) -> ApiResult<Json<AuditVerification>> {
+    Ok(Json(app.audit_verify(&ctx, q.anchor.as_deref()).await?))
+}
+
+/// Replaces the master key and re-seals every stored secret under the new one (admin).
+#[utoipa::path(post, path = "/admin/master-key/rotate", tag = "admin",
+    responses((status = 200, body = MasterKeyRotation), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn master_key_rotate(
+    State(app): State<App>,
+    Context(ctx): Context,
+) -> ApiResult<Json<MasterKeyRotation>> {
+    Ok(Json(app.master_key_rotate(&ctx).await?))
 }
 
 /// Operations, newest first: all of them for admins, else the project's.

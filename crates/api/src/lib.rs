@@ -7,7 +7,9 @@
 //!   document and `POST /login`; the project is chosen with the `x-sovdb-project` header (default `default`);
 //! - errors are `ErrorBody` JSON objects with a stable `code` (mapped in [`error`]);
 //! - lists take `limit` and `page_token` and answer a `Page`;
-//! - every response carries an `x-request-id`, also in the log and in error bodies.
+//! - every response carries an `x-request-id`, also in the log and in error bodies;
+//! - every refused request (401, 403) is recorded in the audit log, in one place
+//!   ([`context::authenticate`]), with who (when known), from where and which route.
 //!
 //! The OpenAPI document is generated from the handlers' annotations as they are routed,
 //! so a route cannot exist without being described.
@@ -41,6 +43,7 @@ pub use context::PROJECT_HEADER;
         (name = "repos", description = "Backup repositories"),
         (name = "backups", description = "Backups, and restores into new clusters"),
         (name = "audit", description = "The audit log"),
+        (name = "admin", description = "Installation administration"),
         (name = "operations", description = "Durable operations and their progress"),
     )
 )]
@@ -106,6 +109,8 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::repo_list, handlers::repo_create))
         .routes(routes!(handlers::repo_get, handlers::repo_delete))
         .routes(routes!(handlers::audit_list))
+        .routes(routes!(handlers::audit_verify))
+        .routes(routes!(handlers::master_key_rotate))
         .routes(routes!(handlers::operation_list))
         .routes(routes!(handlers::operation_get))
         .routes(routes!(handlers::operation_cancel))

@@ -29,6 +29,7 @@ async fn harness() -> Harness {
         local_hosts_dir: dir.path().join("hosts"),
         agent_exe: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("no-agent-in-these-tests"),
         port_range: 20000..=29999,
+        failpoints: sovdb_operations::Failpoints::none(),
     };
     let app = App::new(store.clone(), config);
     let token = Arc::new(Mutex::new(String::new()));

@@ -38,10 +38,12 @@ mod users;
 mod validate;
 pub mod workflows;
 
+pub use audit::DeniedRequest;
 pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
 pub use error::AppError;
 pub use hosts::{DEFAULT_AGENT_PORT, DEFAULT_BASE_DIR, LOCAL_HOST};
+pub use pki::{FAILPOINT_ROTATE_AFTER_COMMIT, FAILPOINT_ROTATE_AFTER_NEW_FILE};
 pub use tokens::{DEFAULT_LOGIN_LIFETIME, DEFAULT_TOKEN_LIFETIME, MAX_LOGIN_LIFETIME};
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
@@ -82,6 +84,9 @@ pub struct AppConfig {
     pub agent_exe: PathBuf,
     /// The TCP ports given out on hosts (to databases, routers and etcd).
     pub port_range: std::ops::RangeInclusive<u16>,
+    /// Failpoints of the app's own multi-step routines (master key rotation); the
+    /// operation engine has its own.
+    pub failpoints: sovdb_operations::Failpoints,
 }
 
 impl App {

@@ -63,7 +63,7 @@ impl Failpoints {
     }
 
     /// Reaches failpoint `name`: crashes the process, or returns the failure to inject.
-    pub(crate) fn hit(&self, name: &str) -> Option<Action> {
+    pub fn hit(&self, name: &str) -> Option<Action> {
         let action = *self.points.get(name)?;
         tracing::warn!(failpoint = name, ?action, "failpoint reached");
         if action == Action::Crash {

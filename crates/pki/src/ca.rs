@@ -21,7 +21,7 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{MasterKey, PkiError};
+use crate::{PkiError, Sealer};
 
 /// How long the CA is valid.
 const CA_VALIDITY_DAYS: i64 = 3650;
@@ -82,6 +82,15 @@ pub struct SealedCa {
     pub sealed_key: String,
 }
 
+impl SealedCa {
+    /// The same CA with its key opened by `from` and sealed again by `to` (a master key
+    /// rotation).
+    pub fn reseal(&self, from: &impl Sealer, to: &impl Sealer) -> Result<SealedCa, PkiError> {
+        let key_pem = Zeroizing::new(from.open(&self.sealed_key, CA_KEY_AAD)?);
+        Ok(SealedCa { cert_pem: self.cert_pem.clone(), sealed_key: to.seal(&key_pem, CA_KEY_AAD) })
+    }
+}
+
 /// The installation's certificate authority, with its key in memory. `Debug` does not show
 /// the key.
 pub struct Ca {
@@ -130,14 +139,14 @@ impl Ca {
     }
 
     /// The CA in its stored form.
-    pub fn seal(&self, master: &MasterKey) -> SealedCa {
+    pub fn seal(&self, master: &impl Sealer) -> SealedCa {
         let key_pem = Zeroizing::new(self.issuer.key().serialize_pem());
         SealedCa { cert_pem: self.cert_pem.clone(), sealed_key: master.seal(key_pem.as_bytes(), CA_KEY_AAD) }
     }
 
     /// The CA back from its stored form. Refuses a key that does not belong to the
     /// certificate, and a certificate that is not a CA.
-    pub fn unseal(sealed: &SealedCa, master: &MasterKey) -> Result<Ca, PkiError> {
+    pub fn unseal(sealed: &SealedCa, master: &impl Sealer) -> Result<Ca, PkiError> {
         let key_pem = Zeroizing::new(master.open(&sealed.sealed_key, CA_KEY_AAD)?);
         let key_pem = std::str::from_utf8(&key_pem)
             .map_err(|_| PkiError::CaCertificate("the sealed CA key is not PEM text".into()))?;
@@ -270,6 +279,7 @@ mod tests {
     use rustls::RootCertStore;
 
     use super::*;
+    use crate::MasterKey;
 
     fn der(pem: &str) -> CertificateDer<'static> {
         let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
@@ -379,13 +389,20 @@ mod tests {
         assert_eq!(unsealed.not_after(), ca.not_after());
         let cert = unsealed.issue(&server_req(&["h"], &[])).unwrap();
         verify_server(&ca, &cert, "h").unwrap();
+
+        // A rotation re-seals the key under another master key; only that one opens it.
+        let next = MasterKey::generate();
+        let resealed = back.reseal(&master, &next).unwrap();
+        assert_eq!(resealed.cert_pem, back.cert_pem);
+        assert_eq!(Ca::unseal(&resealed, &next).unwrap().cert_pem(), ca.cert_pem());
+        assert!(Ca::unseal(&resealed, &master).is_err());
     }
 
     #[test]
     fn unseal_refuses_a_wrong_master_key_and_a_mixed_up_ca() {
         let master = MasterKey::generate();
         let sealed = Ca::generate("a").unwrap().seal(&master);
-        assert!(matches!(Ca::unseal(&sealed, &MasterKey::generate()), Err(PkiError::SealedOpen)));
+        assert!(matches!(Ca::unseal(&sealed, &MasterKey::generate()), Err(PkiError::SealedUnknownKey { .. })));
 
         let other = Ca::generate("b").unwrap().seal(&master);
         let mixed = SealedCa { cert_pem: other.cert_pem, sealed_key: sealed.sealed_key };

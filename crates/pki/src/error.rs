@@ -31,6 +31,12 @@ pub enum PkiError {
     )]
     SealedOpen,
 
+    #[error(
+        "cannot open the sealed value: it was sealed with master key {key_id}, which this server does not hold; \
+         start it with that key (its key file, or the key file's `.old` or `.new` sibling after a rotation)"
+    )]
+    SealedUnknownKey { key_id: String },
+
     #[error("invalid certificate request: {0}")]
     InvalidRequest(String),
 

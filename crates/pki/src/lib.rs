@@ -16,4 +16,4 @@ mod master_key;
 
 pub use ca::{Ca, CertRequest, CertUsage, IssuedCert, SealedCa};
 pub use error::PkiError;
-pub use master_key::{MasterKey, MASTER_KEY_LEN};
+pub use master_key::{sealed_key_id, KeyFiles, Keyring, MasterKey, Sealer, MASTER_KEY_LEN};

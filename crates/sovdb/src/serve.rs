@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use sovdb_app::{App, AppConfig};
 use sovdb_cli::config::DEFAULT_LISTEN;
-use sovdb_pki::MasterKey;
+use sovdb_pki::KeyFiles;
 
 use sovdb_operations::{Engine, EngineConfig, Failpoints};
 
@@ -125,14 +125,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     let failpoints = Failpoints::from_env().map_err(|e| anyhow!("SOVDB_FAILPOINTS: {e}"))?;
     let worker_id = node_id(&config.data_dir).context("cannot read this data directory's node.id")?;
-    let master_key = MasterKey::load_or_create(&config.master_key_file)
-        .map_err(|e| anyhow!("the master key {}: {e}", config.master_key_file.display()))?;
     let store = sovdb_store::open(&config.store_url).await?;
     restrict_sqlite_files(&config.store_url);
     let agent_exe = std::env::current_exe().context("cannot tell where this sovdb binary is")?;
     let app = App::new(
         store.clone(),
-        AppConfig { local_hosts_dir: config.data_dir.join("hosts"), agent_exe, port_range: config.port_range.clone() },
+        AppConfig {
+            local_hosts_dir: config.data_dir.join("hosts"),
+            agent_exe,
+            port_range: config.port_range.clone(),
+            failpoints: failpoints.clone(),
+        },
     );
 
     let token_file = config.data_dir.join("admin.token");
@@ -154,7 +157,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     print_banner(&base_url, &config, &token_file, created.is_some());
     tracing::info!(%addr, store = %sovdb_store::redact_url(&config.store_url), "serving");
 
-    app.pki_init(master_key).await.map_err(|e| anyhow!("cannot load the installation's CA: {e}"))?;
+    app.pki_init_files(KeyFiles::new(&config.master_key_file))
+        .await
+        .map_err(|e| anyhow!("cannot load the master key and the installation's CA: {e}"))?;
     // Before the first login: a login for an unknown user must cost what any other does.
     app.logins_warm_up().await.map_err(|e| anyhow!("cannot prepare password checks: {e}"))?;
     let engine = start_engine(&app, worker_id, config.operation_lease, failpoints).await?;

@@ -228,6 +228,9 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         case(M::GET, "/api/v1/repos/{name}", &format!("/repos/{repo}"), None, Viewer),
         case(M::DELETE, "/api/v1/repos/{name}", "/repos/nope", None, Operator),
         case(M::GET, "/api/v1/audit", "/audit", None, Admin),
+        case(M::GET, "/api/v1/audit/verify", "/audit/verify", None, Admin),
+        // For the admin this rotates the key for real: the server goes on with the new one.
+        case(M::POST, "/api/v1/admin/master-key/rotate", "/admin/master-key/rotate", None, Admin),
         case(M::GET, "/api/v1/operations", "/operations", None, Viewer),
         case(M::GET, "/api/v1/operations/{id}", &format!("/operations/{op}"), None, Viewer),
         case(M::POST, "/api/v1/operations/{id}/cancel", &format!("/operations/{op}/cancel"), None, Operator),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sovdb_types::audit::{AuditEntry, Outcome, GENESIS_HASH};
+use sovdb_types::audit::{AuditEntry, AuditHead, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::{
@@ -47,6 +47,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("repos_round_trip_with_one_default_per_location", |u| Box::pin(repos_round_trip_with_one_default_per_location(u))),
     ("retained_backups_of_deleted_clusters", |u| Box::pin(retained_backups_of_deleted_clusters(u))),
     ("meta_swap_lets_one_writer_win", |u| Box::pin(meta_swap_lets_one_writer_win(u))),
+    ("audit_head_follows_every_append", |u| Box::pin(audit_head_follows_every_append(u))),
+    ("sealed_values_can_be_listed_and_resealed", |u| Box::pin(sealed_values_can_be_listed_and_resealed(u))),
 ];
 
 /// Runs every case, each on a store at a fresh URL from `fresh_url`.
@@ -1014,4 +1016,65 @@ async fn meta_swap_lets_one_writer_win(url: String) {
     assert!(!tx.meta_swap("k", Some("1"), "4").await.unwrap(), "a stale reader loses");
     tx.commit().await.unwrap();
     assert_eq!(store.read().await.unwrap().meta_get("k").await.unwrap().as_deref(), Some("3"));
+}
+
+async fn audit_head_follows_every_append(url: String) {
+    let store = open(&url).await;
+    assert_eq!(store.read().await.unwrap().audit_head().await.unwrap(), None);
+    let mut tx = store.write().await.unwrap();
+    tx.audit_append(&entry("ann", "location/eu")).await.unwrap();
+    let second = tx.audit_append(&entry("bob", "location/us")).await.unwrap();
+    assert_eq!(tx.audit_head().await.unwrap(), Some(AuditHead { seq: 2, hash: second.hash.clone() }));
+    tx.commit().await.unwrap();
+    // A rolled-back append moves neither the chain nor its head.
+    let mut tx = store.write().await.unwrap();
+    tx.audit_append(&entry("eve", "location/xx")).await.unwrap();
+    drop(tx);
+    let mut tx = store.read().await.unwrap();
+    assert_eq!(tx.audit_head().await.unwrap(), Some(AuditHead { seq: 2, hash: second.hash }));
+    let all = tx.audit_list(&AuditFilter::default(), &PageRequest::first(10)).await.unwrap();
+    assert_eq!(all.items.len(), 2);
+}
+
+async fn sealed_values_can_be_listed_and_resealed(url: String) {
+    let store = open(&url).await;
+    let l = location("here");
+    let h = host("h1", &l, "10.0.0.1");
+    let mut tx = store.write().await.unwrap();
+    tx.location_create(&l).await.unwrap();
+    tx.host_create(&h).await.unwrap();
+    for (owner, name) in
+        [("repo/b", "cipher-pass"), ("cluster/a", "superuser"), ("cluster/a", "app"), ("cluster/ab", "app")]
+    {
+        assert!(tx.secret_put(owner, name, &format!("v1:{owner}#{name}"), now()).await.unwrap());
+    }
+    let mut op = new_op("host/h1", now());
+    op.kind = "host.add".into();
+    tx.operation_create(&op).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.write().await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = tx.secret_list_all(after.as_ref().map(|(o, n)| (o.as_str(), n.as_str())), 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.owner.clone(), last.name.clone()));
+        seen.extend(page.into_iter().map(|s| (s.owner, s.name, s.sealed)));
+    }
+    let keys: Vec<_> = seen.iter().map(|(o, n, _)| format!("{o}#{n}")).collect();
+    assert_eq!(keys, ["cluster/a#app", "cluster/a#superuser", "cluster/ab#app", "repo/b#cipher-pass"]);
+    assert!(seen.iter().all(|(o, n, s)| *s == format!("v1:{o}#{n}")));
+    assert!(tx.secret_reseal("cluster/a", "app", "v2:new").await.unwrap());
+    assert!(!tx.secret_reseal("cluster/a", "nope", "v2:new").await.unwrap());
+    assert!(tx.host_set_ssh_key_sealed(h.host.id, "v2:key").await.unwrap());
+    assert!(!tx.host_set_ssh_key_sealed(HostId::new(), "v2:key").await.unwrap());
+    assert_eq!(tx.operation_count_unfinished("host.add").await.unwrap(), 1);
+    assert_eq!(tx.operation_count_unfinished("host.remove").await.unwrap(), 0);
+    tx.commit().await.unwrap();
+
+    let mut tx = store.read().await.unwrap();
+    assert_eq!(tx.secret_get("cluster/a", "app").await.unwrap().as_deref(), Some("v2:new"));
+    assert_eq!(tx.secret_get("cluster/a", "superuser").await.unwrap().as_deref(), Some("v1:cluster/a#superuser"));
+    assert_eq!(tx.host_get_by_id(h.host.id).await.unwrap().unwrap().ssh_key_sealed.as_deref(), Some("v2:key"));
 }

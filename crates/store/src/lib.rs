@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sovdb_types::audit::{AuditEntry, AuditRecord};
+use sovdb_types::audit::{AuditEntry, AuditHead, AuditRecord};
 use sovdb_types::*;
 
 pub mod conformance;
@@ -129,6 +129,14 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     /// Exact `kind/name`, or a `kind/` prefix.
     pub target: Option<String>,
+}
+
+/// A stored secret, sealed with the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub owner: String,
+    pub name: String,
+    pub sealed: String,
 }
 
 /// A cluster as stored: the API view plus what it refers to and its full spec.
@@ -430,6 +438,12 @@ pub trait Tx: Send {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool>;
     async fn secret_get(&mut self, owner: &str, name: &str) -> Result<Option<String>>;
+    /// Every owner's secrets, sealed, by owner and name, a page at a time (`after` an
+    /// `(owner, name)`): for re-sealing them all under a new master key.
+    async fn secret_list_all(&mut self, after: Option<(&str, &str)>, limit: i64) -> Result<Vec<SecretRecord>>;
+    /// Replaces a secret's sealed value (same plaintext, sealed anew); `false` when it does
+    /// not exist.
+    async fn secret_reseal(&mut self, owner: &str, name: &str, sealed: &str) -> Result<bool>;
     /// Deletes the secrets whose owner is `owner` or under `owner/`; returns how many.
     async fn secret_delete(&mut self, owner: &str) -> Result<u64>;
 
@@ -464,6 +478,9 @@ pub trait Tx: Send {
         at: chrono::DateTime<chrono::Utc>,
         facts: Option<&serde_json::Value>,
     ) -> Result<bool>;
+    /// Replaces the sealed SSH key (same key, sealed anew); `false` when the host does not
+    /// exist.
+    async fn host_set_ssh_key_sealed(&mut self, id: HostId, sealed: &str) -> Result<bool>;
     async fn host_set_ssh_host_key(&mut self, id: HostId, key: &str, fingerprint: &str) -> Result<bool>;
     /// `false` when the host did not exist.
     async fn host_delete(&mut self, id: HostId) -> Result<bool>;
@@ -507,8 +524,16 @@ pub trait Tx: Send {
     /// Marks the operation for cancelling; returns its state, `None` when it doesn't exist.
     async fn operation_request_cancel(&mut self, id: OperationId) -> Result<Option<OperationState>>;
 
-    /// Appends `entry` to the audit chain and returns the record as stored.
+    /// Unfinished operations of that kind (any target, any project).
+    async fn operation_count_unfinished(&mut self, kind: &str) -> Result<i64>;
+
+    /// Appends `entry` to the audit chain and returns the record as stored. In the same
+    /// transaction the chain's head (the new record's seq and hash) is recorded apart from
+    /// the chain, in `meta` (see [`Tx::audit_head`]).
     async fn audit_append(&mut self, entry: &AuditEntry) -> Result<AuditRecord>;
+    /// The head recorded by the last append: `None` before the first one (or when the
+    /// record was removed).
+    async fn audit_head(&mut self) -> Result<Option<AuditHead>>;
     /// Records in chain order (oldest first).
     async fn audit_list(&mut self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditRecord>>;
 }

@@ -9,16 +9,19 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Executor as _, Row as _};
-use sovdb_types::audit::{AuditEntry, AuditRecord, Outcome, GENESIS_HASH};
+use sovdb_types::audit::{AuditEntry, AuditHead, AuditRecord, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, StepChange,
+    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, SecretRecord, StepChange,
     StepRun, StoreError, Tx,
 };
 
 type Row = <Db as sqlx::Database>::Row;
+
+/// The `meta` key of the audit chain's head (`SEQ:HASH`), written with every append.
+const AUDIT_HEAD_KEY: &str = "audit.head";
 
 /// A store on one connection pool.
 pub(crate) struct SqlStore {
@@ -1078,6 +1081,32 @@ impl Tx for SqlTx {
             .await?)
     }
 
+    async fn secret_list_all(&mut self, after: Option<(&str, &str)>, limit: i64) -> Result<Vec<SecretRecord>> {
+        let (owner, name) = after.unwrap_or(("", ""));
+        let rows = sqlx::query(
+            "SELECT owner, name, sealed FROM secrets WHERE ($1 = '' AND $2 = '') OR owner > $1 OR (owner = $1 AND name > $2) \
+             ORDER BY owner, name LIMIT $3",
+        )
+        .bind(owner)
+        .bind(name)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(SecretRecord { owner: r.try_get("owner")?, name: r.try_get("name")?, sealed: r.try_get("sealed")? }))
+            .collect()
+    }
+
+    async fn secret_reseal(&mut self, owner: &str, name: &str, sealed: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE secrets SET sealed = $1 WHERE owner = $2 AND name = $3")
+            .bind(sealed)
+            .bind(owner)
+            .bind(name)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn secret_delete(&mut self, owner: &str) -> Result<u64> {
         let done = sqlx::query(&format!("DELETE FROM secrets WHERE {}", owned_by("owner", 1)))
             .bind(owner)
@@ -1244,6 +1273,15 @@ impl Tx for SqlTx {
         let done = sqlx::query("UPDATE hosts SET ssh_host_key = $1, ssh_host_key_fp = $2 WHERE id = $3")
             .bind(key)
             .bind(fingerprint)
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn host_set_ssh_key_sealed(&mut self, id: HostId, sealed: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE hosts SET ssh_key_sealed = $1 WHERE id = $2")
+            .bind(sealed)
             .bind(id.to_string())
             .execute(&mut *self.tx)
             .await?;
@@ -1477,6 +1515,13 @@ impl Tx for SqlTx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn operation_count_unfinished(&mut self, kind: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM operations WHERE kind = $1 AND state IN {UNFINISHED}"))
+            .bind(kind)
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
     async fn operation_request_cancel(&mut self, id: OperationId) -> Result<Option<OperationState>> {
         let sid = id.to_string();
         sqlx::query(&format!("UPDATE operations SET cancel_requested = TRUE WHERE id = $1 AND state IN {UNFINISHED}"))
@@ -1527,6 +1572,8 @@ impl Tx for SqlTx {
         .bind(&hash)
         .execute(&mut *self.tx)
         .await?;
+        let head = AuditHead { seq, hash: hash.clone() };
+        self.meta_set(AUDIT_HEAD_KEY, &head.to_text()).await?;
         Ok(AuditRecord {
             seq,
             id,
@@ -1542,6 +1589,13 @@ impl Tx for SqlTx {
             prev_hash,
             hash,
         })
+    }
+
+    async fn audit_head(&mut self) -> Result<Option<AuditHead>> {
+        self.meta_get(AUDIT_HEAD_KEY)
+            .await?
+            .map(|v| AuditHead::parse(&v).ok_or(StoreError::Corrupt { what: "audit head", detail: v }))
+            .transpose()
     }
 
     async fn audit_list(&mut self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditRecord>> {

@@ -87,6 +87,30 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// Where the chain ends: the last record's position and hash. Kept apart from the chain
+/// (the store's `meta`), and printed by `audit verify` so it can be kept outside too:
+/// removing records from the end of the chain is only visible against a head recorded
+/// before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl AuditHead {
+    /// `SEQ:HASH`, as kept in the store and given to `audit verify --anchor`.
+    pub fn to_text(&self) -> String {
+        format!("{}:{}", self.seq, self.hash)
+    }
+
+    pub fn parse(s: &str) -> Option<AuditHead> {
+        let (seq, hash) = s.trim().split_once(':')?;
+        let seq: i64 = seq.parse().ok().filter(|s| *s >= 1)?;
+        (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| AuditHead { seq, hash: hash.to_ascii_lowercase() })
+    }
+}
+
 impl AuditRecord {
     /// The chain hash of a record with these fields after `prev_hash`. Times count in
     /// milliseconds, the precision the store keeps, so a stored record re-hashes exactly.
@@ -130,6 +154,278 @@ impl AuditRecord {
     }
 }
 
+/// What is wrong at the first bad record of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditProblemKind {
+    /// A record's fields no longer match its hash, or it was rewritten with a hash made
+    /// to match (then the next record no longer follows it).
+    Edited,
+    /// Records are missing: a gap in `seq`, or fewer records than the recorded head.
+    Removed,
+    /// A record that the chain did not have: records renumbered to make room, or records
+    /// beyond the recorded head.
+    Inserted,
+    /// A record's hash is right for another position.
+    Reordered,
+}
+
+/// The first bad record: its position and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditProblem {
+    pub seq: i64,
+    pub kind: AuditProblemKind,
+    pub message: String,
+}
+
+/// Answer of `audit verify`: whether the whole chain is intact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    pub ok: bool,
+    /// Records checked.
+    pub records: i64,
+    /// The last record of the chain as read (keep it outside the installation to detect
+    /// later rewrites: `audit verify --anchor SEQ:HASH`).
+    #[serde(default)]
+    pub head: Option<AuditHead>,
+    /// The head recorded apart from the chain with the last append.
+    #[serde(default)]
+    pub recorded_head: Option<AuditHead>,
+    /// The first bad record, when not `ok`.
+    #[serde(default)]
+    pub problem: Option<AuditProblem>,
+}
+
+/// Walks a chain in `seq` order, one record at a time (so a chain of any length is checked
+/// in constant memory), and names the first bad record.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    next_seq: i64,
+    prev_hash: String,
+    /// The hash before `prev_hash`: a record that links to it skipped its predecessor.
+    prev_prev_hash: Option<String>,
+    count: i64,
+    last: Option<AuditHead>,
+    anchor: Option<AuditHead>,
+    /// A record whose hash is right for a later position `(seq, position)`: decided by the
+    /// record after it.
+    pending: Option<(i64, i64)>,
+}
+
+/// How far from its place a record's hash is looked for, to tell reordering and
+/// renumbering from editing.
+const PLACE_WINDOW: i64 = 64;
+
+impl ChainVerifier {
+    /// `anchor`: a head kept from an earlier verify; the chain must still hold it.
+    pub fn new(anchor: Option<AuditHead>) -> ChainVerifier {
+        ChainVerifier {
+            next_seq: 1,
+            prev_hash: GENESIS_HASH.to_string(),
+            prev_prev_hash: None,
+            count: 0,
+            last: None,
+            anchor,
+            pending: None,
+        }
+    }
+
+    /// Records checked so far.
+    pub fn count(&self) -> i64 {
+        self.count
+    }
+
+    /// The `seq` the next record must have.
+    pub fn next_seq(&self) -> i64 {
+        self.next_seq
+    }
+
+    /// The last record checked.
+    pub fn last(&self) -> Option<&AuditHead> {
+        self.last.as_ref()
+    }
+
+    /// Checks the next record; the first problem ends the walk.
+    pub fn push(&mut self, r: &AuditRecord) -> Result<(), AuditProblem> {
+        let problem = |seq, kind, message: String| Err(AuditProblem { seq, kind, message });
+        if let Some((seq, place)) = self.pending {
+            let entry = r.entry();
+            let swapped = (r.seq - PLACE_WINDOW..r.seq)
+                .filter(|s| *s >= 1)
+                .any(|s| AuditRecord::compute_hash(s, r.id, &entry, &r.prev_hash) == r.hash);
+            return Err(Self::shifted_down(seq, place, swapped));
+        }
+        let expected = self.next_seq;
+        if r.seq > expected {
+            let missing = if r.seq == expected + 1 {
+                format!("record {expected} is missing")
+            } else {
+                format!("records {expected} to {} are missing", r.seq - 1)
+            };
+            return problem(expected, AuditProblemKind::Removed, format!("{missing}: removed from the chain"));
+        }
+        if r.seq < expected {
+            return problem(r.seq, AuditProblemKind::Inserted, format!("record {} appears twice", r.seq));
+        }
+        if !r.hash_is_valid() {
+            let entry = r.entry();
+            let place = (r.seq - PLACE_WINDOW..=r.seq + PLACE_WINDOW)
+                .filter(|s| *s >= 1 && *s != r.seq)
+                .find(|s| AuditRecord::compute_hash(*s, r.id, &entry, &r.prev_hash) == r.hash);
+            return match place {
+                // Shifted up: records were put in before it.
+                Some(s) if s < r.seq => problem(
+                    s,
+                    AuditProblemKind::Inserted,
+                    if s + 1 == r.seq {
+                        format!(
+                            "record {s} is not part of the chain: it was inserted, and the records after it renumbered"
+                        )
+                    } else {
+                        format!(
+                            "records {s} to {} are not part of the chain: they were inserted, and the records after \
+                             them renumbered",
+                            r.seq - 1
+                        )
+                    },
+                ),
+                // Shifted down: records before it were taken out, or it swapped places
+                // with a later one. The next record tells which.
+                Some(s) => {
+                    self.pending = Some((r.seq, s));
+                    Ok(())
+                }
+                None => problem(
+                    r.seq,
+                    AuditProblemKind::Edited,
+                    format!("record {}'s fields do not match its hash: it was edited", r.seq),
+                ),
+            };
+        }
+        if r.prev_hash != self.prev_hash {
+            if self.prev_prev_hash.as_deref() == Some(r.prev_hash.as_str()) {
+                return problem(
+                    r.seq - 1,
+                    AuditProblemKind::Inserted,
+                    format!(
+                        "record {} is not part of the chain: record {} follows the one before it",
+                        r.seq - 1,
+                        r.seq
+                    ),
+                );
+            }
+            let before = r.seq - 1;
+            return problem(
+                before.max(1),
+                AuditProblemKind::Edited,
+                format!(
+                    "record {} does not follow record {before}: record {before} was rewritten (its hash recomputed) or replaced",
+                    r.seq
+                ),
+            );
+        }
+        if let Some(a) = &self.anchor {
+            if a.seq == r.seq && a.hash != r.hash {
+                return problem(
+                    r.seq,
+                    AuditProblemKind::Edited,
+                    format!("record {} is not the anchored one: the chain up to it was rewritten", r.seq),
+                );
+            }
+        }
+        self.prev_prev_hash = Some(std::mem::replace(&mut self.prev_hash, r.hash.clone()));
+        self.next_seq = r.seq + 1;
+        self.count += 1;
+        self.last = Some(AuditHead { seq: r.seq, hash: r.hash.clone() });
+        Ok(())
+    }
+
+    fn shifted_down(seq: i64, place: i64, swapped: bool) -> AuditProblem {
+        if swapped {
+            AuditProblem {
+                seq,
+                kind: AuditProblemKind::Reordered,
+                message: format!("record {seq} belongs at position {place}: records were reordered"),
+            }
+        } else {
+            AuditProblem {
+                seq,
+                kind: AuditProblemKind::Removed,
+                message: format!(
+                    "record {seq} was at position {place}: the records before it were removed and the rest renumbered"
+                ),
+            }
+        }
+    }
+
+    /// After the last record: checks the end of the chain against the head recorded apart
+    /// from it and against the anchor.
+    pub fn finish(self, recorded: Option<AuditHead>) -> AuditVerification {
+        if let Some((seq, place)) = self.pending {
+            let problem = Self::shifted_down(seq, place, false);
+            return AuditVerification {
+                ok: false,
+                records: self.count,
+                head: self.last,
+                recorded_head: recorded,
+                problem: Some(problem),
+            };
+        }
+        let last_seq = self.last.as_ref().map_or(0, |h| h.seq);
+        let problem = match (&recorded, &self.last) {
+            (None, None) => None,
+            (None, Some(l)) => Some(AuditProblem {
+                seq: l.seq,
+                kind: AuditProblemKind::Removed,
+                message: "the chain's head is not recorded apart from it (meta `audit.head` was removed): the end of \
+                          the chain cannot be checked"
+                    .into(),
+            }),
+            (Some(h), _) if h.seq > last_seq => Some(AuditProblem {
+                seq: last_seq + 1,
+                kind: AuditProblemKind::Removed,
+                message: if h.seq == last_seq + 1 {
+                    format!("record {} is missing: removed from the end of the chain", h.seq)
+                } else {
+                    format!("records {} to {} are missing: removed from the end of the chain", last_seq + 1, h.seq)
+                },
+            }),
+            (Some(h), _) if h.seq < last_seq => Some(AuditProblem {
+                seq: h.seq + 1,
+                kind: AuditProblemKind::Inserted,
+                message: format!(
+                    "records {} to {last_seq} are beyond the recorded head ({}): added outside sovdb",
+                    h.seq + 1,
+                    h.seq
+                ),
+            }),
+            (Some(h), Some(l)) if h.hash != l.hash => Some(AuditProblem {
+                seq: l.seq,
+                kind: AuditProblemKind::Edited,
+                message: format!("record {}'s hash differs from the recorded head's: it was rewritten", l.seq),
+            }),
+            _ => None,
+        };
+        let problem = problem.or_else(|| {
+            self.anchor.as_ref().filter(|a| a.seq > last_seq).map(|a| AuditProblem {
+                seq: last_seq + 1,
+                kind: AuditProblemKind::Removed,
+                message: format!(
+                    "the chain ends at {last_seq}, before the anchored record {}: records were removed",
+                    a.seq
+                ),
+            })
+        });
+        AuditVerification {
+            ok: problem.is_none(),
+            records: self.count,
+            head: self.last,
+            recorded_head: recorded,
+            problem,
+        }
+    }
+}
+
 /// `value` with every object's keys in sorted order, whatever order serde_json keeps maps
 /// in (its `preserve_order` feature may be switched on by any crate in the build).
 fn canonical_json(value: &serde_json::Value) -> serde_json::Value {
@@ -168,6 +464,139 @@ mod tests {
             outcome: Outcome::Success,
             request_id: None,
         }
+    }
+
+    /// A valid chain of `n` records.
+    fn chain(n: i64) -> Vec<AuditRecord> {
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let mut e = entry();
+                e.target = format!("location/l{seq}");
+                let r = record(seq, &e, &prev);
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    fn record(seq: i64, e: &AuditEntry, prev: &str) -> AuditRecord {
+        let id = AuditId::new();
+        let hash = AuditRecord::compute_hash(seq, id, e, prev);
+        AuditRecord {
+            seq,
+            id,
+            at: e.at,
+            actor: e.actor.clone(),
+            project: e.project.clone(),
+            source: e.source.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            params: e.params.clone(),
+            outcome: e.outcome,
+            request_id: e.request_id.clone(),
+            prev_hash: prev.to_string(),
+            hash,
+        }
+    }
+
+    fn head(r: &AuditRecord) -> Option<AuditHead> {
+        Some(AuditHead { seq: r.seq, hash: r.hash.clone() })
+    }
+
+    fn verify(records: &[AuditRecord], recorded: Option<AuditHead>) -> AuditVerification {
+        let mut v = ChainVerifier::new(None);
+        for r in records {
+            if let Err(problem) = v.push(r) {
+                return AuditVerification {
+                    ok: false,
+                    records: v.count(),
+                    head: None,
+                    recorded_head: None,
+                    problem: Some(problem),
+                };
+            }
+        }
+        v.finish(recorded)
+    }
+
+    fn problem(v: AuditVerification) -> (i64, AuditProblemKind) {
+        let p = v.problem.expect("a problem");
+        (p.seq, p.kind)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_with_its_head() {
+        let c = chain(5);
+        let v = verify(&c, head(&c[4]));
+        assert!(v.ok, "{v:?}");
+        assert_eq!((v.records, v.head), (5, head(&c[4])));
+        assert!(verify(&[], None).ok);
+    }
+
+    #[test]
+    fn every_kind_of_tampering_names_the_first_bad_record() {
+        let c = chain(6);
+        let h = head(&c[5]);
+        // One field edited.
+        let mut edited = c.clone();
+        edited[2].actor = "mallory".into();
+        assert_eq!(problem(verify(&edited, h.clone())), (3, AuditProblemKind::Edited));
+        // Edited with its hash recomputed: the next record no longer follows it.
+        let mut rehashed = c.clone();
+        rehashed[2].actor = "mallory".into();
+        rehashed[2].hash = AuditRecord::compute_hash(3, rehashed[2].id, &rehashed[2].entry(), &rehashed[2].prev_hash);
+        assert_eq!(problem(verify(&rehashed, h.clone())), (3, AuditProblemKind::Edited));
+        // One removed from the middle.
+        let removed: Vec<_> = c.iter().filter(|r| r.seq != 3).cloned().collect();
+        assert_eq!(problem(verify(&removed, h.clone())), (3, AuditProblemKind::Removed));
+        // Removed, and the rest renumbered.
+        let mut renumbered = removed.clone();
+        for r in renumbered.iter_mut().skip(2) {
+            r.seq -= 1;
+        }
+        assert_eq!(problem(verify(&renumbered, h.clone())), (3, AuditProblemKind::Removed));
+        // The last removed: only the recorded head shows it (the chain itself is whole).
+        assert!(verify(&c[..5], head(&c[4])).ok);
+        assert_eq!(problem(verify(&c[..5], h.clone())), (6, AuditProblemKind::Removed));
+        // A forged record put in at 3 (with a right hash), the rest renumbered.
+        let mut inserted = c[..2].to_vec();
+        let mut e = entry();
+        e.actor = "mallory".into();
+        inserted.push(record(3, &e, &c[1].hash));
+        inserted.extend(c[2..].iter().cloned().map(|mut r| {
+            r.seq += 1;
+            r
+        }));
+        assert_eq!(problem(verify(&inserted, h.clone())), (3, AuditProblemKind::Inserted));
+        // A forged record appended with a right hash: beyond the recorded head.
+        let mut appended = c.clone();
+        appended.push(record(7, &e, &c[5].hash));
+        assert_eq!(problem(verify(&appended, h.clone())), (7, AuditProblemKind::Inserted));
+        // Two records swapped.
+        let mut swapped = c.clone();
+        swapped.swap(2, 3);
+        swapped[2].seq = 3;
+        swapped[3].seq = 4;
+        assert_eq!(problem(verify(&swapped, h.clone())), (3, AuditProblemKind::Reordered));
+        // The recorded head removed.
+        assert_eq!(problem(verify(&c, None)), (6, AuditProblemKind::Removed));
+    }
+
+    #[test]
+    fn an_anchor_catches_a_chain_rewritten_up_to_it() {
+        let c = chain(3);
+        let mut v = ChainVerifier::new(head(&c[1]));
+        // A whole new chain, consistent in itself.
+        let forged = chain(3);
+        assert_eq!(v.push(&forged[0]), Ok(()));
+        assert_eq!(v.push(&forged[1]).unwrap_err().kind, AuditProblemKind::Edited);
+        let mut v = ChainVerifier::new(head(&c[2]));
+        v.push(&c[0]).unwrap();
+        v.push(&c[1]).unwrap();
+        assert_eq!(problem(v.finish(head(&c[1]))), (3, AuditProblemKind::Removed));
+        assert_eq!(AuditHead::parse(&head(&c[2]).unwrap().to_text()), head(&c[2]));
+        assert_eq!(AuditHead::parse("0:abc"), None);
     }
 
     #[test]

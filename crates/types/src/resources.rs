@@ -393,3 +393,20 @@ impl std::fmt::Debug for HostCreate {
             .finish()
     }
 }
+
+/// Answer of `POST /api/v1/admin/master-key/rotate`: which key seals from now on, and
+/// what was sealed again under it. Key IDs name keys without revealing them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MasterKeyRotation {
+    pub key_id: String,
+    pub previous_key_id: String,
+    /// Stored secrets (database passwords, backup passphrases, S3 keys) re-sealed.
+    pub secrets: u64,
+    /// Hosts' SSH keys re-sealed.
+    pub host_keys: u64,
+    /// Whether the CA's key was re-sealed (it is, once the CA exists).
+    pub ca_key: bool,
+    /// Where the replaced key is kept (it opens values sealed before the rotation that a
+    /// backup of the store may hold); delete it once no such backup is needed.
+    pub previous_key_file: String,
+}

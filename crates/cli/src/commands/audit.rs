@@ -1,10 +1,13 @@
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use sovdb_types::audit::AuditRecord;
+use std::io::Write as _;
+
+use sovdb_types::audit::{AuditRecord, AuditVerification};
+use sovdb_types::Page;
 
 use crate::client::Client;
-use crate::output::{self, print_list, OutputFormat, Tabular};
+use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
@@ -20,6 +23,33 @@ pub enum AuditCmd {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Check the whole hash chain (admin): exits 1 and names the first bad record when a
+    /// record was edited, removed, inserted or reordered; else prints the count and head
+    Verify {
+        /// A head printed by an earlier verify (SEQ:HASH), kept outside the installation:
+        /// the chain must still hold it (catches a chain rewritten from there back)
+        #[arg(long, value_name = "SEQ:HASH")]
+        anchor: Option<String>,
+    },
+    /// Print every record, oldest first, as JSON lines with every field and hash, so the
+    /// chain can be verified outside sovdb (admin)
+    Export {
+        /// Only records since this time: RFC 3339 or an age (90s, 15m, 2h, 7d)
+        #[arg(long, value_parser = parse_since)]
+        since: Option<DateTime<Utc>>,
+    },
+}
+
+impl Tabular for AuditVerification {
+    const HEADERS: &'static [&'static str] = &["OK", "RECORDS", "HEAD", "PROBLEM"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.ok.to_string(),
+            self.records.to_string(),
+            self.head.as_ref().map_or_else(|| "-".into(), |h| h.to_text()),
+            self.problem.as_ref().map_or_else(|| "-".into(), |p| format!("record {}: {}", p.seq, p.message)),
+        ]
+    }
 }
 
 impl Tabular for AuditRecord {
@@ -71,6 +101,42 @@ pub async fn run(cmd: AuditCmd, client: &Client, out: OutputFormat) -> anyhow::R
                 q.push(("target", t));
             }
             print_list(&client.list::<AuditRecord>("/audit", &q).await?, out)
+        }
+        AuditCmd::Verify { anchor } => {
+            let q: Vec<(&str, String)> = anchor.map(|a| ("anchor", a)).into_iter().collect();
+            let v: AuditVerification = client.get("/audit/verify", &q).await?;
+            print_one(&v, out)?;
+            match v.problem {
+                None => Ok(()),
+                Some(p) => Err(anyhow::anyhow!(
+                    "the audit log fails verification at record {} ({}): {}",
+                    p.seq,
+                    serde_json::to_value(p.kind).ok().and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default(),
+                    p.message
+                )),
+            }
+        }
+        AuditCmd::Export { since } => {
+            // A page at a time, printed as it comes: the log may be long.
+            let mut token: Option<String> = None;
+            let mut stdout = std::io::stdout().lock();
+            loop {
+                let mut q = vec![("limit", "1000".to_string())];
+                if let Some(s) = since {
+                    q.push(("since", s.to_rfc3339()));
+                }
+                if let Some(t) = token.take() {
+                    q.push(("page_token", t));
+                }
+                let page: Page<AuditRecord> = client.get("/audit", &q).await?;
+                for r in &page.items {
+                    writeln!(stdout, "{}", serde_json::to_string(r)?)?;
+                }
+                match page.next_page_token {
+                    Some(t) => token = Some(t),
+                    None => return Ok(()),
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use crate::client::Client;
 use crate::config::GlobalOpts;
 
+mod admin;
 mod audit;
 mod backup;
 mod cluster;
@@ -59,12 +60,19 @@ pub enum ClientCommand {
         #[command(subcommand)]
         cmd: project::ProjectCmd,
     },
-    /// The audit log of every change
+    /// The audit log of every change, secret read and refused request
     Audit {
         #[command(flatten)]
         global: GlobalOpts,
         #[command(subcommand)]
         cmd: audit::AuditCmd,
+    },
+    /// Installation administration: master key rotation (admin)
+    Admin {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: admin::AdminCmd,
     },
     /// Operations: the durable work behind every change, with its progress
     Op {
@@ -118,6 +126,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         | ClientCommand::Repo { global, .. }
         | ClientCommand::Project { global, .. }
         | ClientCommand::Audit { global, .. }
+        | ClientCommand::Admin { global, .. }
         | ClientCommand::Op { global, .. }
         | ClientCommand::User { global, .. }
         | ClientCommand::Role { global, .. }
@@ -142,6 +151,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Repo { cmd, .. } => repo::run(cmd, &client, out).await,
         ClientCommand::Project { cmd, .. } => project::run(cmd, &client, out).await,
         ClientCommand::Audit { cmd, .. } => audit::run(cmd, &client, out).await,
+        ClientCommand::Admin { cmd, .. } => admin::run(cmd, &client, out).await,
         ClientCommand::Op { cmd, .. } => op::run(cmd, &client, out).await,
         ClientCommand::User { cmd, .. } => users::run_user(cmd, &client, out, explicit_project).await,
         ClientCommand::Role { cmd, .. } => users::run_role(cmd, &client, out, explicit_project).await,
