@@ -350,6 +350,20 @@ async fn every_role_meets_the_whole_matrix_and_projects_stay_apart() {
     }
     assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
 
+    // Every refusal is in the audit log, by whom, on which route: the viewer's refused
+    // switchover among them, with the reason and no token.
+    let denied = api.ok(&admin, None, Method::GET, "/audit?actor=view&limit=1000", None).await;
+    let denied: Vec<&Value> = denied["items"].as_array().unwrap().iter().filter(|r| r["outcome"] == "denied").collect();
+    let refused_to_viewer = cases.iter().filter(|c| c.who != Who::Public && !c.who.allows(callers[4].2)).count();
+    assert!(refused_to_viewer > 0 && denied.len() >= refused_to_viewer, "{} < {refused_to_viewer}", denied.len());
+    let switchover = denied
+        .iter()
+        .find(|r| r["action"] == "POST /api/v1/clusters/{name}/switchover")
+        .expect("the viewer's refused switchover is audited");
+    assert_eq!(switchover["params"]["status"], 403, "{switchover:#}");
+    assert!(switchover["params"]["reason"].as_str().unwrap().contains("needs the operator role"), "{switchover:#}");
+    assert!(!switchover.to_string().contains(&callers[4].1), "no token in the record");
+
     // In their own project, the other user finds nothing of p's: not its repository, not
     // its members, not its project in a grant.
     let a = api.call(Some(&other), Some("q"), Method::GET, "/repos/r1", None).await;
