@@ -10,9 +10,10 @@ set -euo pipefail
 # namespace. The postgres engine's packages (Patroni, etcd, HAProxy, PgBouncer, pgBackRest):
 # the agent installs them on a host at its first cluster (pgBackRest at its first backup
 # repository), but the tests start many servers at once and shouldn't each wait for that
-# install.
+# install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own).
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
-  patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest)
+  patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest
+  slapd ldap-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -47,9 +48,17 @@ if ((${#missing[@]})); then
     "${as_root[@]}" mkdir -p /etc/ssh
     "${as_root[@]}" touch /etc/ssh/sshd_not_to_be_run
   fi
+  # Debian's slapd starts a directory of its own on port 389; the tests run their own
+  # slapd on a free port, so it is stopped again below (only when we install it).
+  installs_slapd=false
+  [[ " ${missing[*]} " == *" slapd "* ]] && installs_slapd=true
   export DEBIAN_FRONTEND=noninteractive
   "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
   "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if $installs_slapd && [[ -s /run/slapd/slapd.pid ]]; then
+    echo "stopping the slapd that Debian's slapd package started"
+    "${as_root[@]}" kill "$(cat /run/slapd/slapd.pid)" 2>/dev/null || true
+  fi
   # Check that the package did not start sshd anyway, and stop it if it did.
   if $installs_sshd; then
     listening=$(ss -Hltn 'sport = :22')

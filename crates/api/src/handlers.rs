@@ -603,6 +603,36 @@ pub(crate) async fn master_key_rotate(
     Ok(Json(app.master_key_rotate(&ctx).await?))
 }
 
+/// Where logins of users without a local password are checked (admin): an LDAP
+/// directory, and which of its groups give which roles.
+#[utoipa::path(get, path = "/auth/ldap", tag = "users",
+    responses((status = 200, body = LdapSettings), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn ldap_get(State(app): State<App>, Context(ctx): Context) -> ApiResult<Json<LdapSettings>> {
+    Ok(Json(app.ldap_get(&ctx).await?))
+}
+
+/// Sets the directory (admin); checked, not contacted (it is asked at each login).
+#[utoipa::path(put, path = "/auth/ldap", tag = "users", request_body = LdapSettings,
+    responses((status = 200, body = LdapSettings), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn ldap_set(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Body(req): Body<LdapSettings>,
+) -> ApiResult<Json<LdapSettings>> {
+    Ok(Json(app.ldap_set(&ctx, req).await?))
+}
+
+/// Turns directory logins off (admin).
+#[utoipa::path(delete, path = "/auth/ldap", tag = "users",
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn ldap_clear(State(app): State<App>, Context(ctx): Context) -> ApiResult<StatusCode> {
+    app.ldap_clear(&ctx).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Operations, newest first: all of them for admins, else the project's.
 #[utoipa::path(get, path = "/operations", tag = "operations", params(PageParams),
     responses((status = 200, body = Page<Operation>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]

@@ -111,6 +111,7 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::audit_list))
         .routes(routes!(handlers::audit_verify))
         .routes(routes!(handlers::master_key_rotate))
+        .routes(routes!(handlers::ldap_get, handlers::ldap_set, handlers::ldap_clear))
         .routes(routes!(handlers::operation_list))
         .routes(routes!(handlers::operation_get))
         .routes(routes!(handlers::operation_cancel))

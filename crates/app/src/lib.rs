@@ -20,6 +20,7 @@ mod bootstrap;
 mod clusters;
 mod error;
 mod hosts;
+mod ldap;
 mod locations;
 mod monitor;
 mod observe;

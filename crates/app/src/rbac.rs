@@ -39,6 +39,8 @@ pub enum Action {
     AuditRead,
     /// Re-sealing every secret under a new master key.
     MasterKeyRotate,
+    /// Reading and changing where directory (LDAP) logins go.
+    DirectoryConfigure,
     ProjectCreate,
     /// Creating a user without a role in a project.
     UserCreate,
@@ -90,6 +92,7 @@ impl Action {
         Action::HostRemove,
         Action::AuditRead,
         Action::MasterKeyRotate,
+        Action::DirectoryConfigure,
         Action::ProjectCreate,
         Action::UserCreate,
         Action::UserDisable,
@@ -134,6 +137,7 @@ impl Action {
             Action::HostRemove => (AdminRole, "removing a host"),
             Action::AuditRead => (AdminRole, "reading the audit log"),
             Action::MasterKeyRotate => (AdminRole, "rotating the master key"),
+            Action::DirectoryConfigure => (AdminRole, "configuring directory logins"),
             Action::ProjectCreate => (AdminRole, "creating a project"),
             Action::UserCreate => (AdminRole, "creating a user without a project role"),
             Action::UserDisable => (AdminRole, "disabling or enabling a user"),
@@ -262,7 +266,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 37, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 38, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -278,6 +282,7 @@ mod tests {
             (HostRemove, "admin"),
             (AuditRead, "admin"),
             (MasterKeyRotate, "admin"),
+            (DirectoryConfigure, "admin"),
             (ProjectCreate, "admin"),
             (UserCreate, "admin"),
             (UserDisable, "admin"),

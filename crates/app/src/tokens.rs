@@ -201,36 +201,77 @@ impl App {
                 None => (None, None),
             }
         };
-        let password = req.password.clone();
-        let stored_for_check = stored.clone();
-        let matches = blocking(move || passwords::verify(&password, stored_for_check.as_deref())).await?;
-        let reason = match &user {
-            _ if !matches => Some(if user.is_none() {
-                "unknown user"
-            } else if stored.is_none() {
-                "no password"
-            } else {
-                "wrong password"
-            }),
-            Some(u) if u.disabled => Some("user disabled"),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            self.logins.fail(user_key, &throttle::PER_USER, now);
-            if let Some(k) = source_key {
+        // A failed login counts against the name and the address, and is audited.
+        let refuse = |reason: &'static str| {
+            self.logins.fail(user_key.clone(), &throttle::PER_USER, now);
+            if let Some(k) = source_key.clone() {
                 self.logins.fail(k, &throttle::PER_SOURCE, now);
             }
-            self.audit_login_failure(audit(Outcome::Failure, serde_json::json!({"reason": reason}))).await?;
-            return Err(AppError::Unauthenticated(if reason == "user disabled" {
+            let entry = audit(Outcome::Failure, serde_json::json!({"reason": reason}));
+            let message = if reason == "user disabled" {
                 format!("user {:?} is disabled", req.user)
             } else {
-                LOGIN_FAILED.into()
-            }));
+                LOGIN_FAILED.to_string()
+            };
+            async move {
+                self.audit_login_failure(entry).await?;
+                Err::<NewToken, _>(AppError::Unauthenticated(message))
+            }
+        };
+
+        // A user with no password here: the directory decides, when there is one.
+        let directory = if stored.is_none() { self.ldap_settings().await? } else { None };
+        let mut from_directory: Option<Vec<RoleGrant>> = None;
+        if let Some(settings) = &directory {
+            match crate::ldap::authenticate(settings, &req.user, &req.password).await {
+                Err(e) => {
+                    let entry = audit(Outcome::Failure, serde_json::json!({"reason": "directory unavailable"}));
+                    self.audit_login_failure(entry).await?;
+                    return Err(e);
+                }
+                Ok(crate::ldap::Verdict::Refused) => return refuse("refused by the directory").await,
+                Ok(crate::ldap::Verdict::Member(grants)) if grants.is_empty() => {
+                    return refuse("in no mapped directory group").await
+                }
+                Ok(crate::ldap::Verdict::Member(_)) if validate::dns_label("user name", &req.user).is_err() => {
+                    return refuse("a directory name that is not a DNS label").await
+                }
+                Ok(crate::ldap::Verdict::Member(grants)) => from_directory = Some(grants),
+            }
+        } else {
+            let password = req.password.clone();
+            let stored_for_check = stored.clone();
+            let matches = blocking(move || passwords::verify(&password, stored_for_check.as_deref())).await?;
+            let reason = match &user {
+                _ if !matches => Some(if user.is_none() {
+                    "unknown user"
+                } else if stored.is_none() {
+                    "no password"
+                } else {
+                    "wrong password"
+                }),
+                Some(u) if u.disabled => Some("user disabled"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                return refuse(reason).await;
+            }
         }
-        let user = user.expect("a matching password has a user");
-        self.logins.succeed(&user_key);
 
         let secret = new_token_secret();
+        let mut tx = self.store.write().await?;
+        // The directory's user exists here with exactly its groups' roles.
+        let (user, mut params) = match &from_directory {
+            Some(grants) => match self.ldap_user_sync(tx.as_mut(), &req.user, grants).await? {
+                Ok(u) => (u, serde_json::json!({"via": "ldap", "roles": grants})),
+                Err(reason) => {
+                    drop(tx);
+                    return refuse(reason).await;
+                }
+            },
+            None => (user.expect("a matching password has a user"), serde_json::json!({})),
+        };
+        self.logins.succeed(&user_key);
         let record = TokenRecord {
             id: TokenId::new(),
             user_id: user.id,
@@ -240,9 +281,9 @@ impl App {
             expires_at: Some(expires_at),
             revoked: false,
         };
-        let mut tx = self.store.write().await?;
         tx.token_create(&record).await?;
-        let params = serde_json::json!({"token": record.id, "expires_at": record.expires_at});
+        params["token"] = serde_json::json!(record.id);
+        params["expires_at"] = serde_json::json!(record.expires_at);
         tx.audit_append(&audit(Outcome::Success, params)).await?;
         tx.commit().await?;
         Ok(NewToken { token: token_view(&record, &user.name), secret })

@@ -231,6 +231,15 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         case(M::GET, "/api/v1/audit/verify", "/audit/verify", None, Admin),
         // For the admin this rotates the key for real: the server goes on with the new one.
         case(M::POST, "/api/v1/admin/master-key/rotate", "/admin/master-key/rotate", None, Admin),
+        case(M::GET, "/api/v1/auth/ldap", "/auth/ldap", None, Admin),
+        case(
+            M::PUT,
+            "/api/v1/auth/ldap",
+            "/auth/ldap",
+            Some(json!({"url": "http://x", "user_dn": "", "group_base": "", "roles": []})),
+            Admin,
+        ),
+        case(M::DELETE, "/api/v1/auth/ldap", "/auth/ldap", None, Admin),
         case(M::GET, "/api/v1/operations", "/operations", None, Viewer),
         case(M::GET, "/api/v1/operations/{id}", &format!("/operations/{op}"), None, Viewer),
         case(M::POST, "/api/v1/operations/{id}/cancel", &format!("/operations/{op}/cancel"), None, Operator),

@@ -1016,6 +1016,11 @@ async fn meta_swap_lets_one_writer_win(url: String) {
     assert!(!tx.meta_swap("k", Some("1"), "4").await.unwrap(), "a stale reader loses");
     tx.commit().await.unwrap();
     assert_eq!(store.read().await.unwrap().meta_get("k").await.unwrap().as_deref(), Some("3"));
+    let mut tx = store.write().await.unwrap();
+    assert!(tx.meta_delete("k").await.unwrap(), "there: deleted");
+    assert!(!tx.meta_delete("k").await.unwrap(), "gone: nothing to delete");
+    tx.commit().await.unwrap();
+    assert_eq!(store.read().await.unwrap().meta_get("k").await.unwrap(), None);
 }
 
 async fn audit_head_follows_every_append(url: String) {

@@ -329,6 +329,8 @@ pub trait Tx: Send {
     /// Sets `key` to `new` only if it is `old` now (`None`: absent); whether it did. Of
     /// two writers that read the same value, one wins.
     async fn meta_swap(&mut self, key: &str, old: Option<&str>, new: &str) -> Result<bool>;
+    /// Removes `key`; whether it was there.
+    async fn meta_delete(&mut self, key: &str) -> Result<bool>;
 
     async fn project_create(&mut self, p: &Project) -> Result<()>;
     async fn project_get(&mut self, name: &str) -> Result<Option<Project>>;

@@ -436,6 +436,11 @@ impl Tx for SqlTx {
         Ok(())
     }
 
+    async fn meta_delete(&mut self, key: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM meta WHERE key = $1").bind(key).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn meta_swap(&mut self, key: &str, old: Option<&str>, new: &str) -> Result<bool> {
         let done = match old {
             None => {

@@ -166,3 +166,40 @@ mod tests {
         }
     }
 }
+
+/// How `POST /login` checks users against an LDAP directory (installation-wide; admin).
+/// A user without a local password logs in with a simple bind as the DN made from
+/// `user_dn`; the `cn`s of the groups under `group_base` that list that DN as a `member`
+/// (`groupOfNames`) give the user's roles through `roles`, again at every login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LdapSettings {
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` (only on a loopback address unless
+    /// `allow_plaintext`: a simple bind sends the password as it is).
+    pub url: String,
+    /// The user's DN, with `{user}` where the login name goes (escaped as a DN value), e.g.
+    /// `uid={user},ou=people,dc=example,dc=org`.
+    pub user_dn: String,
+    /// Where the groups are, e.g. `ou=groups,dc=example,dc=org`.
+    pub group_base: String,
+    /// Group `cn` → role. A user in no mapped group can't log in.
+    pub roles: Vec<LdapRoleMap>,
+    /// PEM CA certificates that signed the directory's certificate (`ldaps://`); default:
+    /// the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Accept `ldap://` to a non-loopback address.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+/// One group's role: `role` (in `project`, for every role but `admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LdapRoleMap {
+    /// The group's `cn`.
+    pub group: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
