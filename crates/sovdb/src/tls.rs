@@ -233,3 +233,24 @@ pub(crate) async fn reload_loop(cert: PathBuf, key: PathBuf, mut last: Vec<u8>, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_names_the_listen_address_and_loopback_names() {
+        let (dns, ips) = api_names("127.0.0.1:7070".parse().unwrap(), &[]);
+        assert_eq!(dns, ["localhost"]);
+        assert_eq!(ips, ["127.0.0.1".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()]);
+
+        let (dns, ips) = api_names("0.0.0.0:7070".parse().unwrap(), &["DB.example.org".into(), "10.0.0.5".into()]);
+        assert_eq!(dns, ["db.example.org", "localhost"]);
+        assert!(ips.contains(&"10.0.0.5".parse().unwrap()) && !ips.iter().any(|ip| ip.is_unspecified()));
+
+        let (dns, ips) = api_names("10.1.2.3:7070".parse().unwrap(), &[]);
+        assert!(dns.is_empty());
+        assert_eq!(ips, ["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(local_url_addr("0.0.0.0:7070".parse().unwrap()), "127.0.0.1:7070".parse().unwrap());
+    }
+}
