@@ -98,7 +98,10 @@ impl App {
             validity_days: 0, // issue_for takes the validity
         };
         let cert = pki.ca.issue_for(&req, validity).map_err(|e| {
-            AppError::Invalid(format!("cannot issue the API certificate for {:?} {:?}: {e}", req.dns_names, req.ip_addresses))
+            AppError::Invalid(format!(
+                "cannot issue the API certificate for {:?} {:?}: {e}",
+                req.dns_names, req.ip_addresses
+            ))
         })?;
         let entry = StoredApiCert {
             cert_pem: cert.cert_pem.clone(),

@@ -153,7 +153,9 @@ impl Client {
     fn certificate_error(&self, problem: CertProblem) -> anyhow::Error {
         let base = &self.base;
         let trusted = match (&self.ca_file, self.ca_named) {
-            (Some(f), true) => format!("the CA in {} (given with --ca-file, SOVDB_CA_FILE or the config file)", f.display()),
+            (Some(f), true) => {
+                format!("the CA in {} (given with --ca-file, SOVDB_CA_FILE or the config file)", f.display())
+            }
             (Some(f), false) => format!("this machine's installation CA ({})", f.display()),
             (None, _) => "the system's CAs".into(),
         };

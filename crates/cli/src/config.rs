@@ -118,8 +118,10 @@ impl GlobalOpts {
         let local_server =
             std::fs::read_to_string(data_dir.join("api.url")).ok().map(|s| s.trim().trim_end_matches('/').to_string());
         let named_server = self.server.clone().or(file.server).map(|s| s.trim_end_matches('/').to_string());
-        let server =
-            named_server.clone().or_else(|| local_server.clone()).unwrap_or_else(|| format!("https://{DEFAULT_LISTEN}"));
+        let server = named_server
+            .clone()
+            .or_else(|| local_server.clone())
+            .unwrap_or_else(|| format!("https://{DEFAULT_LISTEN}"));
         let named_ca = self.ca_file.clone().or(file.ca_file);
         let ca_file = named_ca.clone().or_else(|| local_ca(&server, local_server.as_deref()));
         let token = match self.token.clone().or(file.token) {
@@ -144,7 +146,13 @@ impl GlobalOpts {
                 }
             }
         };
-        Ok(Resolved { server, ca_file, ca_named: named_ca.is_some(), token, project: self.project.clone().or(file.project) })
+        Ok(Resolved {
+            server,
+            ca_file,
+            ca_named: named_ca.is_some(),
+            token,
+            project: self.project.clone().or(file.project),
+        })
     }
 }
 

@@ -294,7 +294,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve_until_stopped<L, C>(listener: L, router: axum::Router) -> anyhow::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
-    C: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>> + Clone + Send + Sync + 'static,
+    C: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
 {
     let router = router.into_make_service_with_connect_info::<C>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -13,13 +13,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::serve::IncomingStream;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::serve::IncomingStream;
 use sovdb_agent::TlsListener;
 use sovdb_app::{ApiCertSpec, App};
 
@@ -229,7 +229,9 @@ pub(crate) async fn reload_loop(cert: PathBuf, key: PathBuf, mut last: Vec<u8>, 
                 resolver.set(certified);
                 last = pem;
             }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "the changed --tls-cert does not load; serving the old one"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the changed --tls-cert does not load; serving the old one")
+            }
         }
     }
 }
