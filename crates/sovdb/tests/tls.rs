@@ -220,3 +220,18 @@ fn a_short_lived_certificate_is_renewed_under_continuous_requests() {
     assert!(requests > 100, "{requests}");
     ok(&server, &["location", "list"]);
 }
+
+#[test]
+fn a_tls_name_is_in_the_certificate() {
+    let mut server = TestServer::new(Path::new(BIN), None);
+    server.add_args(&["--tls-name", "sovdb.test.internal"]);
+    server.launch();
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("https://").parse().unwrap();
+    let rt = rt();
+    let by_name = |name: &str| {
+        let client = server.http_client_builder().resolve(name, addr).build().unwrap();
+        rt.block_on(client.get(format!("https://{name}:{}/healthz", addr.port())).send())
+    };
+    by_name("sovdb.test.internal").expect("the --tls-name is in the certificate");
+    assert!(by_name("other.test.internal").is_err(), "a name not given is not");
+}
