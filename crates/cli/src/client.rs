@@ -65,6 +65,9 @@ impl Client {
                 "connection refused or no route"
             } else if e.is_timeout() {
                 "timed out"
+            } else if self.base.starts_with("http://") {
+                // An HTTPS server answers plain HTTP with a TLS alert, which is no HTTP.
+                "request failed; sovdb serve speaks HTTPS unless started with --insecure-http: try https://"
             } else {
                 "request failed"
             };

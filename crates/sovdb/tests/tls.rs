@@ -85,6 +85,11 @@ fn the_default_server_speaks_https_with_a_certificate_from_the_installation_ca()
     let plain = server.url.replace("https://", "http://");
     assert!(rt.block_on(reqwest::Client::new().get(format!("{plain}/healthz")).send()).is_err());
 
+    let mut c = server.cli();
+    c.args(["location", "list", "--server", &plain, "--token", &server.token]);
+    let (passed, err) = run(c);
+    assert!(!passed && err.contains("try https://"), "{err}");
+
     // The CLI needs no flag on this machine.
     ok(&server, &["location", "list"]);
 
