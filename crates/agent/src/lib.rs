@@ -33,6 +33,6 @@ mod tls;
 
 pub use client::{AgentClient, AgentError, ClientIdentity};
 pub use error::ServeError;
-pub use server::{run, tls_dir, Agent, AgentConfig, DEFAULT_BASE_DIR, DEFAULT_LISTEN};
+pub use server::{run, tls_dir, Agent, AgentConfig, TlsListener, DEFAULT_BASE_DIR, DEFAULT_LISTEN};
 pub use services::SUPERVISE_ARGS;
 pub use supervisor::{supervise, SuperviseError};

@@ -194,14 +194,17 @@ impl Agent {
 }
 
 /// Accepted TCP connections become TLS streams in tasks of their own; only those whose
-/// handshake succeeded are handed to the HTTP server.
-struct TlsListener {
+/// handshake succeeded are handed to the HTTP server (`axum::serve`). The control plane's
+/// API serves HTTPS through it too.
+pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
-    fn start(tcp: TcpListener, acceptor: TlsAcceptor, local: SocketAddr) -> TlsListener {
+    /// Accepts on `tcp` (whose address is `local`) and handshakes with `acceptor`, at most
+    /// `MAX_HANDSHAKES` at once, each within `HANDSHAKE_TIMEOUT`.
+    pub fn start(tcp: TcpListener, acceptor: TlsAcceptor, local: SocketAddr) -> TlsListener {
         let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));

@@ -13,6 +13,7 @@ use sovdb_store::Store;
 use sovdb_types::HostId;
 use tokio::sync::Notify;
 
+mod api_cert;
 mod audit;
 mod auth;
 mod backups;
@@ -39,6 +40,7 @@ mod users;
 mod validate;
 pub mod workflows;
 
+pub use api_cert::{ApiCert, ApiCertSpec};
 pub use audit::DeniedRequest;
 pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};

@@ -37,7 +37,7 @@ pub(crate) struct Pki {
     files: Option<KeyFiles>,
     /// One rotation at a time in this process.
     rotating: tokio::sync::Mutex<()>,
-    ca: Ca,
+    pub(crate) ca: Ca,
     /// The control plane's identity towards agents.
     pub(crate) client: ClientIdentity,
     /// HTTPS towards what the installation CA certified (Patroni's REST API, etcd), with
@@ -362,6 +362,10 @@ async fn reseal_all(tx: &mut dyn sovdb_store::Tx, keys: &Keyring) -> Result<(u64
             tx.meta_set(CA_META_KEY, &serde_json::to_string(&resealed).expect("serialise")).await?;
             ca_key = true;
         }
+    }
+    let api_keys = crate::api_cert::reseal(tx, keys).await?;
+    if api_keys > 0 {
+        tracing::info!(count = api_keys, "re-sealed the keys of the API certificates");
     }
     Ok((secrets, host_keys, ca_key))
 }

@@ -13,11 +13,35 @@ pub struct Client {
     base: String,
     token: String,
     project: Option<String>,
+    /// The CA trusted besides the system's, and whether the user named it.
+    ca_file: Option<std::path::PathBuf>,
+    ca_named: bool,
 }
 
 impl Client {
-    pub fn new(r: Resolved) -> Client {
-        Client { http: reqwest::Client::new(), base: r.server, token: r.token, project: r.project }
+    /// A client of `r.server`. HTTPS trusts the system's CAs and `r.ca_file` (the
+    /// installation CA: this machine's `ca.crt`, or `--ca-file`).
+    pub fn new(r: Resolved) -> anyhow::Result<Client> {
+        let mut http = reqwest::Client::builder().use_rustls_tls();
+        if let Some(file) = &r.ca_file {
+            let pem = std::fs::read(file).with_context(|| format!("cannot read the CA file {}", file.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| anyhow!("the CA file {} holds no PEM certificate", file.display()))?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().context("cannot set up the HTTP client")?;
+        Ok(Client {
+            http,
+            base: r.server,
+            token: r.token,
+            project: r.project,
+            ca_file: r.ca_file,
+            ca_named: r.ca_named,
+        })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -34,10 +58,16 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
+            if let Some(problem) = certificate_problem(&e) {
+                return self.certificate_error(problem);
+            }
             let why = if e.is_connect() {
                 "connection refused or no route"
             } else if e.is_timeout() {
                 "timed out"
+            } else if self.base.starts_with("http://") {
+                // An HTTPS server answers plain HTTP with a TLS alert, which is no HTTP.
+                "request failed; sovdb serve speaks HTTPS unless started with --insecure-http: try https://"
             } else {
                 "request failed"
             };
@@ -119,6 +149,68 @@ impl Client {
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(self.request(reqwest::Method::DELETE, path)).await.map(|_| ())
     }
+}
+
+impl Client {
+    /// What to do about a server certificate this client does not accept.
+    fn certificate_error(&self, problem: CertProblem) -> anyhow::Error {
+        let base = &self.base;
+        let trusted = match (&self.ca_file, self.ca_named) {
+            (Some(f), true) => {
+                format!("the CA in {} (given with --ca-file, SOVDB_CA_FILE or the config file)", f.display())
+            }
+            (Some(f), false) => format!("this machine's installation CA ({})", f.display()),
+            (None, _) => "the system's CAs".into(),
+        };
+        match problem {
+            CertProblem::UnknownIssuer => anyhow!(
+                "the server at {base} presents a certificate that no CA this CLI trusts signed (it trusts {trusted}): \
+                 pass --ca-file <data-dir>/ca.crt or set SOVDB_CA_FILE, with the ca.crt from the data directory of that \
+                 server"
+            ),
+            CertProblem::WrongName => anyhow!(
+                "the server at {base} presents a certificate for other names: connect by a name it holds, or restart \
+                 the server with --tls-name for the name you use"
+            ),
+            CertProblem::Expired => anyhow!(
+                "the server at {base} presents an expired (or not yet valid) certificate: check this machine's clock, \
+                 or the server's certificate"
+            ),
+            CertProblem::Other(e) => anyhow!("the server at {base} presents a certificate this CLI refuses: {e}"),
+        }
+    }
+}
+
+enum CertProblem {
+    UnknownIssuer,
+    WrongName,
+    Expired,
+    Other(String),
+}
+
+/// The TLS certificate error somewhere in `e`'s chain, if that is why it failed. (rustls's
+/// error arrives wrapped in an `io::Error`, whose `source()` skips it: look inside.)
+fn certificate_problem(e: &reqwest::Error) -> Option<CertProblem> {
+    use rustls::CertificateError as C;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let mut inner = err;
+        while let Some(wrapped) = inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(c)) = inner.downcast_ref::<rustls::Error>() {
+            return Some(match c {
+                C::UnknownIssuer | C::BadSignature => CertProblem::UnknownIssuer,
+                C::NotValidForName | C::NotValidForNameContext { .. } => CertProblem::WrongName,
+                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+                    CertProblem::Expired
+                }
+                other => CertProblem::Other(format!("{other:?}")),
+            });
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// The server could not be reached at all (as opposed to answering with an error).

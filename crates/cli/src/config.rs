@@ -14,13 +14,19 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalOpts {
     /// URL of the sovdb server [default: from the config file, else the server running on this
-    /// machine, else http://127.0.0.1:7070]
+    /// machine, else https://127.0.0.1:7070]
     #[arg(long, global = true, env = "SOVDB_SERVER", value_name = "URL")]
     pub server: Option<String>,
 
     /// API token [default: from the config file, else this machine's admin.token]
     #[arg(long, global = true, env = "SOVDB_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// CA certificate (PEM) to trust for the server's certificate, besides the system's
+    /// [default: from the config file, else this machine's <data-dir>/ca.crt for the server
+    /// running here]
+    #[arg(long, global = true, env = "SOVDB_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 
     /// Project to act in [default: default]
     #[arg(long, short = 'p', global = true, env = "SOVDB_PROJECT", value_name = "NAME")]
@@ -36,6 +42,7 @@ pub struct GlobalOpts {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     server: Option<String>,
+    ca_file: Option<PathBuf>,
     token: Option<String>,
     project: Option<String>,
 }
@@ -69,6 +76,10 @@ pub fn config_path() -> PathBuf {
 #[derive(Debug)]
 pub struct Resolved {
     pub server: String,
+    /// The CA to trust besides the system's, and whether the user named it (else it is
+    /// this machine's server's `ca.crt`).
+    pub ca_file: Option<PathBuf>,
+    pub ca_named: bool,
     pub token: String,
     pub project: Option<String>,
 }
@@ -85,9 +96,17 @@ impl GlobalOpts {
             .clone()
             .or(file.server)
             .map(|s| s.trim_end_matches('/').to_string())
-            .or(local_server)
-            .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
-        Ok(Resolved { server, token: String::new(), project: self.project.clone().or(file.project) })
+            .or(local_server.clone())
+            .unwrap_or_else(|| format!("https://{DEFAULT_LISTEN}"));
+        let named_ca = self.ca_file.clone().or(file.ca_file);
+        let ca_file = named_ca.clone().or_else(|| local_ca(&server, local_server.as_deref()));
+        Ok(Resolved {
+            server,
+            ca_file,
+            ca_named: named_ca.is_some(),
+            token: String::new(),
+            project: self.project.clone().or(file.project),
+        })
     }
 
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
@@ -99,8 +118,12 @@ impl GlobalOpts {
         let local_server =
             std::fs::read_to_string(data_dir.join("api.url")).ok().map(|s| s.trim().trim_end_matches('/').to_string());
         let named_server = self.server.clone().or(file.server).map(|s| s.trim_end_matches('/').to_string());
-        let server =
-            named_server.clone().or_else(|| local_server.clone()).unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
+        let server = named_server
+            .clone()
+            .or_else(|| local_server.clone())
+            .unwrap_or_else(|| format!("https://{DEFAULT_LISTEN}"));
+        let named_ca = self.ca_file.clone().or(file.ca_file);
+        let ca_file = named_ca.clone().or_else(|| local_ca(&server, local_server.as_deref()));
         let token = match self.token.clone().or(file.token) {
             Some(t) => t,
             None => {
@@ -123,8 +146,24 @@ impl GlobalOpts {
                 }
             }
         };
-        Ok(Resolved { server, token, project: self.project.clone().or(file.project) })
+        Ok(Resolved {
+            server,
+            ca_file,
+            ca_named: named_ca.is_some(),
+            token,
+            project: self.project.clone().or(file.project),
+        })
     }
+}
+
+/// This machine's server's CA certificate (`<data-dir>/ca.crt`, beside `api.url`), for
+/// that server only.
+fn local_ca(server: &str, local_server: Option<&str>) -> Option<PathBuf> {
+    if local_server != Some(server) {
+        return None;
+    }
+    let path = default_data_dir().join("ca.crt");
+    path.exists().then_some(path)
 }
 
 fn read_config(path: &std::path::Path) -> anyhow::Result<ConfigFile> {

@@ -172,11 +172,21 @@ impl Ca {
         Ok(Ca { issuer, cert_pem: sealed.cert_pem.clone(), not_after })
     }
 
-    /// Issues a leaf certificate with a new key.
+    /// Issues a leaf certificate with a new key, valid for `req.validity_days`.
     pub fn issue(&self, req: &CertRequest) -> Result<IssuedCert, PkiError> {
-        check_common_name(&req.common_name)?;
         if req.validity_days == 0 {
             return Err(PkiError::InvalidRequest("validity_days must be at least 1".into()));
+        }
+        self.issue_for(req, Duration::days(i64::from(req.validity_days)))
+    }
+
+    /// Issues a leaf certificate with a new key, valid for `validity` from now (whole
+    /// seconds; `req.validity_days` is ignored). Shorter than a day is for tests that
+    /// watch a renewal happen.
+    pub fn issue_for(&self, req: &CertRequest, validity: Duration) -> Result<IssuedCert, PkiError> {
+        check_common_name(&req.common_name)?;
+        if validity < Duration::seconds(1) {
+            return Err(PkiError::InvalidRequest("the validity must be at least one second".into()));
         }
         if matches!(req.usage, CertUsage::Server | CertUsage::ServerAndClient)
             && req.dns_names.is_empty()
@@ -188,11 +198,12 @@ impl Ca {
             ));
         }
         let now = Utc::now();
-        let not_after = whole_seconds(now + Duration::days(i64::from(req.validity_days)));
+        let not_after = whole_seconds(now + validity);
         if not_after > self.not_after {
             return Err(PkiError::InvalidRequest(format!(
-                "validity_days {} would outlast the CA, which expires at {}; ask for a shorter validity",
-                req.validity_days, self.not_after
+                "a validity of {} days would outlast the CA, which expires at {}; ask for a shorter validity",
+                validity.num_days(),
+                self.not_after
             )));
         }
 

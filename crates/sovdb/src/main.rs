@@ -12,6 +12,7 @@ use sovdb_cli::ClientCommand;
 mod agent;
 mod fsutil;
 mod serve;
+mod tls;
 
 /// sovdb: sovereign databases on demand, on infrastructure you control.
 ///

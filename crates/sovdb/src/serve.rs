@@ -52,6 +52,31 @@ pub struct ServeArgs {
     #[arg(long, env = "SOVDB_PORT_RANGE", default_value = "20000-29999", value_name = "FIRST-LAST", value_parser = parse_port_range)]
     port_range: std::ops::RangeInclusive<u16>,
 
+    /// Serve plain HTTP instead of HTTPS: only where something else (a TLS proxy in front,
+    /// a private link) protects the tokens that clients send
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_names"])]
+    insecure_http: bool,
+
+    /// Another name clients reach this server by (a DNS name or an IP address), added to
+    /// the certificate the installation CA issues for the API; repeatable. The listen
+    /// address is always in it (and localhost, 127.0.0.1 and ::1 for a loopback or
+    /// wildcard address)
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
+
+    /// Serve this certificate (PEM; the server's first, then any intermediates) instead of
+    /// one from the installation CA. Replaced files are picked up within a minute
+    #[arg(long, env = "SOVDB_TLS_CERT", value_name = "FILE", requires = "tls_key", conflicts_with = "tls_names")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, env = "SOVDB_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// How long a CA-issued API certificate is valid; it is renewed when a third is left
+    #[arg(long, env = "SOVDB_API_CERT_VALIDITY_SECS", default_value_t = 90 * 86400, value_name = "SECONDS", hide = true)]
+    api_cert_validity_secs: u64,
+
     /// How long an operation's lease lasts without renewal: a dead replica's operations
     /// are taken over by another this long after it died
     #[arg(long, env = "SOVDB_OPERATION_LEASE", default_value = "30", value_name = "SECONDS", hide = true)]
@@ -66,6 +91,17 @@ struct ServeConfig {
     master_key_file: PathBuf,
     operation_lease: Duration,
     port_range: std::ops::RangeInclusive<u16>,
+    tls: TlsMode,
+}
+
+/// How the API is served.
+enum TlsMode {
+    /// HTTPS with a certificate from the installation CA for these names, renewed.
+    Issued { names: Vec<String>, validity: Duration },
+    /// HTTPS with the operator's certificate and key files.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Plain HTTP (`--insecure-http`).
+    Off,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -84,6 +120,14 @@ impl ServeArgs {
         let store_url = self.store.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("sovdb.db").display()));
         let operation_lease = Duration::from_secs(self.operation_lease.max(1));
         let master_key_file = self.master_key_file.unwrap_or_else(|| data_dir.join("master.key"));
+        let tls = match (self.insecure_http, self.tls_cert, self.tls_key) {
+            (true, _, _) => TlsMode::Off,
+            (false, Some(cert), Some(key)) => TlsMode::Files { cert, key },
+            _ => TlsMode::Issued {
+                names: self.tls_names,
+                validity: Duration::from_secs(self.api_cert_validity_secs.max(1)),
+            },
+        };
         ServeConfig {
             data_dir,
             listen: self.listen,
@@ -91,6 +135,7 @@ impl ServeArgs {
             master_key_file,
             operation_lease,
             port_range: self.port_range,
+            tls,
         }
     }
 }
@@ -111,6 +156,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow!("cannot listen on {}: {e}; {hint}", config.listen)
     })?;
     let addr = listener.local_addr()?;
+    // The operator's certificate is checked before anything is written.
+    let user_cert = match &config.tls {
+        TlsMode::Files { cert, key } => Some(crate::tls::load_files(cert, key)?),
+        _ => None,
+    };
 
     prepare_data_dir(&config.data_dir)?;
     let lock_file = config.data_dir.join("serve.lock");
@@ -150,16 +200,51 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(installation_id = %b.installation_id, token_file = %token_file.display(), "installation created");
     }
 
-    let base_url = format!("http://{addr}");
-    let url_file = config.data_dir.join("api.url");
-    write_atomic(&url_file, format!("{base_url}\n").as_bytes(), 0o644)
-        .with_context(|| format!("cannot write {}", url_file.display()))?;
-    print_banner(&base_url, &config, &token_file, created.is_some());
-    tracing::info!(%addr, store = %sovdb_store::redact_url(&config.store_url), "serving");
-
     app.pki_init_files(KeyFiles::new(&config.master_key_file))
         .await
         .map_err(|e| anyhow!("cannot load the master key and the installation's CA: {e}"))?;
+    let ca_file = config.data_dir.join("ca.crt");
+    let ca_pem = app.ca_cert_pem().map_err(|e| anyhow!("{e}"))?;
+    write_atomic(&ca_file, ca_pem.as_bytes(), 0o644).with_context(|| format!("cannot write {}", ca_file.display()))?;
+
+    // The certificate before the address is published: a client that finds `api.url`
+    // finds `ca.crt` and a server that presents a certificate.
+    let (tls, renewal) = match (&config.tls, user_cert) {
+        (TlsMode::Off, _) => {
+            tracing::warn!(
+                "serving plain HTTP (--insecure-http): tokens and secrets cross the network in clear; use it only \
+                 behind a TLS proxy or on a private link"
+            );
+            (None, None)
+        }
+        (TlsMode::Files { cert, key }, Some((certified, pem))) => {
+            crate::tls::log_cert(&certified, "serving the certificate of --tls-cert");
+            let resolver = Arc::new(crate::tls::ApiCertResolver::new(certified));
+            let reload = crate::tls::reload_loop(cert.clone(), key.clone(), pem, resolver.clone());
+            (Some(resolver), Some(tokio::spawn(reload)))
+        }
+        (TlsMode::Files { .. }, None) => unreachable!("the files were loaded above"),
+        (TlsMode::Issued { names, validity }, _) => {
+            let (dns_names, ip_addresses) = crate::tls::api_names(addr, names);
+            let spec = sovdb_app::ApiCertSpec { dns_names, ip_addresses, validity: *validity };
+            let (key, issued) = crate::tls::issued_key(&app, &worker_id, &spec).await?;
+            if !issued {
+                crate::tls::log_cert(&key, "serving the stored API certificate");
+            }
+            let resolver = Arc::new(crate::tls::ApiCertResolver::new(key));
+            let renew = crate::tls::renew_loop(app.clone(), worker_id.clone(), spec, resolver.clone());
+            (Some(resolver), Some(tokio::spawn(renew)))
+        }
+    };
+    let tls = tls.map(crate::tls::server_config).transpose()?;
+
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base_url = format!("{scheme}://{}", crate::tls::local_url_addr(addr));
+    let url_file = config.data_dir.join("api.url");
+    write_atomic(&url_file, format!("{base_url}\n").as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", url_file.display()))?;
+    print_banner(&base_url, &config, &token_file, created.is_some(), tls.is_some().then_some(ca_file.as_path()));
+    tracing::info!(%addr, %base_url, store = %sovdb_store::redact_url(&config.store_url), "serving");
     // Before the first login: a login for an unknown user must cost what any other does.
     app.logins_warm_up().await.map_err(|e| anyhow!("cannot prepare password checks: {e}"))?;
     let engine = start_engine(&app, worker_id, config.operation_lease, failpoints).await?;
@@ -170,21 +255,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let observe = tokio::spawn(observe_loop(app.clone()));
     let schedules = tokio::spawn(schedule_loop(app.clone()));
 
-    let router = sovdb_api::app(app).into_make_service_with_connect_info::<SocketAddr>();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let grace_expired = async move {
-        let _ = stop_rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        r = server => r.context("the HTTP server failed")?,
-        _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them (their transactions roll back)"),
+    let router = sovdb_api::app(app);
+    match tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            let listener = sovdb_agent::TlsListener::start(listener, acceptor, addr);
+            serve_until_stopped::<_, crate::tls::Peer>(listener, crate::tls::with_peer_addr(router)).await?
+        }
+        None => serve_until_stopped::<_, SocketAddr>(listener, router).await?,
     }
 
+    if let Some(r) = renewal {
+        r.abort();
+    }
     heartbeat.abort();
     observe.abort();
     schedules.abort();
@@ -202,6 +285,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves `router` on `listener` until SIGTERM/SIGINT, then lets requests in flight finish
+/// for [`SHUTDOWN_GRACE`].
+/// The router learns each request's peer address as `C` (see [`crate::tls::Peer`]).
+async fn serve_until_stopped<L, C>(listener: L, router: axum::Router) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    C: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let router = router.into_make_service_with_connect_info::<C>();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let grace_expired = async move {
+        let _ = stop_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r.context("the HTTP server failed")?,
+        _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them (their transactions roll back)"),
+    }
     Ok(())
 }
 
@@ -328,7 +440,7 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(base_url: &str, config: &ServeConfig, token_file: &Path, created: bool) {
+fn print_banner(base_url: &str, config: &ServeConfig, token_file: &Path, created: bool, ca_file: Option<&Path>) {
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "sovdb".into());
     let token_note = if created {
         " (created now, mode 0600)"
@@ -337,18 +449,23 @@ fn print_banner(base_url: &str, config: &ServeConfig, token_file: &Path, created
     } else {
         ""
     };
+    let cacert = ca_file.map(|f| format!("--cacert {} ", f.display())).unwrap_or_default();
+    let ca_line = match ca_file {
+        Some(f) => format!("\n  CA:          {} (what clients trust; the CLI here reads it by itself)", f.display()),
+        None => "\n  TLS:         off (--insecure-http)".into(),
+    };
     println!(
         "sovdb {version} is serving\n\
          \x20 API:         {base_url}/api/v1  (OpenAPI document: {base_url}/api/v1/openapi.json)\n\
          \x20 health:      {base_url}/healthz\n\
          \x20 store:       {store}\n\
          \x20 data dir:    {data}\n\
-         \x20 admin token: {token}{token_note}\n\
+         \x20 admin token: {token}{token_note}{ca_line}\n\
          \n\
          Try, in another terminal on this machine (no configuration needed):\n\
          \x20 {exe} location list\n\
          \x20 {exe} cluster list -o json\n\
-         \x20 curl -H \"Authorization: Bearer $(cat {token})\" {base_url}/api/v1/whoami\n\
+         \x20 curl {cacert}-H \"Authorization: Bearer $(cat {token})\" {base_url}/api/v1/whoami\n\
          \n\
          Stop with Ctrl-C (or SIGTERM).",
         version = env!("CARGO_PKG_VERSION"),

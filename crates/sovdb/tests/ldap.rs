@@ -103,7 +103,8 @@ fn directory_users_log_in_with_their_groups_roles() {
 
     // An empty password is never sent (LDAP would take it for an anonymous bind, and say yes).
     let empty = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        reqwest::Client::new()
+        server
+            .http_client()
             .post(format!("{}/api/v1/login", server.url))
             .json(&serde_json::json!({"user": "ann", "password": ""}))
             .send()

@@ -41,7 +41,7 @@ impl Answer {
 
 impl Api {
     fn new(server: &TestServer) -> Api {
-        Api { http: reqwest::Client::new(), base: server.url.clone() }
+        Api { http: server.http_client(), base: server.url.clone() }
     }
 
     async fn call(

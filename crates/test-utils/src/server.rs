@@ -14,11 +14,13 @@ pub struct TestServer {
     store: Option<String>,
     /// Extra environment of the next launches (failpoints, say).
     env: Vec<(String, String)>,
+    /// Extra arguments of `serve` in the next launches (`--insecure-http`, say).
+    args: Vec<String>,
     child: Option<Child>,
     /// `FIRST-LAST`: the ports this server gives out on hosts, and the lock that holds them.
     ports: String,
     _ports_lock: std::fs::File,
-    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    /// Base URL, e.g. `https://127.0.0.1:41234` (`http://` with `--insecure-http`).
     pub url: String,
     /// The admin token the server wrote on first start.
     pub token: String,
@@ -48,6 +50,7 @@ impl TestServer {
             dir: Some(dir),
             store,
             env: Vec::new(),
+            args: Vec::new(),
             child: None,
             ports,
             _ports_lock,
@@ -87,6 +90,33 @@ impl TestServer {
             .env("SOVDB_DATA_DIR", self.data_dir())
             .stdin(Stdio::null());
         c
+    }
+
+    /// The installation CA's certificate the server writes (`<data-dir>/ca.crt`): what a
+    /// client of its HTTPS API trusts.
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir().join("ca.crt")
+    }
+
+    /// A `reqwest` client builder for the API: it trusts the installation CA (and nothing
+    /// else), so it speaks to the server at [`TestServer::url`] as any HTTPS client would.
+    /// Call after the server started (the CA file exists from then on).
+    pub fn http_client_builder(&self) -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false);
+        match std::fs::read(self.ca_path()) {
+            Ok(pem) => builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("ca.crt is PEM")),
+            Err(_) => builder,
+        }
+    }
+
+    /// [`TestServer::http_client_builder`], built.
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http_client_builder().build().expect("build the HTTP client")
+    }
+
+    /// Adds arguments to `serve` for the next launches.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
     }
 
     /// Sets (or with `None` removes) an environment variable of the next launches.
@@ -132,6 +162,7 @@ impl TestServer {
         if let Some(store) = &self.store {
             cmd.arg("--store").arg(store);
         }
+        cmd.args(&self.args);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

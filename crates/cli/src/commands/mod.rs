@@ -136,11 +136,11 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     };
     if let ClientCommand::Login { args, .. } = cmd {
         // The one command without a token: it is how a token is got.
-        let client = Client::new(global.resolve_without_token()?);
+        let client = Client::new(global.resolve_without_token()?)?;
         let (server, project) = (global.server.as_deref(), global.project.as_deref());
         return users::login(args, &client, server, project, global.token.is_some(), global.output).await;
     }
-    let client = Client::new(global.resolve()?);
+    let client = Client::new(global.resolve()?)?;
     let explicit_project = global.project.is_some();
     let out = global.output;
     match cmd {
