@@ -60,6 +60,8 @@ pub enum Action {
     ClusterRestart,
     ClusterScale,
     ClusterSetParams,
+    /// Changing a cluster's network allow-list.
+    ClusterAllowList,
     BackupRead,
     BackupCreate,
     BackupVerify,
@@ -108,6 +110,7 @@ impl Action {
         Action::ClusterRestart,
         Action::ClusterScale,
         Action::ClusterSetParams,
+        Action::ClusterAllowList,
         Action::BackupCreate,
         Action::BackupVerify,
         Action::BackupPolicySet,
@@ -152,6 +155,7 @@ impl Action {
             Action::ClusterRestart => (InProject(Operator), "restarting a cluster"),
             Action::ClusterScale => (InProject(Operator), "scaling a cluster"),
             Action::ClusterSetParams => (InProject(Operator), "changing a cluster's parameters"),
+            Action::ClusterAllowList => (InProject(Operator), "changing a cluster's network allow-list"),
             Action::BackupCreate => (InProject(Operator), "backing up a cluster"),
             Action::BackupVerify => (InProject(Operator), "verifying a cluster's backups"),
             Action::BackupPolicySet => (InProject(Operator), "setting a backup policy"),
@@ -262,7 +266,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 37, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 38, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -296,6 +300,7 @@ mod tests {
             (ClusterRestart, "operator"),
             (ClusterScale, "operator"),
             (ClusterSetParams, "operator"),
+            (ClusterAllowList, "operator"),
             (BackupCreate, "operator"),
             (BackupVerify, "operator"),
             (BackupPolicySet, "operator"),

@@ -93,6 +93,22 @@ pub(crate) async fn must_cluster(app: &App, id: ClusterId) -> Result<(ClusterRec
     cluster(app, id).await?.ok_or_else(|| StepFailure::permanent(format!("cluster {id} no longer exists")))
 }
 
+/// The cluster's allow-list: its spec's, or (a cluster made before allow-lists) its
+/// location's networks now.
+pub(crate) async fn allow_list(
+    app: &App,
+    record: &ClusterRecord,
+    spec: &ClusterSpec,
+) -> Result<Vec<String>, StepFailure> {
+    match &spec.allow {
+        Some(list) => Ok(list.clone()),
+        None => {
+            let mut tx = app.store.read().await.map_err(store_failure)?;
+            crate::clusters::location_networks(tx.as_mut(), record.location_id).await.map_err(store_failure)
+        }
+    }
+}
+
 /// The cluster's members with their hosts, by name.
 pub(crate) async fn members(app: &App, id: ClusterId) -> Result<Vec<Member>, StepFailure> {
     let mut tx = app.store.read().await.map_err(store_failure)?;
