@@ -47,6 +47,9 @@ impl MemberLayout {
     pub fn pgbouncer_ini(&self) -> String {
         self.path("pgbouncer.ini")
     }
+    pub fn pgbouncer_hba(&self) -> String {
+        self.path("pgbouncer-hba.conf")
+    }
     pub fn pgbouncer_users(&self) -> String {
         self.path("pgbouncer-users.txt")
     }
@@ -418,13 +421,14 @@ sys.exit(main())
 "#;
 
 /// PgBouncer on one member, in transaction pooling mode, in front of the member's
-/// read-write route; TLS towards clients and towards PostgreSQL.
+/// read-write route; TLS towards clients and towards PostgreSQL. Clients are checked
+/// against [`pgbouncer_hba`] (the allow-list; re-read on SIGHUP), then by SCRAM password.
 pub fn pgbouncer_ini(layout: &MemberLayout, me: &Peer, pooler_port: u16) -> String {
     format!(
         "; Written by sovdb; changes are overwritten.\n\
          [databases]\n* = host={addr} port={rw}\n\n\
          [pgbouncer]\nlisten_addr = {addr}\nlisten_port = {pooler_port}\nunix_socket_dir = {run}\n\
-         auth_type = scram-sha-256\nauth_file = {users}\npool_mode = transaction\n\
+         auth_type = hba\nauth_hba_file = {hba}\nauth_file = {users}\npool_mode = transaction\n\
          max_client_conn = 1000\ndefault_pool_size = 20\nignore_startup_parameters = extra_float_digits\n\
          client_tls_sslmode = require\nclient_tls_cert_file = {cert}\nclient_tls_key_file = {key}\nclient_tls_ca_file = {ca}\n\
          server_tls_sslmode = verify-ca\nserver_tls_ca_file = {ca}\n",
@@ -432,10 +436,29 @@ pub fn pgbouncer_ini(layout: &MemberLayout, me: &Peer, pooler_port: u16) -> Stri
         rw = me.ports.read_write,
         run = layout.run_dir(),
         users = layout.pgbouncer_users(),
+        hba = layout.pgbouncer_hba(),
         cert = layout.cert(),
         key = layout.key(),
         ca = layout.ca(),
     )
+}
+
+/// PgBouncer's client rules (its `pg_hba.conf`-like file): SCRAM passwords, from
+/// loopback, the members and the allow-list only; PgBouncer refuses any other source
+/// ("login rejected").
+pub fn pgbouncer_hba(allow: &[String], members: &[Peer]) -> String {
+    let mut out = String::from("# Written by sovdb; changes are overwritten.\n");
+    for l in crate::allow::LOOPBACK {
+        out.push_str(&format!("host all all {l} scram-sha-256\n"));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for s in members.iter().map(|m| crate::allow::host_source(&m.address)).chain(allow.iter().cloned()) {
+        if !seen.contains(&s) {
+            out.push_str(&format!("hostssl all all {s} scram-sha-256\n"));
+            seen.push(s);
+        }
+    }
+    out
 }
 
 /// PgBouncer's user list: the application user (its password in clear, in a 0600 file of
@@ -739,5 +762,13 @@ mod tests {
         let ini = pgbouncer_ini(&MemberLayout::new("/m"), &peer("db-1", "10.0.0.1", 20000), 20004);
         assert!(ini.contains("* = host=10.0.0.1 port=20002"));
         assert!(ini.contains("listen_port = 20004"));
+        assert!(ini.contains("auth_type = hba\nauth_hba_file = /m/pgbouncer-hba.conf\n"));
+        let hba = pgbouncer_hba(&["192.168.7.0/24".to_string()], &[peer("db-1", "10.0.0.1", 20000)]);
+        assert_eq!(
+            hba,
+            "# Written by sovdb; changes are overwritten.\nhost all all 127.0.0.1/32 scram-sha-256\n\
+             host all all ::1/128 scram-sha-256\nhostssl all all 10.0.0.1/32 scram-sha-256\n\
+             hostssl all all 192.168.7.0/24 scram-sha-256\n"
+        );
     }
 }

@@ -33,7 +33,8 @@ fn text(b: &[u8]) -> String {
 
 /// `psql URI -c SQL` inside test host `host`'s namespace (a client on that machine).
 fn psql_on(hosts: &TestHosts, host: &str, uri: &str, sql: &str) -> Result<String, String> {
-    let out = hosts.exec(host, ["timeout", "-s", "KILL", "20", PSQL, uri, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+    let out =
+        hosts.exec(host, ["timeout", "-s", "KILL", "20", PSQL, uri, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]);
     if out.status.success() {
         Ok(text(&out.stdout).trim().to_string())
     } else {

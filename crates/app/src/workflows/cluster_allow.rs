@@ -4,7 +4,8 @@
 //! Patroni's `POST /reload` re-reads that file, rewrites `pg_hba.conf` and reloads
 //! PostgreSQL (SIGHUP: `pg_hba.conf` is never read only at start). HAProxy's
 //! configuration carries the same list as a `tcp-request connection reject` rule and is
-//! reloaded through its master (SIGUSR2: no connection dropped). Sessions already open
+//! reloaded through its master (SIGUSR2: no connection dropped); PgBouncer's client rules
+//! (`pgbouncer-hba.conf`, with `--pooler`) are re-read on SIGHUP. Sessions already open
 //! stay open: both only judge new connections.
 //!
 //! Parameters: `{"cluster": ID, "allow": [CIDR]}`: the whole new list, parsed and
@@ -17,8 +18,8 @@
 //! 2. `ensure-dcs`: the location's etcd endpoints, which `patroni.yml` names.
 //! 3. `write-configs`: every member's files (as `cluster.create` renders them), written
 //!    only where they differ.
-//! 4. `reload`: every member's Patroni and HAProxy re-read their files; both reload
-//!    twice without harm.
+//! 4. `reload`: every member's Patroni, HAProxy (and PgBouncer) re-read their files;
+//!    each reloads twice without harm.
 //! 5. `wait-applied`: every member's `pg_hba.conf` holds exactly the rendered lines and
 //!    PostgreSQL loaded its configuration since the file was written.
 //! 6. `mark`: an event (once, see `pg::event_once`).
@@ -97,6 +98,7 @@ async fn reload(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         reload_patroni(app, m, &password).await?;
         let client = pg::agent(app, &m.host, Duration::from_secs(30)).await?;
         pg::reload_haproxy(&client, m).await?;
+        pg::reload_pgbouncer(&client, m).await?;
     }
     Ok(json!({"reloaded": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
 }

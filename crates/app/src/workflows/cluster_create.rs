@@ -280,6 +280,8 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
                 0o600,
             )
             .await?;
+            any |= pg::write(&client, OS_USER, layout.pgbouncer_hba(), render::pgbouncer_hba(&allow, &peers), 0o600)
+                .await?;
         }
         if any {
             changed.push(m.name.clone());

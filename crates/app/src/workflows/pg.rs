@@ -487,6 +487,18 @@ pub(crate) async fn reload_haproxy(client: &AgentClient, m: &Member) -> Result<(
     Ok(())
 }
 
+/// Tells a member's PgBouncer to read its configuration and client rules again (SIGHUP;
+/// open sessions stay). Nothing to do when it doesn't run (no pooler).
+pub(crate) async fn reload_pgbouncer(client: &AgentClient, m: &Member) -> Result<(), StepFailure> {
+    let name = m.service("pgbouncer");
+    let list = client.process_list().await.map_err(agent_failure)?;
+    if let Some(pid) = list.into_iter().find(|p| p.name == name).and_then(|p| p.pid) {
+        let pid = pid.to_string();
+        run(client, &["kill", "-HUP", &pid], None, None, "reload PgBouncer").await?;
+    }
+    Ok(())
+}
+
 /// Stops and removes one member: its processes, its directory, its ports, its
 /// certificate and its row. Idempotent.
 pub(crate) async fn remove_member(app: &App, m: &Member, cluster: &ClusterRecord) -> Result<(), StepFailure> {
