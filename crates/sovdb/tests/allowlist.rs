@@ -5,12 +5,13 @@
 //! location's network, and the control plane's namespace (the bridge address) another.
 //! What must hold:
 //! - a new cluster allows its location's networks (the hosts' /24), so both clients
-//!   connect, to PostgreSQL directly and through HAProxy;
+//!   connect, to PostgreSQL directly, through HAProxy and through PgBouncer;
 //! - bad CIDRs are refused before anything changes (no operation, the same list);
 //! - narrowed to the bridge address alone, the client host is refused by PostgreSQL
 //!   ("no pg_hba.conf entry") and by HAProxy, while the bridge client still gets in, the
 //!   replica keeps streaming (a row written on the primary reaches it) and no member
-//!   restarted (`pg_postmaster_start_time()` unchanged);
+//!   restarted (`pg_postmaster_start_time()` unchanged); PgBouncer (`--pooler`) refuses
+//!   the client host too ("login rejected");
 //! - allowed again, the client host connects again.
 //!
 //! Cleanup on failure: `TestServer`'s and `TestHosts`' drops.
@@ -91,7 +92,10 @@ fn a_client_outside_the_allow_list_is_refused_without_a_restart() {
             });
         }
     });
-    ok(&server, &["cluster", "create", "ac", "--location", LOC, "--replicas", "2", "--spread", "host", "--wait"]);
+    ok(
+        &server,
+        &["cluster", "create", "ac", "--location", LOC, "--replicas", "2", "--spread", "host", "--pooler", "--wait"],
+    );
     let c = json(&server, &["cluster", "show", "ac"]);
     let used: Vec<&str> = c["members"].as_array().unwrap().iter().map(|m| m["host"].as_str().unwrap()).collect();
     let client = hosts.hosts().iter().find(|h| !used.contains(&h.name.as_str())).expect("a host without a member");
@@ -110,7 +114,8 @@ fn a_client_outside_the_allow_list_is_refused_without_a_restart() {
     let conn = json(&server, &["cluster", "connect", "ac"]);
     let member = conn["endpoints"]["members"][0].as_str().unwrap().to_string();
     let routed = conn["endpoints"]["read_write"][0].as_str().unwrap().to_string();
-    for addr in [&member, &routed] {
+    let pooled = conn["endpoints"]["pooler"][0].as_str().unwrap().to_string();
+    for addr in [&member, &routed, &pooled] {
         assert_eq!(psql_on(&hosts, &client_host, &uri(&conn, addr), "SELECT 1").as_deref(), Ok("1"), "{addr}");
         assert_eq!(psql(&uri(&conn, addr), "SELECT 1").as_deref(), Ok("1"), "{addr} from the bridge");
     }
@@ -134,6 +139,9 @@ fn a_client_outside_the_allow_list_is_refused_without_a_restart() {
     assert!(err.contains(&client.address.to_string()), "names the client's address: {err}");
     let err = psql_on(&hosts, &client_host, &uri(&conn, &routed), "SELECT 1").expect_err("refused by HAProxy");
     eprintln!("allowlist: through HAProxy: {err}");
+    let err = psql_on(&hosts, &client_host, &uri(&conn, &pooled), "SELECT 1").expect_err("refused by PgBouncer");
+    assert!(err.contains("login rejected"), "{err}");
+    assert_eq!(psql(&uri(&conn, &pooled), "SELECT 1").as_deref(), Ok("1"), "the bridge still gets in the pooler");
     assert_eq!(psql(&uri(&conn, &routed), "SELECT 1").as_deref(), Ok("1"), "the bridge still gets in");
     let rw = uri(&conn, &routed);
     psql(&rw, "CREATE TABLE IF NOT EXISTS t (v int); INSERT INTO t VALUES (42)").unwrap();
@@ -149,7 +157,7 @@ fn a_client_outside_the_allow_list_is_refused_without_a_restart() {
 
     // 4. Allowed again.
     ok(&server, &["cluster", "allow", "ac", "--cidr", &subnet, "--wait"]);
-    for addr in [&member, &routed] {
+    for addr in [&member, &routed, &pooled] {
         assert_eq!(psql_on(&hosts, &client_host, &uri(&conn, addr), "SELECT 1").as_deref(), Ok("1"), "{addr}");
     }
     assert_eq!(start_times(&conn), started, "no member restarted");
