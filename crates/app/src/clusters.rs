@@ -395,6 +395,15 @@ impl App {
             Some(list) => list.clone(),
             None => location_networks(self.store.read().await?.as_mut(), record.location_id).await?,
         };
+        // A network that is not listed can't be taken off: most likely a typo, or a part
+        // of a listed network (deny does not split one), and either way access would not
+        // change as the caller expects.
+        if let Some(missing) = deny.iter().find(|c| !current.contains(c)) {
+            let listed = if current.is_empty() { "no network".to_string() } else { current.join(", ") };
+            return Err(AppError::Invalid(format!(
+                "{missing} is not on cluster {name:?}'s allow-list (it holds {listed}); deny takes entries exactly as listed"
+            )));
+        }
         let list = sovdb_postgres::allow::change(&current, &allow, &deny);
         let params = cluster_allow::Params { cluster: record.id, allow: list };
         self.cluster_operation(

@@ -127,6 +127,7 @@ fn a_client_outside_the_allow_list_is_refused_without_a_restart() {
     refused(&server, &["cluster", "allow", "ac", "--cidr", "nope"], "not a CIDR");
     refused(&server, &["cluster", "allow", "ac", "--cidr", "10.0.0.0/33"], "prefix length");
     refused(&server, &["cluster", "deny", "ac", "--cidr", "fd00::1/8"], "did you mean fd00::/8");
+    refused(&server, &["cluster", "deny", "ac", "--cidr", "192.0.2.0/24"], "is not on cluster \"ac\"'s allow-list");
     assert_eq!(operations(&server, "cluster.allow-list"), before, "no operation for a refused change");
     assert_eq!(allow_list(&server), vec![subnet.clone()]);
 
