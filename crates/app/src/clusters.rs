@@ -404,8 +404,7 @@ impl App {
                 "{missing} is not on cluster {name:?}'s allow-list (it holds {listed}); deny takes entries exactly as listed"
             )));
         }
-        let list = sovdb_postgres::allow::change(&current, &allow, &deny);
-        let params = cluster_allow::Params { cluster: record.id, allow: list };
+        let params = cluster_allow::Params { cluster: record.id, allow, deny };
         self.cluster_operation(
             ctx,
             &record,

@@ -8,12 +8,14 @@
 //! (`pgbouncer-hba.conf`, with `--pooler`) are re-read on SIGHUP. Sessions already open
 //! stay open: both only judge new connections.
 //!
-//! Parameters: `{"cluster": ID, "allow": [CIDR]}`: the whole new list, parsed and
-//! checked by the app before the operation exists.
+//! Parameters: `{"cluster": ID, "allow": [CIDR], "deny": [CIDR]}`: what to add and what
+//! to take off, parsed and checked by the app before the operation exists (no CIDR in
+//! both). The change is applied to the list the cluster has when the operation runs, so
+//! two changes queued one after the other both count.
 //!
 //! Steps, each idempotent:
-//! 1. `save`: the list becomes the spec's (the desired state); writing it twice is one
-//!    change. From here on any configuration sovdb writes for the cluster (a scale, a
+//! 1. `save`: the changed list becomes the spec's (the desired state) and the step's
+//!    output; adding and removing again changes nothing more. From here on any configuration sovdb writes for the cluster (a scale, a
 //!    rerun) carries the new list.
 //! 2. `ensure-dcs`: the location's etcd endpoints, which `patroni.yml` names.
 //! 3. `write-configs`: every member's files (as `cluster.create` renders them), written
@@ -46,8 +48,19 @@ pub const KIND: &str = "cluster.allow-list";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Params {
     pub cluster: ClusterId,
-    /// The whole new list, canonical CIDRs.
+    /// Canonical CIDRs to add.
+    #[serde(default)]
     pub allow: Vec<String>,
+    /// Canonical CIDRs to take off.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// What `save` wrote.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    before: Vec<String>,
+    allow: Vec<String>,
 }
 
 pub fn workflow() -> Workflow<App> {
@@ -63,17 +76,18 @@ pub fn workflow() -> Workflow<App> {
 async fn save(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let params: Params = ctx.params()?;
     let app = &ctx.services;
-    let (_, mut spec) = pg::must_cluster(app, params.cluster).await?;
-    let before = spec.allow.clone();
-    if spec.allow.as_ref() != Some(&params.allow) {
-        spec.allow = Some(params.allow.clone());
+    let (record, mut spec) = pg::must_cluster(app, params.cluster).await?;
+    let before = pg::allow_list(app, &record, &spec).await?;
+    let allow = sovdb_postgres::allow::change(&before, &params.allow, &params.deny);
+    if spec.allow.as_ref() != Some(&allow) {
+        spec.allow = Some(allow.clone());
         let mut tx = app.store.write().await.map_err(store_failure)?;
         tx.cluster_set_spec(params.cluster, &serde_json::to_value(&spec).expect("serialise"))
             .await
             .map_err(store_failure)?;
         tx.commit().await.map_err(store_failure)?;
     }
-    Ok(json!({"before": before, "allow": params.allow}))
+    Ok(serde_json::to_value(Saved { before, allow }).expect("serialise"))
 }
 
 /// Asks one member's Patroni to re-read its configuration file (`POST /reload`: 202
@@ -130,10 +144,11 @@ async fn applied(app: &App, m: &Member, want: &[String]) -> Result<Result<(), St
 
 async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let params: Params = ctx.params()?;
+    let saved: Saved = ctx.output("save")?;
     let app = &ctx.services;
     let members = pg::members(app, params.cluster).await?;
     let peers: Vec<_> = members.iter().map(Member::peer).collect();
-    let want = sovdb_postgres::render::pg_hba(&params.allow, &peers);
+    let want = sovdb_postgres::render::pg_hba(&saved.allow, &peers);
     let deadline = Instant::now() + Duration::from_secs(60);
     for m in &members {
         loop {
@@ -152,9 +167,10 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
 
 async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let params: Params = ctx.params()?;
+    let saved: Saved = ctx.output("save")?;
     let app = &ctx.services;
     let (record, _) = pg::must_cluster(app, params.cluster).await?;
-    let list = if params.allow.is_empty() { "no client network".to_string() } else { params.allow.join(", ") };
+    let list = if saved.allow.is_empty() { "no client network".to_string() } else { saved.allow.join(", ") };
     let message = format!(
         "allow-list of cluster {}: {list} (besides loopback and the members); applied without a restart",
         record.name
