@@ -330,6 +330,23 @@ pub(crate) async fn cluster_set_params(
     Ok((StatusCode::ACCEPTED, Json(app.cluster_set_params(&ctx, &name, req).await?)))
 }
 
+/// Adds networks (`allow`) to and removes networks (`deny`) from the cluster's network
+/// allow-list, then applies the whole list to every member's pg_hba (through Patroni) and
+/// HAProxy without a restart. Every CIDR is checked first. Starts a `cluster.allow-list`
+/// operation.
+#[utoipa::path(post, path = "/clusters/{name}/allow-list", tag = "clusters", request_body = ClusterAllowList,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_allow_list(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<ClusterAllowList>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_allow_list(&ctx, &name, req).await?)))
+}
+
 /// What happened to a cluster, oldest first: created, failovers Patroni made (observed by
 /// the control plane), switchovers, restarts, parameter changes, scaling, degraded and
 /// recovered. A deleted cluster's events stay readable.

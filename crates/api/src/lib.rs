@@ -106,6 +106,7 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::cluster_restart))
         .routes(routes!(handlers::cluster_scale))
         .routes(routes!(handlers::cluster_set_params))
+        .routes(routes!(handlers::cluster_allow_list))
         .routes(routes!(handlers::repo_list, handlers::repo_create))
         .routes(routes!(handlers::repo_get, handlers::repo_delete))
         .routes(routes!(handlers::audit_list))

@@ -407,6 +407,7 @@ fn cluster_spec(backup_repo: Option<RepoId>) -> ClusterSpec {
         pooler: false,
         backup_repo,
         backup_policy: Default::default(),
+        allow: None,
     }
 }
 

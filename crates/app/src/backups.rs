@@ -310,6 +310,13 @@ impl App {
             backup_repo: repo.as_ref().map(|r| r.id),
             // A copy runs no schedule until one is set for it.
             backup_policy: BackupPolicy::default(),
+            // The source's allow-list in its location; elsewhere, the new location's
+            // networks (the source's may mean nothing there).
+            allow: if location.id == src.location_id {
+                spec.allow.clone()
+            } else {
+                Some(crate::clusters::location_networks(tx.as_mut(), location.id).await?)
+            },
             ..spec.clone()
         };
         let record = ClusterRecord {

@@ -12,7 +12,7 @@ use crate::rbac::Action;
 use crate::workflows::cluster_delete::DeleteParams;
 use crate::workflows::pg::{self, ClusterParams};
 use crate::workflows::{
-    cluster_create, cluster_delete, cluster_restart, cluster_scale, cluster_set, cluster_switchover,
+    cluster_allow, cluster_create, cluster_delete, cluster_restart, cluster_scale, cluster_set, cluster_switchover,
 };
 use crate::{validate, App, AppError, Ctx, Result};
 
@@ -86,6 +86,9 @@ impl App {
             pooler: req.pooler,
             backup_repo: backup_repo.map(|r| r.id),
             backup_policy: BackupPolicy::default(),
+            // The location's networks now, written out: a host added to the location
+            // later does not widen an existing cluster's list.
+            allow: Some(location_networks(tx.as_mut(), location.id).await?),
         };
         let record = ClusterRecord {
             id: ClusterId::new(),
@@ -150,7 +153,11 @@ impl App {
 
     pub async fn cluster_get(&self, ctx: &Ctx, name: &str) -> Result<ClusterDetail> {
         ctx.require(Action::ClusterRead)?;
-        let (cluster, _, spec, members) = self.cluster_parts(ctx, name).await?;
+        let (cluster, record, spec, members) = self.cluster_parts(ctx, name).await?;
+        let allow = match &spec.allow {
+            Some(list) => list.clone(),
+            None => location_networks(self.store.read().await?.as_mut(), record.location_id).await?,
+        };
         let observed = if members.is_empty() {
             Err("no member is placed yet".to_string())
         } else {
@@ -188,6 +195,7 @@ impl App {
             database: spec.database,
             user: spec.user,
             params: spec.params,
+            allow,
             members: out,
             endpoints: endpoints(&members),
             status_message,
@@ -364,6 +372,50 @@ impl App {
         .await
     }
 
+    /// Adds networks to and removes networks from the cluster's allow-list, then applies
+    /// the whole list to every member (pg_hba through Patroni, HAProxy) without a
+    /// restart. Every entry is checked before anything changes.
+    pub async fn cluster_allow_list(&self, ctx: &Ctx, name: &str, req: ClusterAllowList) -> Result<Operation> {
+        ctx.require(Action::ClusterAllowList)?;
+        if req.allow.is_empty() && req.deny.is_empty() {
+            return Err(AppError::Invalid(
+                "nothing to change: give --cidr with `cluster allow` or `cluster deny` (e.g. --cidr 10.0.0.0/24)"
+                    .into(),
+            ));
+        }
+        let allow = sovdb_postgres::allow::parse_list(&req.allow)
+            .map_err(|e| AppError::Invalid(format!("invalid allow --cidr: {e}")))?;
+        let deny = sovdb_postgres::allow::parse_list(&req.deny)
+            .map_err(|e| AppError::Invalid(format!("invalid deny --cidr: {e}")))?;
+        if let Some(both) = allow.iter().find(|c| deny.contains(c)) {
+            return Err(AppError::Invalid(format!("{both} is both allowed and denied; give one of them")));
+        }
+        let (_, record, spec, _) = self.cluster_parts(ctx, name).await?;
+        let current = match &spec.allow {
+            Some(list) => list.clone(),
+            None => location_networks(self.store.read().await?.as_mut(), record.location_id).await?,
+        };
+        // A network that is not listed can't be taken off: most likely a typo, or a part
+        // of a listed network (deny does not split one), and either way access would not
+        // change as the caller expects.
+        if let Some(missing) = deny.iter().find(|c| !current.contains(c)) {
+            let listed = if current.is_empty() { "no network".to_string() } else { current.join(", ") };
+            return Err(AppError::Invalid(format!(
+                "{missing} is not on cluster {name:?}'s allow-list (it holds {listed}); deny takes entries exactly as listed"
+            )));
+        }
+        let params = cluster_allow::Params { cluster: record.id, allow, deny };
+        self.cluster_operation(
+            ctx,
+            &record,
+            cluster_allow::KIND,
+            "cluster.allow-list",
+            serde_json::to_value(params).expect("serialise"),
+            &req,
+        )
+        .await
+    }
+
     /// Starts a day-2 operation on a cluster that was created (not one being created,
     /// deleted, or that failed), with its audit record, in one transaction.
     pub(crate) async fn cluster_operation(
@@ -467,6 +519,16 @@ pub(crate) async fn placement_candidates(
         });
     }
     Ok((hosts, candidates))
+}
+
+/// A location's networks, the default allow-list: each host address's /24 (IPv4) or
+/// /64 (IPv6); see `sovdb_postgres::allow`.
+pub(crate) async fn location_networks(
+    tx: &mut dyn sovdb_store::Tx,
+    location: LocationId,
+) -> std::result::Result<Vec<String>, StoreError> {
+    let hosts = tx.host_list(Some(location), &PageRequest::first(1000)).await?.items;
+    Ok(sovdb_postgres::allow::default_networks(hosts.iter().map(|h| h.host.address.as_str())))
 }
 
 /// A step helper's failure, met outside an operation: ours to log, not the caller's.

@@ -5,6 +5,7 @@
 //! a member (Patroni, which runs PostgreSQL; HAProxy; PgBouncer) and of a location's
 //! etcd, and ship them through agents. Nothing here does IO, so all of it is unit-tested.
 
+pub mod allow;
 pub mod backup;
 pub mod params;
 pub mod render;

@@ -47,6 +47,9 @@ impl MemberLayout {
     pub fn pgbouncer_ini(&self) -> String {
         self.path("pgbouncer.ini")
     }
+    pub fn pgbouncer_hba(&self) -> String {
+        self.path("pgbouncer-hba.conf")
+    }
     pub fn pgbouncer_users(&self) -> String {
         self.path("pgbouncer-users.txt")
     }
@@ -138,6 +141,10 @@ pub struct PatroniInput<'a> {
     /// A new cluster's first member is restored with this command (see
     /// [`crate::backup::restore_command_line`]) instead of initialised.
     pub restore_command: Option<&'a str>,
+    /// Every member of the cluster (replication and routing sources).
+    pub peers: &'a [Peer],
+    /// The client networks allowed in (parsed CIDRs, see [`crate::allow`]).
+    pub allow: &'a [String],
 }
 
 /// The DCS namespace of every sovdb cluster.
@@ -235,7 +242,7 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
                 "log_truncate_on_rotation": "on",
                 "log_rotation_size": 0,
             },
-            "pg_hba": pg_hba(),
+            "pg_hba": pg_hba(i.allow, i.peers),
         },
         "watchdog": {"mode": "off"},
         "tags": {"nofailover": false, "noloadbalance": false, "clonefrom": false, "nosync": false},
@@ -263,34 +270,70 @@ pub fn patroni_yml(i: &PatroniInput<'_>) -> String {
 }
 
 /// Who may connect how: the database user by peer on the socket, everyone else with a
-/// SCRAM password, and only over TLS from other machines.
-pub fn pg_hba() -> Vec<String> {
-    [
+/// SCRAM password, and only over TLS from other machines. Replication only from the
+/// members; any role from loopback and from the members (HAProxy and PgBouncer connect
+/// from their member's address and check the allow-list themselves); clients only from
+/// the allow-list. A source that matches no line is refused by PostgreSQL ("no
+/// pg_hba.conf entry"). Patroni writes these lines to `pg_hba.conf` and reloads
+/// PostgreSQL when they change: no restart.
+pub fn pg_hba(allow: &[String], members: &[Peer]) -> Vec<String> {
+    let mut out: Vec<String> = [
         "local all postgres peer",
         "local all all scram-sha-256",
         "host all all 127.0.0.1/32 scram-sha-256",
+        "host all all ::1/128 scram-sha-256",
         "host replication replicator 127.0.0.1/32 scram-sha-256",
-        "hostssl replication replicator 0.0.0.0/0 scram-sha-256",
-        "hostssl all all 0.0.0.0/0 scram-sha-256",
-        "hostssl all all ::/0 scram-sha-256",
     ]
     .into_iter()
     .map(String::from)
-    .collect()
+    .collect();
+    let mut sources: Vec<String> = Vec::new();
+    for m in members {
+        let s = crate::allow::host_source(&m.address);
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    }
+    for s in &sources {
+        out.push(format!("hostssl replication replicator {s} scram-sha-256"));
+    }
+    for s in &sources {
+        out.push(format!("hostssl all all {s} scram-sha-256"));
+    }
+    for c in allow {
+        out.push(format!("hostssl all all {c} scram-sha-256"));
+    }
+    out
+}
+
+/// HAProxy's sources allowed in: loopback, the members (PgBouncer connects to the
+/// read-write route from its member's address) and the allow-list.
+fn haproxy_sources(members: &[Peer], allow: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = crate::allow::LOOPBACK.iter().map(|s| s.to_string()).collect();
+    for s in members.iter().map(|m| crate::allow::host_source(&m.address)).chain(allow.iter().cloned()) {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// HAProxy on one member: a read-write port to the primary and a read-only port to the
 /// replicas (the primary when no replica is up), chosen by Patroni's REST health checks
-/// over TLS. Sessions to a server that stops being what the port wants are cut.
-pub fn haproxy_cfg(layout: &MemberLayout, me: &Peer, members: &[Peer]) -> String {
+/// over TLS. Sessions to a server that stops being what the port wants are cut. A
+/// connection from a source outside the allow-list (see [`haproxy_sources`]) is closed
+/// as it is accepted.
+pub fn haproxy_cfg(layout: &MemberLayout, me: &Peer, members: &[Peer], allow: &[String]) -> String {
     let ca = layout.ca();
+    let acl =
+        format!("    tcp-request connection reject unless {{ src {} }}\n", haproxy_sources(members, allow).join(" "));
     let mut out = format!(
         "# Written by sovdb; changes are overwritten.\n\
          global\n    maxconn 2000\n    stats socket {run}/haproxy.sock mode 600 level admin\n\n\
          defaults\n    mode tcp\n    retries 2\n    timeout connect 2s\n    timeout client 30m\n    timeout server 30m\n    timeout check 2s\n    \
          default-server inter 1s fastinter 500ms downinter 1s rise 1 fall 2 on-marked-down shutdown-sessions check-ssl verify required ca-file {ca}\n\n\
-         frontend read_write\n    bind {addr}:{rw}\n    default_backend primary\n\n\
-         frontend read_only\n    bind {addr}:{ro}\n    use_backend replicas if {{ nbsrv(replicas) gt 0 }}\n    default_backend primary\n",
+         frontend read_write\n    bind {addr}:{rw}\n{acl}    default_backend primary\n\n\
+         frontend read_only\n    bind {addr}:{ro}\n{acl}    use_backend replicas if {{ nbsrv(replicas) gt 0 }}\n    default_backend primary\n",
         run = layout.run_dir(),
         addr = me.address,
         rw = me.ports.read_write,
@@ -378,13 +421,14 @@ sys.exit(main())
 "#;
 
 /// PgBouncer on one member, in transaction pooling mode, in front of the member's
-/// read-write route; TLS towards clients and towards PostgreSQL.
+/// read-write route; TLS towards clients and towards PostgreSQL. Clients are checked
+/// against [`pgbouncer_hba`] (the allow-list; re-read on SIGHUP), then by SCRAM password.
 pub fn pgbouncer_ini(layout: &MemberLayout, me: &Peer, pooler_port: u16) -> String {
     format!(
         "; Written by sovdb; changes are overwritten.\n\
          [databases]\n* = host={addr} port={rw}\n\n\
          [pgbouncer]\nlisten_addr = {addr}\nlisten_port = {pooler_port}\nunix_socket_dir = {run}\n\
-         auth_type = scram-sha-256\nauth_file = {users}\npool_mode = transaction\n\
+         auth_type = hba\nauth_hba_file = {hba}\nauth_file = {users}\npool_mode = transaction\n\
          max_client_conn = 1000\ndefault_pool_size = 20\nignore_startup_parameters = extra_float_digits\n\
          client_tls_sslmode = require\nclient_tls_cert_file = {cert}\nclient_tls_key_file = {key}\nclient_tls_ca_file = {ca}\n\
          server_tls_sslmode = verify-ca\nserver_tls_ca_file = {ca}\n",
@@ -392,10 +436,29 @@ pub fn pgbouncer_ini(layout: &MemberLayout, me: &Peer, pooler_port: u16) -> Stri
         rw = me.ports.read_write,
         run = layout.run_dir(),
         users = layout.pgbouncer_users(),
+        hba = layout.pgbouncer_hba(),
         cert = layout.cert(),
         key = layout.key(),
         ca = layout.ca(),
     )
+}
+
+/// PgBouncer's client rules (its `pg_hba.conf`-like file): SCRAM passwords, from
+/// loopback, the members and the allow-list only; PgBouncer refuses any other source
+/// ("login rejected").
+pub fn pgbouncer_hba(allow: &[String], members: &[Peer]) -> String {
+    let mut out = String::from("# Written by sovdb; changes are overwritten.\n");
+    for l in crate::allow::LOOPBACK {
+        out.push_str(&format!("host all all {l} scram-sha-256\n"));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for s in members.iter().map(|m| crate::allow::host_source(&m.address)).chain(allow.iter().cloned()) {
+        if !seen.contains(&s) {
+            out.push_str(&format!("hostssl all all {s} scram-sha-256\n"));
+            seen.push(s);
+        }
+    }
+    out
 }
 
 /// PgBouncer's user list: the application user (its password in clear, in a 0600 file of
@@ -517,6 +580,8 @@ mod tests {
             passwords: &passwords(),
             backup_stanza: None,
             restore_command: None,
+            peers: std::slice::from_ref(&me),
+            allow: &[],
         });
         let doc: serde_yaml::Value = serde_yaml::from_str(&yml).unwrap();
         assert_eq!(doc["scope"].as_str(), Some("scope-id"));
@@ -561,6 +626,8 @@ mod tests {
             passwords: &passwords(),
             backup_stanza: Some("scope-id"),
             restore_command: Some(restore),
+            peers: std::slice::from_ref(&me),
+            allow: &[],
         });
         let doc: serde_yaml::Value = serde_yaml::from_str(&yml).unwrap();
         let pg = &doc["postgresql"];
@@ -606,14 +673,68 @@ mod tests {
     fn haproxy_routes_by_patroni_health_over_tls() {
         let layout = MemberLayout::new("/b/pg/abc-1");
         let members = [peer("db-1", "10.0.0.1", 20000), peer("db-2", "10.0.0.2", 21000)];
-        let cfg = haproxy_cfg(&layout, &members[0], &members);
-        assert!(cfg.contains("bind 10.0.0.1:20002\n    default_backend primary"));
-        assert!(cfg.contains("bind 10.0.0.1:20003\n    use_backend replicas if { nbsrv(replicas) gt 0 }"));
+        let allow = vec!["192.168.7.0/24".to_string(), "fd00::/8".to_string()];
+        let cfg = haproxy_cfg(&layout, &members[0], &members, &allow);
+        let acl = "    tcp-request connection reject unless { src 127.0.0.1/32 ::1/128 10.0.0.1/32 10.0.0.2/32 \
+                   192.168.7.0/24 fd00::/8 }\n";
+        assert!(cfg.contains(&format!("bind 10.0.0.1:20002\n{acl}    default_backend primary")), "{cfg}");
+        assert!(
+            cfg.contains(&format!("bind 10.0.0.1:20003\n{acl}    use_backend replicas if {{ nbsrv(replicas) gt 0 }}"))
+        );
         assert!(cfg.contains("option httpchk GET /primary"));
         assert!(cfg.contains("option httpchk GET /replica"));
         assert!(cfg.contains("server db-2 10.0.0.2:21000 check port 21001"));
         assert!(cfg.contains("check-ssl verify required ca-file /b/pg/abc-1/tls/ca.crt"));
         assert_eq!(cfg.matches("server db-1 ").count(), 2);
+    }
+
+    #[test]
+    fn pg_hba_lets_clients_in_only_from_the_allow_list() {
+        let members =
+            [peer("db-1", "10.0.0.1", 20000), peer("db-2", "10.0.0.2", 21000), peer("db-3", "10.0.0.2", 22000)];
+        let allow = vec!["192.168.7.0/24".to_string(), "fd00::/8".to_string()];
+        let hba = pg_hba(&allow, &members);
+        let want = [
+            "local all postgres peer",
+            "local all all scram-sha-256",
+            "host all all 127.0.0.1/32 scram-sha-256",
+            "host all all ::1/128 scram-sha-256",
+            "host replication replicator 127.0.0.1/32 scram-sha-256",
+            "hostssl replication replicator 10.0.0.1/32 scram-sha-256",
+            "hostssl replication replicator 10.0.0.2/32 scram-sha-256",
+            "hostssl all all 10.0.0.1/32 scram-sha-256",
+            "hostssl all all 10.0.0.2/32 scram-sha-256",
+            "hostssl all all 192.168.7.0/24 scram-sha-256",
+            "hostssl all all fd00::/8 scram-sha-256",
+        ];
+        assert_eq!(hba, want);
+        assert!(!hba.iter().any(|l| l.contains("0.0.0.0/0") || l.contains("::/0")), "nothing open to the world");
+        // An empty list leaves the members and loopback only; 0.0.0.0/0 must be asked for.
+        let closed = pg_hba(&[], &members);
+        assert_eq!(closed.len(), want.len() - 2);
+        let open = pg_hba(&["0.0.0.0/0".to_string()], &members);
+        assert_eq!(open.last().map(String::as_str), Some("hostssl all all 0.0.0.0/0 scram-sha-256"));
+        // The rendered patroni.yml carries them.
+        let layout = MemberLayout::new("/b/pg/abc-1");
+        let (params, etcd) = (BTreeMap::new(), vec!["10.0.0.9:2379".to_string()]);
+        let yml = patroni_yml(&PatroniInput {
+            scope: "s",
+            member: &members[0],
+            layout: &layout,
+            version: "15",
+            etcd_hosts: &etcd,
+            sync: false,
+            params: &params,
+            passwords: &passwords(),
+            backup_stanza: None,
+            restore_command: None,
+            peers: &members,
+            allow: &allow,
+        });
+        let doc: serde_yaml::Value = serde_yaml::from_str(&yml).unwrap();
+        let lines: Vec<&str> =
+            doc["postgresql"]["pg_hba"].as_sequence().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        assert_eq!(lines, want);
     }
 
     #[test]
@@ -641,5 +762,13 @@ mod tests {
         let ini = pgbouncer_ini(&MemberLayout::new("/m"), &peer("db-1", "10.0.0.1", 20000), 20004);
         assert!(ini.contains("* = host=10.0.0.1 port=20002"));
         assert!(ini.contains("listen_port = 20004"));
+        assert!(ini.contains("auth_type = hba\nauth_hba_file = /m/pgbouncer-hba.conf\n"));
+        let hba = pgbouncer_hba(&["192.168.7.0/24".to_string()], &[peer("db-1", "10.0.0.1", 20000)]);
+        assert_eq!(
+            hba,
+            "# Written by sovdb; changes are overwritten.\nhost all all 127.0.0.1/32 scram-sha-256\n\
+             host all all ::1/128 scram-sha-256\nhostssl all all 10.0.0.1/32 scram-sha-256\n\
+             hostssl all all 192.168.7.0/24 scram-sha-256\n"
+        );
     }
 }

@@ -29,6 +29,7 @@ const SCENARIOS: &[&str] = &[
     "cluster.restart",
     "cluster.set",
     "cluster.scale",
+    "cluster.allow-list",
     "backup.create",
     "backup.verify",
     "backup.purge",
@@ -487,6 +488,40 @@ fn cluster_scale_completes_once_after_a_crash_at_every_failpoint() {
             let pg = local_base(server).join("pg");
             let dirs = std::fs::read_dir(&pg).unwrap().count();
             assert_eq!(dirs, target(i), "one directory per member, nothing orphaned");
+        },
+    );
+}
+
+#[test]
+fn cluster_allow_list_completes_once_after_a_crash_at_every_failpoint() {
+    // Every run allows one more network; no run restarts PostgreSQL.
+    let net = |i: usize| format!("10.200.{i}.0/24");
+    let postmasters = std::sync::Mutex::new(None::<Vec<String>>);
+    day_two_survives_every_failpoint(
+        "cluster.allow-list",
+        "2",
+        |i| ["cluster", "allow", "c", "--cidr", &net(i)].map(String::from).to_vec(),
+        |server, i, _| {
+            settled(server, 2, "after the allow-list change");
+            let c = json(server, &["cluster", "show", "c"]).unwrap();
+            let allow: Vec<&str> = c["allow"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            for j in 0..=i {
+                assert!(allow.contains(&net(j).as_str()), "{} in {allow:?}", net(j));
+            }
+            let mut pids = Vec::new();
+            for dir in std::fs::read_dir(local_base(server).join("pg")).unwrap() {
+                let data = dir.unwrap().path().join("data");
+                let hba = std::fs::read_to_string(data.join("pg_hba.conf")).unwrap();
+                assert!(hba.contains(&format!("hostssl all all {} scram-sha-256", net(i))), "{hba}");
+                let pid = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
+                pids.push(pid.lines().take(3).collect::<Vec<_>>().join(" "));
+            }
+            pids.sort();
+            let mut seen = postmasters.lock().unwrap();
+            if let Some(before) = seen.as_ref() {
+                assert_eq!(before, &pids, "no member restarted");
+            }
+            *seen = Some(pids);
         },
     );
 }

@@ -223,6 +223,13 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
             Some(json!({"params": {"work_mem": "8MB"}})),
             Operator,
         ),
+        case(
+            M::POST,
+            "/api/v1/clusters/{name}/allow-list",
+            "/clusters/nope/allow-list",
+            Some(json!({"allow": ["10.0.0.0/8"]})),
+            Operator,
+        ),
         case(M::GET, "/api/v1/repos", "/repos", None, Viewer),
         case(M::POST, "/api/v1/repos", "/repos", Some(json!({"name": "Not A Label", "type": "posix"})), Operator),
         case(M::GET, "/api/v1/repos/{name}", &format!("/repos/{repo}"), None, Viewer),

@@ -91,6 +91,12 @@ pub struct ClusterSpec {
     /// Scheduled backups, retention and drills.
     #[serde(default)]
     pub backup_policy: crate::BackupPolicy,
+    /// The client networks (canonical CIDRs) allowed to connect. `None` (clusters made
+    /// before allow-lists existed): the default rule, the location's networks, derived
+    /// from its hosts' addresses whenever the configuration is written. A new cluster
+    /// gets that default written out when it is created.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
 }
 
 /// What a member is, as Patroni last reported it.
@@ -143,6 +149,9 @@ pub struct ClusterDetail {
     pub database: String,
     pub user: String,
     pub params: BTreeMap<String, String>,
+    /// The client networks (CIDRs) allowed to connect, besides loopback and the members
+    /// themselves, which always are.
+    pub allow: Vec<String>,
     pub members: Vec<ClusterMember>,
     pub endpoints: ClusterEndpoints,
     /// Why the cluster is degraded or failed, or what could not be observed.
@@ -199,6 +208,20 @@ pub struct ClusterSetParams {
     /// Parameters to take back to their default.
     #[serde(default)]
     pub reset: Vec<String>,
+}
+
+/// Body of `POST /api/v1/clusters/{name}/allow-list`: networks to add to and remove
+/// from the cluster's allow-list, applied to every member without a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterAllowList {
+    /// CIDRs (IPv4 or IPv6; a bare address is one host) to allow. `0.0.0.0/0` and
+    /// `::/0` (everyone) are accepted when given explicitly.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// CIDRs to take off the list (exactly as listed).
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// Something that happened to a cluster, a host or the installation.

@@ -212,6 +212,7 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
         .unwrap_or_default();
     let passwords = pg::passwords(app, cluster).await?;
     let peers: Vec<_> = members.iter().map(Member::peer).collect();
+    let allow = pg::allow_list(app, &record, &spec).await?;
     let ca = app.pki().map_err(app_failure)?.ca_pem().to_string();
     let owner = pg::owner(cluster);
     let scope = cluster.to_string();
@@ -260,10 +261,13 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
             passwords: &passwords,
             backup_stanza: spec.backup_repo.map(|_| scope.as_str()),
             restore_command: restore_command.as_deref(),
+            peers: &peers,
+            allow: &allow,
         });
         any |= pg::write(&client, OS_USER, layout.patroni_yml(), yml, 0o600).await?;
         any |=
-            pg::write(&client, OS_USER, layout.haproxy_cfg(), render::haproxy_cfg(&layout, &me, &peers), 0o600).await?;
+            pg::write(&client, OS_USER, layout.haproxy_cfg(), render::haproxy_cfg(&layout, &me, &peers, &allow), 0o600)
+                .await?;
         if let Some(port) = m.spec.ports.pooler {
             any |=
                 pg::write(&client, OS_USER, layout.pgbouncer_ini(), render::pgbouncer_ini(&layout, &me, port), 0o600)
@@ -276,6 +280,8 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
                 0o600,
             )
             .await?;
+            any |= pg::write(&client, OS_USER, layout.pgbouncer_hba(), render::pgbouncer_hba(&allow, &peers), 0o600)
+                .await?;
         }
         if any {
             changed.push(m.name.clone());

@@ -13,7 +13,8 @@
 //! 5. `remove-members`: the chosen replicas stopped and removed (processes, directory,
 //!    ports, certificate, row); Patroni drops their replication slots.
 //! 6. `write-configs`: every member's files (the new members' in full; the others'
-//!    HAProxy configuration with the new peers).
+//!    HAProxy configuration with the new peers, and their `pg_hba` rules, which the
+//!    others' Patroni reloads so the new members may replicate from any of them).
 //! 7. `start-members`, 8. `start-routers`: the new members' Patroni (which clones from the
 //!    primary) and HAProxy; the other members' HAProxy reloads without dropping a
 //!    connection.
@@ -47,7 +48,7 @@ pub fn workflow() -> Workflow<App> {
         .step("ensure-dcs", cluster_create::ensure_dcs)
         .step("install-packages", cluster_create::install_packages)
         .step("remove-members", remove_members)
-        .step("write-configs", cluster_create::write_configs)
+        .step("write-configs", write_configs)
         .step("start-members", cluster_create::start_members)
         .step("start-routers", start_routers)
         .step("wait-replicas", cluster_create::wait_replicas)
@@ -111,14 +112,15 @@ async fn unplace(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let Params { cluster, .. } = ctx.params()?;
     let choice: Choice = ctx.output("choose")?;
     let app = &ctx.services;
-    let (record, _) = pg::must_cluster(app, cluster).await?;
+    let (record, spec) = pg::must_cluster(app, cluster).await?;
     let members = pg::members(app, cluster).await?;
     let (added, kept): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| !choice.before.contains(&m.name));
     for m in &added {
         pg::remove_member(app, m, &record).await?;
     }
     if !added.is_empty() {
-        rewrite_routers(app, &kept.into_iter().cloned().collect::<Vec<_>>()).await?;
+        let allow = pg::allow_list(app, &record, &spec).await?;
+        rewrite_routers(app, &kept.into_iter().cloned().collect::<Vec<_>>(), &allow).await?;
     }
     Ok(json!({"removed": added.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
 }
@@ -148,14 +150,38 @@ async fn remove_members(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({"removed": choice.remove}))
 }
 
+/// `cluster.create`'s `write-configs`, then a Patroni reload of the members that ran
+/// before and whose files changed: their `pg_hba` names replication sources by member
+/// address, so the new members' addresses must be in it before they clone. A reload
+/// twice does no harm; a member whose Patroni does not answer (down) reads the file when
+/// it starts again, so it does not hold the scale up.
+async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { cluster, .. } = ctx.params()?;
+    let choice: Choice = ctx.output("choose")?;
+    let mut written = cluster_create::write_configs(ctx.clone()).await?;
+    let app = &ctx.services;
+    let password = pg::passwords(app, cluster).await?.rest;
+    let mut not_reloaded = Vec::new();
+    for m in pg::members(app, cluster).await? {
+        let changed = written["changed"].as_array().is_some_and(|a| a.iter().any(|n| n == m.name.as_str()));
+        if changed && choice.before.contains(&m.name) {
+            if let Err(e) = super::cluster_allow::reload_patroni(app, &m, &password).await {
+                not_reloaded.push(e.error.message);
+            }
+        }
+    }
+    written["not_reloaded"] = json!(not_reloaded);
+    Ok(written)
+}
+
 /// Writes every member's HAProxy configuration for `members` and reloads those whose
 /// configuration changed.
-async fn rewrite_routers(app: &App, members: &[Member]) -> Result<(), StepFailure> {
+async fn rewrite_routers(app: &App, members: &[Member], allow: &[String]) -> Result<(), StepFailure> {
     let peers: Vec<_> = members.iter().map(Member::peer).collect();
     for m in members {
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
         let layout = m.layout();
-        let cfg = sovdb_postgres::render::haproxy_cfg(&layout, &m.peer(), &peers);
+        let cfg = sovdb_postgres::render::haproxy_cfg(&layout, &m.peer(), &peers, allow);
         if pg::write(&client, sovdb_postgres::OS_USER, layout.haproxy_cfg(), cfg, 0o600).await? {
             pg::reload_haproxy(&client, m).await?;
         }

@@ -14,6 +14,7 @@ use crate::{App, AppError};
 
 pub mod backup;
 pub mod backup_verify;
+pub mod cluster_allow;
 pub mod cluster_create;
 pub mod cluster_delete;
 pub mod cluster_restart;
@@ -39,6 +40,7 @@ pub fn all() -> Vec<Workflow<App>> {
         cluster_restart::workflow(),
         cluster_set::workflow(),
         cluster_scale::workflow(),
+        cluster_allow::workflow(),
         backup::workflow(),
         backup_verify::workflow(),
         backup::purge_workflow(),

@@ -93,6 +93,22 @@ pub(crate) async fn must_cluster(app: &App, id: ClusterId) -> Result<(ClusterRec
     cluster(app, id).await?.ok_or_else(|| StepFailure::permanent(format!("cluster {id} no longer exists")))
 }
 
+/// The cluster's allow-list: its spec's, or (a cluster made before allow-lists) its
+/// location's networks now.
+pub(crate) async fn allow_list(
+    app: &App,
+    record: &ClusterRecord,
+    spec: &ClusterSpec,
+) -> Result<Vec<String>, StepFailure> {
+    match &spec.allow {
+        Some(list) => Ok(list.clone()),
+        None => {
+            let mut tx = app.store.read().await.map_err(store_failure)?;
+            crate::clusters::location_networks(tx.as_mut(), record.location_id).await.map_err(store_failure)
+        }
+    }
+}
+
 /// The cluster's members with their hosts, by name.
 pub(crate) async fn members(app: &App, id: ClusterId) -> Result<Vec<Member>, StepFailure> {
     let mut tx = app.store.read().await.map_err(store_failure)?;
@@ -467,6 +483,18 @@ pub(crate) async fn reload_haproxy(client: &AgentClient, m: &Member) -> Result<(
     if let Some(pid) = list.into_iter().find(|p| p.name == name).and_then(|p| p.pid) {
         let pid = pid.to_string();
         run(client, &["kill", "-USR2", &pid], None, None, "reload HAProxy").await?;
+    }
+    Ok(())
+}
+
+/// Tells a member's PgBouncer to read its configuration and client rules again (SIGHUP;
+/// open sessions stay). Nothing to do when it doesn't run (no pooler).
+pub(crate) async fn reload_pgbouncer(client: &AgentClient, m: &Member) -> Result<(), StepFailure> {
+    let name = m.service("pgbouncer");
+    let list = client.process_list().await.map_err(agent_failure)?;
+    if let Some(pid) = list.into_iter().find(|p| p.name == name).and_then(|p| p.pid) {
+        let pid = pid.to_string();
+        run(client, &["kill", "-HUP", &pid], None, None, "reload PgBouncer").await?;
     }
     Ok(())
 }

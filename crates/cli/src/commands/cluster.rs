@@ -3,8 +3,8 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use clap::Subcommand;
 use sovdb_types::{
-    Cluster, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, ClusterRestart, ClusterRestore,
-    ClusterScale, ClusterSetParams, ClusterSwitchover, Event, Operation, Spread,
+    Cluster, ClusterAllowList, ClusterConnection, ClusterCreate, ClusterDetail, ClusterMember, ClusterRestart,
+    ClusterRestore, ClusterScale, ClusterSetParams, ClusterSwitchover, Event, Operation, Spread,
 };
 
 use super::location::parse_labels;
@@ -155,6 +155,26 @@ pub enum ClusterCmd {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Let clients from these networks connect (PostgreSQL's pg_hba and HAProxy, applied
+    /// without a restart); 0.0.0.0/0 and ::/0 (everyone) only when given
+    Allow {
+        name: String,
+        /// A network, IPv4 or IPv6 (10.0.0.0/8, fd00::/8; an address alone is one host); repeat for more
+        #[arg(long = "cidr", value_name = "CIDR", required = true)]
+        cidrs: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Take networks off the allow-list: new connections from them are refused (open
+    /// sessions stay); loopback and the cluster's own members always stay allowed
+    Deny {
+        name: String,
+        /// A network exactly as listed by `cluster show`; repeat for more
+        #[arg(long = "cidr", value_name = "CIDR", required = true)]
+        cidrs: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Delete a cluster: stop and remove every member, release its ports and secrets. Its
     /// backups stay in its repository (`cluster restore NAME --as NEW` restores it) unless
     /// --delete-backups
@@ -237,6 +257,10 @@ fn show(c: &ClusterDetail, out: OutputFormat) -> anyhow::Result<()> {
             let p: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("parameters: {}", p.join(" "));
         }
+        println!(
+            "allow:      {} (and loopback, the members)",
+            if c.allow.is_empty() { "no client network".to_string() } else { c.allow.join(", ") }
+        );
         let e = &c.endpoints;
         println!("read-write: {}\nread-only:  {}", e.read_write.join(", "), e.read_only.join(", "));
         if !e.pooler.is_empty() {
@@ -245,6 +269,24 @@ fn show(c: &ClusterDetail, out: OutputFormat) -> anyhow::Result<()> {
         if !c.members.is_empty() {
             let rows: Vec<Vec<String>> = c.members.iter().map(Tabular::row).collect();
             println!("\n{}", render_table(ClusterMember::HEADERS, &rows));
+        }
+    }
+    Ok(())
+}
+
+async fn allow_list(
+    client: &Client,
+    name: &str,
+    req: ClusterAllowList,
+    wait: Wait,
+    out: OutputFormat,
+) -> anyhow::Result<()> {
+    let op: Operation = client.post(&format!("/clusters/{name}/allow-list"), &req).await?;
+    if let Some(op) = started(client, op, wait, out).await? {
+        let said = op.steps.last().and_then(|s| s.output.as_ref()).and_then(|o| o["message"].as_str());
+        match (out, said) {
+            (OutputFormat::Table, Some(m)) => println!("{m}"),
+            _ => print_one(&op, out)?,
         }
     }
     Ok(())
@@ -412,6 +454,12 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
                 }
             }
             Ok(())
+        }
+        ClusterCmd::Allow { name, cidrs, wait } => {
+            allow_list(client, &name, ClusterAllowList { allow: cidrs, deny: vec![] }, wait, out).await
+        }
+        ClusterCmd::Deny { name, cidrs, wait } => {
+            allow_list(client, &name, ClusterAllowList { allow: vec![], deny: cidrs }, wait, out).await
         }
         ClusterCmd::Delete { name, delete_backups, wait } => {
             let query = if delete_backups { "?delete_backups=true" } else { "" };
