@@ -357,7 +357,7 @@ impl App {
             )),
             S3CheckFailure::Certificate { detail } => AppError::Invalid(format!(
                 "host {name:?} does not trust the certificate of the S3 endpoint {url} ({}): give the CA that signed \
-                 it with --ca-file{}",
+                 it with --s3-ca-file{}",
                 scrub(detail),
                 if spec.ca_pem.is_some() { " (the one given did not)" } else { "" }
             )),
@@ -451,7 +451,7 @@ fn check(req: &RepoCreate) -> Result<Checked> {
         ("--bucket", req.bucket.is_some()),
         ("--region", req.region.is_some()),
         ("--uri-style", req.uri_style.is_some()),
-        ("--ca-file", req.ca_pem.is_some()),
+        ("--s3-ca-file", req.ca_pem.is_some()),
         ("--access-key-id", req.access_key_id.is_some()),
         ("--secret-access-key-stdin", req.secret_access_key.is_some()),
     ];
@@ -513,7 +513,7 @@ fn check(req: &RepoCreate) -> Result<Checked> {
             if let Some(ca) = &req.ca_pem {
                 if ca.len() > 64 * 1024 || !ca.contains("-----BEGIN CERTIFICATE-----") {
                     return Err(AppError::Invalid(
-                        "--ca-file is not a PEM certificate (expected `-----BEGIN CERTIFICATE-----`, at most 64 KiB)"
+                        "--s3-ca-file is not a PEM certificate (expected `-----BEGIN CERTIFICATE-----`, at most 64 KiB)"
                             .into(),
                     ));
                 }

@@ -100,4 +100,34 @@ mod tests {
         use clap::CommandFactory as _;
         super::Cli::command().debug_assert();
     }
+
+    /// A subcommand's own flag with the name of a global one (`--ca-file` once meant the
+    /// API's CA and an S3 endpoint's at once) is not caught by clap: the global one wins.
+    #[test]
+    fn no_command_reuses_a_global_flags_name() {
+        use clap::CommandFactory as _;
+        fn walk(cmd: &clap::Command, globals: &mut Vec<String>, clashes: &mut Vec<String>) {
+            let mine: Vec<&clap::Arg> = cmd.get_arguments().collect();
+            // clap tells arguments apart by ID (the field's name), so a field named like a
+            // global one takes its value whatever its flag is called: check both.
+            for a in mine.iter().filter(|a| !a.is_global_set()) {
+                let names = [Some(a.get_id().as_str()), a.get_long()];
+                if names.iter().flatten().any(|n| globals.iter().any(|g| g == n)) {
+                    clashes.push(format!("{} {}", cmd.get_name(), a.get_id()));
+                }
+            }
+            let before = globals.len();
+            for a in mine.iter().filter(|a| a.is_global_set()) {
+                globals.push(a.get_id().to_string());
+                globals.extend(a.get_long().map(String::from));
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, globals, clashes);
+            }
+            globals.truncate(before);
+        }
+        let mut clashes = Vec::new();
+        walk(&super::Cli::command(), &mut Vec::new(), &mut clashes);
+        assert!(clashes.is_empty(), "flags that a global flag shadows: {clashes:?}");
+    }
 }

@@ -62,6 +62,26 @@ fn a_single_member_cluster_serves_tls_and_is_deleted_without_a_trace() {
     // Reading the password was audited.
     let audit = ok(&server, &["audit", "list", "-o", "json"]);
     assert!(audit.contains("cluster.connect"), "the secret read is in the audit log");
+    // Its one place in plain text is `cluster connect`: not the store (sealed), not an
+    // operation's step outputs, the cluster's answers, its events or the audit log.
+    let password = conn["password"].as_str().unwrap();
+    let ops = json(&server, &["op", "list"]);
+    let mut seen = vec![
+        audit,
+        ok(&server, &["audit", "export"]),
+        ops.to_string(),
+        ok(&server, &["cluster", "show", "one", "-o", "json"]),
+        ok(&server, &["cluster", "events", "one", "-o", "json"]),
+    ];
+    for op in ops.as_array().unwrap() {
+        seen.push(ok(&server, &["op", "show", op["id"].as_str().unwrap(), "-o", "json"]));
+    }
+    for f in ["sovdb.db", "sovdb.db-wal"] {
+        seen.push(String::from_utf8_lossy(&std::fs::read(server.data_dir().join(f)).unwrap_or_default()).into_owned());
+    }
+    for (i, text) in seen.iter().enumerate() {
+        assert!(!text.contains(password), "the password is in plain text in place #{i}");
+    }
 
     ok(&server, &["cluster", "delete", "one", "--wait"]);
     assert!(!cli(&server, &["cluster", "show", "one"]).status.success());

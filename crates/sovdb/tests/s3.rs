@@ -35,7 +35,7 @@ fn create(
         ("--region", s3.region()),
         ("--uri-style", "path"),
         ("--access-key-id", s3.access_key()),
-        ("--ca-file", ca_file.as_str()),
+        ("--s3-ca-file", ca_file.as_str()),
     ];
     for (flag, value) in set {
         match options.iter_mut().find(|(f, _)| f == flag) {
@@ -86,9 +86,9 @@ fn a_cluster_backs_up_into_s3_and_restores_from_it() {
     // A CA that did not sign the endpoint's certificate.
     let other_ca = server.data_dir().join("other-ca.crt");
     std::fs::write(&other_ca, sovdb_pki::Ca::generate("not the S3 server's CA").unwrap().cert_pem()).unwrap();
-    let other_ca = [("--ca-file", other_ca.to_str().unwrap())];
+    let other_ca = [("--s3-ca-file", other_ca.to_str().unwrap())];
     let said = refused(&server, &s3, s3.secret_key(), &other_ca, "does not trust the certificate");
-    assert!(said.contains("give the CA that signed it with --ca-file"), "{said}");
+    assert!(said.contains("give the CA that signed it with --s3-ca-file"), "{said}");
     assert_eq!(json(&server, &["repo", "list"]), serde_json::json!([]), "nothing recorded");
     let leftovers: Vec<_> = std::fs::read_dir(server.data_dir().join("hosts/local/tmp"))
         .map(|d| d.flatten().map(|e| e.path()).collect())

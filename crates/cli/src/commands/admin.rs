@@ -37,7 +37,7 @@ pub enum LdapCmd {
         #[arg(long = "map", value_name = "GROUP=ROLE[@PROJECT]", required = true)]
         maps: Vec<String>,
         /// PEM file with the CA that signed the directory's certificate [default: the system's CAs]
-        #[arg(long)]
+        #[arg(long = "ldap-ca-file", id = "ldap_ca_file", value_name = "FILE")]
         ca_file: Option<std::path::PathBuf>,
         /// Accept ldap:// to a non-loopback address: passwords cross the network in clear
         #[arg(long)]
@@ -104,7 +104,8 @@ pub async fn run(cmd: AdminCmd, client: &Client, out: OutputFormat) -> anyhow::R
             let roles = maps.iter().map(|m| parse_map(m)).collect::<anyhow::Result<Vec<_>>>()?;
             let ca_pem = match ca_file {
                 Some(f) => Some(
-                    std::fs::read_to_string(&f).with_context(|| format!("cannot read --ca-file {}", f.display()))?,
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read --ldap-ca-file {}", f.display()))?,
                 ),
                 None => None,
             };

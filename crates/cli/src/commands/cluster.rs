@@ -274,14 +274,16 @@ fn show(c: &ClusterDetail, out: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn allow_list(
+/// Starts the operation at `path` with `req`; waited for, it prints what its last step
+/// says it did (a table), else the operation.
+async fn post_and_say<B: serde::Serialize>(
     client: &Client,
-    name: &str,
-    req: ClusterAllowList,
+    path: &str,
+    req: &B,
     wait: Wait,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
-    let op: Operation = client.post(&format!("/clusters/{name}/allow-list"), &req).await?;
+    let op: Operation = client.post(path, req).await?;
     if let Some(op) = started(client, op, wait, out).await? {
         let said = op.steps.last().and_then(|s| s.output.as_ref()).and_then(|o| o["message"].as_str());
         match (out, said) {
@@ -443,23 +445,17 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
             after(client, &name, op, wait, out).await
         }
         ClusterCmd::Set { name, params, reset, wait } => {
+            // What changed and where it restarted: the last step says.
             let req = ClusterSetParams { params: parse_params(&params)?, reset };
-            let op: Operation = client.post(&format!("/clusters/{name}/params"), &req).await?;
-            if let Some(op) = started(client, op, wait, out).await? {
-                // What changed and where it restarted: the last step says.
-                let said = op.steps.last().and_then(|s| s.output.as_ref()).and_then(|o| o["message"].as_str());
-                match (out, said) {
-                    (OutputFormat::Table, Some(m)) => println!("{m}"),
-                    _ => print_one(&op, out)?,
-                }
-            }
-            Ok(())
+            post_and_say(client, &format!("/clusters/{name}/params"), &req, wait, out).await
         }
         ClusterCmd::Allow { name, cidrs, wait } => {
-            allow_list(client, &name, ClusterAllowList { allow: cidrs, deny: vec![] }, wait, out).await
+            let req = ClusterAllowList { allow: cidrs, deny: vec![] };
+            post_and_say(client, &format!("/clusters/{name}/allow-list"), &req, wait, out).await
         }
         ClusterCmd::Deny { name, cidrs, wait } => {
-            allow_list(client, &name, ClusterAllowList { allow: vec![], deny: cidrs }, wait, out).await
+            let req = ClusterAllowList { allow: vec![], deny: cidrs };
+            post_and_say(client, &format!("/clusters/{name}/allow-list"), &req, wait, out).await
         }
         ClusterCmd::Delete { name, delete_backups, wait } => {
             let query = if delete_backups { "?delete_backups=true" } else { "" };

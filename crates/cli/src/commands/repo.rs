@@ -41,7 +41,7 @@ pub enum RepoCmd {
         uri_style: Option<UriStyleArg>,
         /// s3: the CA certificate (PEM file) that signed the endpoint's certificate
         /// [default: the system's CAs]
-        #[arg(long, value_name = "FILE")]
+        #[arg(long = "s3-ca-file", id = "s3_ca_file", value_name = "FILE")]
         ca_file: Option<std::path::PathBuf>,
         /// s3: the access key ID (kept encrypted, never shown)
         #[arg(long, value_name = "ID")]
@@ -156,7 +156,7 @@ pub async fn run(cmd: RepoCmd, client: &Client, out: OutputFormat) -> anyhow::Re
             let ca_pem = match &ca_file {
                 Some(path) => Some(
                     std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read --ca-file {}", path.display()))?,
+                        .with_context(|| format!("cannot read --s3-ca-file {}", path.display()))?,
                 ),
                 None => None,
             };
