@@ -31,7 +31,7 @@
 //! reloads again; nothing is allocated, so nothing needs an undo. A failed operation
 //! leaves the list saved: running `cluster allow`/`deny` again applies it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -149,20 +149,7 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let members = pg::members(app, params.cluster).await?;
     let peers: Vec<_> = members.iter().map(Member::peer).collect();
     let want = sovdb_postgres::render::pg_hba(&saved.allow, &peers);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for m in &members {
-        loop {
-            match applied(app, m, &want).await {
-                Ok(Ok(())) => break,
-                Ok(Err(why)) if Instant::now() > deadline => {
-                    return Err(StepFailure::transient(format!("{} has not applied the allow-list: {why}", m.name)))
-                }
-                Err(e) if Instant::now() > deadline => return Err(e),
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
-    }
-    Ok(json!({"applied_on": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
+    pg::wait_each_applied(&members, "the allow-list", |m| applied(app, m, &want)).await
 }
 
 async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {

@@ -16,7 +16,7 @@
 //!    `pending_restart`, plus an event that says what changed and what restarted.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -137,20 +137,7 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let members = pg::members(app, params.cluster).await?;
     let patch = params.patch();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for m in &members {
-        loop {
-            match applied(app, m, &patch).await {
-                Ok(Ok(())) => break,
-                Ok(Err(why)) if Instant::now() > deadline => {
-                    return Err(StepFailure::transient(format!("{} has not applied the change: {why}", m.name)))
-                }
-                Err(e) if Instant::now() > deadline => return Err(e),
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
-    }
-    Ok(json!({"applied_on": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
+    pg::wait_each_applied(&members, "the change", |m| applied(app, m, &patch)).await
 }
 
 async fn restart_pending(ctx: StepCtx<App>) -> Result<Value, StepFailure> {

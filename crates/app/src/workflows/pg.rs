@@ -518,3 +518,31 @@ pub(crate) async fn remove_member(app: &App, m: &Member, cluster: &ClusterRecord
     tx.commit().await.map_err(store_failure)?;
     Ok(())
 }
+
+/// Waits, for at most a minute, until `check` says each member has applied a change
+/// (`Ok(Ok(()))`); a member still without it then fails the step with `what` and the
+/// check's reason. The members' names, for the step's output.
+pub(crate) async fn wait_each_applied<'a, F, Fut>(
+    members: &'a [Member],
+    what: &str,
+    mut check: F,
+) -> Result<serde_json::Value, StepFailure>
+where
+    F: FnMut(&'a Member) -> Fut,
+    Fut: std::future::Future<Output = Result<Result<(), String>, StepFailure>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for m in members {
+        loop {
+            match check(m).await {
+                Ok(Ok(())) => break,
+                Ok(Err(why)) if std::time::Instant::now() > deadline => {
+                    return Err(StepFailure::transient(format!("{} has not applied {what}: {why}", m.name)))
+                }
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+    Ok(serde_json::json!({"applied_on": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
+}
