@@ -159,13 +159,25 @@ impl App {
         Ok(view)
     }
 
-    /// Grants a role: `admin` (admins only) or a role in a project (its owners too).
-    pub async fn role_grant(&self, ctx: &Ctx, name: &str, grant: RoleGrant) -> Result<UserView> {
-        let scope = self.grant_scope(ctx, &grant).await?;
+    /// What a grant or revoke works on, once the caller may: a write transaction, the
+    /// user, and the binding meant.
+    async fn grant_target(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        grant: &RoleGrant,
+    ) -> Result<(Box<dyn sovdb_store::Tx>, User, RoleBinding)> {
+        let scope = self.grant_scope(ctx, grant).await?;
         Self::require_grant(ctx, scope.as_ref())?;
         let mut tx = self.store.write().await?;
         let user = tx.user_get_by_name(name).await?.ok_or_else(|| AppError::not_found("user", name))?;
         let binding = RoleBinding { user_id: user.id, role: grant.role, project_id: scope.as_ref().map(|p| p.id) };
+        Ok((tx, user, binding))
+    }
+
+    /// Grants a role: `admin` (admins only) or a role in a project (its owners too).
+    pub async fn role_grant(&self, ctx: &Ctx, name: &str, grant: RoleGrant) -> Result<UserView> {
+        let (mut tx, user, binding) = self.grant_target(ctx, name, &grant).await?;
         match tx.role_binding_create(&binding).await {
             Err(StoreError::Conflict(_)) => {
                 return Err(AppError::Conflict(format!("user {name:?} already has {}", describe(&grant))))
@@ -182,11 +194,7 @@ impl App {
 
     /// Revokes a role; the last enabled admin's `admin` role is kept.
     pub async fn role_revoke(&self, ctx: &Ctx, name: &str, grant: RoleGrant) -> Result<UserView> {
-        let scope = self.grant_scope(ctx, &grant).await?;
-        Self::require_grant(ctx, scope.as_ref())?;
-        let mut tx = self.store.write().await?;
-        let user = tx.user_get_by_name(name).await?.ok_or_else(|| AppError::not_found("user", name))?;
-        let binding = RoleBinding { user_id: user.id, role: grant.role, project_id: scope.as_ref().map(|p| p.id) };
+        let (mut tx, user, binding) = self.grant_target(ctx, name, &grant).await?;
         if grant.role == Role::Admin && !user.disabled && tx.role_binding_count_admins().await? <= 1 {
             let holds = tx.role_binding_list(user.id).await?.iter().any(is_admin);
             if holds {

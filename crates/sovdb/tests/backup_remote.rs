@@ -20,18 +20,17 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Each member's host and directory (`<base>/pg/<last 8 of the ID>-<n>`).
+/// Each member's host and directory.
 fn member_dirs(hosts: &TestHosts, cluster: &Value) -> Vec<(String, String)> {
-    let id = cluster["id"].as_str().unwrap().replace('-', "");
+    let id = cluster["id"].as_str().unwrap();
     cluster["members"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| {
             let host = m["host"].as_str().unwrap().to_string();
-            let n = m["name"].as_str().unwrap().rsplit('-').next().unwrap().to_string();
-            let base = hosts.host(&host).base_dir.display().to_string();
-            (host, format!("{base}/pg/{}-{n}", &id[id.len() - 8..]))
+            let dir = sovdb_test_utils::member_dir(&hosts.host(&host).base_dir, id, m["name"].as_str().unwrap());
+            (host, dir.display().to_string())
         })
         .collect()
 }

@@ -80,7 +80,7 @@ impl Pg {
 
 /// The cluster's members as the test reaches them (see [`Pg`]).
 fn members(hosts: &TestHosts, cluster: &Value) -> Vec<Pg> {
-    let id = cluster["id"].as_str().unwrap().replace('-', "");
+    let id = cluster["id"].as_str().unwrap();
     cluster["members"]
         .as_array()
         .unwrap()
@@ -88,9 +88,8 @@ fn members(hosts: &TestHosts, cluster: &Value) -> Vec<Pg> {
         .map(|m| {
             let name = m["name"].as_str().unwrap().to_string();
             let host = m["host"].as_str().unwrap().to_string();
-            let n = name.rsplit('-').next().unwrap();
-            let base = hosts.host(&host).base_dir.display().to_string();
-            let run_dir = format!("{base}/pg/{}-{n}/run", &id[id.len() - 8..]);
+            let dir = sovdb_test_utils::member_dir(&hosts.host(&host).base_dir, id, &name);
+            let run_dir = dir.join("run").display().to_string();
             let port = m["address"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
             Pg { name, host, run_dir, port }
         })

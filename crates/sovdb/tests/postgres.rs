@@ -12,9 +12,7 @@ use sovdb_test_utils::server::TestServer;
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
 
 fn member_dir(server: &TestServer, cluster: &Value, member: &str) -> std::path::PathBuf {
-    let id = cluster["id"].as_str().unwrap().replace('-', "");
-    let n = member.rsplit('-').next().unwrap();
-    server.data_dir().join(format!("hosts/local/pg/{}-{n}", &id[id.len() - 8..]))
+    sovdb_test_utils::member_dir(&server.data_dir().join("hosts/local"), cluster["id"].as_str().unwrap(), member)
 }
 
 #[test]

@@ -14,6 +14,16 @@ pub mod s3;
 pub mod server;
 pub mod testhosts;
 
+/// A member's directory on a host whose base directory is `base`:
+/// `<base>/pg/<the last 8 hex digits of the cluster's ID>-<the member's number>` (the
+/// layout the control plane gives members). `cluster` is the ID as the API shows it,
+/// `member` the member's name (`db-2`).
+pub fn member_dir(base: &Path, cluster: &str, member: &str) -> std::path::PathBuf {
+    let id = cluster.replace('-', "");
+    let n = member.rsplit('-').next().unwrap_or(member);
+    base.join("pg").join(format!("{}-{n}", &id[id.len().saturating_sub(8)..]))
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago. Harnesses that bind it later retry
 /// with another port if something took it in between.
 pub fn free_port() -> u16 {
