@@ -259,9 +259,15 @@ pub struct CertValidity {
 impl CertValidity {
     /// Reads the first certificate of a PEM text.
     pub fn of_pem(pem: &str) -> Result<CertValidity, PkiError> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map_err(|e| PkiError::InvalidRequest(format!("not a certificate: {e}")))?;
+        CertValidity::of_der(&pem.contents)
+    }
+
+    /// Reads a DER certificate (as a TLS handshake carries it).
+    pub fn of_der(der: &[u8]) -> Result<CertValidity, PkiError> {
         let bad = |why: String| PkiError::InvalidRequest(format!("not a certificate: {why}"));
-        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
-        let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(e.to_string()))?;
         let time = |t: x509_parser::time::ASN1Time| {
             DateTime::from_timestamp(t.timestamp(), 0).ok_or_else(|| bad("a validity time is out of range".into()))
         };

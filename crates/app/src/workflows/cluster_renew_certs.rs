@@ -4,10 +4,17 @@
 //!
 //! A member's certificate serves PostgreSQL (`ssl_cert_file`), Patroni's REST API
 //! (`restapi.certfile`) and PgBouncer (`client_tls_cert_file`), and is its client
-//! certificate towards etcd. HAProxy passes TLS through and presents none. Each re-reads
-//! the files on a reload: Patroni's `POST /reload` reloads its REST API's certificate and
-//! PostgreSQL (SIGHUP: new connections get the new certificate, open sessions keep theirs);
-//! PgBouncer on SIGHUP. So no connection is refused or cut while it runs.
+//! certificate towards etcd. Each re-reads the files on a reload: Patroni's `POST /reload`
+//! reloads PostgreSQL (SIGHUP: new connections get the new certificate, open sessions keep
+//! theirs) and, seeing a new serial in its certificate file, rebinds its REST API with it;
+//! PgBouncer on SIGHUP.
+//!
+//! HAProxy is not reloaded: it passes TLS through, presents no certificate and its file
+//! does not change. Reloading it would also cost connections: a new HAProxy worker marks a
+//! server down on its first failed check (a running one only after `fall 2`), and Patroni's
+//! REST API is briefly unreachable while it rebinds with the new certificate, so the
+//! primary would be down for the new worker and connections through HAProxy refused. A
+//! running worker rides over that one failed check.
 //!
 //! Parameters: `{"cluster": ID}`.
 //!
@@ -18,10 +25,10 @@
 //! 2. `ensure-dcs`: the location's etcd endpoints, which `patroni.yml` names.
 //! 3. `write-configs`: every member's files (as `cluster.create` renders them, the kept
 //!    certificate among them), written only where they differ.
-//! 4. `reload`: every member's Patroni (and PostgreSQL through it), HAProxy and PgBouncer
-//!    re-read their files; each reloads twice without harm.
-//! 5. `wait-applied`: every member's PostgreSQL loaded its configuration since its
-//!    certificate file was written.
+//! 4. `reload`: every member's Patroni (and PostgreSQL through it) and PgBouncer re-read
+//!    their files, one member at a time; each reloads twice without harm.
+//! 5. `wait-applied`: every member's PostgreSQL, Patroni REST API (and PgBouncer)
+//!    presents the kept certificate, as a client sees it (see `served_cert`).
 //! 6. `mark`: an event (once, see `pg::event_once`) naming the renewed members.
 //!
 //! Crash safety: the only store write (step 1) is one transaction per member and a rerun
@@ -37,10 +44,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_types::ClusterId;
 
 use super::cluster_allow::reload_patroni;
 use super::cluster_create;
 use super::pg::{self, ClusterParams, Member};
+use super::served_cert::{self, Protocol};
 use crate::App;
 
 pub const KIND: &str = "cluster.renew-certs";
@@ -81,52 +90,77 @@ async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(serde_json::to_value(out).expect("serialise"))
 }
 
+/// Reloads one member at a time, the next when the last presents its certificate: two
+/// REST APIs rebinding at once could leave HAProxy without a server for a moment.
 async fn reload(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
+    let ca = app.pki().map_err(super::app_failure)?.ca_pem().to_string();
     let members = pg::members(app, cluster).await?;
     let password = pg::passwords(app, cluster).await?.rest;
     for m in &members {
         reload_patroni(app, m, &password).await?;
         let client = pg::agent(app, &m.host, Duration::from_secs(30)).await?;
-        pg::reload_haproxy(&client, m).await?;
         pg::reload_pgbouncer(&client, m).await?;
+        wait_presented(app, &ca, cluster, m).await?;
     }
     Ok(json!({"reloaded": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
 }
 
-/// Whether `m`'s PostgreSQL loaded its configuration (and so its certificate) since the
-/// certificate file was last written.
-async fn applied(app: &App, m: &Member) -> Result<bool, StepFailure> {
-    let sql = format!(
-        "SELECT (pg_conf_load_time() >= (pg_stat_file({})).modification)::text;\n",
-        pg::sql_literal(&m.layout().cert())
-    );
-    let out = pg::psql(app, m, sql, "read when the member's certificate was loaded").await?;
-    Ok(out.trim() == "true")
+/// Why `m` does not present the certificate with serial `want` on every server that
+/// uses it (PostgreSQL, Patroni's REST API, PgBouncer), if it doesn't.
+async fn presented(ca: &str, m: &Member, want: &str) -> Option<String> {
+    let mut servers = vec![
+        ("PostgreSQL", m.spec.ports.postgres, Protocol::Postgres),
+        ("Patroni's REST API", m.spec.ports.patroni, Protocol::Tls),
+    ];
+    if let Some(port) = m.spec.ports.pooler {
+        servers.push(("PgBouncer", port, Protocol::Postgres));
+    }
+    for (what, port, protocol) in servers {
+        match served_cert::serial(ca, &m.host.host.address, port, protocol).await {
+            Ok(serial) if serial == want => {}
+            Ok(serial) => return Some(format!("its {what} presents certificate {serial}, not {want}")),
+            Err(e) => return Some(format!("its {what} could not be asked for its certificate: {e}")),
+        }
+    }
+    None
+}
+
+/// Waits (up to a minute) until every server of `m` presents the certificate the store
+/// keeps for it now (a later renewal may have replaced what `reissue` saw); answers its
+/// serial, none when it has no certificate.
+async fn wait_presented(app: &App, ca: &str, cluster: ClusterId, m: &Member) -> Result<Option<String>, StepFailure> {
+    let Some(kept) = pg::member_cert_kept(app, cluster, &m.name).await? else { return Ok(None) };
+    let want = sovdb_pki::CertValidity::of_pem(&kept.cert_pem)
+        .map_err(|e| StepFailure::permanent(format!("{}'s kept certificate does not parse: {e}", m.name)))?
+        .serial;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match presented(ca, m, &want).await {
+            None => return Ok(Some(want)),
+            Some(why) if Instant::now() > deadline => {
+                return Err(StepFailure::transient(format!(
+                    "{} has not put its new certificate in place: {why}",
+                    m.name
+                )))
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
-    let members = pg::members(app, cluster).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for m in &members {
-        loop {
-            match applied(app, m).await {
-                Ok(true) => break,
-                Ok(false) if Instant::now() > deadline => {
-                    return Err(StepFailure::transient(format!(
-                        "{}'s PostgreSQL has not loaded its new certificate",
-                        m.name
-                    )))
-                }
-                Err(e) if Instant::now() > deadline => return Err(e),
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
+    let ca = app.pki().map_err(super::app_failure)?.ca_pem().to_string();
+    let mut serials = BTreeMap::new();
+    for m in pg::members(app, cluster).await? {
+        if let Some(serial) = wait_presented(app, &ca, cluster, &m).await? {
+            serials.insert(m.name.clone(), serial);
         }
     }
-    Ok(json!({"applied_on": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
+    Ok(json!({"presented": serials}))
 }
 
 async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {

@@ -28,6 +28,7 @@ pub mod host_add;
 pub mod host_remove;
 pub(crate) mod pg;
 pub(crate) mod repo_tls;
+pub(crate) mod served_cert;
 
 /// Every workflow, to register with the engine and to create operations from.
 pub fn all() -> Vec<Workflow<App>> {
