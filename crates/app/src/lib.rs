@@ -18,6 +18,7 @@ mod audit;
 mod auth;
 mod backups;
 mod bootstrap;
+pub mod certs;
 mod clusters;
 mod error;
 mod hosts;
@@ -90,7 +91,13 @@ pub struct AppConfig {
     /// Failpoints of the app's own multi-step routines (master key rotation); the
     /// operation engine has its own.
     pub failpoints: sovdb_operations::Failpoints,
+    /// How long a cluster member's certificate (PostgreSQL, Patroni's REST API,
+    /// PgBouncer) is valid; the certificate bot renews it when a third is left.
+    pub member_cert_validity: std::time::Duration,
 }
+
+/// The validity of a member certificate unless configured otherwise.
+pub const DEFAULT_MEMBER_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(825 * 86400);
 
 impl App {
     pub fn new(store: Arc<dyn Store>, config: AppConfig) -> App {

@@ -64,6 +64,15 @@ impl Pki {
         self.ca.cert_pem()
     }
 
+    /// Issues a certificate valid for `validity` (`req.validity_days` is ignored).
+    pub(crate) fn issue_for(&self, req: &CertRequest, validity: std::time::Duration) -> Result<IssuedCert> {
+        let validity = chrono::Duration::from_std(validity)
+            .map_err(|_| AppError::Invalid("the certificate validity is out of range".into()))?;
+        self.ca
+            .issue_for(req, validity)
+            .map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("cannot issue a certificate")))
+    }
+
     pub(crate) fn issue(&self, req: &CertRequest) -> Result<IssuedCert> {
         self.ca.issue(req).map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("cannot issue a certificate")))
     }

@@ -244,6 +244,49 @@ impl Ca {
     }
 }
 
+/// What a renewal needs to know of a certificate this CA issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertValidity {
+    /// The serial number, lowercase hex without separators (as `openssl x509 -serial`
+    /// prints it, lowercased).
+    pub serial: String,
+    /// When it was issued: its `notBefore` plus the clock skew allowance this CA puts
+    /// before every leaf certificate.
+    pub issued_at: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+}
+
+impl CertValidity {
+    /// Reads the first certificate of a PEM text.
+    pub fn of_pem(pem: &str) -> Result<CertValidity, PkiError> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map_err(|e| PkiError::InvalidRequest(format!("not a certificate: {e}")))?;
+        CertValidity::of_der(&pem.contents)
+    }
+
+    /// Reads a DER certificate (as a TLS handshake carries it).
+    pub fn of_der(der: &[u8]) -> Result<CertValidity, PkiError> {
+        let bad = |why: String| PkiError::InvalidRequest(format!("not a certificate: {why}"));
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(e.to_string()))?;
+        let time = |t: x509_parser::time::ASN1Time| {
+            DateTime::from_timestamp(t.timestamp(), 0).ok_or_else(|| bad("a validity time is out of range".into()))
+        };
+        let not_before = time(cert.validity().not_before)?;
+        Ok(CertValidity {
+            serial: cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
+            issued_at: (not_before + CLOCK_SKEW).min(time(cert.validity().not_after)?),
+            not_after: time(cert.validity().not_after)?,
+        })
+    }
+
+    /// Whether less than a third of its life is left at `now`: renewing then leaves a
+    /// third of the life to put the new certificate in place.
+    pub fn due(&self, now: DateTime<Utc>) -> bool {
+        let life = self.not_after - self.issued_at;
+        self.not_after - now < life / 3
+    }
+}
+
 fn check_common_name(cn: &str) -> Result<(), PkiError> {
     if cn.trim().is_empty() {
         return Err(PkiError::InvalidRequest("the common name is empty".into()));
@@ -368,6 +411,29 @@ mod tests {
         let both = ca.issue(&CertRequest { usage: CertUsage::ServerAndClient, ..server_req(&["h"], &[]) }).unwrap();
         verify_client(&ca, &both).unwrap();
         verify_server(&ca, &both, "h").unwrap();
+    }
+
+    #[test]
+    fn validity_reads_back_and_is_due_in_its_last_third() {
+        let ca = Ca::generate("sovdb test CA").unwrap();
+        let req = CertRequest {
+            common_name: "m".into(),
+            dns_names: vec!["localhost".into()],
+            ip_addresses: vec![],
+            usage: CertUsage::ServerAndClient,
+            validity_days: 0,
+        };
+        let cert = ca.issue_for(&req, Duration::seconds(90)).unwrap();
+        let v = CertValidity::of_pem(&cert.cert_pem).unwrap();
+        assert_eq!(v.not_after, cert.not_after);
+        assert_eq!(v.not_after - v.issued_at, Duration::seconds(90));
+        assert_eq!(v.serial.len(), 32, "{}", v.serial);
+        assert!(!v.due(v.issued_at));
+        assert!(!v.due(v.not_after - Duration::seconds(31)));
+        assert!(v.due(v.not_after - Duration::seconds(29)));
+        let other = CertValidity::of_pem(&ca.issue_for(&req, Duration::seconds(90)).unwrap().cert_pem).unwrap();
+        assert_ne!(other.serial, v.serial);
+        assert!(CertValidity::of_pem("nothing").is_err());
     }
 
     #[test]

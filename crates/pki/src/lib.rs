@@ -14,6 +14,6 @@ mod ca;
 mod error;
 mod master_key;
 
-pub use ca::{Ca, CertRequest, CertUsage, IssuedCert, SealedCa};
+pub use ca::{Ca, CertRequest, CertUsage, CertValidity, IssuedCert, SealedCa};
 pub use error::PkiError;
 pub use master_key::{sealed_key_id, KeyFiles, Keyring, MasterKey, Sealer, MASTER_KEY_LEN};

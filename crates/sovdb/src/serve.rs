@@ -77,6 +77,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SOVDB_API_CERT_VALIDITY_SECS", default_value_t = 90 * 86400, value_name = "SECONDS", hide = true)]
     api_cert_validity_secs: u64,
 
+    /// How long a cluster member's certificate is valid; the certificate bot renews it when
+    /// a third is left
+    #[arg(long, env = "SOVDB_INTERNAL_CERT_VALIDITY_SECS", default_value_t = 825 * 86400, value_name = "SECONDS", hide = true)]
+    internal_cert_validity_secs: u64,
+
     /// How long an operation's lease lasts without renewal: a dead replica's operations
     /// are taken over by another this long after it died
     #[arg(long, env = "SOVDB_OPERATION_LEASE", default_value = "30", value_name = "SECONDS", hide = true)]
@@ -92,6 +97,7 @@ struct ServeConfig {
     operation_lease: Duration,
     port_range: std::ops::RangeInclusive<u16>,
     tls: TlsMode,
+    member_cert_validity: Duration,
 }
 
 /// How the API is served.
@@ -136,6 +142,7 @@ impl ServeArgs {
             operation_lease,
             port_range: self.port_range,
             tls,
+            member_cert_validity: Duration::from_secs(self.internal_cert_validity_secs.max(1)),
         }
     }
 }
@@ -185,6 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             agent_exe,
             port_range: config.port_range.clone(),
             failpoints: failpoints.clone(),
+            member_cert_validity: config.member_cert_validity,
         },
     );
 
@@ -254,6 +262,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(heartbeat_loop(app.clone()));
     let observe = tokio::spawn(observe_loop(app.clone()));
     let schedules = tokio::spawn(schedule_loop(app.clone()));
+    let cert_bot = tokio::spawn(cert_bot_loop(app.clone(), config.member_cert_validity));
 
     let router = sovdb_api::app(app);
     match tls {
@@ -271,6 +280,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     heartbeat.abort();
     observe.abort();
     schedules.abort();
+    cert_bot.abort();
     // Stop taking up new steps; the step in flight finishes and its operation is parked
     // for any replica (or our next start) to resume.
     engine.engine.stop();
@@ -356,6 +366,21 @@ async fn schedule_loop(app: App) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "running backup schedules failed; retrying"),
+        }
+    }
+}
+
+/// The certificate bot: renews the certificates of cluster members that have a third of
+/// their life left. It looks every 30 s, or a tenth of the validity when that is shorter,
+/// so a renewal has most of that third to finish in.
+async fn cert_bot_loop(app: App, validity: Duration) {
+    let period = (validity / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.certs_renew_due(chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "checking member certificates failed; retrying");
         }
     }
 }

@@ -30,6 +30,7 @@ const SCENARIOS: &[&str] = &[
     "cluster.set",
     "cluster.scale",
     "cluster.allow-list",
+    "cluster.renew-certs",
     "backup.create",
     "backup.verify",
     "backup.purge",
@@ -524,6 +525,78 @@ fn cluster_allow_list_completes_once_after_a_crash_at_every_failpoint() {
             *seen = Some(pids);
         },
     );
+}
+
+/// The members' certificate files, serial and end of validity (`openssl x509`), by member
+/// directory.
+fn member_certs(server: &TestServer) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(local_base(server).join("pg")).unwrap() {
+        let cert = dir.unwrap().path().join("tls/server.crt");
+        let o = Command::new("openssl")
+            .args(["x509", "-noout", "-serial", "-checkend", "0", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{} has expired: {text}", cert.display());
+        out.push((cert.display().to_string(), text.lines().next().unwrap_or_default().to_lowercase()));
+    }
+    out
+}
+
+#[test]
+fn cluster_renew_certs_completes_once_after_a_crash_at_every_failpoint() {
+    // The certificate bot starts every renewal: member certificates live 60 s, so one is
+    // due 40 s after it was issued. Each crash is in the bot's next renewal; no member
+    // restarts and no certificate on disk expires.
+    let kind = "cluster.renew-certs";
+    let mut server = TestServer::new(Path::new(BIN), None);
+    server.set_env("SOVDB_INTERNAL_CERT_VALIDITY_SECS", Some("60"));
+    server.launch();
+    assert_local_host_added_once(&server, kind);
+    let out = cli(&server, &["cluster", "create", "c", "--replicas", "2", "--wait"]);
+    assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+    let pg_dir = local_base(&server).join("pg");
+    let postmasters = || {
+        let mut pids: Vec<String> = std::fs::read_dir(&pg_dir)
+            .unwrap()
+            .map(|d| std::fs::read_to_string(d.unwrap().path().join("data/postmaster.pid")).unwrap())
+            .map(|p| p.lines().take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        pids.sort();
+        pids
+    };
+    let before = postmasters();
+    for point in failpoints(kind) {
+        // Between renewals: the one crashed next is the bot's next.
+        let done = wait_for("no renewal runs", &server, || {
+            let ops = operations(&server, kind);
+            ops.iter().all(|o| o["state"] != "running" && o["state"] != "queued").then_some(ops.len())
+        });
+        server.kill9();
+        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
+        server.launch();
+        assert!(!server.wait_exit(Duration::from_secs(120)).success(), "{point}: the server should have crashed");
+        server.set_env("SOVDB_FAILPOINTS", None);
+        server.launch();
+        let op = wait_for("the renewal ended", &server, || {
+            let ops = operations(&server, kind);
+            let op = ops.get(ops.len().checked_sub(done + 1)?)?;
+            (op["state"] != "running" && op["state"] != "queued").then(|| op.clone())
+        });
+        assert_eq!(op["state"], "succeeded", "{point}: {op:#}");
+        assert_eq!(op["created_by"], "cert-bot", "{point}: {op:#}");
+        let step = point.trim_start_matches(kind).trim_start_matches('.').rsplit_once('.').unwrap().0;
+        let shown = json(&server, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
+        let attempts = &shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap()["attempts"];
+        assert_eq!(attempts, 2, "{point}: the step in flight at the crash ran again: {shown:#}");
+        settled(&server, 2, &point);
+        member_certs(&server);
+        assert_eq!(postmasters(), before, "{point}: no member restarted");
+    }
+    let out = cli(&server, &["cluster", "delete", "c", "--wait"]);
+    assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A server with a posix repository (the location's default) and a one-member cluster `c`

@@ -443,8 +443,8 @@ pub trait Tx: Send {
     /// Every owner's secrets, sealed, by owner and name, a page at a time (`after` an
     /// `(owner, name)`): for re-sealing them all under a new master key.
     async fn secret_list_all(&mut self, after: Option<(&str, &str)>, limit: i64) -> Result<Vec<SecretRecord>>;
-    /// Replaces a secret's sealed value (same plaintext, sealed anew); `false` when it does
-    /// not exist.
+    /// Replaces a secret's sealed value (the same plaintext sealed anew, or a renewed
+    /// certificate); `false` when it does not exist.
     async fn secret_reseal(&mut self, owner: &str, name: &str, sealed: &str) -> Result<bool>;
     /// Deletes the secrets whose owner is `owner` or under `owner/`; returns how many.
     async fn secret_delete(&mut self, owner: &str) -> Result<u64>;

@@ -214,7 +214,6 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
     let peers: Vec<_> = members.iter().map(Member::peer).collect();
     let allow = pg::allow_list(app, &record, &spec).await?;
     let ca = app.pki().map_err(app_failure)?.ca_pem().to_string();
-    let owner = pg::owner(cluster);
     let scope = cluster.to_string();
     // A restore's members bootstrap from the source's stanza (whichever wins Patroni's
     // race to initialise; pgBackRest creates the data directory).
@@ -224,9 +223,7 @@ pub(crate) async fn write_configs(ctx: StepCtx<App>) -> Result<Value, StepFailur
         let client = pg::agent(app, &m.host, Duration::from_secs(60)).await?;
         let layout = m.layout();
         pg::make_dirs(&client, OS_USER, &layout.dirs()).await?;
-        let member_owner = format!("{owner}/{}", m.name);
-        let server =
-            pg::kept_cert(app, &member_owner, "tls", &pg::host_cert_request(&m.name, &m.host.host.address)).await?;
+        let server = pg::member_cert(app, cluster, m).await?;
         let mut any = false;
         any |= pg::write(&client, OS_USER, layout.ca(), ca.clone(), 0o644).await?;
         any |= pg::write(&client, OS_USER, layout.cert(), server.cert_pem, 0o644).await?;

@@ -17,6 +17,7 @@ pub mod backup_verify;
 pub mod cluster_allow;
 pub mod cluster_create;
 pub mod cluster_delete;
+pub mod cluster_renew_certs;
 pub mod cluster_restart;
 pub mod cluster_restore;
 pub mod cluster_scale;
@@ -27,6 +28,7 @@ pub mod host_add;
 pub mod host_remove;
 pub(crate) mod pg;
 pub(crate) mod repo_tls;
+pub(crate) mod served_cert;
 
 /// Every workflow, to register with the engine and to create operations from.
 pub fn all() -> Vec<Workflow<App>> {
@@ -41,6 +43,7 @@ pub fn all() -> Vec<Workflow<App>> {
         cluster_set::workflow(),
         cluster_scale::workflow(),
         cluster_allow::workflow(),
+        cluster_renew_certs::workflow(),
         backup::workflow(),
         backup_verify::workflow(),
         backup::purge_workflow(),

@@ -1,0 +1,99 @@
+//! The certificate bot renews cluster members' certificates before they expire, without
+//! downtime: the real `sovdb serve` with member certificates valid 60 s, a two-member
+//! cluster on the local host, and clients that keep connecting with
+//! `sslmode=verify-full` (the installation CA, the member's address) to the primary
+//! directly and through HAProxy for more than two validity periods.
+//!
+//! What must hold: no connection fails; every member serves a new certificate (serial)
+//! at least once; no member restarted (`pg_postmaster_start_time()` unchanged); the
+//! renewals are operations of the actor `cert-bot` that succeeded.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sovdb_test_utils::cli::{json, ok, psql_within, wait_for};
+use sovdb_test_utils::server::TestServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
+const VALIDITY_SECS: u64 = 60;
+
+fn uri(conn: &Value, addr: &str, ca: &Path) -> String {
+    format!(
+        "postgresql://{}:{}@{addr}/{}?sslmode=verify-full&sslrootcert={}&connect_timeout=5",
+        conn["user"].as_str().unwrap(),
+        conn["password"].as_str().unwrap(),
+        conn["database"].as_str().unwrap(),
+        ca.display()
+    )
+}
+
+/// The serial of the certificate PostgreSQL serves at `addr` (`host:port`).
+fn served_serial(addr: &str) -> Option<String> {
+    let script = format!(
+        "openssl s_client -starttls postgres -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+    );
+    let out = Command::new("timeout").args(["10", "sh", "-c", &script]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().strip_prefix("serial=").map(str::to_lowercase)
+}
+
+#[test]
+fn member_certificates_are_renewed_under_traffic_without_a_failed_connection() {
+    let mut server = TestServer::new(Path::new(BIN), None);
+    server.set_env("SOVDB_INTERNAL_CERT_VALIDITY_SECS", Some(&VALIDITY_SECS.to_string()));
+    server.launch();
+    wait_for("host local ready", Duration::from_secs(60), || {
+        (json(&server, &["host", "show", "local"])["status"] == "ready").then_some(())
+    });
+    ok(&server, &["cluster", "create", "c", "--replicas", "2", "--wait"]);
+    let conn = json(&server, &["cluster", "connect", "c"]);
+    let ca = server.ca_path();
+    let members: Vec<String> =
+        conn["endpoints"]["members"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let routed = conn["endpoints"]["read_write"][0].as_str().unwrap().to_string();
+    let start_times = || {
+        let mut t: Vec<String> = members
+            .iter()
+            .map(|a| psql_within(20, &uri(&conn, a, &ca), "SELECT pg_postmaster_start_time()").expect("a member"))
+            .collect();
+        t.sort();
+        t
+    };
+    let started = start_times();
+    let first: Vec<String> = members.iter().map(|a| served_serial(a).expect("a served certificate")).collect();
+
+    // Clients: the primary through HAProxy (read-write) and every member directly.
+    let mut seen: Vec<std::collections::BTreeSet<String>> =
+        first.iter().map(|s| std::collections::BTreeSet::from([s.clone()])).collect();
+    let mut failures = Vec::new();
+    let mut connections = 0;
+    let deadline = Instant::now() + Duration::from_secs(VALIDITY_SECS * 2 + 30);
+    while Instant::now() < deadline {
+        for addr in std::iter::once(&routed).chain(&members) {
+            connections += 1;
+            if let Err(e) = psql_within(20, &uri(&conn, addr, &ca), "SELECT 1") {
+                failures.push(format!("{addr}: {e}"));
+            }
+        }
+        for (i, addr) in members.iter().enumerate() {
+            if let Some(s) = served_serial(addr) {
+                seen[i].insert(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(failures.is_empty(), "{} of {connections} connections failed: {failures:#?}", failures.len());
+    for (addr, serials) in members.iter().zip(&seen) {
+        assert!(serials.len() >= 2, "{addr} served a renewed certificate: {serials:?}; log:\n{}", server.log());
+    }
+    assert_eq!(start_times(), started, "no member restarted");
+    let ops = json(&server, &["op", "list"]);
+    let renewals: Vec<&Value> = ops.as_array().unwrap().iter().filter(|o| o["kind"] == "cluster.renew-certs").collect();
+    assert!(!renewals.is_empty(), "{ops:#}");
+    for op in renewals {
+        assert_eq!(op["created_by"], "cert-bot", "{op:#}");
+        assert!(op["state"] == "succeeded" || op["state"] == "running", "{op:#}");
+    }
+}
