@@ -148,6 +148,13 @@ async function route() {
       if (e && e.status === 401) return;
       view.append(errorBox(e));
     }
+    // A keyboard or screen-reader user lands on the new page's heading, unless the page
+    // put the focus somewhere itself (a form's first field).
+    const heading = view.querySelector("h1");
+    if (heading && view.isConnected && !view.contains(document.activeElement)) {
+      heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+    }
     return;
   }
   clear(main).append(h("h1", {}, "Not found"), h("p", {}, "No page here. "), h("a", { href: "#/" }, "Overview"));

@@ -95,6 +95,7 @@ async function runOperation(into, start, signal, onEnd) {
     h("p", {}, "Operation ", link(`#/operations/${op.id}`, op.id), " started."),
     operationProgress(op, signal, onEnd),
   );
+  into.scrollIntoView({ block: "nearest" });
 }
 
 export async function operations(main, { signal }) {
