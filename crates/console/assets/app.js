@@ -69,7 +69,11 @@ const NAV = [
 const app = document.getElementById("app");
 let pageAbort = null;
 
+/** Whether the login page is showing (a 401 there is the form's to report). */
+let onLoginPage = false;
+
 function shell() {
+  onLoginPage = false;
   const nav = h(
     "nav",
     { "aria-label": "Main" },
@@ -86,8 +90,19 @@ function shell() {
   if (!names.includes(session.project)) names.unshift(session.project);
   for (const n of names) projectSelect.append(h("option", { value: n, selected: n === session.project }, n));
   projectSelect.addEventListener("change", async () => {
+    const previous = api.project();
     api.setProject(projectSelect.value);
-    await start();
+    try {
+      await loadSession();
+    } catch (e) {
+      // Not a project this user holds a role in (any more): stay where we were.
+      api.setProject(previous);
+      projectSelect.value = previous;
+      if (e.status !== 401) document.getElementById("main").prepend(errorBox(e));
+      return;
+    }
+    shell();
+    await route();
   });
   const logout = h("button", { type: "button", id: "logout" }, "Log out");
   logout.addEventListener("click", async () => {
@@ -161,6 +176,7 @@ async function route() {
 }
 
 function loginPage() {
+  onLoginPage = true;
   document.title = "Log in — sovdb";
   const user = h("input", { type: "text", name: "user", autocomplete: "username", required: true });
   const password = h("input", { type: "password", name: "password", autocomplete: "current-password", required: true });
@@ -216,6 +232,8 @@ function loginPage() {
 }
 
 api.onUnauthorized(() => {
+  // A token tried on the login page: its form says it was refused.
+  if (onLoginPage) return;
   // The token expired or was revoked: back to the login, then to where the user was.
   if (location.hash !== "#/login") sessionStorage.setItem("sovdb.next", location.hash || "#/");
   api.setToken(null);

@@ -117,10 +117,13 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     let csp = index.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
 
-    // Log in with the admin's token.
+    // Log in with the admin's token (after one the API refuses: the form says so).
     b.goto(&format!("{url}/"));
     let token = b.by_label("API token");
     b.screenshot(&shots, "01-login");
+    b.type_into(&token, "not-a-token");
+    b.click(&b.button("Use token"));
+    b.wait_for("the refusal of a wrong token", PAGE, "return document.querySelector('form .error') !== null", vec![]);
     b.type_into(&token, &server.token);
     b.click(&b.button("Use token"));
     b.find("nav a[aria-current=page]", PAGE);
