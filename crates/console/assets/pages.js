@@ -360,6 +360,7 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
       h("h3", {}, "Parameters"),
       table("Parameters", [["Name", (p) => p[0]], ["Value", (p) => p[1]]], Object.entries(c.params), "Defaults only."),
     ),
+    session.can("operator") ? section("Change", changes(c, path, run)) : null,
     section("Backups", later(() => backups(name, path, session, run))),
     section(
       "Operations",
@@ -377,6 +378,44 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
     ),
     // Metrics charts go here when the API has cluster metrics.
   );
+}
+
+/** Day-2 changes of an operator: members, parameters, the network allow-list. */
+function changes(c, path, run) {
+  const members = h("input", { type: "number", name: "replicas", min: 1, max: 9, value: c.replicas });
+  const setParams = h("textarea", { name: "set-params", rows: 2, placeholder: "work_mem=16MB" });
+  const reset = input({ name: "reset-params", placeholder: "work_mem, random_page_cost" });
+  const allow = input({ name: "allow", placeholder: "10.0.0.0/8" });
+  const deny = input({ name: "deny", placeholder: "192.168.1.0/24" });
+  const list = (text) =>
+    text
+      .split(",")
+      .map((x) => x.trim())
+      .filter(Boolean);
+  return [
+    form("Scale", [field("Number of members", members, "Standbys are added or removed one at a time.")], "Scale", async () => {
+      await run(() => api.post(`${path}/scale`, { replicas: Number(members.value) }));
+      return null;
+    }),
+    form(
+      "Change parameters",
+      [field("Set parameters", setParams, "One name=value per line; members restart only where a parameter needs it."), field("Reset parameters", reset, "Names, separated by commas.")],
+      "Change parameters",
+      async () => {
+        await run(() => api.post(`${path}/params`, { params: paramsText(setParams.value), reset: list(reset.value) }));
+        return null;
+      },
+    ),
+    form(
+      "Change the allow-list",
+      [field("Allow networks", allow, "CIDRs, separated by commas."), field("Remove networks", deny, "CIDRs as listed, separated by commas.")],
+      "Change the allow-list",
+      async () => {
+        await run(() => api.post(`${path}/allow-list`, { allow: list(allow.value), deny: list(deny.value) }));
+        return null;
+      },
+    ),
+  ];
 }
 
 function endpoints(c, path, session) {

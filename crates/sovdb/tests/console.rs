@@ -40,13 +40,13 @@ fn operation_succeeds(b: &TestBrowser, what: &str, seen: &mut BTreeSet<String>) 
          const op = [...document.querySelectorAll('.op-progress')].find(e => !seen.includes(e.dataset.operation)); \
          if (!op) return null; \
          const s = op.dataset.state; \
-         return ['succeeded', 'failed', 'cancelled'].includes(s) ? [op.dataset.operation, s, op.innerText] : null",
+         const steps = [...op.querySelectorAll('li.step')];          const done = steps.length > 0 && steps.every(li => li.classList.contains('step-succeeded'));          return ['succeeded', 'failed', 'cancelled'].includes(s) ? [op.dataset.operation, s, op.innerText, done] : null",
         vec![json!(seen_list)],
     );
     let (id, state, text) = (got[0].as_str().unwrap(), got[1].as_str().unwrap(), got[2].as_str().unwrap());
     assert_eq!(state, "succeeded", "{what}: {text}");
     // Every step shown, every one done.
-    assert!(!text.contains("pending") && !text.contains("running"), "{what}: {text}");
+    assert_eq!(got[3], json!(true), "{what}: {text}");
     seen.insert(id.to_string());
     id.to_string()
 }
@@ -191,6 +191,19 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     let uri = snippet.strip_prefix("psql \"").and_then(|s| s.split("&sslrootcert=").next()).expect(snippet);
     let uri = format!("{uri}&sslrootcert={}", server.ca_path().display());
     assert_eq!(psql(&uri, "SELECT pg_is_in_recovery()").unwrap(), "f");
+
+    // Change a parameter (a reload: no restart), and see it among the cluster's settings.
+    b.type_into(&b.by_label("Set parameters"), "work_mem=16MB");
+    b.click(&b.button("Change parameters"));
+    operation_succeeds(&b, "cluster.set", &mut ops);
+    b.click(&b.find("#refresh", PAGE));
+    b.wait_for(
+        "work_mem 16MB in the parameters",
+        PAGE,
+        "return [...document.querySelectorAll('#s-settings ~ div tbody tr')].some(r => r.innerText.replace(/\\s+/g, ' ').trim() === 'work_mem 16MB')",
+        vec![],
+    );
+    assert_eq!(psql(&uri, "SHOW work_mem").unwrap(), "16MB");
 
     // Take a backup; then there are two (the first full one came with the create).
     b.click(&b.button("Take a backup"));
