@@ -308,6 +308,8 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
         h("label", { for: "switchover-to" }, "New primary"),
         to,
         button("Switch over", () => run(() => api.post(`${path}/switchover`, to.value ? { to: to.value } : {})), "", { id: "switchover" }),
+        // A failover promotes without the primary's consent: for when it is gone.
+        button("Fail over", () => run(() => api.post(`${path}/failover`, to.value ? { to: to.value } : {})), "", { id: "failover" }),
       ),
     );
   }
@@ -317,7 +319,9 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
       button(
         "Delete cluster",
         async () => {
-          if (await confirmByName("cluster", name)) run(() => api.del(path));
+          const withBackups = h("input", { type: "checkbox", name: "delete-backups" });
+          const extra = session.can("operator") ? checkbox("Also delete its backups (else they are kept, and it can be restored by name)", withBackups) : null;
+          if (await confirmByName("cluster", name, extra)) run(() => api.del(withBackups.checked ? `${path}?delete_backups=true` : path));
         },
         "danger",
         { id: "delete-cluster" },

@@ -124,9 +124,10 @@ export function form(label, children, submitText, action) {
 
 /**
  * Asks to confirm a destructive action by typing the resource's name; resolves to true
- * only when the typed name matches and the user pressed the button.
+ * only when the typed name matches and the user pressed the button. `extra` (optional)
+ * is shown in the dialog, for options of the action.
  */
-export function confirmByName(what, name) {
+export function confirmByName(what, name, extra) {
   return new Promise((resolve) => {
     const input = h("input", { type: "text", autocomplete: "off", spellcheck: "false", name: "confirm-name" });
     const ok = h("button", { type: "submit", class: "danger", disabled: true }, "Delete");
@@ -140,6 +141,7 @@ export function confirmByName(what, name) {
         h("h2", { id: "confirm-title" }, `Delete ${what} ${name}?`),
         h("p", {}, "This cannot be undone. Type ", h("code", {}, name), " to confirm."),
         field(`Name of the ${what}`, input),
+        extra || null,
         h("div", { class: "actions" }, ok, cancel),
       ),
     );

@@ -61,6 +61,24 @@ fn visit(b: &TestBrowser, url: &str, fragment: &str, title: &str) {
         "const t = document.querySelector('main h1'); return t !== null && t.textContent === arguments[0]",
         vec![json!(title)],
     );
+    b.wait_for("the page loaded", PAGE, "return document.querySelector('[aria-busy=true]') === null", vec![]);
+    all_labelled(b);
+}
+
+/// Every form control of the page has a label, and every button and link a name, for
+/// screen readers.
+fn all_labelled(b: &TestBrowser) {
+    let unlabelled = b
+        .script(
+            "const named = e => e.textContent.trim() !== '' || e.getAttribute('aria-label'); \
+             return [...document.querySelectorAll('input, select, textarea')] \
+                 .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label')) \
+                 .concat([...document.querySelectorAll('button, a')].filter(e => !named(e))) \
+                 .map(e => e.outerHTML.slice(0, 120))",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(unlabelled, json!([]), "controls without a label or name: {}", b.page_text());
 }
 
 /// Builds the current page again (as navigating to it would).
@@ -120,6 +138,7 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     // Log in with the admin's token (after one the API refuses: the form says so).
     b.goto(&format!("{url}/"));
     let token = b.by_label("API token");
+    all_labelled(&b);
     b.screenshot(&shots, "01-login");
     b.type_into(&token, "not-a-token");
     b.click(&b.button("Use token"));
@@ -168,6 +187,8 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     let old_primary = primary(&before);
     assert!(before.iter().any(|(_, r)| r == "replica"), "{before:?}");
     wait_text(&b, "Backups");
+    b.wait_for("the page loaded", PAGE, "return document.querySelector('[aria-busy=true]') === null", vec![]);
+    all_labelled(&b);
     b.screenshot(&shots, "07-cluster-detail");
 
     // Switch over, and see the roles change.
@@ -227,6 +248,7 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     b.find("[data-member]", PAGE);
     b.click(&b.find("#delete-cluster", PAGE));
     let confirm = b.by_label("Name of the cluster");
+    all_labelled(&b);
     b.type_into(&confirm, "web-cop");
     assert_eq!(
         b.script("return document.querySelector('dialog button.danger').disabled", vec![]).unwrap(),
@@ -304,10 +326,10 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
         "return document.querySelectorAll('#s-backups ~ div tbody tr').length === 2",
         vec![],
     );
-    for absent in ["#switchover", "#restart", "#delete-cluster", "#show-connection"] {
+    for absent in ["#switchover", "#failover", "#restart", "#delete-cluster", "#show-connection"] {
         assert!(!b.exists(absent), "a viewer sees {absent}: {}", b.page_text());
     }
-    for absent in ["Take a backup", "Restore", "Switch over", "Delete cluster"] {
+    for absent in ["Take a backup", "Restore", "Switch over", "Delete cluster", "Scale", "Change parameters"] {
         assert!(!b.has_button(absent), "a viewer sees {absent:?}: {}", b.page_text());
     }
     b.screenshot(&shots, "19-viewer-cluster-detail");
