@@ -463,6 +463,59 @@ function endpoints(c, path, session) {
   return out;
 }
 
+/** The backup policy: schedules (cron, UTC), retention, drills; set by operators. */
+async function policy(path, session, run) {
+  const out = h("div");
+  let p;
+  try {
+    p = await api.get(`${path}/backup-policy`);
+  } catch (e) {
+    out.append(errorBox(e));
+    return out;
+  }
+  out.append(
+    facts([
+      ["Backups", p.schedule ? h("code", {}, p.schedule) : "not scheduled"],
+      ["Full backups", p.full_schedule ? h("code", {}, p.full_schedule) : "—"],
+      ["Full backups kept", String(p.retention_full_kept)],
+      ["Restore drills", p.verify_schedule ? h("code", {}, p.verify_schedule) : "not scheduled"],
+      ["Next backup", time(p.next_backup)],
+      ["Next full backup", time(p.next_full)],
+      ["Next drill", time(p.next_verify)],
+    ]),
+  );
+  if (!session.can("operator")) return out;
+  const schedule = input({ name: "schedule", value: p.schedule || "", placeholder: "0 * * * *" });
+  const full = input({ name: "full_schedule", value: p.full_schedule || "", placeholder: "0 3 * * 0" });
+  const keep = h("input", { type: "number", name: "retention_full", min: 1, value: p.retention_full ?? "" });
+  const verify = input({ name: "verify_schedule", value: p.verify_schedule || "", placeholder: "0 5 * * 6" });
+  out.append(
+    form(
+      "Set the backup policy",
+      [
+        field("Backup schedule", schedule, "Cron, five fields, UTC; empty: none."),
+        field("Full backup schedule", full),
+        field("Full backups to keep", keep),
+        field("Restore drill schedule", verify),
+      ],
+      "Set the policy",
+      async () => {
+        const body = {};
+        for (const [k, el] of [["schedule", schedule], ["full_schedule", full], ["verify_schedule", verify]]) if (el.value.trim()) body[k] = el.value.trim();
+        if (keep.value) body.retention_full = Number(keep.value);
+        await api.put(`${path}/backup-policy`, body);
+        return "Backup policy set.";
+      },
+    ),
+    h(
+      "div",
+      { class: "actions" },
+      button("Run a restore drill now", () => run(() => api.post(`${path}/verify`, {})), "", { id: "verify" }),
+    ),
+  );
+  return out;
+}
+
 async function backups(name, path, session, run) {
   const out = h("div");
   let list;
@@ -488,6 +541,7 @@ async function backups(name, path, session, run) {
       "No backups.",
     ),
   );
+  out.append(h("h3", {}, "Policy"), await policy(path, session, run));
   if (!session.can("operator")) return out;
   const kind = select("kind", [["", "incremental (full when there is none yet)"], ["full", "full"], ["diff", "differential"], ["incr", "incremental"]], "");
   out.append(
@@ -684,13 +738,58 @@ function repoTable(items, session, status, refresh) {
   );
 }
 
-export async function repos(main, { session }) {
+/** Deleted clusters whose backups were kept: restore by name, or purge (operators). */
+async function retained(session, signal) {
+  const out = h("div");
+  const live = h("div", { class: "progress-area", "aria-live": "polite" });
+  const run = (start) => runOperation(live, start, signal).catch((e) => clear(live).append(errorBox(e)));
+  const items = await api.get("/retained-backups");
+  out.append(
+    table(
+      "Backups of deleted clusters",
+      [
+        ["Cluster", (r) => r.cluster],
+        ["Deleted", (r) => time(r.deleted_at)],
+        ["Repository", (r) => r.repository],
+        [
+          "Actions",
+          (r) => {
+            if (!session.can("operator")) return "—";
+            const as = input({ name: "restore-as", autocomplete: "off", "aria-label": `Name of the cluster restored from ${r.cluster}`, placeholder: "new cluster's name" });
+            return h(
+              "div",
+              { class: "inline" },
+              as,
+              button("Restore", () => run(() => api.post(`/clusters/${enc(r.cluster)}/restore`, { as: as.value.trim() || r.cluster })), "", {
+                "aria-label": `Restore ${r.cluster}`,
+              }),
+              button(
+                "Purge",
+                async () => {
+                  if (await confirmByName("backups of", r.cluster)) run(() => api.del(`/retained-backups/${enc(r.cluster)}`));
+                },
+                "danger",
+                { "aria-label": `Purge the backups of ${r.cluster}` },
+              ),
+            );
+          },
+        ],
+      ],
+      items,
+      "None: backups of deleted clusters are kept unless deleted with them.",
+    ),
+    live,
+  );
+  return out;
+}
+
+export async function repos(main, { session, signal }) {
   main.append(heading("Backup repositories"));
   const status = h("div", { "aria-live": "polite" });
   const listBox = h("div");
   const refresh = async () => clear(listBox).append(repoTable(await api.all("/repos"), session, status, refresh));
   await refresh();
-  main.append(status, listBox);
+  main.append(status, listBox, section("Backups of deleted clusters", await retained(session, signal)));
   if (!session.can("operator")) return;
   const locs = await api.all("/locations");
   const name = input({ name: "repo-name", autocomplete: "off" });

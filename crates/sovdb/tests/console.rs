@@ -158,6 +158,7 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     wait_text(&b, "Repository r1 created.");
     rerender(&b);
     wait_text(&b, "posix");
+    wait_text(&b, "None: backups of deleted clusters are kept");
     b.screenshot(&shots, "03-repos");
 
     // Create a cluster: the API's validation message is shown next to the form.
@@ -262,6 +263,10 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     b.find("a[href='#/clusters/web']", PAGE);
     assert!(!b.exists("a[href='#/clusters/web-copy']"), "{}", b.page_text());
     b.screenshot(&shots, "11-clusters");
+    // Its backups are kept, listed with the repositories.
+    visit(&b, &url, "#/repos", "Backup repositories");
+    b.find("button[aria-label='Purge the backups of web-copy']", PAGE);
+    b.screenshot(&shots, "11b-repos-retained");
 
     // The audit log has the switchover, by the admin.
     visit(&b, &url, "#/audit", "Audit log");
