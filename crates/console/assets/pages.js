@@ -594,6 +594,7 @@ export async function locations(main, { session, signal }) {
     main.append(section("Hosts", notice("Hosts are shown to administrators.")));
     return;
   }
+  main.append(section("Create or delete a location", locationForms(locs)));
   const hosts = await api.all("/hosts");
   main.append(
     section(
@@ -656,11 +657,89 @@ export async function locations(main, { session, signal }) {
   );
 }
 
-export async function hostDetail(main, { args: [name] }) {
+function locationForms(locs) {
+  const name = input({ name: "location-name", autocomplete: "off" });
+  const provider = select("provider", [["ssh", "ssh: hosts reached over SSH"], ["local", "local: this machine"]], "ssh");
+  const region = input({ name: "region", placeholder: "eu-west" });
+  const zone = input({ name: "zone" });
+  const labels = input({ name: "labels", placeholder: "jurisdiction=EU" });
+  const status = h("div", { "aria-live": "polite" });
+  const gone = select("delete-location", locs.map((l) => [l.name, l.name]), "");
+  return [
+    form(
+      "Create a location",
+      [field("Location name", name), field("Provider", provider), field("Region", region), field("Zone", zone), field("Labels", labels, "key=value pairs, separated by commas.")],
+      "Create location",
+      async () => {
+        const body = { name: name.value.trim(), provider: provider.value, region: region.value.trim() };
+        if (zone.value.trim()) body.zone = zone.value.trim();
+        const l = parseLabels(labels.value);
+        if (Object.keys(l).length) body.labels = l;
+        await api.post("/locations", body);
+        // The page again, with the new location listed.
+        window.dispatchEvent(new HashChangeEvent("hashchange"));
+        return null;
+      },
+    ),
+    h(
+      "div",
+      { class: "inline" },
+      h("label", { for: "delete-location" }, "Location to delete"),
+      Object.assign(gone, { id: "delete-location" }),
+      button(
+        "Delete location",
+        async () => {
+          clear(status);
+          const n = gone.value;
+          if (!n || !(await confirmByName("location", n))) return;
+          try {
+            await api.del(`/locations/${enc(n)}`);
+            window.dispatchEvent(new HashChangeEvent("hashchange"));
+          } catch (e) {
+            status.append(errorBox(e));
+          }
+        },
+        "danger",
+      ),
+    ),
+    status,
+  ];
+}
+
+export async function hostDetail(main, { args: [name], signal }) {
   const x = await api.get(`/hosts/${enc(name)}`);
   const f = x.facts || {};
+  const live = h("div", { class: "progress-area", "aria-live": "polite" });
+  const run = (start) => runOperation(live, start, signal).catch((e) => clear(live).append(errorBox(e)));
+  const drainStatus = h("div", { "aria-live": "polite" });
   main.append(
-    heading(`Host ${x.name}`),
+    heading(
+      `Host ${x.name}`,
+      button(
+        "Drain",
+        async () => {
+          clear(drainStatus);
+          try {
+            await api.post(`/hosts/${enc(name)}/drain`, {});
+            drainStatus.append(notice("Draining: no new member is placed here; existing ones keep running."));
+          } catch (e) {
+            drainStatus.append(errorBox(e));
+          }
+        },
+        "",
+        { id: "drain" },
+      ),
+      button(
+        "Remove host",
+        async () => {
+          if (await confirmByName("host", name)) run(() => api.del(`/hosts/${enc(name)}`));
+        },
+        "danger",
+        { id: "remove-host" },
+      ),
+    ),
+    drainStatus,
+    live,
     h("p", {}, badge(x.status), x.status_message ? ` ${x.status_message}` : ""),
     facts([
       ["Location", x.location],

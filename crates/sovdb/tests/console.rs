@@ -287,6 +287,27 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     visit(&b, &url, "#/locations", "Locations and hosts");
     b.find("a[href='#/hosts/local']", PAGE);
     b.screenshot(&shots, "15-locations-hosts");
+    // A location made and deleted (by typing its name) in the console.
+    b.type_into(&b.by_label("Location name"), "eu");
+    b.type_into(&b.by_label("Region"), "eu-west");
+    b.click(&b.button("Create location"));
+    b.wait_for(
+        "location eu listed",
+        PAGE,
+        "return [...document.querySelectorAll('tbody th')].some(t => t.textContent === 'eu')",
+        vec![],
+    );
+    b.choose(&b.by_label("Location to delete"), "eu");
+    b.click(&b.button("Delete location"));
+    b.type_into(&b.by_label("Name of the location"), "eu");
+    b.click(&b.find("dialog button.danger", PAGE));
+    b.wait_for(
+        "location eu gone",
+        PAGE,
+        "const ths = [...document.querySelectorAll('tbody th')]; \
+         return ths.some(t => t.textContent === 'local') && !ths.some(t => t.textContent === 'eu')",
+        vec![],
+    );
     visit(&b, &url, "#/hosts/local", "Host local");
     wait_text(&b, "Agent version");
     b.screenshot(&shots, "16-host");
