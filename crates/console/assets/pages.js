@@ -293,9 +293,11 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
   const path = `/clusters/${enc(name)}`;
   const live = h("div", { class: "progress-area", "aria-live": "polite" });
   const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
-  const run = (start) =>
+  // Runs an operation with its progress at the top of the page; once it succeeded, what
+  // `next()` offers (by default: this page again, to see the change).
+  const run = (start, next) =>
     runOperation(live, start, signal, (o) => {
-      if (o.state === "succeeded") live.append(h("p", {}, button("Refresh the cluster", reload, "", { id: "refresh" })));
+      if (o.state === "succeeded") live.append(h("p", {}, next ? next() : button("Refresh the cluster", reload, "", { id: "refresh" })));
     }).catch((e) => clear(live).append(errorBox(e)));
   const actions = [];
   if (session.can("operator") && c.members.length > 1) {
@@ -321,7 +323,11 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
         async () => {
           const withBackups = h("input", { type: "checkbox", name: "delete-backups" });
           const extra = session.can("operator") ? checkbox("Also delete its backups (else they are kept, and it can be restored by name)", withBackups) : null;
-          if (await confirmByName("cluster", name, extra)) run(() => api.del(withBackups.checked ? `${path}?delete_backups=true` : path));
+          if (await confirmByName("cluster", name, extra))
+            run(
+              () => api.del(withBackups.checked ? `${path}?delete_backups=true` : path),
+              () => link("#/clusters", "Back to the clusters"),
+            );
         },
         "danger",
         { id: "delete-cluster" },
@@ -561,7 +567,10 @@ async function backups(name, path, session, run) {
       async () => {
         const body = { as: asName.value.trim() };
         if (toTime.value.trim()) body.to_time = toTime.value.trim();
-        await run(() => api.post(`${path}/restore`, body));
+        await run(
+          () => api.post(`${path}/restore`, body),
+          () => link(`#/clusters/${enc(body.as)}`, `Open cluster ${body.as}`),
+        );
         return null;
       },
     ),
