@@ -3,7 +3,7 @@
 // that may use them; the API decides anyway, and its refusal is shown if one comes.
 
 import * as api from "./api.js";
-import { h, clear, table, facts, badge, time, bytes, errorBox, notice, field, checkbox, form, confirmByName, parseLabels, labelsText } from "./ui.js";
+import { h, add, clear, table, facts, badge, time, bytes, errorBox, notice, field, checkbox, form, confirmByName, parseLabels, labelsText } from "./ui.js";
 
 const enc = encodeURIComponent;
 
@@ -333,7 +333,8 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
         { id: "delete-cluster" },
       ),
     );
-  main.append(
+  add(
+    main,
     heading(`Cluster ${cl.name}`),
     h("p", {}, badge(cl.state), ` ${cl.engine} ${cl.version} in ${cl.location}`, c.status_message ? h("span", { class: "muted" }, ` — ${c.status_message}`) : null),
     actions.length ? h("div", { class: "actions toolbar", role: "group", "aria-label": "Cluster actions" }, actions) : null,

@@ -15,6 +15,13 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 
+/** Appends children to `el`, skipping null, undefined and false (Element.append would
+ * write them out as text). */
+export function add(el, ...children) {
+  append(el, children);
+  return el;
+}
+
 function append(el, children) {
   for (const c of children) {
     if (c === undefined || c === null || c === false) continue;

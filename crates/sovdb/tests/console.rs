@@ -66,8 +66,18 @@ fn visit(b: &TestBrowser, url: &str, fragment: &str, title: &str) {
 }
 
 /// Every form control of the page has a label, and every button and link a name, for
-/// screen readers.
+/// screen readers; and no value the page lacked shows as `null` or `undefined`.
 fn all_labelled(b: &TestBrowser) {
+    let stray = b
+        .script(
+            "const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT); const bad = []; \
+             while (w.nextNode()) { const t = w.currentNode.textContent.trim(); \
+               if (t === 'null' || t === 'undefined' || t === 'NaN' || t.includes('[object ')) bad.push(w.currentNode.parentElement.outerHTML.slice(0, 120)); } \
+             return bad",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(stray, json!([]), "values the page shows as null or undefined: {}", b.page_text());
     let unlabelled = b
         .script(
             "const named = e => e.textContent.trim() !== '' || e.getAttribute('aria-label'); \
@@ -358,6 +368,7 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     for absent in ["Take a backup", "Restore", "Switch over", "Delete cluster", "Scale", "Change parameters"] {
         assert!(!b.has_button(absent), "a viewer sees {absent:?}: {}", b.page_text());
     }
+    all_labelled(&b);
     b.screenshot(&shots, "19-viewer-cluster-detail");
     // The API refuses what the page doesn't offer, with the viewer's own token.
     let status = b
