@@ -370,6 +370,25 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     }
     all_labelled(&b);
     b.screenshot(&shots, "19-viewer-cluster-detail");
+    // The other pages show a viewer nothing to change either (and say what is an admin's).
+    let none_of = |buttons: &[&str]| {
+        for absent in buttons {
+            assert!(!b.has_button(absent), "a viewer sees {absent:?}: {}", b.page_text());
+        }
+    };
+    visit(&b, &url, "#/repos", "Backup repositories");
+    wait_text(&b, "web-copy");
+    none_of(&["Create repository", "Delete", "Purge", "Restore"]);
+    visit(&b, &url, "#/locations", "Locations and hosts");
+    wait_text(&b, "Hosts are shown to administrators.");
+    none_of(&["Add host", "Create location", "Delete location"]);
+    visit(&b, &url, "#/users", "Users, roles and tokens");
+    wait_text(&b, "Your API tokens");
+    none_of(&["Create user", "Grant the role"]);
+    visit(&b, &url, "#/audit", "Audit log");
+    wait_text(&b, "The audit log is shown to administrators.");
+    assert!(b.exists("nav li[hidden] a[href='#/audit']"), "the audit log is in a viewer's navigation");
+
     // The API refuses what the page doesn't offer, with the viewer's own token.
     let status = b
         .script(
