@@ -114,8 +114,10 @@ impl Agent {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| ServeError::TlsFile { path: path.to_owned(), message: e.to_string() })
         };
-        let tls = crate::tls::server_config(&read(&config.ca_cert)?, &read(&config.cert)?, &read(&config.key)?)
-            .map_err(ServeError::Tls)?;
+        read(&config.cert)?;
+        read(&config.key)?;
+        let files = crate::tls::CertFiles::load(&config.cert, &config.key).map_err(ServeError::Tls)?;
+        let tls = crate::tls::server_config(&read(&config.ca_cert)?, Arc::new(files)).map_err(ServeError::Tls)?;
 
         // Supervisors run with `/` as working directory: a relative base directory would
         // mean something else to them.

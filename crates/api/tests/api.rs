@@ -30,7 +30,7 @@ async fn harness() -> Harness {
         agent_exe: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("no-agent-in-these-tests"),
         port_range: 20000..=29999,
         failpoints: sovdb_operations::Failpoints::none(),
-        member_cert_validity: sovdb_app::DEFAULT_MEMBER_CERT_VALIDITY,
+        internal_cert_validity: sovdb_app::DEFAULT_INTERNAL_CERT_VALIDITY,
     };
     let app = App::new(store.clone(), config);
     let token = Arc::new(Mutex::new(String::new()));

@@ -93,11 +93,11 @@ pub struct AppConfig {
     pub failpoints: sovdb_operations::Failpoints,
     /// How long a cluster member's certificate (PostgreSQL, Patroni's REST API,
     /// PgBouncer) is valid; the certificate bot renews it when a third is left.
-    pub member_cert_validity: std::time::Duration,
+    pub internal_cert_validity: std::time::Duration,
 }
 
 /// The validity of a member certificate unless configured otherwise.
-pub const DEFAULT_MEMBER_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(825 * 86400);
+pub const DEFAULT_INTERNAL_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(825 * 86400);
 
 impl App {
     pub fn new(store: Arc<dyn Store>, config: AppConfig) -> App {

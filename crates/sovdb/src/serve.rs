@@ -97,7 +97,7 @@ struct ServeConfig {
     operation_lease: Duration,
     port_range: std::ops::RangeInclusive<u16>,
     tls: TlsMode,
-    member_cert_validity: Duration,
+    internal_cert_validity: Duration,
 }
 
 /// How the API is served.
@@ -142,7 +142,7 @@ impl ServeArgs {
             operation_lease,
             port_range: self.port_range,
             tls,
-            member_cert_validity: Duration::from_secs(self.internal_cert_validity_secs.max(1)),
+            internal_cert_validity: Duration::from_secs(self.internal_cert_validity_secs.max(1)),
         }
     }
 }
@@ -192,7 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             agent_exe,
             port_range: config.port_range.clone(),
             failpoints: failpoints.clone(),
-            member_cert_validity: config.member_cert_validity,
+            internal_cert_validity: config.internal_cert_validity,
         },
     );
 
@@ -262,7 +262,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(heartbeat_loop(app.clone()));
     let observe = tokio::spawn(observe_loop(app.clone()));
     let schedules = tokio::spawn(schedule_loop(app.clone()));
-    let cert_bot = tokio::spawn(cert_bot_loop(app.clone(), config.member_cert_validity));
+    let cert_bot = tokio::spawn(cert_bot_loop(app.clone(), config.internal_cert_validity));
 
     let router = sovdb_api::app(app);
     match tls {
