@@ -134,7 +134,9 @@ impl CertFiles {
                 state.current = Arc::new(pair);
                 state.stamp = now;
             }
-            Err(e) => tracing::warn!(error = %e, "the agent certificate files changed but are not usable (yet); keeping the previous pair"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the agent certificate files changed but are not usable (yet); keeping the previous pair")
+            }
         }
         state.current.clone()
     }

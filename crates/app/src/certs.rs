@@ -84,7 +84,9 @@ impl App {
                         cluster: Some(c.id),
                     }),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(cluster = %c.name, error = %e, "checking the cluster's certificates failed"),
+                    Err(e) => {
+                        tracing::warn!(cluster = %c.name, error = %e, "checking the cluster's certificates failed")
+                    }
                 }
             }
             if batch.len() < 200 {

@@ -85,7 +85,11 @@ impl Pki {
     /// Replaces the control plane's client certificate when a third of its life is left at
     /// `now`; answers whether it did. It lives in memory only (every start issues one), so
     /// nothing is written: connections opened before keep the old one until they close.
-    pub(crate) fn client_renew_if_due(&self, validity: std::time::Duration, now: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+    pub(crate) fn client_renew_if_due(
+        &self,
+        validity: std::time::Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
         let due = sovdb_pki::CertValidity::of_pem(&self.client().cert_pem).map_or(true, |v| v.due(now));
         if !due {
             return Ok(false);

@@ -185,11 +185,7 @@ async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let message = if renewed.is_empty() {
         format!("certificates of cluster {}: none was due", record.name)
     } else {
-        format!(
-            "certificates of cluster {} renewed for {}; applied without a restart",
-            record.name,
-            renewed.join(", ")
-        )
+        format!("certificates of cluster {} renewed for {}; applied without a restart", record.name, renewed.join(", "))
     };
     pg::event_once(app, &record, ctx.operation, "certs-renewed", message.clone()).await?;
     Ok(json!({"message": message}))

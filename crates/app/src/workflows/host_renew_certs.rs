@@ -100,14 +100,18 @@ async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let record = host(app, id).await?;
     let now = chrono::Utc::now();
-    let presented = agent_presents(app, &record.host)
-        .await
-        .map_err(|e| StepFailure::transient(format!("cannot read the certificate agent {} presents: {e}", record.host.name)))?;
+    let presented = agent_presents(app, &record.host).await.map_err(|e| {
+        StepFailure::transient(format!("cannot read the certificate agent {} presents: {e}", record.host.name))
+    })?;
     let pki = app.pki().map_err(app_failure)?;
     let agent = if presented.due(now) {
-        let cert = pki.issue_for(&agent_cert_request(&record.host), app.config.internal_cert_validity).map_err(app_failure)?;
+        let cert =
+            pki.issue_for(&agent_cert_request(&record.host), app.config.internal_cert_validity).map_err(app_failure)?;
         tracing::info!(host = %record.host.name, "agent certificate renewed");
-        Some(NewAgentCert { key_sealed: pki.seal(cert.key_pem.as_bytes(), &key_aad(&ctx.operation)), cert_pem: cert.cert_pem })
+        Some(NewAgentCert {
+            key_sealed: pki.seal(cert.key_pem.as_bytes(), &key_aad(&ctx.operation)),
+            cert_pem: cert.cert_pem,
+        })
     } else {
         None
     };
@@ -156,7 +160,8 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     {
         let client = pg::agent(app, &record, Duration::from_secs(30)).await?;
         if pg::listening_ports(&client).await?.contains(&port) {
-            let serial = CertValidity::of_pem(&kept.cert_pem).map_err(|e| StepFailure::permanent(e.to_string()))?.serial;
+            let serial =
+                CertValidity::of_pem(&kept.cert_pem).map_err(|e| StepFailure::permanent(e.to_string()))?.serial;
             want.push(("pgBackRest server", port, serial));
         }
     }
@@ -164,11 +169,14 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let mut presented = serde_json::Map::new();
     for (what, port, serial) in want {
         loop {
-            let why = match served_cert::served(pki.ca_pem(), Some(&pki.client()), &record.host.address, port, Protocol::Tls).await {
-                Ok(v) if v.serial == serial => break,
-                Ok(v) => format!("presents certificate {}, not {serial}", v.serial),
-                Err(e) => format!("could not be asked for its certificate: {e}"),
-            };
+            let why =
+                match served_cert::served(pki.ca_pem(), Some(&pki.client()), &record.host.address, port, Protocol::Tls)
+                    .await
+                {
+                    Ok(v) if v.serial == serial => break,
+                    Ok(v) => format!("presents certificate {}, not {serial}", v.serial),
+                    Err(e) => format!("could not be asked for its certificate: {e}"),
+                };
             if Instant::now() > deadline {
                 return Err(StepFailure::transient(format!(
                     "the {what} of host {} has not put its new certificate in place: it {why}",

@@ -65,16 +65,19 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let mut presented = serde_json::Map::new();
     for (m, kept) in dcs::certs_kept(app, location).await? {
         let want = sovdb_pki::CertValidity::of_pem(&kept.cert_pem)
-            .map_err(|e| StepFailure::permanent(format!("DCS member {}'s kept certificate does not parse: {e}", m.name)))?
+            .map_err(|e| {
+                StepFailure::permanent(format!("DCS member {}'s kept certificate does not parse: {e}", m.name))
+            })?
             .serial;
         let deadline = Instant::now() + Duration::from_secs(60);
         for (what, port) in [("client", m.client_port), ("peer", m.peer_port)] {
             loop {
-                let why = match served_cert::served(pki.ca_pem(), Some(&identity), &m.address, port, Protocol::Tls).await {
-                    Ok(v) if v.serial == want => break,
-                    Ok(v) => format!("its {what} port presents certificate {}, not {want}", v.serial),
-                    Err(e) => format!("its {what} port could not be asked for its certificate: {e}"),
-                };
+                let why =
+                    match served_cert::served(pki.ca_pem(), Some(&identity), &m.address, port, Protocol::Tls).await {
+                        Ok(v) if v.serial == want => break,
+                        Ok(v) => format!("its {what} port presents certificate {}, not {want}", v.serial),
+                        Err(e) => format!("its {what} port could not be asked for its certificate: {e}"),
+                    };
                 if Instant::now() > deadline {
                     return Err(StepFailure::transient(format!(
                         "DCS member {} has not put its new certificate in place: {why}",

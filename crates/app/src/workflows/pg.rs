@@ -419,8 +419,10 @@ pub(crate) async fn kept_cert_renew(
     }
     let issued = issue(app, req)?;
     let new = KeptCert { cert_pem: issued.cert_pem, key_pem: issued.key_pem };
-    let sealed =
-        app.pki().map_err(app_failure)?.seal(serde_json::to_string(&new).expect("serialise").as_bytes(), &aad(owner, name));
+    let sealed = app
+        .pki()
+        .map_err(app_failure)?
+        .seal(serde_json::to_string(&new).expect("serialise").as_bytes(), &aad(owner, name));
     let mut tx = app.store.write().await.map_err(store_failure)?;
     if !tx.secret_reseal(owner, name, &sealed).await.map_err(store_failure)? {
         return Err(StepFailure::transient(format!("the certificate {owner}/{name} vanished while it was renewed")));
