@@ -23,11 +23,13 @@ mod error;
 mod files;
 mod host;
 mod logfile;
+mod logs;
 mod packages;
 pub mod proto;
 mod server;
 mod services;
 mod supervisor;
+mod syslog;
 mod sys;
 mod tls;
 
