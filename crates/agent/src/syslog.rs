@@ -11,7 +11,10 @@
 //! after its message was written to the connection, and the positions are kept in
 //! `<base_dir>/agent/syslog-state.json`, so a broken connection, an unreachable server or
 //! an agent restart delays lines but loses none that are still in the file or its rotated
-//! copy. A line may be sent twice when a connection breaks after the kernel took it.
+//! copy. A connection the server closed is noticed before lines are written to it (see
+//! [`closed`]); lines written in the instant a server dies, before its kernel closed the
+//! connection, can still be lost, as with any syslog over plain TCP (RFC 6587 has no
+//! acknowledgements).
 //!
 //! Each message: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME - - [sovdb@32473 project=".."
 //! cluster=".." member=".."] LINE`, facility local0, the severity read from the line
@@ -75,7 +78,7 @@ pub(crate) async fn run(base_dir: PathBuf) {
             conn = None;
             continue;
         };
-        if conn.as_ref().is_some_and(|(t, _)| *t != target) {
+        if conn.as_ref().is_some_and(|(t, s)| *t != target || closed(s)) {
             conn = None;
         }
         if conn.is_none() {
@@ -137,6 +140,19 @@ pub(crate) async fn run(base_dir: PathBuf) {
                 tracing::warn!(error = %e, "can't keep the syslog forwarding positions");
             }
         }
+    }
+}
+
+/// Whether the server closed the connection. A syslog server never sends anything, so a
+/// readable socket means end of stream (or an error). Writing to a connection the server
+/// closed would succeed once (the kernel takes the bytes, the peer answers with a reset)
+/// and lose those lines; so this is asked before every round of writes.
+fn closed(s: &TcpStream) -> bool {
+    let mut probe = [0u8; 64];
+    match s.try_read(&mut probe) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
     }
 }
 
