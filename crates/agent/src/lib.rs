@@ -29,8 +29,8 @@ pub mod proto;
 mod server;
 mod services;
 mod supervisor;
-mod syslog;
 mod sys;
+mod syslog;
 mod tls;
 
 pub use client::{AgentClient, AgentError, ClientIdentity};

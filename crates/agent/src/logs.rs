@@ -115,7 +115,13 @@ fn rotated(path: &Path) -> PathBuf {
 
 /// The whole lines from `start` (at most `budget` bytes, but at least one line even if it
 /// is longer), and the offset after the last of them.
-fn read_lines(f: &mut fs::File, path: &Path, start: u64, size: u64, budget: u64) -> Result<(Vec<String>, u64), ApiError> {
+fn read_lines(
+    f: &mut fs::File,
+    path: &Path,
+    start: u64,
+    size: u64,
+    budget: u64,
+) -> Result<(Vec<String>, u64), ApiError> {
     if start >= size || budget == 0 {
         return Ok((Vec::new(), start.min(size)));
     }

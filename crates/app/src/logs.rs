@@ -90,7 +90,9 @@ impl App {
             None => members,
         };
         if members.is_empty() {
-            return Err(AppError::Conflict(format!("cluster {name:?} has no members yet: wait for its create to finish")));
+            return Err(AppError::Conflict(format!(
+                "cluster {name:?} has no members yet: wait for its create to finish"
+            )));
         }
         let mut tx = self.store.write().await?;
         tx.audit_append(&ctx.audit(
@@ -197,7 +199,8 @@ fn stamped_since(lines: &[String], since: DateTime<Utc>) -> Vec<bool> {
             if l.starts_with('\u{0}') {
                 return true;
             }
-            if let Some(at) = l.get(..19).and_then(|h| chrono::NaiveDateTime::parse_from_str(h, "%Y-%m-%d %H:%M:%S").ok())
+            if let Some(at) =
+                l.get(..19).and_then(|h| chrono::NaiveDateTime::parse_from_str(h, "%Y-%m-%d %H:%M:%S").ok())
             {
                 keep = at.and_utc() >= since - chrono::TimeDelta::seconds(1);
             }
@@ -221,7 +224,10 @@ pub(crate) fn check_syslog_target(target: &str) -> Result<Option<String>> {
     let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let host_ok = host.parse::<std::net::Ipv4Addr>().is_ok()
-        || host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
         || crate::validate::is_host_name(host);
     if port == 0 || !host_ok {
         return Err(bad());
@@ -328,7 +334,8 @@ impl App {
                 }
             };
             let sources = by_host.remove(&h.host.id).unwrap_or_default();
-            let config = SyslogConfig { target: target.filter(|_| !sources.is_empty()), hostname: h.host.name.clone(), sources };
+            let config =
+                SyslogConfig { target: target.filter(|_| !sources.is_empty()), hostname: h.host.name.clone(), sources };
             let unchanged =
                 self.syslog_written.0.lock().unwrap_or_else(|p| p.into_inner()).get(&h.host.id) == Some(&config);
             if unchanged {

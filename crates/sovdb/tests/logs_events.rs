@@ -25,13 +25,8 @@ struct Follow {
 
 impl Follow {
     fn spawn(server: &TestServer, args: &[&str]) -> Follow {
-        let mut child = server
-            .cli()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the CLI");
+        let mut child =
+            server.cli().args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the CLI");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let sink = lines.clone();

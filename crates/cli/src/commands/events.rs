@@ -92,8 +92,9 @@ pub async fn events(args: EventsArgs, client: &Client, out: OutputFormat) -> any
         loop {
             match stream.next().await {
                 Ok(Some(ev)) if ev.event == "event" => {
-                    let e: Event = serde_json::from_str(&ev.data)
-                        .map_err(|e| anyhow!("the server sent an event this CLI can't read ({e}); are both the same version?"))?;
+                    let e: Event = serde_json::from_str(&ev.data).map_err(|e| {
+                        anyhow!("the server sent an event this CLI can't read ({e}); are both the same version?")
+                    })?;
                     if last.is_some_and(|l| e.id <= l) {
                         continue;
                     }
@@ -144,8 +145,9 @@ pub async fn logs(args: LogsArgs, client: &Client, out: OutputFormat) -> anyhow:
     loop {
         match stream.next().await? {
             Some(ev) if ev.event == "line" => {
-                let l: LogLine = serde_json::from_str(&ev.data)
-                    .map_err(|e| anyhow!("the server sent a line this CLI can't read ({e}); are both the same version?"))?;
+                let l: LogLine = serde_json::from_str(&ev.data).map_err(|e| {
+                    anyhow!("the server sent a line this CLI can't read ({e}); are both the same version?")
+                })?;
                 print_line(&l, out)?;
             }
             Some(ev) if ev.event == "error" => bail!("{}", ev.data),
