@@ -175,6 +175,8 @@ impl Agent {
         let adopt = self.state.clone();
         tokio::task::spawn_blocking(move || adopt.services.adopt_all());
 
+        // Syslog forwarding runs as long as the agent, whether or not a control plane talks to it.
+        let forwarder = tokio::spawn(crate::syslog::run(self.state.base_dir.clone()));
         let listener = TlsListener::start(self.listener, self.acceptor, addr);
         let app = router(self.state.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -190,6 +192,7 @@ impl Agent {
             r = server => r.map_err(ServeError::Serve)?,
             _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them"),
         }
+        forwarder.abort();
         tracing::info!("agent stopped");
         Ok(())
     }
@@ -273,6 +276,7 @@ fn router(state: Arc<AgentState>) -> Router {
         .route(paths::RUN_COMMAND, post(run_command))
         .route(paths::READ_FILE, post(read_file))
         .route(paths::TAIL_FILE, post(tail_file))
+        .route(paths::READ_LOG, post(read_log))
         .route(paths::FACTS, post(facts))
         .route(paths::METRICS, post(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint; the agent's endpoints are under /v1/") })
@@ -341,6 +345,10 @@ async fn read_file(Body(req): Body<ReadFileRequest>) -> Answer<ReadFileResponse>
 
 async fn tail_file(Body(req): Body<TailFileRequest>) -> Answer<TailFileResponse> {
     blocking(move || crate::files::tail_file(&req)).await
+}
+
+async fn read_log(Body(req): Body<ReadLogRequest>) -> Answer<ReadLogResponse> {
+    blocking(move || crate::logs::read_log(&req)).await
 }
 
 async fn ensure_packages(State(s): AppState, Body(req): Body<EnsurePackagesRequest>) -> Answer<EnsurePackagesResponse> {
