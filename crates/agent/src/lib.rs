@@ -23,12 +23,14 @@ mod error;
 mod files;
 mod host;
 mod logfile;
+mod logs;
 mod packages;
 pub mod proto;
 mod server;
 mod services;
 mod supervisor;
 mod sys;
+mod syslog;
 mod tls;
 
 pub use client::{AgentClient, AgentError, ClientIdentity};

@@ -114,8 +114,10 @@ impl Agent {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| ServeError::TlsFile { path: path.to_owned(), message: e.to_string() })
         };
-        let tls = crate::tls::server_config(&read(&config.ca_cert)?, &read(&config.cert)?, &read(&config.key)?)
-            .map_err(ServeError::Tls)?;
+        read(&config.cert)?;
+        read(&config.key)?;
+        let files = crate::tls::CertFiles::load(&config.cert, &config.key).map_err(ServeError::Tls)?;
+        let tls = crate::tls::server_config(&read(&config.ca_cert)?, Arc::new(files)).map_err(ServeError::Tls)?;
 
         // Supervisors run with `/` as working directory: a relative base directory would
         // mean something else to them.
@@ -173,6 +175,8 @@ impl Agent {
         let adopt = self.state.clone();
         tokio::task::spawn_blocking(move || adopt.services.adopt_all());
 
+        // Syslog forwarding runs as long as the agent, whether or not a control plane talks to it.
+        let forwarder = tokio::spawn(crate::syslog::run(self.state.base_dir.clone()));
         let listener = TlsListener::start(self.listener, self.acceptor, addr);
         let app = router(self.state.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -188,6 +192,7 @@ impl Agent {
             r = server => r.map_err(ServeError::Serve)?,
             _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them"),
         }
+        forwarder.abort();
         tracing::info!("agent stopped");
         Ok(())
     }
@@ -271,6 +276,7 @@ fn router(state: Arc<AgentState>) -> Router {
         .route(paths::RUN_COMMAND, post(run_command))
         .route(paths::READ_FILE, post(read_file))
         .route(paths::TAIL_FILE, post(tail_file))
+        .route(paths::READ_LOG, post(read_log))
         .route(paths::FACTS, post(facts))
         .route(paths::METRICS, post(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint; the agent's endpoints are under /v1/") })
@@ -339,6 +345,10 @@ async fn read_file(Body(req): Body<ReadFileRequest>) -> Answer<ReadFileResponse>
 
 async fn tail_file(Body(req): Body<TailFileRequest>) -> Answer<TailFileResponse> {
     blocking(move || crate::files::tail_file(&req)).await
+}
+
+async fn read_log(Body(req): Body<ReadLogRequest>) -> Answer<ReadLogResponse> {
+    blocking(move || crate::logs::read_log(&req)).await
 }
 
 async fn ensure_packages(State(s): AppState, Body(req): Body<EnsurePackagesRequest>) -> Answer<EnsurePackagesResponse> {

@@ -4,7 +4,12 @@
 //! whose certificate that CA signed; the client accepts only an agent whose certificate
 //! that CA signed for the name it expects. Only TLS 1.3 is offered: both ends are ours.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -41,8 +46,9 @@ pub(crate) fn roots(ca_pem: &[u8]) -> Result<Arc<RootCertStore>, String> {
     Ok(Arc::new(roots))
 }
 
-/// The agent's side: present `cert_pem`, require a client certificate from the CA.
-pub(crate) fn server_config(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerConfig, String> {
+/// The agent's side: present the certificate of `files` (re-read when they change),
+/// require a client certificate from the CA.
+pub(crate) fn server_config(ca_pem: &[u8], files: Arc<CertFiles>) -> Result<rustls::ServerConfig, String> {
     let provider = provider();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
         .build()
@@ -51,10 +57,95 @@ pub(crate) fn server_config(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> R
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs_from_pem(cert_pem, "the agent certificate")?, key_from_pem(key_pem, "the agent key")?)
-        .map_err(|e| format!("the agent certificate and key do not fit together: {e}"))?;
+        .with_cert_resolver(files);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A certificate and key pair from PEM text, checked to fit together.
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let certs = certs_from_pem(cert_pem, "the agent certificate")?;
+    let key = key_from_pem(key_pem, "the agent key")?;
+    CertifiedKey::from_der(certs, key, &provider())
+        .map_err(|e| format!("the agent certificate and key do not fit together: {e}"))
+}
+
+/// How often a handshake may look at the files for a change.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The agent's certificate and key files, re-read when they change, so the control plane
+/// renews the certificate by writing new files (`write_file`) without restarting the agent:
+/// handshakes after the change present the new certificate, open connections keep theirs.
+///
+/// The two files are written one after the other, so a handshake may see a new key with the
+/// old certificate: a pair that does not fit is not taken, the previous one stays in use and
+/// the files are read again at a later handshake.
+#[derive(Debug)]
+pub(crate) struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    look_every: Duration,
+    state: Mutex<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    current: Arc<CertifiedKey>,
+    /// The files' modification times and sizes when `current` was read from them.
+    stamp: Option<(FileStamp, FileStamp)>,
+    looked: Instant,
+}
+
+type FileStamp = (SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl CertFiles {
+    /// Reads both files; an error names what is wrong with them.
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<CertFiles, String> {
+        let stamps = stamp(cert).zip(stamp(key));
+        let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+        let current = Arc::new(certified_key(&read(cert)?, &read(key)?)?);
+        let loaded = Loaded { current, stamp: stamps, looked: Instant::now() };
+        Ok(CertFiles { cert: cert.to_owned(), key: key.to_owned(), look_every: LOOK_EVERY, state: Mutex::new(loaded) })
+    }
+
+    /// The pair to present: the files' if they changed and fit together, else the last good one.
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.looked.elapsed() < self.look_every {
+            return state.current.clone();
+        }
+        state.looked = Instant::now();
+        let now = stamp(&self.cert).zip(stamp(&self.key));
+        if now.is_none() || now == state.stamp {
+            return state.current.clone();
+        }
+        let fresh = std::fs::read(&self.cert)
+            .map_err(|e| e.to_string())
+            .and_then(|c| std::fs::read(&self.key).map_err(|e| e.to_string()).map(|k| (c, k)))
+            .and_then(|(c, k)| certified_key(&c, &k));
+        match fresh {
+            Ok(pair) => {
+                tracing::info!(cert = %self.cert.display(), "the agent certificate changed on disk; presenting the new one");
+                state.current = Arc::new(pair);
+                state.stamp = now;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the agent certificate files changed but are not usable (yet); keeping the previous pair")
+            }
+        }
+        state.current.clone()
+    }
+}
+
+impl ResolvesServerCert for CertFiles {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
 }
 
 /// The client's side: trust only the CA, check the agent's certificate against
@@ -126,5 +217,57 @@ impl ServerCertVerifier for ExpectedName {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sovdb_pki::{Ca, CertRequest, CertUsage};
+
+    fn issue(ca: &Ca) -> (String, String) {
+        let req = CertRequest {
+            common_name: "sovdb agent test".into(),
+            dns_names: vec!["localhost".into()],
+            ip_addresses: vec![],
+            usage: CertUsage::Server,
+            validity_days: 1,
+        };
+        let c = ca.issue(&req).unwrap();
+        (c.cert_pem, c.key_pem)
+    }
+
+    fn serial(files: &CertFiles) -> String {
+        let current = files.current();
+        sovdb_pki::CertValidity::of_der(current.end_entity_cert().unwrap()).unwrap().serial
+    }
+
+    fn pem_serial(pem: &str) -> String {
+        sovdb_pki::CertValidity::of_pem(pem).unwrap().serial
+    }
+
+    #[test]
+    fn a_renewed_pair_is_presented_and_a_half_written_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("agent.crt"), dir.path().join("agent.key"));
+        let ca = Ca::generate("test CA").unwrap();
+        let (c1, k1) = issue(&ca);
+        std::fs::write(&cert, &c1).unwrap();
+        std::fs::write(&key, &k1).unwrap();
+        let mut files = CertFiles::load(&cert, &key).unwrap();
+        files.look_every = Duration::ZERO;
+        assert_eq!(serial(&files), pem_serial(&c1));
+
+        // The new key lands first: it does not fit the old certificate, so the old pair stays.
+        let (c2, k2) = issue(&ca);
+        std::fs::write(&key, &k2).unwrap();
+        assert_eq!(serial(&files), pem_serial(&c1));
+        // Then the certificate: the new pair is presented.
+        std::fs::write(&cert, &c2).unwrap();
+        assert_eq!(serial(&files), pem_serial(&c2));
+
+        // A file that is not a certificate is not taken either.
+        std::fs::write(&cert, b"garbage").unwrap();
+        assert_eq!(serial(&files), pem_serial(&c2));
     }
 }

@@ -1,57 +1,102 @@
-//! The certificate bot, for cluster members' certificates: a level-triggered loop that
-//! starts `cluster.renew-certs` on every ready (or degraded) cluster one of whose members
-//! keeps a certificate with less than a third of its life left.
+//! The certificate bot: a level-triggered loop that renews every internal certificate when
+//! a third of its life is left, without a restart:
+//! - cluster members' (PostgreSQL, Patroni's REST API, PgBouncer, their etcd client
+//!   certificate) and the stanza's client certificate towards pgBackRest servers:
+//!   `cluster.renew-certs` on a ready (or degraded) cluster;
+//! - the DCS (etcd) members' of a location: `location.renew-certs`;
+//! - the agent's and the pgBackRest TLS server's of a ready host: `host.renew-certs`;
+//! - the control plane's own client certificate (towards agents, Patroni and etcd): it lives
+//!   in memory only, so it is replaced here, and agent clients are made again with it.
 //!
-//! It compares only what is stored (the kept certificates) with the clock, takes no reason
-//! as input and starts nothing on a cluster that an operation acts on: the running
-//! operation may be the renewal itself, and one mutating operation per cluster is the rule.
-//! The operation and its audit record are written in one transaction, after checking again
-//! in it that no operation acts on the cluster, so two control planes start one renewal.
+//! The API's certificate has its own loop (it is served by this process: `sovdb serve`).
 //!
-//! It persists nothing of its own: the operation does the work (see
-//! `workflows::cluster_renew_certs`), and a round after a crash sees the same due
-//! certificates and starts it again.
+//! It compares only what is stored (the kept certificates) or presented (the agents')
+//! with the clock, takes no reason as input and starts nothing on a target that an
+//! operation acts on: the running operation may be the renewal itself, and one mutating
+//! operation per target is the rule. The operation and its audit record are written in one
+//! transaction, after checking again in it that no operation acts on the target, so two
+//! control planes start one renewal.
+//!
+//! It persists nothing of its own: the operations do the work (see
+//! `workflows::{cluster,location,host}_renew_certs`), and a round after a crash sees the same
+//! due certificates and starts them again.
 
 use chrono::{DateTime, Utc};
 use sovdb_store::ClusterRecord;
 use sovdb_types::*;
 
 use crate::operations::OperationStart;
-use crate::workflows::cluster_renew_certs;
 use crate::workflows::pg::{self, KeptCert};
+use crate::workflows::{cluster_renew_certs, dcs, host_renew_certs, location_renew_certs, repo_tls};
 use crate::{App, AppError, Result};
 
 /// The actor that the bot's operations and audit records name.
 pub const ACTOR: &str = "cert-bot";
 
+/// A renewal to start: on what, which workflow, with what, and why (the due certificates).
+struct Renewal {
+    target: String,
+    kind: &'static str,
+    project: Option<ProjectId>,
+    params: serde_json::Value,
+    due: Vec<String>,
+    /// A cluster must still be ready or degraded when the renewal starts.
+    cluster: Option<ClusterId>,
+}
+
 impl App {
-    /// One round over every cluster; the renewals it started.
+    /// One round over every internal certificate; the renewals it started.
     pub async fn certs_renew_due(&self, now: DateTime<Utc>) -> Result<Vec<Operation>> {
         let mut started = Vec::new();
+        if self.pki()?.client_renew_if_due(self.config.internal_cert_validity, now)? {
+            // Cached agent clients hold the old certificate: make them again.
+            self.agents.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            tracing::info!("the control plane's client certificate was renewed");
+        }
+        let mut renewals = Vec::new();
+        self.clusters_due(now, &mut renewals).await?;
+        self.locations_due(now, &mut renewals).await?;
+        self.hosts_due(now, &mut renewals).await?;
+        for r in renewals {
+            match self.renewal_start(&r).await {
+                Ok(Some(op)) => started.push(op),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(target = %r.target, error = %e, "starting a certificate renewal failed"),
+            }
+        }
+        Ok(started)
+    }
+
+    async fn clusters_due(&self, now: DateTime<Utc>, out: &mut Vec<Renewal>) -> Result<()> {
         let mut after = None;
         loop {
             let batch = self.store.read().await?.cluster_records_all(after, 200).await?;
-            let Some(last) = batch.last() else { return Ok(started) };
+            let Some(last) = batch.last() else { return Ok(()) };
             after = Some(last.id);
             for c in batch.iter().filter(|c| matches!(c.state, ClusterState::Ready | ClusterState::Degraded)) {
                 match self.cluster_certs_due(c, now).await {
-                    Ok(due) if !due.is_empty() => match self.cluster_renew_start(c, &due).await {
-                        Ok(Some(op)) => started.push(op),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(cluster = %c.name, error = %e, "starting a certificate renewal failed")
-                        }
-                    },
+                    Ok(due) if !due.is_empty() => out.push(Renewal {
+                        target: format!("cluster/{}", c.name),
+                        kind: cluster_renew_certs::KIND,
+                        project: Some(c.project_id),
+                        params: serde_json::to_value(pg::ClusterParams { cluster: c.id }).expect("serialise"),
+                        due,
+                        cluster: Some(c.id),
+                    }),
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(cluster = %c.name, error = %e, "checking the members' certificates failed")
+                        tracing::warn!(cluster = %c.name, error = %e, "checking the cluster's certificates failed")
                     }
                 }
+            }
+            if batch.len() < 200 {
+                return Ok(());
             }
         }
     }
 
-    /// The members of `c` whose kept certificate is due at `now`.
+    /// The certificates of `c` that are due at `now`: its members' (by name) and its
+    /// stanza's client certificate (`backup client`).
     async fn cluster_certs_due(&self, c: &ClusterRecord, now: DateTime<Utc>) -> Result<Vec<String>> {
         let pki = self.pki()?;
         let mut tx = self.store.read().await?;
@@ -67,43 +112,128 @@ impl App {
                 due.push(m.name);
             }
         }
+        drop(tx);
+        let spec = crate::workflows::pg::cluster(self, c.id).await.map_err(step_error)?.map(|(_, spec)| spec);
+        if let Some(repo) = spec.and_then(|s| s.backup_repo) {
+            let kept = repo_tls::stanza_cert_kept(self, repo, &c.id.to_string()).await.map_err(step_error)?;
+            if kept.is_some_and(|k| pg::cert_due(&k, now)) {
+                due.push("backup client".into());
+            }
+        }
         Ok(due)
     }
 
-    /// Starts the renewal of `c`'s certificates with its audit record, unless an operation
-    /// acts on the cluster or it is no longer ready or degraded.
-    async fn cluster_renew_start(&self, c: &ClusterRecord, due: &[String]) -> Result<Option<Operation>> {
-        let target = format!("cluster/{}", c.name);
+    async fn locations_due(&self, now: DateTime<Utc>, out: &mut Vec<Renewal>) -> Result<()> {
+        let mut page = PageRequest { limit: 500, after: None };
+        loop {
+            let batch = self.store.read().await?.location_list(&page).await?;
+            for l in &batch.items {
+                let kept = match dcs::certs_kept(self, l.id).await {
+                    Ok(k) => k,
+                    Err(e) => {
+                        tracing::warn!(location = %l.name, error = %e.error.message, "checking the DCS certificates failed");
+                        continue;
+                    }
+                };
+                let due: Vec<String> =
+                    kept.into_iter().filter(|(_, k)| pg::cert_due(k, now)).map(|(m, _)| m.name).collect();
+                if !due.is_empty() {
+                    out.push(Renewal {
+                        target: format!("location/{}", l.name),
+                        kind: location_renew_certs::KIND,
+                        project: None,
+                        params: serde_json::to_value(location_renew_certs::Params { location: l.id })
+                            .expect("serialise"),
+                        due,
+                        cluster: None,
+                    });
+                }
+            }
+            match (batch.next_page_token, batch.items.last()) {
+                (Some(_), Some(last)) => page.after = Some(last.name.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn hosts_due(&self, now: DateTime<Utc>, out: &mut Vec<Renewal>) -> Result<()> {
+        let mut hosts = Vec::new();
+        let mut page = PageRequest { limit: 1000, after: None };
+        loop {
+            let batch = self.store.read().await?.host_list(None, &page).await?;
+            hosts.extend(batch.items);
+            match batch.next_page_token {
+                Some(_) => page.after = hosts.last().map(|h| h.host.name.clone()),
+                None => break,
+            }
+        }
+        let ready = hosts.into_iter().filter(|h| h.host.status == HostStatus::Ready);
+        let checks = ready.map(|h| async move {
+            let mut due = Vec::new();
+            match host_renew_certs::agent_presents(self, &h.host).await {
+                Ok(v) if v.due(now) => due.push("agent".to_string()),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(host = %h.host.name, error = %e, "cannot read the agent's certificate"),
+            }
+            match repo_tls::server_cert_kept(self, h.host.id).await {
+                Ok(Some(k)) if pg::cert_due(&k, now) => due.push("pgBackRest server".to_string()),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(host = %h.host.name, error = %e.error.message, "checking the server certificate failed"),
+            }
+            (h, due)
+        });
+        for (h, due) in futures_util::future::join_all(checks).await {
+            if !due.is_empty() {
+                out.push(Renewal {
+                    target: format!("host/{}", h.host.name),
+                    kind: host_renew_certs::KIND,
+                    project: None,
+                    params: serde_json::to_value(host_renew_certs::Params { host: h.host.id }).expect("serialise"),
+                    due,
+                    cluster: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a renewal with its audit record, unless an operation acts on its target (or
+    /// its cluster is no longer ready or degraded).
+    async fn renewal_start(&self, r: &Renewal) -> Result<Option<Operation>> {
         let mut tx = self.store.write().await?;
-        let Some(now) = tx.cluster_record_by_id(c.id).await? else { return Ok(None) };
-        if !matches!(now.state, ClusterState::Ready | ClusterState::Degraded) || tx.operation_active_on(&target).await?
-        {
+        let mut project = None;
+        if let Some(id) = r.cluster {
+            let Some(now) = tx.cluster_record_by_id(id).await? else { return Ok(None) };
+            if !matches!(now.state, ClusterState::Ready | ClusterState::Degraded) {
+                return Ok(None);
+            }
+            project = tx.cluster_get(now.project_id, &now.name).await?.map(|view| view.project);
+        }
+        if tx.operation_active_on(&r.target).await? {
             return Ok(None);
         }
-        let params = serde_json::to_value(pg::ClusterParams { cluster: c.id }).expect("serialise");
-        let start = OperationStart {
-            kind: cluster_renew_certs::KIND,
-            target: target.clone(),
-            project: Some(c.project_id),
-            params,
-        };
+        let start =
+            OperationStart { kind: r.kind, target: r.target.clone(), project: r.project, params: r.params.clone() };
         let op = self.operation_create(tx.as_mut(), ACTOR, start).await?;
-        let project = tx.cluster_get(c.project_id, &c.name).await?.map(|view| view.project);
         let entry = audit::AuditEntry {
             at: crate::now(),
             actor: ACTOR.into(),
             project,
             source: None,
-            action: cluster_renew_certs::KIND.into(),
-            target,
-            params: serde_json::json!({"operation": op.id.to_string(), "due": due}),
+            action: r.kind.into(),
+            target: r.target.clone(),
+            params: serde_json::json!({"operation": op.id.to_string(), "due": r.due}),
             outcome: audit::Outcome::Success,
             request_id: None,
         };
         tx.audit_append(&entry).await?;
         tx.commit().await?;
         self.operations_created();
-        tracing::info!(cluster = %c.name, operation = %op.id, due = ?due, "member certificates due; renewal started");
+        tracing::info!(target = %r.target, operation = %op.id, due = ?r.due, "certificates due; renewal started");
         Ok(Some(op))
     }
+}
+
+fn step_error(e: sovdb_operations::StepFailure) -> AppError {
+    AppError::Internal(anyhow::anyhow!(e.error.message))
 }

@@ -306,7 +306,7 @@ impl App {
             }
         }
         let addr = resolve(&host.address, host.agent_port).await?;
-        let client = AgentClient::new(addr, &host.address, &self.pki()?.client)
+        let client = AgentClient::new(addr, &host.address, &self.pki()?.client())
             .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?;
         self.agents.lock().unwrap_or_else(|p| p.into_inner()).insert(host.id, (endpoint, client.clone()));
         Ok(client.with_timeout(timeout))

@@ -21,9 +21,11 @@ mod bootstrap;
 pub mod certs;
 mod clusters;
 mod error;
+pub mod events;
 mod hosts;
 mod ldap;
 mod locations;
+mod logs;
 mod monitor;
 mod observe;
 mod operations;
@@ -46,7 +48,9 @@ pub use audit::DeniedRequest;
 pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
 pub use error::AppError;
+pub use events::{EventFollower, EventsQuery};
 pub use hosts::{DEFAULT_AGENT_PORT, DEFAULT_BASE_DIR, LOCAL_HOST};
+pub use logs::{LogStream, LogsQuery};
 pub use pki::{FAILPOINT_ROTATE_AFTER_COMMIT, FAILPOINT_ROTATE_AFTER_NEW_FILE};
 pub use tokens::{DEFAULT_LOGIN_LIFETIME, DEFAULT_TOKEN_LIFETIME, MAX_LOGIN_LIFETIME};
 
@@ -74,6 +78,8 @@ pub struct App {
     agents: Arc<AgentClients>,
     /// Failed logins, per user name and source address (in memory; see `throttle`).
     logins: Arc<throttle::Throttle>,
+    /// What each host was last given to forward to syslog.
+    syslog_written: Arc<logs::SyslogWritten>,
 }
 
 /// Agent clients by host, with the endpoint (address, port) each was made for.
@@ -93,11 +99,11 @@ pub struct AppConfig {
     pub failpoints: sovdb_operations::Failpoints,
     /// How long a cluster member's certificate (PostgreSQL, Patroni's REST API,
     /// PgBouncer) is valid; the certificate bot renews it when a third is left.
-    pub member_cert_validity: std::time::Duration,
+    pub internal_cert_validity: std::time::Duration,
 }
 
 /// The validity of a member certificate unless configured otherwise.
-pub const DEFAULT_MEMBER_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(825 * 86400);
+pub const DEFAULT_INTERNAL_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(825 * 86400);
 
 impl App {
     pub fn new(store: Arc<dyn Store>, config: AppConfig) -> App {
@@ -111,6 +117,7 @@ impl App {
             restarts: Arc::default(),
             agents: Arc::default(),
             logins: Arc::default(),
+            syslog_written: Arc::default(),
         }
     }
 

@@ -65,7 +65,7 @@ struct PatroniNode {
 /// The members streaming from `primary` (by `application_name`, which Patroni sets to
 /// the member's name: pg_basebackup's stream never counts).
 pub(crate) async fn streaming(app: &App, primary: &Member) -> Result<Vec<String>, String> {
-    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let https = &app.pki().map_err(|e| e.to_string())?.https();
     let url = format!("https://{}/patroni", primary.patroni_endpoint());
     let r = https.get(&url).timeout(Duration::from_secs(2)).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
     let node: PatroniNode = r.json().await.map_err(|e| e.to_string())?;
@@ -80,7 +80,7 @@ pub(crate) fn serving(m: &PatroniMember) -> bool {
 
 /// `/cluster` from the first member whose Patroni answers.
 pub(crate) async fn status(app: &App, members: &[Member]) -> Result<PatroniStatus, String> {
-    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let https = &app.pki().map_err(|e| e.to_string())?.https();
     let mut errors = Vec::new();
     for m in members {
         let url = format!("https://{}/cluster", m.patroni_endpoint());
@@ -139,7 +139,7 @@ pub(crate) struct NodeStatus {
 
 /// `GET /patroni` of one member.
 pub(crate) async fn node(app: &App, m: &Member) -> Result<NodeStatus, String> {
-    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let https = &app.pki().map_err(|e| e.to_string())?.https();
     let url = format!("https://{}/patroni", m.patroni_endpoint());
     let r = https.get(&url).timeout(Duration::from_secs(3)).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
     // Patroni answers 503 with the same body when PostgreSQL doesn't run.
@@ -158,7 +158,7 @@ pub(crate) async fn change(
     password: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let https = &app.pki().map_err(|e| e.to_string())?.https();
     let url = format!("https://{}{path}", m.patroni_endpoint());
     let r = https
         .request(method, &url)

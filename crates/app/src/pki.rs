@@ -38,14 +38,67 @@ pub(crate) struct Pki {
     /// One rotation at a time in this process.
     rotating: tokio::sync::Mutex<()>,
     pub(crate) ca: Ca,
-    /// The control plane's identity towards agents.
-    pub(crate) client: ClientIdentity,
-    /// HTTPS towards what the installation CA certified (Patroni's REST API, etcd), with
-    /// the control plane's client certificate.
-    pub(crate) https: reqwest::Client,
+    /// The control plane's client certificate, renewed in memory by the certificate bot.
+    client: RwLock<ClientSide>,
+}
+
+/// The control plane's identity towards agents, and HTTPS towards what the installation CA
+/// certified (Patroni's REST API, etcd) with the same client certificate.
+struct ClientSide {
+    identity: ClientIdentity,
+    https: reqwest::Client,
+}
+
+impl ClientSide {
+    /// A new client certificate from `ca`, valid for `validity`.
+    fn issue(ca: &Ca, validity: std::time::Duration) -> Result<ClientSide> {
+        let validity = chrono::Duration::from_std(validity)
+            .map_err(|_| AppError::Invalid("the certificate validity is out of range".into()))?;
+        let req = CertRequest {
+            common_name: "sovdb control plane".into(),
+            dns_names: vec![],
+            ip_addresses: vec![],
+            usage: CertUsage::Client,
+            validity_days: 0,
+        };
+        let cert = ca.issue_for(&req, validity).map_err(|e| {
+            AppError::Internal(anyhow::anyhow!(e).context("cannot issue the control plane's certificate"))
+        })?;
+        let identity =
+            ClientIdentity { ca_pem: ca.cert_pem().to_string(), cert_pem: cert.cert_pem, key_pem: cert.key_pem };
+        let https = https_client(&identity)?;
+        Ok(ClientSide { identity, https })
+    }
 }
 
 impl Pki {
+    /// The control plane's identity towards agents.
+    pub(crate) fn client(&self) -> ClientIdentity {
+        self.client.read().unwrap_or_else(|e| e.into_inner()).identity.clone()
+    }
+
+    /// HTTPS with the control plane's client certificate (a cheap clone of one client).
+    pub(crate) fn https(&self) -> reqwest::Client {
+        self.client.read().unwrap_or_else(|e| e.into_inner()).https.clone()
+    }
+
+    /// Replaces the control plane's client certificate when a third of its life is left at
+    /// `now`; answers whether it did. It lives in memory only (every start issues one), so
+    /// nothing is written: connections opened before keep the old one until they close.
+    pub(crate) fn client_renew_if_due(
+        &self,
+        validity: std::time::Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        let due = sovdb_pki::CertValidity::of_pem(&self.client().cert_pem).map_or(true, |v| v.due(now));
+        if !due {
+            return Ok(false);
+        }
+        let fresh = ClientSide::issue(&self.ca, validity)?;
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(true)
+    }
+
     fn keyring(&self) -> Keyring {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -71,10 +124,6 @@ impl Pki {
         self.ca
             .issue_for(req, validity)
             .map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("cannot issue a certificate")))
-    }
-
-    pub(crate) fn issue(&self, req: &CertRequest) -> Result<IssuedCert> {
-        self.ca.issue(req).map_err(|e| AppError::Internal(anyhow::anyhow!(e).context("cannot issue a certificate")))
     }
 }
 
@@ -155,21 +204,8 @@ impl App {
             tx.commit().await?;
             break ca;
         };
-        let client = ca
-            .issue(&CertRequest {
-                common_name: "sovdb control plane".into(),
-                dns_names: vec![],
-                ip_addresses: vec![],
-                usage: CertUsage::Client,
-                validity_days: 365,
-            })
-            .map_err(|e| {
-                AppError::Internal(anyhow::anyhow!(e).context("cannot issue the control plane's certificate"))
-            })?;
-        let client =
-            ClientIdentity { ca_pem: ca.cert_pem().to_string(), cert_pem: client.cert_pem, key_pem: client.key_pem };
-        let https = https_client(&client)?;
-        let pki = Pki { keys: RwLock::new(keys), files, rotating: tokio::sync::Mutex::new(()), ca, client, https };
+        let client = RwLock::new(ClientSide::issue(&ca, self.config.internal_cert_validity)?);
+        let pki = Pki { keys: RwLock::new(keys), files, rotating: tokio::sync::Mutex::new(()), ca, client };
         let _ = self.pki.set(Arc::new(pki));
         Ok(())
     }

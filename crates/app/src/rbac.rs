@@ -32,6 +32,8 @@ pub enum Action {
     LocationRead,
     LocationCreate,
     LocationDelete,
+    /// Changing a location's settings (its syslog forwarding).
+    LocationSet,
     HostRead,
     HostAdd,
     HostDrain,
@@ -57,6 +59,8 @@ pub enum Action {
     ClusterCreate,
     ClusterDelete,
     ClusterConnect,
+    /// Reading a cluster's PostgreSQL and Patroni logs (they may hold SQL text).
+    ClusterLogs,
     ClusterSwitchover,
     ClusterFailover,
     ClusterRestart,
@@ -88,6 +92,7 @@ impl Action {
         Action::LocationRead,
         Action::LocationCreate,
         Action::LocationDelete,
+        Action::LocationSet,
         Action::HostRead,
         Action::HostAdd,
         Action::HostDrain,
@@ -108,6 +113,7 @@ impl Action {
         Action::ClusterCreate,
         Action::ClusterDelete,
         Action::ClusterConnect,
+        Action::ClusterLogs,
         Action::ClusterSwitchover,
         Action::ClusterFailover,
         Action::ClusterRestart,
@@ -134,6 +140,7 @@ impl Action {
             Action::LocationRead => (Anyone, "reading locations"),
             Action::LocationCreate => (AdminRole, "creating a location"),
             Action::LocationDelete => (AdminRole, "deleting a location"),
+            Action::LocationSet => (AdminRole, "changing a location's settings"),
             Action::HostRead => (AdminRole, "reading hosts"),
             Action::HostAdd => (AdminRole, "adding a host"),
             Action::HostDrain => (AdminRole, "draining a host"),
@@ -154,6 +161,7 @@ impl Action {
             Action::ClusterCreate => (InProject(Developer), "creating a cluster"),
             Action::ClusterDelete => (InProject(Developer), "deleting a cluster"),
             Action::ClusterConnect => (InProject(Developer), "reading a cluster's connection and password"),
+            Action::ClusterLogs => (InProject(Developer), "reading a cluster's logs"),
             Action::ClusterSwitchover => (InProject(Operator), "switching over a cluster"),
             Action::ClusterFailover => (InProject(Operator), "failing over a cluster"),
             Action::ClusterRestart => (InProject(Operator), "restarting a cluster"),
@@ -270,7 +278,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 39, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 41, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -280,6 +288,7 @@ mod tests {
             (LocationRead, "anyone"),
             (LocationCreate, "admin"),
             (LocationDelete, "admin"),
+            (LocationSet, "admin"),
             (HostRead, "admin"),
             (HostAdd, "admin"),
             (HostDrain, "admin"),
@@ -300,6 +309,7 @@ mod tests {
             (ClusterCreate, "developer"),
             (ClusterDelete, "developer"),
             (ClusterConnect, "developer"),
+            (ClusterLogs, "developer"),
             (ClusterSwitchover, "operator"),
             (ClusterFailover, "operator"),
             (ClusterRestart, "operator"),
@@ -346,6 +356,7 @@ mod tests {
         use Action::*;
         assert_eq!(allowed, [LocationRead, OwnTokens, ClusterRead, BackupRead, RepoRead, OperationRead]);
         assert!(viewer.require(ClusterConnect).is_err(), "no secrets");
+        assert!(viewer.require(ClusterLogs).is_err(), "logs may hold SQL text");
     }
 
     #[test]

@@ -97,7 +97,7 @@ struct ServeConfig {
     operation_lease: Duration,
     port_range: std::ops::RangeInclusive<u16>,
     tls: TlsMode,
-    member_cert_validity: Duration,
+    internal_cert_validity: Duration,
 }
 
 /// How the API is served.
@@ -142,7 +142,7 @@ impl ServeArgs {
             operation_lease,
             port_range: self.port_range,
             tls,
-            member_cert_validity: Duration::from_secs(self.internal_cert_validity_secs.max(1)),
+            internal_cert_validity: Duration::from_secs(self.internal_cert_validity_secs.max(1)),
         }
     }
 }
@@ -192,7 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             agent_exe,
             port_range: config.port_range.clone(),
             failpoints: failpoints.clone(),
-            member_cert_validity: config.member_cert_validity,
+            internal_cert_validity: config.internal_cert_validity,
         },
     );
 
@@ -262,7 +262,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(heartbeat_loop(app.clone()));
     let observe = tokio::spawn(observe_loop(app.clone()));
     let schedules = tokio::spawn(schedule_loop(app.clone()));
-    let cert_bot = tokio::spawn(cert_bot_loop(app.clone(), config.member_cert_validity));
+    let cert_bot = tokio::spawn(cert_bot_loop(app.clone(), config.internal_cert_validity));
+    let syslog = tokio::spawn(syslog_loop(app.clone()));
 
     let router = sovdb_api::app(app);
     match tls {
@@ -281,6 +282,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     observe.abort();
     schedules.abort();
     cert_bot.abort();
+    syslog.abort();
     // Stop taking up new steps; the step in flight finishes and its operation is parked
     // for any replica (or our next start) to resume.
     engine.engine.stop();
@@ -348,6 +350,19 @@ async fn observe_loop(app: App) {
         tick.tick().await;
         if let Err(e) = app.clusters_observe().await {
             tracing::warn!(error = %e, "observing clusters failed; retrying");
+        }
+    }
+}
+
+/// Every 5 s: each ready host is given the list of its members' logs to forward to its
+/// location's syslog server (written only when it changed).
+async fn syslog_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.syslog_reconcile().await {
+            tracing::warn!(error = %e, "giving hosts their syslog forwarding failed; retrying");
         }
     }
 }

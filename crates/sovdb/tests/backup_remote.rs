@@ -38,7 +38,11 @@ fn member_dirs(hosts: &TestHosts, cluster: &Value) -> Vec<(String, String)> {
 #[test]
 fn a_cluster_backs_up_into_a_repository_on_another_host_through_tls() {
     let hosts = TestHosts::up(3);
-    let server = TestServer::start(Path::new(BIN));
+    // Internal certificates live 150 s, so the bot renews every one of them (agents', etcd's,
+    // members', the pgBackRest servers' and the stanza's) while the test runs.
+    let mut server = TestServer::new(Path::new(BIN), None);
+    server.set_env("SOVDB_INTERNAL_CERT_VALIDITY_SECS", Some("150"));
+    server.launch();
     ok(&server, &["location", "create", LOC, "--provider", "ssh", "--region", "lab"]);
     let names: Vec<String> = hosts.hosts().iter().map(|h| h.name.clone()).collect();
     let (bk, db) = (&names[0], &names[1..]);
@@ -158,8 +162,57 @@ fn a_cluster_backs_up_into_a_repository_on_another_host_through_tls() {
     let out = ok(&server, &["backup", "verify", "rc", "--wait"]);
     assert!(out.contains("restored and verified"), "{out}");
 
+    // Renewals: the repository host's server presents a new certificate and the members
+    // hold a new stanza certificate; backups still work through them.
+    let server_conf = hosts.host(bk).base_dir.join("pgbackrest-server/server.conf");
+    let conf = std::fs::read_to_string(&server_conf).unwrap();
+    let port = conf.lines().find_map(|l| l.strip_prefix("tls-server-port=")).expect("a port").to_string();
+    let served_at = format!("{}:{port}", hosts.host(bk).address);
+    let stanza_cert = |dir: &str| {
+        let id = c["id"].as_str().unwrap();
+        serial_of(&std::fs::read_to_string(Path::new(dir).join(format!("tls/pgbackrest-{id}.crt"))).unwrap_or_default())
+    };
+    let (_, m_dir) = member_dirs(&hosts, &c)[0].clone();
+    let first_server = served_serial(&served_at);
+    let first_stanza = stanza_cert(&m_dir);
+    assert!(first_server.is_some() && first_stanza.is_some(), "{served_at} {m_dir}");
+    sovdb_test_utils::cli::wait_for("renewed backup certificates", Duration::from_secs(240), || {
+        let renewed = served_serial(&served_at).is_some_and(|s| Some(s) != first_server)
+            && stanza_cert(&m_dir).is_some_and(|s| Some(s) != first_stanza);
+        renewed.then_some(())
+    });
+    let out = ok(&server, &["backup", "create", "rc", "--type", "incr", "--wait"]);
+    assert!(out.contains("incr backup"), "{out}");
+    let ops = json(&server, &["op", "list"]);
+    for kind in ["host.renew-certs", "cluster.renew-certs"] {
+        let mine: Vec<&Value> = ops.as_array().unwrap().iter().filter(|o| o["kind"] == kind).collect();
+        assert!(mine.iter().any(|o| o["state"] == "succeeded"), "a {kind} succeeded: {ops:#}");
+    }
+
     for name in ["rc2", "rc"] {
         ok(&server, &["cluster", "delete", name, "--delete-backups", "--wait"]);
     }
     ok(&server, &["repo", "delete", "far"]);
+}
+
+/// The serial of a PEM certificate, if it is one.
+fn serial_of(pem: &str) -> Option<String> {
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    use std::io::Write;
+    child.stdin.take()?.write_all(pem.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    text(&out.stdout).trim().strip_prefix("serial=").map(str::to_lowercase)
+}
+
+/// The serial of the certificate a TLS server presents at `addr` (`host:port`).
+fn served_serial(addr: &str) -> Option<String> {
+    let script = format!("openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial");
+    let out = std::process::Command::new("timeout").args(["10", "sh", "-c", &script]).output().ok()?;
+    text(&out.stdout).trim().strip_prefix("serial=").map(str::to_lowercase)
 }

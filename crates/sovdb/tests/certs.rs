@@ -1,11 +1,12 @@
-//! The certificate bot renews cluster members' certificates before they expire, without
+//! The certificate bot renews internal certificates (members', etcd's, the agent's and
+//! the control plane's own) before they expire, without
 //! downtime: the real `sovdb serve` with member certificates valid 60 s, a two-member
 //! cluster on the local host, and clients that keep connecting with
 //! `sslmode=verify-full` (the installation CA, the member's address) to the primary
 //! directly and through HAProxy for more than two validity periods.
 //!
-//! What must hold: no connection fails; every member serves a new certificate (serial)
-//! at least once; no member restarted (`pg_postmaster_start_time()` unchanged); the
+//! What must hold: no connection fails; every member, the host's agent and every etcd
+//! member serve a new certificate (serial) at least once; no member restarted (`pg_postmaster_start_time()` unchanged); the
 //! renewals are operations of the actor `cert-bot` that succeeded.
 
 use std::path::Path;
@@ -31,9 +32,19 @@ fn uri(conn: &Value, addr: &str, ca: &Path) -> String {
 
 /// The serial of the certificate PostgreSQL serves at `addr` (`host:port`).
 fn served_serial(addr: &str) -> Option<String> {
-    let script = format!(
-        "openssl s_client -starttls postgres -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial"
-    );
+    served(addr, "-starttls postgres")
+}
+
+/// The serial of the certificate served at `addr` from the first byte (TLS; the agent and
+/// etcd refuse the handshake later for want of a client certificate, but present theirs
+/// first).
+fn served_tls_serial(addr: &str) -> Option<String> {
+    served(addr, "")
+}
+
+fn served(addr: &str, flags: &str) -> Option<String> {
+    let script =
+        format!("openssl s_client {flags} -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial");
     let out = Command::new("timeout").args(["10", "sh", "-c", &script]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim().strip_prefix("serial=").map(str::to_lowercase)
@@ -63,6 +74,22 @@ fn member_certificates_are_renewed_under_traffic_without_a_failed_connection() {
     };
     let started = start_times();
     let first: Vec<String> = members.iter().map(|a| served_serial(a).expect("a served certificate")).collect();
+    // The host's agent and the location's etcd: their serials are watched too.
+    let host = json(&server, &["host", "show", "local"]);
+    let agent = format!("{}:{}", host["address"].as_str().unwrap(), host["agent_port"]);
+    let location = json(&server, &["location", "show", "local"]);
+    let etcd: Vec<String> = location["dcs"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["endpoint"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!etcd.is_empty(), "{location:#}");
+    let others: Vec<String> = std::iter::once(agent).chain(etcd).collect();
+    let mut others_seen: Vec<std::collections::BTreeSet<String>> = others
+        .iter()
+        .map(|a| std::collections::BTreeSet::from([served_tls_serial(a).expect("a served certificate")]))
+        .collect();
 
     // Clients: the primary through HAProxy (read-write) and every member directly.
     let mut seen: Vec<std::collections::BTreeSet<String>> =
@@ -82,18 +109,35 @@ fn member_certificates_are_renewed_under_traffic_without_a_failed_connection() {
                 seen[i].insert(s);
             }
         }
+        for (i, addr) in others.iter().enumerate() {
+            if let Some(s) = served_tls_serial(addr) {
+                others_seen[i].insert(s);
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(failures.is_empty(), "{} of {connections} connections failed: {failures:#?}", failures.len());
     for (addr, serials) in members.iter().zip(&seen) {
         assert!(serials.len() >= 2, "{addr} served a renewed certificate: {serials:?}; log:\n{}", server.log());
     }
+    for (addr, serials) in others.iter().zip(&others_seen) {
+        assert!(serials.len() >= 2, "{addr} served a renewed certificate: {serials:?}; log:\n{}", server.log());
+    }
     assert_eq!(start_times(), started, "no member restarted");
     let ops = json(&server, &["op", "list"]);
-    let renewals: Vec<&Value> = ops.as_array().unwrap().iter().filter(|o| o["kind"] == "cluster.renew-certs").collect();
-    assert!(!renewals.is_empty(), "{ops:#}");
-    for op in renewals {
-        assert_eq!(op["created_by"], "cert-bot", "{op:#}");
-        assert!(op["state"] == "succeeded" || op["state"] == "running", "{op:#}");
+    for kind in ["cluster.renew-certs", "location.renew-certs", "host.renew-certs"] {
+        let renewals: Vec<&Value> = ops.as_array().unwrap().iter().filter(|o| o["kind"] == kind).collect();
+        assert!(!renewals.is_empty(), "no {kind}: {ops:#}");
+        for op in renewals {
+            assert_eq!(op["created_by"], "cert-bot", "{op:#}");
+            assert!(op["state"] == "succeeded" || op["state"] == "running", "{op:#}");
+        }
     }
+    // The control plane still reaches the agent, Patroni and etcd: its own client
+    // certificate (valid 60 s too) was renewed and its clients made again.
+    assert_eq!(json(&server, &["host", "show", "local"])["status"], "ready");
+    let location = json(&server, &["location", "show", "local"]);
+    assert!(location["dcs"]["members"].as_array().unwrap().iter().all(|m| m["healthy"] == true), "{location:#}");
+    let show = json(&server, &["cluster", "show", "c"]);
+    assert_eq!(show["state"], "ready", "{show:#}");
 }

@@ -31,6 +31,8 @@ const SCENARIOS: &[&str] = &[
     "cluster.scale",
     "cluster.allow-list",
     "cluster.renew-certs",
+    "location.renew-certs",
+    "host.renew-certs",
     "backup.create",
     "backup.verify",
     "backup.purge",
@@ -547,10 +549,24 @@ fn member_certs(server: &TestServer) -> Vec<(String, String)> {
 
 #[test]
 fn cluster_renew_certs_completes_once_after_a_crash_at_every_failpoint() {
-    // The certificate bot starts every renewal: member certificates live 60 s, so one is
-    // due 40 s after it was issued. Each crash is in the bot's next renewal; no member
-    // restarts and no certificate on disk expires.
-    let kind = "cluster.renew-certs";
+    renewal_completes_once_after_a_crash_at_every_failpoint("cluster.renew-certs");
+}
+
+#[test]
+fn location_renew_certs_completes_once_after_a_crash_at_every_failpoint() {
+    renewal_completes_once_after_a_crash_at_every_failpoint("location.renew-certs");
+}
+
+#[test]
+fn host_renew_certs_completes_once_after_a_crash_at_every_failpoint() {
+    renewal_completes_once_after_a_crash_at_every_failpoint("host.renew-certs");
+}
+
+/// The certificate bot starts every renewal: internal certificates live 60 s, so one is
+/// due 40 s after it was issued. Each crash is in the bot's next renewal of `kind`; no
+/// member restarts, no certificate on disk expires, and the control plane still reaches
+/// the agent and etcd.
+fn renewal_completes_once_after_a_crash_at_every_failpoint(kind: &str) {
     let mut server = TestServer::new(Path::new(BIN), None);
     server.set_env("SOVDB_INTERNAL_CERT_VALIDITY_SECS", Some("60"));
     server.launch();
@@ -568,6 +584,7 @@ fn cluster_renew_certs_completes_once_after_a_crash_at_every_failpoint() {
         pids
     };
     let before = postmasters();
+    let began = Instant::now();
     for point in failpoints(kind) {
         // Between renewals: the one crashed next is the bot's next.
         let done = wait_for("no renewal runs", &server, || {
@@ -594,6 +611,14 @@ fn cluster_renew_certs_completes_once_after_a_crash_at_every_failpoint() {
         settled(&server, 2, &point);
         member_certs(&server);
         assert_eq!(postmasters(), before, "{point}: no member restarted");
+        let host = wait_for("the host is ready", &server, || {
+            json(&server, &["host", "show", "local"]).filter(|h| h["status"] == "ready")
+        });
+        assert_eq!(host["status"], "ready", "{point}");
+        let location = json(&server, &["location", "show", "local"]).unwrap();
+        let etcd = location["dcs"]["members"].as_array().unwrap();
+        assert!(etcd.iter().all(|m| m["healthy"] == true), "{point}: {location:#}");
+        eprintln!("{point}: crashed, resumed and succeeded after {:?}", began.elapsed());
     }
     let out = cli(&server, &["cluster", "delete", "c", "--wait"]);
     assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));

@@ -169,6 +169,8 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         ),
         case(M::GET, "/api/v1/locations/{name}", "/locations/local", None, Anyone),
         case(M::DELETE, "/api/v1/locations/{name}", "/locations/nope", None, Admin),
+        case(M::PATCH, "/api/v1/locations/{name}", "/locations/nope", Some(json!({"syslog": "none"})), Admin),
+        case(M::GET, "/api/v1/events", "/events", None, Viewer),
         case(M::GET, "/api/v1/hosts", "/hosts", None, Admin),
         case(
             M::POST,
@@ -192,6 +194,7 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         case(M::DELETE, "/api/v1/clusters/{name}", "/clusters/nope", None, Developer),
         case(M::GET, "/api/v1/clusters/{name}/connection", "/clusters/nope/connection", None, Developer),
         case(M::GET, "/api/v1/clusters/{name}/events", "/clusters/nope/events", None, Viewer),
+        case(M::GET, "/api/v1/clusters/{name}/logs", "/clusters/nope/logs", None, Developer),
         case(M::POST, "/api/v1/clusters/{name}/backups", "/clusters/nope/backups", Some(json!({})), Operator),
         case(M::GET, "/api/v1/clusters/{name}/backups", "/clusters/nope/backups", None, Viewer),
         case(

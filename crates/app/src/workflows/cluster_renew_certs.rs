@@ -49,6 +49,7 @@ use sovdb_types::ClusterId;
 use super::cluster_allow::reload_patroni;
 use super::cluster_create;
 use super::pg::{self, ClusterParams, Member};
+use super::repo_tls;
 use super::served_cert::{self, Protocol};
 use crate::App;
 
@@ -61,6 +62,10 @@ struct Reissued {
     renewed: Vec<String>,
     /// Every member's certificate serial after the step (hex).
     serials: BTreeMap<String, String>,
+    /// Whether the stanza's client certificate towards pgBackRest servers (a posix
+    /// repository on another host) was replaced; `write-configs` puts it in place.
+    #[serde(default)]
+    stanza_renewed: bool,
 }
 
 pub fn workflow() -> Workflow<App> {
@@ -77,7 +82,12 @@ async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let now = chrono::Utc::now();
-    let mut out = Reissued { renewed: Vec::new(), serials: BTreeMap::new() };
+    let mut out = Reissued { renewed: Vec::new(), serials: BTreeMap::new(), stanza_renewed: false };
+    let (_, spec) = pg::must_cluster(app, cluster).await?;
+    if let Some(repo) = spec.backup_repo {
+        let renewed = repo_tls::stanza_cert_renew(app, repo, &cluster.to_string(), now).await?;
+        out.stanza_renewed = matches!(renewed, Some((_, true)));
+    }
     for m in pg::members(app, cluster).await? {
         let Some((kept, new)) = pg::member_cert_renew(app, cluster, &m, now).await? else { continue };
         if new {
@@ -168,14 +178,14 @@ async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let reissued: Reissued = ctx.output("reissue")?;
     let app = &ctx.services;
     let (record, _) = pg::must_cluster(app, cluster).await?;
-    let message = if reissued.renewed.is_empty() {
+    let mut renewed = reissued.renewed.clone();
+    if reissued.stanza_renewed {
+        renewed.push("the backup client certificate".into());
+    }
+    let message = if renewed.is_empty() {
         format!("certificates of cluster {}: none was due", record.name)
     } else {
-        format!(
-            "certificates of cluster {} renewed for {}; applied without a restart",
-            record.name,
-            reissued.renewed.join(", ")
-        )
+        format!("certificates of cluster {} renewed for {}; applied without a restart", record.name, renewed.join(", "))
     };
     pg::event_once(app, &record, ctx.operation, "certs-renewed", message.clone()).await?;
     Ok(json!({"message": message}))

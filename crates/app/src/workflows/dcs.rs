@@ -139,7 +139,7 @@ async fn start_member(
     let names: Vec<String> = sovdb_postgres::ETCD_PACKAGES.iter().map(|s| s.to_string()).collect();
     client.ensure_packages(&EnsurePackagesRequest { names }).await.map_err(agent_failure)?;
     let o = owner(location, &me.name);
-    let cert = pg::kept_cert(app, &o, "tls", &pg::host_cert_request(&format!("etcd {}", me.name), &me.address)).await?;
+    let cert = pg::kept_cert(app, &o, ETCD_CERT, &etcd_cert_request(me)).await?;
     let layout = EtcdLayout { dir: format!("{}/etcd/{}", host.host.base_dir, me.name) };
     pg::make_dirs(&client, ETCD_OS_USER, &[layout.dir.clone(), format!("{}/tls", layout.dir)]).await?;
     let ca = app.pki().map_err(super::app_failure)?.ca_pem().to_string();
@@ -149,6 +149,49 @@ async fn start_member(
     let argv = etcd_argv(&layout, me, all, &location.to_string());
     pg::ensure(&client, service(&me.name, location), argv, ETCD_OS_USER, &layout.dir, DesiredState::Running).await?;
     Ok(())
+}
+
+/// The name of a DCS member's certificate among its secrets (its server certificate
+/// towards clients and peers, and its client certificate towards peers).
+const ETCD_CERT: &str = "tls";
+
+fn etcd_cert_request(me: &EtcdMember) -> sovdb_pki::CertRequest {
+    pg::host_cert_request(&format!("etcd {}", me.name), &me.address)
+}
+
+/// The location's DCS members with their kept certificates (members without one yet are
+/// left out).
+pub(crate) async fn certs_kept(
+    app: &App,
+    location: LocationId,
+) -> Result<Vec<(EtcdMember, pg::KeptCert)>, StepFailure> {
+    let rows = existing(app, location).await?;
+    let mut out = Vec::new();
+    for (m, _) in resolve(app, &rows).await? {
+        if let Some(kept) = pg::kept_cert_get(app, &owner(location, &m.name), ETCD_CERT).await? {
+            out.push((m, kept));
+        }
+    }
+    Ok(out)
+}
+
+/// Every DCS member certificate of the location that is due at `now` replaced with a new
+/// one (see `pg::kept_cert_renew`); the members renewed. [`ensure`] puts them in place:
+/// etcd reads its certificate files again at every new connection, from clients and peers.
+pub(crate) async fn certs_renew(
+    app: &App,
+    location: LocationId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<String>, StepFailure> {
+    let rows = existing(app, location).await?;
+    let mut renewed = Vec::new();
+    for (m, _) in resolve(app, &rows).await? {
+        let o = owner(location, &m.name);
+        if let Some((_, true)) = pg::kept_cert_renew(app, &o, ETCD_CERT, &etcd_cert_request(&m), now).await? {
+            renewed.push(m.name.clone());
+        }
+    }
+    Ok(renewed)
 }
 
 /// The supervised process of a DCS member (unique per location on a shared host).
@@ -181,7 +224,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One etcd member's `/health`, over mutual TLS.
 pub(crate) async fn health(app: &App, m: &EtcdMember) -> Result<(), String> {
-    let https = &app.pki().map_err(|e| e.to_string())?.https;
+    let https = &app.pki().map_err(|e| e.to_string())?.https();
     let url = format!("https://{}/health", m.client_endpoint());
     let resp = https.get(&url).timeout(HEALTH_TIMEOUT).send().await.map_err(|e| sovdb_types::error_chain(&e))?;
     let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
@@ -233,7 +276,7 @@ async fn delete(app: &App, location: LocationId, key: &str, prefix: bool) -> Res
         *end.last_mut().expect("a non-empty prefix") += 1;
         body["range_end"] = b64(&end).into();
     }
-    let https = &app.pki().map_err(super::app_failure)?.https;
+    let https = &app.pki().map_err(super::app_failure)?.https();
     let members = resolve(app, &existing(app, location).await?).await?;
     if members.is_empty() {
         return Ok(());

@@ -27,7 +27,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sovdb_operations::{StepCtx, StepFailure, Workflow};
-use sovdb_pki::{CertRequest, CertUsage};
 use sovdb_provider::shell_quote;
 use sovdb_store::HostRecord;
 use sovdb_types::{HostStatus, StepError};
@@ -159,19 +158,8 @@ async fn issue_certificate(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let record = host_record(app, &host).await?;
     let pki = app.pki().map_err(app_failure)?;
-    let (dns_names, ip_addresses) = match record.host.address.parse::<IpAddr>() {
-        Ok(ip) => (vec![], vec![ip]),
-        Err(_) => (vec![record.host.address.clone()], vec![]),
-    };
-    let cert = pki
-        .issue(&CertRequest {
-            common_name: format!("sovdb agent {}", record.host.name),
-            dns_names,
-            ip_addresses,
-            usage: CertUsage::Server,
-            validity_days: 825,
-        })
-        .map_err(app_failure)?;
+    let req = super::host_renew_certs::agent_cert_request(&record.host);
+    let cert = pki.issue_for(&req, app.config.internal_cert_validity).map_err(app_failure)?;
     let issued = IssuedAgentCert {
         key_sealed: pki.seal(cert.key_pem.as_bytes(), &agent_key_aad(&ctx.operation)),
         cert_pem: cert.cert_pem,

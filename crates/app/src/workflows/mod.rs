@@ -26,6 +26,8 @@ pub mod cluster_switchover;
 pub(crate) mod dcs;
 pub mod host_add;
 pub mod host_remove;
+pub mod host_renew_certs;
+pub mod location_renew_certs;
 pub(crate) mod pg;
 pub(crate) mod repo_tls;
 pub(crate) mod served_cert;
@@ -35,6 +37,8 @@ pub fn all() -> Vec<Workflow<App>> {
     vec![
         host_add::workflow(),
         host_remove::workflow(),
+        host_renew_certs::workflow(),
+        location_renew_certs::workflow(),
         cluster_create::workflow(),
         cluster_delete::workflow(),
         cluster_switchover::switchover(),

@@ -365,28 +365,20 @@ pub(crate) struct KeptCert {
     pub key_pem: String,
 }
 
+/// An internal certificate kept (sealed) in the store as `owner`'s secret `name`: the kept
+/// one, or one issued now (valid for the configured internal certificate validity;
+/// `req.validity_days` is ignored) and kept. Of two callers issuing at once, the first
+/// kept wins and both answer it.
 pub(crate) async fn kept_cert(
     app: &App,
     owner: &str,
     name: &str,
     req: &sovdb_pki::CertRequest,
 ) -> Result<KeptCert, StepFailure> {
-    kept_cert_valid_for(app, owner, name, req, None).await
-}
-
-/// Like [`kept_cert`], issued valid for `validity` when given (else
-/// `req.validity_days`).
-async fn kept_cert_valid_for(
-    app: &App,
-    owner: &str,
-    name: &str,
-    req: &sovdb_pki::CertRequest,
-    validity: Option<Duration>,
-) -> Result<KeptCert, StepFailure> {
     let json = match secret(app, owner, name).await? {
         Some(j) => j,
         None => {
-            let issued = issue(app, req, validity)?;
+            let issued = issue(app, req)?;
             let kept = KeptCert { cert_pem: issued.cert_pem, key_pem: issued.key_pem };
             secret_keep_first(app, owner, name, &serde_json::to_string(&kept).expect("serialise")).await?
         }
@@ -394,17 +386,55 @@ async fn kept_cert_valid_for(
     serde_json::from_str(&json).map_err(|e| StepFailure::permanent(format!("a stored certificate is unreadable: {e}")))
 }
 
-fn issue(
-    app: &App,
-    req: &sovdb_pki::CertRequest,
-    validity: Option<Duration>,
-) -> Result<sovdb_pki::IssuedCert, StepFailure> {
+/// An internal certificate valid for the configured internal certificate validity.
+fn issue(app: &App, req: &sovdb_pki::CertRequest) -> Result<sovdb_pki::IssuedCert, StepFailure> {
     let pki = app.pki().map_err(app_failure)?;
-    match validity {
-        Some(v) => pki.issue_for(req, v),
-        None => pki.issue(req),
+    pki.issue_for(req, app.config.internal_cert_validity).map_err(app_failure)
+}
+
+/// `owner`'s kept certificate `name`, if it has one.
+pub(crate) async fn kept_cert_get(app: &App, owner: &str, name: &str) -> Result<Option<KeptCert>, StepFailure> {
+    let Some(json) = secret(app, owner, name).await? else { return Ok(None) };
+    serde_json::from_str(&json)
+        .map(Some)
+        .map_err(|e| StepFailure::permanent(format!("the stored certificate {owner}/{name} is unreadable: {e}")))
+}
+
+/// Replaces `owner`'s kept certificate `name` with a new one issued for `req` when the kept
+/// one is due at `now`; answers the certificate kept after the call and whether it is new.
+/// Nothing kept yet: nothing is issued here (the workflow that writes its files issues it).
+///
+/// Crash safety: the new certificate replaces the old in one write; a rerun finds it fresh
+/// and keeps it.
+pub(crate) async fn kept_cert_renew(
+    app: &App,
+    owner: &str,
+    name: &str,
+    req: &sovdb_pki::CertRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<(KeptCert, bool)>, StepFailure> {
+    let Some(kept) = kept_cert_get(app, owner, name).await? else { return Ok(None) };
+    if !cert_due(&kept, now) {
+        return Ok(Some((kept, false)));
     }
-    .map_err(app_failure)
+    let issued = issue(app, req)?;
+    let new = KeptCert { cert_pem: issued.cert_pem, key_pem: issued.key_pem };
+    let sealed = app
+        .pki()
+        .map_err(app_failure)?
+        .seal(serde_json::to_string(&new).expect("serialise").as_bytes(), &aad(owner, name));
+    let mut tx = app.store.write().await.map_err(store_failure)?;
+    if !tx.secret_reseal(owner, name, &sealed).await.map_err(store_failure)? {
+        return Err(StepFailure::transient(format!("the certificate {owner}/{name} vanished while it was renewed")));
+    }
+    tx.commit().await.map_err(store_failure)?;
+    Ok(Some((new, true)))
+}
+
+/// Whether a kept certificate is due for renewal at `now` (a third of its life left); one
+/// that does not parse is due too (a new one replaces it).
+pub(crate) fn cert_due(kept: &KeptCert, now: chrono::DateTime<chrono::Utc>) -> bool {
+    sovdb_pki::CertValidity::of_pem(&kept.cert_pem).map_or(true, |v| v.due(now))
 }
 
 /// The owner of a member's secrets: its certificate ([`MEMBER_CERT`]).
@@ -420,18 +450,9 @@ fn member_cert_request(m: &Member) -> sovdb_pki::CertRequest {
 }
 
 /// A member's certificate (PostgreSQL's, Patroni's REST API's, PgBouncer's, and its
-/// client certificate towards etcd): the kept one, issued on first need valid for the
-/// configured member certificate validity.
+/// client certificate towards etcd): the kept one, or one issued now.
 pub(crate) async fn member_cert(app: &App, cluster: ClusterId, m: &Member) -> Result<KeptCert, StepFailure> {
-    let owner = member_owner(cluster, &m.name);
-    let validity = Some(app.config.member_cert_validity);
-    kept_cert_valid_for(app, &owner, MEMBER_CERT, &member_cert_request(m), validity).await
-}
-
-/// Whether a kept certificate is due for renewal at `now` (a third of its life left); one
-/// that does not parse is due too (a new one replaces it).
-pub(crate) fn cert_due(kept: &KeptCert, now: chrono::DateTime<chrono::Utc>) -> bool {
-    sovdb_pki::CertValidity::of_pem(&kept.cert_pem).map_or(true, |v| v.due(now))
+    kept_cert(app, &member_owner(cluster, &m.name), MEMBER_CERT, &member_cert_request(m)).await
 }
 
 /// A member's kept certificate, if it has one.
@@ -440,41 +461,17 @@ pub(crate) async fn member_cert_kept(
     cluster: ClusterId,
     name: &str,
 ) -> Result<Option<KeptCert>, StepFailure> {
-    let Some(json) = secret(app, &member_owner(cluster, name), MEMBER_CERT).await? else { return Ok(None) };
-    serde_json::from_str(&json)
-        .map(Some)
-        .map_err(|e| StepFailure::permanent(format!("member {name}'s stored certificate is unreadable: {e}")))
+    kept_cert_get(app, &member_owner(cluster, name), MEMBER_CERT).await
 }
 
-/// Replaces a member's certificate with a new one when the kept one is due at `now`;
-/// answers the certificate kept after the call and whether it is new. A member without
-/// a certificate yet gets none here: the workflow that writes its files issues it.
-///
-/// Crash safety: the new certificate replaces the old in one write; a rerun finds it
-/// fresh and keeps it.
+/// A member's certificate renewed when due at `now` (see [`kept_cert_renew`]).
 pub(crate) async fn member_cert_renew(
     app: &App,
     cluster: ClusterId,
     m: &Member,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<(KeptCert, bool)>, StepFailure> {
-    let Some(kept) = member_cert_kept(app, cluster, &m.name).await? else { return Ok(None) };
-    if !cert_due(&kept, now) {
-        return Ok(Some((kept, false)));
-    }
-    let issued = issue(app, &member_cert_request(m), Some(app.config.member_cert_validity))?;
-    let new = KeptCert { cert_pem: issued.cert_pem, key_pem: issued.key_pem };
-    let owner = member_owner(cluster, &m.name);
-    let sealed = app
-        .pki()
-        .map_err(app_failure)?
-        .seal(serde_json::to_string(&new).expect("serialise").as_bytes(), &aad(&owner, MEMBER_CERT));
-    let mut tx = app.store.write().await.map_err(store_failure)?;
-    if !tx.secret_reseal(&owner, MEMBER_CERT, &sealed).await.map_err(store_failure)? {
-        return Err(StepFailure::transient(format!("member {}'s certificate vanished while it was renewed", m.name)));
-    }
-    tx.commit().await.map_err(store_failure)?;
-    Ok(Some((new, true)))
+    kept_cert_renew(app, &member_owner(cluster, &m.name), MEMBER_CERT, &member_cert_request(m), now).await
 }
 
 /// A server certificate for a host: its address (and loopback) as names.
@@ -497,14 +494,7 @@ pub(crate) fn host_cert_request(common_name: &str, address: &str) -> sovdb_pki::
 
 /// An event of the cluster's.
 pub(crate) fn event(record: &ClusterRecord, kind: &str, message: String) -> sovdb_store::NewEvent {
-    sovdb_store::NewEvent {
-        id: sovdb_types::EventId::new(),
-        at: crate::now(),
-        project_id: Some(record.project_id),
-        target: format!("cluster/{}", record.name),
-        kind: kind.into(),
-        message,
-    }
+    crate::events::cluster_event(record, kind, message)
 }
 
 /// Appends the event `kind` of an operation's step once: a step that runs again after a
@@ -520,7 +510,7 @@ pub(crate) async fn event_once(
     let mut tx = app.store.write().await.map_err(store_failure)?;
     let mark = format!("event/{operation}/{kind}");
     if tx.meta_swap(&mark, None, &crate::now().to_rfc3339()).await.map_err(store_failure)? {
-        tx.event_append(&event(record, kind, message)).await.map_err(store_failure)?;
+        crate::events::record(tx.as_mut(), &event(record, kind, message)).await.map_err(super::app_failure)?;
         tx.commit().await.map_err(store_failure)?;
     }
     Ok(())

@@ -72,14 +72,37 @@ pub(crate) fn is_remote(repo: &RepoRecord, host: HostId) -> bool {
 /// A stanza's client certificate, issued on first need and kept (sealed) with the
 /// repository's secrets.
 async fn stanza_cert(app: &App, repo: RepoId, stanza: &str) -> Result<KeptCert, StepFailure> {
-    let req = CertRequest {
+    pg::kept_cert(app, &repos::owner(repo), &stanza_cert_name(stanza), &stanza_cert_request(stanza)).await
+}
+
+fn stanza_cert_name(stanza: &str) -> String {
+    format!("tls-{stanza}")
+}
+
+fn stanza_cert_request(stanza: &str) -> CertRequest {
+    CertRequest {
         common_name: br::stanza_client_cn(stanza),
         dns_names: vec![],
         ip_addresses: vec![],
         usage: CertUsage::Client,
         validity_days: 825,
-    };
-    pg::kept_cert(app, &repos::owner(repo), &format!("tls-{stanza}"), &req).await
+    }
+}
+
+/// A stanza's client certificate renewed when due at `now` (see `pg::kept_cert_renew`);
+/// the member config writes put it in place (pgBackRest reads it at every command).
+pub(crate) async fn stanza_cert_renew(
+    app: &App,
+    repo: RepoId,
+    stanza: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<(KeptCert, bool)>, StepFailure> {
+    pg::kept_cert_renew(app, &repos::owner(repo), &stanza_cert_name(stanza), &stanza_cert_request(stanza), now).await
+}
+
+/// A stanza's kept client certificate, if it has one.
+pub(crate) async fn stanza_cert_kept(app: &App, repo: RepoId, stanza: &str) -> Result<Option<KeptCert>, StepFailure> {
+    pg::kept_cert_get(app, &repos::owner(repo), &stanza_cert_name(stanza)).await
 }
 
 /// Where a stanza's client certificate is in `dir`. The whole stanza is in the names: a
@@ -134,6 +157,33 @@ async fn server_port(app: &App, host: &HostRecord, client: &AgentClient) -> Resu
 /// The host's server certificate: its name, and its address as a DNS name (pgBackRest
 /// matches the address a client dials against names only) and as an IP address.
 async fn server_cert(app: &App, host: &HostRecord) -> Result<KeptCert, StepFailure> {
+    pg::kept_cert(app, &server_owner(host.host.id), SERVER_CERT, &server_cert_request(host)).await
+}
+
+const SERVER_CERT: &str = "cert";
+
+/// The host's kept server certificate, if it has one (it runs a server, or did).
+pub(crate) async fn server_cert_kept(app: &App, host: HostId) -> Result<Option<KeptCert>, StepFailure> {
+    pg::kept_cert_get(app, &server_owner(host), SERVER_CERT).await
+}
+
+/// The host's server certificate renewed when due at `now` (see `pg::kept_cert_renew`);
+/// [`ensure_server`] puts it in place (the server reads it again on SIGHUP).
+pub(crate) async fn server_cert_renew(
+    app: &App,
+    host: &HostRecord,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<(KeptCert, bool)>, StepFailure> {
+    pg::kept_cert_renew(app, &server_owner(host.host.id), SERVER_CERT, &server_cert_request(host), now).await
+}
+
+/// The host's server port, if it was given one.
+pub(crate) async fn server_port_kept(app: &App, host: HostId) -> Result<Option<u16>, StepFailure> {
+    let mut tx = app.store.read().await.map_err(store_failure)?;
+    Ok(tx.port_list_owned(&server_owner(host)).await.map_err(store_failure)?.first().map(|a| a.port))
+}
+
+fn server_cert_request(host: &HostRecord) -> CertRequest {
     let address = &host.host.address;
     let mut ips: Vec<std::net::IpAddr> = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     if let Ok(ip) = address.parse() {
@@ -145,14 +195,13 @@ async fn server_cert(app: &App, host: &HostRecord) -> Result<KeptCert, StepFailu
     if host.host.name != *address {
         dns.push(host.host.name.clone());
     }
-    let req = CertRequest {
+    CertRequest {
         common_name: host.host.name.clone(),
         dns_names: dns,
         ip_addresses: ips,
         usage: CertUsage::Server,
         validity_days: 825,
-    };
-    pg::kept_cert(app, &server_owner(host.host.id), "cert", &req).await
+    }
 }
 
 /// The stanzas a host's server lets in: on a repository's host, every stanza of its posix

@@ -27,6 +27,19 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 /// The serial (lowercase hex) of the certificate served at `host:port`, verified against
 /// `ca_pem` for the name `host`.
 pub(crate) async fn serial(ca_pem: &str, host: &str, port: u16, protocol: Protocol) -> Result<String, String> {
+    served(ca_pem, None, host, port, protocol).await.map(|v| v.serial)
+}
+
+/// The serial and validity of the certificate served at `host:port`, verified against
+/// `ca_pem` for the name `host`, presenting `identity` as the client certificate when
+/// given (servers that require one, such as agents, may refuse a client without).
+pub(crate) async fn served(
+    ca_pem: &str,
+    identity: Option<&sovdb_agent::ClientIdentity>,
+    host: &str,
+    port: u16,
+    protocol: Protocol,
+) -> Result<sovdb_pki::CertValidity, String> {
     let work = async {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -36,8 +49,18 @@ pub(crate) async fn serial(ca_pem: &str, host: &str, port: u16, protocol: Protoc
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let config = match identity {
+            None => config.with_no_client_auth(),
+            Some(id) => {
+                let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("the client certificate: {e}"))?;
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                    .map_err(|_| "the client key is not a PEM private key".to_string())?;
+                config.with_client_auth_cert(chain, key).map_err(|e| format!("the client certificate: {e}"))?
+            }
+        };
         let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host:?} is not a server name: {e}"))?;
         let mut tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| format!("connect: {e}"))?;
         if protocol == Protocol::Postgres {
@@ -53,7 +76,7 @@ pub(crate) async fn serial(ca_pem: &str, host: &str, port: u16, protocol: Protoc
             .await
             .map_err(|e| format!("TLS handshake: {e}"))?;
         let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no certificate presented")?;
-        sovdb_pki::CertValidity::of_der(leaf).map(|v| v.serial).map_err(|e| e.to_string())
+        sovdb_pki::CertValidity::of_der(leaf).map_err(|e| e.to_string())
     };
     tokio::time::timeout(Duration::from_secs(10), work)
         .await

@@ -1,0 +1,93 @@
+//! `location.renew-certs`: new certificates for the location's DCS (etcd) members whose
+//! certificate has less than a third of its life left, put in place without a restart.
+//! The certificate bot (`crate::certs`) starts it.
+//!
+//! etcd reads its certificate files again at every new connection, from clients
+//! (Patroni, the control plane) and from peers alike, so writing the files is enough:
+//! open connections keep the certificate they were made with.
+//!
+//! Parameters: `{"location": ID}`.
+//!
+//! Steps, each idempotent:
+//! 1. `reissue`: every member whose kept certificate is due gets a new one, which replaces
+//!    the kept one in the store; a rerun finds the new ones fresh and does nothing.
+//! 2. `write`: the DCS as `cluster.create` ensures it: every member's files (the kept
+//!    certificate among them) written where they differ, every member running and healthy.
+//! 3. `wait-applied`: every member presents its kept certificate on its client and its peer
+//!    port, as a client sees it.
+//!
+//! Crash safety: the only store write (step 1) is one transaction per member and a rerun
+//! keeps what it wrote; the later steps read the store and converge. A failed operation
+//! leaves the new certificates kept, and the next run of the bot writes them out again.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_types::LocationId;
+
+use super::served_cert::{self, Protocol};
+use super::{app_failure, dcs};
+use crate::App;
+
+pub const KIND: &str = "location.renew-certs";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Params {
+    pub location: LocationId,
+}
+
+pub fn workflow() -> Workflow<App> {
+    Workflow::new(KIND).step("reissue", reissue).step("write", write).step("wait-applied", wait_applied)
+}
+
+async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { location } = ctx.params()?;
+    let renewed = dcs::certs_renew(&ctx.services, location, chrono::Utc::now()).await?;
+    if !renewed.is_empty() {
+        tracing::info!(%location, members = ?renewed, "DCS member certificates renewed");
+    }
+    Ok(json!({ "renewed": renewed }))
+}
+
+async fn write(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { location } = ctx.params()?;
+    let members = dcs::ensure(&ctx.services, location).await?;
+    Ok(json!({ "members": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>() }))
+}
+
+async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    let Params { location } = ctx.params()?;
+    let app = &ctx.services;
+    let pki = app.pki().map_err(app_failure)?;
+    let identity = pki.client();
+    let mut presented = serde_json::Map::new();
+    for (m, kept) in dcs::certs_kept(app, location).await? {
+        let want = sovdb_pki::CertValidity::of_pem(&kept.cert_pem)
+            .map_err(|e| {
+                StepFailure::permanent(format!("DCS member {}'s kept certificate does not parse: {e}", m.name))
+            })?
+            .serial;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (what, port) in [("client", m.client_port), ("peer", m.peer_port)] {
+            loop {
+                let why =
+                    match served_cert::served(pki.ca_pem(), Some(&identity), &m.address, port, Protocol::Tls).await {
+                        Ok(v) if v.serial == want => break,
+                        Ok(v) => format!("its {what} port presents certificate {}, not {want}", v.serial),
+                        Err(e) => format!("its {what} port could not be asked for its certificate: {e}"),
+                    };
+                if Instant::now() > deadline {
+                    return Err(StepFailure::transient(format!(
+                        "DCS member {} has not put its new certificate in place: {why}",
+                        m.name
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        presented.insert(m.name.clone(), json!(want));
+    }
+    Ok(json!({ "presented": presented }))
+}
