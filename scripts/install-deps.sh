@@ -11,10 +11,13 @@ set -euo pipefail
 # the agent installs them on a host at its first cluster (pgBackRest at its first backup
 # repository), but the tests start many servers at once and shouldn't each wait for that
 # install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own);
-# rsyslog for the syslog forwarding test (an rsyslogd of its own on a loopback port).
+# rsyslog for the syslog forwarding test (an rsyslogd of its own on a loopback port);
+# chromium and chromium-driver for the web console's browser test (headless, via WebDriver),
+# with fonts-liberation (a font Chromium recommends; packages here come without recommends)
+# so its screenshots show text as people see it.
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
   patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest
-  slapd ldap-utils rsyslog)
+  slapd ldap-utils rsyslog chromium chromium-driver fonts-liberation)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,4 +1,5 @@
-//! The REST API under `/api/v1`, plus `/healthz`.
+//! The REST API under `/api/v1`, plus `/healthz` (and the console's files, from
+//! `sovdb-console`).
 //!
 //! Handlers are thin: parse, take the request context, make one app call, answer. They
 //! never touch SQL, SSH or an agent. Conventions every endpoint shares:
@@ -62,13 +63,16 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The whole HTTP application, without a socket (tests drive it with `oneshot`).
+/// The whole HTTP application, without a socket (tests drive it with `oneshot`): the API,
+/// and the web console's static files at `/` and `/console/` (which call the API like any
+/// other client).
 pub fn app(app: App) -> Router {
     let (router, openapi) = api_router(app.clone()).split_for_parts();
     let document = handlers::OpenApiDocument(std::sync::Arc::new(
         serde_json::to_value(&openapi).expect("the OpenAPI document serialises"),
     ));
     router
+        .merge(sovdb_console::router())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::Extension(document))

@@ -496,6 +496,7 @@ fn print_banner(base_url: &str, config: &ServeConfig, token_file: &Path, created
     };
     println!(
         "sovdb {version} is serving\n\
+         \x20 console:     {base_url}/  (log in with a user's password or an API token)\n\
          \x20 API:         {base_url}/api/v1  (OpenAPI document: {base_url}/api/v1/openapi.json)\n\
          \x20 health:      {base_url}/healthz\n\
          \x20 store:       {store}\n\

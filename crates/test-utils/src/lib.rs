@@ -2,11 +2,13 @@
 //! directory on a free port, waits until it answers, stops it on drop, and keeps the
 //! directory (with the program's logs) when the test failed, printing where it is.
 //! `testhosts` does the same for whole hosts: network namespaces reached over SSH, and `s3`
-//! for an S3 endpoint (s3s-fs behind HAProxy's TLS), `ldap` for a directory (slapd).
+//! for an S3 endpoint (s3s-fs behind HAProxy's TLS), `ldap` for a directory (slapd),
+//! `browser` for a headless Chromium driven over WebDriver.
 
 use std::net::TcpListener;
 use std::path::Path;
 
+pub mod browser;
 pub mod cli;
 pub mod ldap;
 pub mod postgres;
