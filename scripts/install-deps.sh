@@ -13,11 +13,12 @@ set -euo pipefail
 # install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own);
 # rsyslog for the syslog forwarding test (an rsyslogd of its own on a loopback port);
 # chromium and chromium-driver for the web console's browser test (headless, via WebDriver),
-# with fonts-liberation (a font Chromium recommends; packages here come without recommends)
-# so its screenshots show text as people see it.
+# with two packages Chromium recommends (packages here come without recommends, and the
+# test must not depend on what a machine happens to have): fonts-liberation, so its
+# screenshots show text as people see it, and libgl1-mesa-dri.
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
   patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest
-  slapd ldap-utils rsyslog chromium chromium-driver fonts-liberation)
+  slapd ldap-utils rsyslog chromium chromium-driver fonts-liberation libgl1-mesa-dri)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
