@@ -1,6 +1,7 @@
 //! The metrics collector: every interval (10 s by default) a sample of the host and of
 //! every PostgreSQL instance the control plane asked for, into a bounded buffer that the
-//! control plane drains with `metrics/pull` and a cursor.
+//! control plane drains with `metrics/pull` and a cursor. A pull's cursor acknowledges
+//! the samples up to it: they are dropped from the buffer.
 //!
 //! Sampling does not depend on pulls: while the control plane is away (restarting, a
 //! network blip) samples wait here, up to [`SAMPLES_PER_TARGET`] per target (an hour);
@@ -162,6 +163,10 @@ impl Collector {
         s.previous.retain(|k, _| k.is_empty() || keys.contains(k.as_str()));
         s.targets = targets;
         let after = if req.epoch == self.epoch { req.after } else { 0 };
+        // What the caller has is stored: it need not be kept any longer.
+        while s.buffer.front().is_some_and(|f| f.seq <= after) {
+            s.buffer.pop_front();
+        }
         let first = s.buffer.front().map_or(s.next_seq, |f| f.seq);
         let lost = first.saturating_sub(after + 1).min(s.next_seq.saturating_sub(after + 1));
         let limit = req.limit.clamp(1, MAX_PULL);
@@ -449,11 +454,16 @@ mod tests {
         assert!(first.more);
         assert_eq!(first.samples[0].seq, 6, "the five oldest were dropped");
         let epoch = first.epoch.clone();
+        let lost = c.pull(MetricsPullRequest { epoch: epoch.clone(), after: 2, limit: 1, targets: vec![] });
+        assert_eq!(lost.lost, 3, "samples 3, 4 and 5 went before they were pulled");
         let next = c.pull(MetricsPullRequest { epoch: epoch.clone(), after: 15, limit: 2000, targets: vec![] });
         assert_eq!(next.samples.first().map(|s| s.seq), Some(16));
         assert_eq!(next.lost, 0);
         assert!(!next.more);
-        let lost = c.pull(MetricsPullRequest { epoch, after: 2, limit: 1, targets: vec![] });
-        assert_eq!(lost.lost, 3, "samples 3, 4 and 5 went before they were pulled");
+        // Acknowledged samples are gone; a caller of another epoch starts after them.
+        assert_eq!(c.lock().buffer.front().map(|s| s.seq), Some(16));
+        let fresh = c.pull(MetricsPullRequest { epoch: "other".into(), after: 0, limit: 2000, targets: vec![] });
+        assert_eq!(fresh.samples.first().map(|s| s.seq), Some(16));
+        assert_eq!(fresh.epoch, epoch);
     }
 }

@@ -195,21 +195,26 @@ impl App {
     }
 
     /// One ingest round: every ready host's new samples, in parallel. Answers how many
-    /// samples were stored.
-    pub async fn metrics_collect(&self) -> Result<u64> {
+    /// samples were stored. `fanout` above 1 is for the benchmark (`bench/metrics.sh`):
+    /// each member is sampled that many times, as targets `member/<cluster>/<name>~<k>`,
+    /// so one real instance stands for many members on the whole real path.
+    pub async fn metrics_collect(&self, fanout: usize) -> Result<u64> {
         let hosts = self.ready_hosts().await?;
         let members = self.watched_members().await?;
         let mut by_host: HashMap<HostId, Vec<PgTarget>> = HashMap::new();
         for w in &members {
             let layout = w.member.layout();
-            by_host.entry(w.member.host.host.id).or_default().push(PgTarget {
-                key: member_target(w.cluster.id, &w.member.name),
-                socket_dir: layout.run_dir().into(),
-                port: w.member.spec.ports.postgres,
-                db_user: sovdb_postgres::render::SUPERUSER.to_string(),
-                os_user: sovdb_postgres::OS_USER.to_string(),
-                patroni: Some(w.member.patroni_endpoint()),
-            });
+            for k in 0..fanout.max(1) {
+                let key = member_target(w.cluster.id, &w.member.name);
+                by_host.entry(w.member.host.host.id).or_default().push(PgTarget {
+                    key: if k == 0 { key } else { format!("{key}~{k}") },
+                    socket_dir: layout.run_dir().into(),
+                    port: w.member.spec.ports.postgres,
+                    db_user: sovdb_postgres::render::SUPERUSER.to_string(),
+                    os_user: sovdb_postgres::OS_USER.to_string(),
+                    patroni: Some(w.member.patroni_endpoint()),
+                });
+            }
         }
         let rounds = hosts.into_iter().map(|h| {
             let targets = by_host.remove(&h.host.id).unwrap_or_default();

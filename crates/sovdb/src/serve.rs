@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// How long 1-minute metric rollups are kept, e.g. `14d`
     #[arg(long, env = "SOVDB_METRICS_ROLLUP_RETENTION", default_value = "14d", value_name = "DURATION", value_parser = parse_retention)]
     metrics_rollup_retention: Duration,
+
+    /// Benchmarks only: sample each member this many times, as that many members
+    #[arg(long, default_value_t = 1, value_name = "N", hide = true)]
+    metrics_bench_fanout: usize,
 }
 
 fn parse_retention(s: &str) -> Result<Duration, String> {
@@ -115,6 +119,7 @@ struct ServeConfig {
     tls: TlsMode,
     internal_cert_validity: Duration,
     metrics_retention: sovdb_app::MetricsRetention,
+    metrics_fanout: usize,
 }
 
 /// How the API is served.
@@ -164,6 +169,7 @@ impl ServeArgs {
                 raw: self.metrics_raw_retention,
                 rollup: self.metrics_rollup_retention,
             },
+            metrics_fanout: self.metrics_bench_fanout.clamp(1, 1000),
         }
     }
 }
@@ -284,7 +290,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let observe = tokio::spawn(observe_loop(app.clone()));
     let schedules = tokio::spawn(schedule_loop(app.clone()));
     let cert_bot = tokio::spawn(cert_bot_loop(app.clone(), config.internal_cert_validity));
-    let metrics = tokio::spawn(metrics_loop(app.clone()));
+    let metrics = tokio::spawn(metrics_loop(app.clone(), config.metrics_fanout));
     let metrics_upkeep = tokio::spawn(metrics_upkeep_loop(app.clone(), config.metrics_retention));
 
     let router = sovdb_api::app(app);
@@ -378,12 +384,12 @@ async fn observe_loop(app: App) {
 }
 
 /// Every 10 s: the samples agents took since the last pull (see `sovdb_app` metrics).
-async fn metrics_loop(app: App) {
+async fn metrics_loop(app: App, fanout: usize) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = app.metrics_collect().await {
+        if let Err(e) = app.metrics_collect(fanout).await {
             tracing::warn!(error = %e, "collecting metrics failed; retrying");
         }
     }
