@@ -619,7 +619,10 @@ impl App {
             .iter()
             .map(|(p, c)| PrometheusTargetGroup {
                 targets: vec![address.to_string()],
+                // Every group is the same server: its own `instance`, or their `up` and
+                // host series would be one series.
                 labels: BTreeMap::from([
+                    ("instance".to_string(), format!("{address}/{}/{}", p.name, c.name)),
                     ("__metrics_path__".to_string(), "/metrics".to_string()),
                     ("__param_project".to_string(), p.name.clone()),
                     ("__param_cluster".to_string(), c.name.clone()),
@@ -633,6 +636,7 @@ impl App {
             out.push(PrometheusTargetGroup {
                 targets: vec![address.to_string()],
                 labels: BTreeMap::from([
+                    ("instance".to_string(), format!("{address}/hosts")),
                     ("__metrics_path__".to_string(), "/metrics".to_string()),
                     ("__param_scope".to_string(), "hosts".to_string()),
                 ]),

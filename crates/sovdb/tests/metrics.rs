@@ -1,6 +1,7 @@
 //! Metrics end to end: a real two-member cluster under pgbench, its samples taken by the
 //! real agent, pulled and stored by `sovdb serve`, read through the CLI and the API, and
-//! scraped from `/metrics` by a real Prometheus (Debian's).
+//! scraped from `/metrics` by a real Prometheus (Debian's), also through sovdb's HTTP
+//! service discovery.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -123,7 +124,8 @@ fn a_cluster_under_pgbench_has_metrics_in_the_api_the_cli_and_prometheus() {
     );
     assert!(text.contains(&format!("sovdb_pg_commits_per_second{{{line}}}")), "{text}");
 
-    // A real Prometheus scrapes it over HTTPS with the CA and the token.
+    // A real Prometheus scrapes it over HTTPS with the CA and the token, directly and
+    // through the service discovery.
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &server.token).unwrap();
@@ -134,7 +136,10 @@ fn a_cluster_under_pgbench_has_metrics_in_the_api_the_cli_and_prometheus() {
         tok = token_file.display()
     );
     let config = format!(
-        "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n  - job_name: sovdb\n{tls}    static_configs:\n      - targets: ['{address}']\n"
+        "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n  - job_name: sovdb\n{tls}    static_configs:\n      - targets: ['{address}']\n  - job_name: sovdb-sd\n{tls}    http_sd_configs:\n      - url: {url}/api/v1/prometheus/targets\n        refresh_interval: 5s\n        tls_config:\n          ca_file: {ca}\n        authorization:\n          type: Bearer\n          credentials_file: {tok}\n",
+        url = server.url,
+        ca = server.ca_path().display(),
+        tok = token_file.display()
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let port = sovdb_test_utils::free_port();
@@ -163,6 +168,17 @@ fn a_cluster_under_pgbench_has_metrics_in_the_api_the_cli_and_prometheus() {
     });
     assert_eq!(found[0]["metric"]["member"], primary.as_str(), "{found:#?}");
     assert_eq!(found[0]["metric"]["project"], "default");
+    // The same through the service discovery: a target for the cluster and one for the
+    // hosts, both up, each with its own series.
+    wait_for("the discovered targets are up", Duration::from_secs(90), || {
+        let up = query("up{job=\"sovdb-sd\"} == 1");
+        let lag = query("sovdb_pg_replication_lag_bytes{job=\"sovdb-sd\",cluster=\"m\"}");
+        let hosts = query("sovdb_host_cpu_busy_ratio{job=\"sovdb-sd\",host=\"local\"}");
+        if up.len() == 2 && !lag.is_empty() && !hosts.is_empty() {
+            return Some(());
+        }
+        None
+    });
     drop(dir);
 }
 
@@ -181,4 +197,5 @@ fn hosts_are_sampled_without_any_cluster_and_shown_to_admins() {
     let groups: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(groups.as_array().unwrap().len(), 1, "{groups:#}");
     assert_eq!(groups[0]["labels"]["__param_scope"], "hosts");
+    assert!(groups[0]["labels"]["instance"].as_str().unwrap().ends_with("/hosts"), "{groups:#}");
 }
