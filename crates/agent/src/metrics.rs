@@ -11,7 +11,9 @@
 //! PostgreSQL is read over its Unix socket with `psql`, run as the database's system user
 //! so that peer authentication lets it in as the superuser: no password exists for the
 //! agent to hold, and nothing listens on the network for it. The query only reads
-//! statistics views. Patroni's role and timeline come from its REST API's `GET /patroni`
+//! statistics views. One `psql` per instance stays running between rounds (a session:
+//! one process and one connection, not one per sample); a session that fails or is slow
+//! is killed and started again next round. Patroni's role and timeline come from its REST API's `GET /patroni`
 //! over HTTPS, verified against the installation CA (read-only endpoints need no
 //! password). Rates are computed here from two consecutive readings of the counters.
 
@@ -24,7 +26,7 @@ use chrono::Utc;
 use sovdb_types::{MetricSample, MetricValue};
 
 use crate::host::{cpu_times, CpuTimes};
-use crate::proto::{AgentSample, MetricsPullRequest, MetricsPullResponse, PgTarget, RunCommandRequest};
+use crate::proto::{AgentSample, MetricsPullRequest, MetricsPullResponse, PgTarget};
 
 /// How many samples per target the buffer keeps (an hour at the default interval).
 pub(crate) const SAMPLES_PER_TARGET: usize = 360;
@@ -41,7 +43,7 @@ const SEP: char = '\u{1f}';
 
 /// The statistics query: `kind, dim, value` rows. Only statistics views and functions.
 const QUERY: &str = "\
-SELECT 'conn', COALESCE(state, 'unknown'), count(*)::float8 FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 2
+SELECT 'conn', COALESCE(state, 'unknown'), count(*)::float8 FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 2
 UNION ALL SELECT 'commit', '', COALESCE(sum(xact_commit), 0)::float8 FROM pg_stat_database
 UNION ALL SELECT 'rollback', '', COALESCE(sum(xact_rollback), 0)::float8 FROM pg_stat_database
 UNION ALL SELECT 'deadlocks', '', COALESCE(sum(deadlocks), 0)::float8 FROM pg_stat_database
@@ -51,8 +53,11 @@ UNION ALL SELECT 'dbsize', datname, pg_database_size(oid)::float8 FROM pg_databa
 UNION ALL SELECT 'oldest_xact', '', COALESCE(EXTRACT(EPOCH FROM max(now() - xact_start)), 0)::float8 FROM pg_stat_activity WHERE xact_start IS NOT NULL AND backend_type = 'client backend' AND pid <> pg_backend_pid()
 UNION ALL SELECT 'wal', '', CASE WHEN pg_is_in_recovery() THEN COALESCE(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0'), 0) ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') END::float8
 UNION ALL SELECT 'lag_bytes', application_name, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8 FROM pg_stat_replication WHERE NOT pg_is_in_recovery() AND replay_lsn IS NOT NULL AND application_name NOT LIKE 'pg_basebackup%'
-UNION ALL SELECT 'lag_seconds', application_name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8 FROM pg_stat_replication WHERE replay_lsn IS NOT NULL AND application_name NOT LIKE 'pg_basebackup%';
+UNION ALL SELECT 'lag_seconds', application_name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8 FROM pg_stat_replication WHERE replay_lsn IS NOT NULL AND application_name NOT LIKE 'pg_basebackup%'
+UNION ALL SELECT 'up', '', 1::float8;
 ";
+/// The line a session prints after each round's query: the end of the round's answer.
+const END: &str = "__sovdb_metrics_end__";
 
 /// The collector: its buffer, its targets and what rates need of the previous round.
 pub(crate) struct Collector {
@@ -60,7 +65,11 @@ pub(crate) struct Collector {
     interval: Duration,
     state: Mutex<State>,
     patroni: Option<reqwest::Client>,
+    /// The running psql session of each target, used by one round's task at a time.
+    sessions: Mutex<HashMap<String, Slot>>,
 }
+
+type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
 #[derive(Default)]
 struct State {
@@ -100,6 +109,7 @@ impl Collector {
             interval,
             state: Mutex::new(State { next_seq: 1, ..State::default() }),
             patroni,
+            sessions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -128,9 +138,17 @@ impl Collector {
         for t in targets {
             let limit = limit.clone();
             let patroni = self.patroni.clone();
+            let slot =
+                self.sessions.lock().unwrap_or_else(|p| p.into_inner()).entry(t.key.clone()).or_default().clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let read = tokio::time::timeout(SAMPLE_TIMEOUT, read_instance(&t, patroni.as_ref())).await;
+                let mut session = slot.lock().await;
+                let read =
+                    tokio::time::timeout(SAMPLE_TIMEOUT, read_instance(&t, &mut session, patroni.as_ref())).await;
+                if read.is_err() {
+                    // Too slow: the session may be stuck mid-answer; start afresh next round.
+                    *session = None;
+                }
                 (t.key, read.unwrap_or_default())
             });
         }
@@ -161,6 +179,8 @@ impl Collector {
         targets.dedup_by(|a, b| a.key == b.key);
         let keys: std::collections::HashSet<&str> = targets.iter().map(|t| t.key.as_str()).collect();
         s.previous.retain(|k, _| k.is_empty() || keys.contains(k.as_str()));
+        // Sessions of targets no longer watched end (their psql is killed on drop).
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| keys.contains(k.as_str()));
         s.targets = targets;
         let after = if req.epoch == self.epoch { req.after } else { 0 };
         // What the caller has is stored: it need not be kept any longer.
@@ -333,48 +353,84 @@ struct PatroniState {
     timeline: Option<i64>,
 }
 
-async fn read_instance(t: &PgTarget, patroni: Option<&reqwest::Client>) -> Reading {
-    let (rows, patroni) = tokio::join!(query(t), patroni_state(t, patroni));
+async fn read_instance(t: &PgTarget, session: &mut Option<Session>, patroni: Option<&reqwest::Client>) -> Reading {
+    let (rows, patroni) = tokio::join!(query(t, session), patroni_state(t, patroni));
     match rows {
-        Ok(rows) => Reading { up: true, rows, patroni },
+        Ok(rows) => Reading { up: rows.iter().any(|(k, _, _)| k == "up"), rows, patroni },
         Err(why) => {
             tracing::debug!(target = %t.key, error = %why, "cannot sample the instance");
+            *session = None;
             Reading { up: false, rows: Vec::new(), patroni }
         }
     }
 }
 
-async fn query(t: &PgTarget) -> Result<Vec<(String, String, f64)>, String> {
-    let mut req = RunCommandRequest::new([
-        "psql".to_owned(),
-        "-X".into(),
-        "-q".into(),
-        "-A".into(),
-        "-t".into(),
-        "-F".into(),
-        SEP.to_string(),
-        "-v".into(),
-        "ON_ERROR_STOP=1".into(),
-        "-h".into(),
-        t.socket_dir.to_string_lossy().into_owned(),
-        "-p".into(),
-        t.port.to_string(),
-        "-U".into(),
-        t.db_user.clone(),
-        "-d".into(),
-        "postgres".into(),
-        "-f".into(),
-        "-".into(),
-    ]);
-    req.user = Some(t.os_user.clone());
-    req.stdin = Some(format!("SET application_name = 'sovdb-agent-metrics';\nSET statement_timeout = '5s';\n{QUERY}"));
-    req.timeout_secs = SAMPLE_TIMEOUT.as_secs();
-    req.env.insert("PGCONNECT_TIMEOUT".into(), "3".into());
-    let out = crate::command::run_command(&req).await.map_err(|e| e.message)?;
-    if !out.status.success() {
-        return Err(format!("psql failed: {}", out.stderr.trim()));
+/// A running `psql` connected to one instance, reading queries from its standard input.
+pub(crate) struct Session {
+    target: PgTarget,
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Session {
+    fn start(t: &PgTarget) -> Result<Session, String> {
+        let run_as = crate::sys::RunAs::resolve(&t.os_user)?;
+        run_as.check_permitted()?;
+        let mut extra = BTreeMap::new();
+        extra.insert("PGCONNECT_TIMEOUT".to_owned(), "3".to_owned());
+        extra.insert("PGAPPNAME".to_owned(), "sovdb-agent-metrics".to_owned());
+        let mut cmd = tokio::process::Command::new("psql");
+        cmd.args(["-X", "-q", "-A", "-t", "-F", &SEP.to_string(), "-h"])
+            .arg(&t.socket_dir)
+            .args(["-p", &t.port.to_string(), "-U", &t.db_user, "-d", "postgres", "-f", "-"])
+            .env_clear()
+            .envs(crate::sys::program_env(Some(&run_as), &extra))
+            .current_dir("/")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: become_user makes only async-signal-safe system calls.
+        unsafe { cmd.pre_exec(move || run_as.become_user()) };
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start psql: {e}"))?;
+        let stdin = child.stdin.take().ok_or("psql has no standard input")?;
+        let stdout = child.stdout.take().ok_or("psql has no standard output")?;
+        Ok(Session {
+            target: t.clone(),
+            _child: child,
+            stdin,
+            stdout: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)),
+        })
     }
-    Ok(parse_rows(&out.stdout))
+}
+
+async fn query(t: &PgTarget, session: &mut Option<Session>) -> Result<Vec<(String, String, f64)>, String> {
+    use tokio::io::AsyncWriteExt as _;
+    if session.as_ref().is_some_and(|s| s.target != *t) {
+        *session = None;
+    }
+    if session.is_none() {
+        let mut s = Session::start(t)?;
+        s.stdin.write_all(b"SET statement_timeout = '5s';\n").await.map_err(|e| format!("psql: {e}"))?;
+        *session = Some(s);
+    }
+    let s = session.as_mut().expect("just started");
+    s.stdin.write_all(format!("{QUERY}\\echo {END}\n").as_bytes()).await.map_err(|e| format!("psql ended: {e}"))?;
+    let mut text = String::new();
+    loop {
+        match s.stdout.next_line().await {
+            Ok(Some(line)) if line == END => break,
+            Ok(Some(line)) => {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            Ok(None) => return Err("psql ended (the instance is down or refused the connection)".into()),
+            Err(e) => return Err(format!("cannot read psql's answer: {e}")),
+        }
+    }
+    Ok(parse_rows(&text))
 }
 
 fn parse_rows(text: &str) -> Vec<(String, String, f64)> {
