@@ -33,14 +33,14 @@ sleep "$WINDOW"
 read -r s1 _ <<<"$(cpu "$SERVE_PID")"; read -r a1 c1 <<<"$(cpu "$AGENT_PID")"; r1=$(rows)
 
 python3 - "$MEMBERS" "$WINDOW" "$s0" "$s1" "$a0" "$a1" "$c0" "$c1" "$r0" "$r1" "$(rss "$SERVE_PID")" "$(rss "$AGENT_PID")" \
-  "$(du -k "$SOVDB_DATA_DIR/sovdb.db" | cut -f1)" <<'PY'
+  "$(cat "$SOVDB_DATA_DIR"/sovdb.db* | wc -c)" <<'PY'
 import sys
-m, w, s0, s1, a0, a1, c0, c1, r0, r1, srss, arss, dbk = sys.argv[1:]
+m, w, s0, s1, a0, a1, c0, c1, r0, r1, srss, arss, dbb = sys.argv[1:]
 w = float(w)
 d = lambda a, b: float(b) - float(a)
 print(f"{m} simulated members, {w:.0f} s window (samples every 10 s)")
 print(f"control plane: {d(s0, s1):.2f} CPU s ({100 * d(s0, s1) / w:.1f}% of a core), peak RSS {srss} MiB")
 print(f"agent:         {d(a0, a1):.2f} CPU s ({100 * d(a0, a1) / w:.1f}% of a core), peak RSS {arss} MiB")
 print(f"agent's psql:  {d(c0, c1):.2f} CPU s ({100 * d(c0, c1) / w:.1f}% of a core)")
-print(f"stored: {int(r1) - int(r0)} samples ({(int(r1) - int(r0)) / w:.1f}/s); store file {int(dbk) / 1024:.1f} MiB")
+print(f"stored: {int(r1) - int(r0)} samples ({(int(r1) - int(r0)) / w:.1f}/s); store files {int(dbb) / 2**20:.1f} MiB")
 PY

@@ -713,6 +713,58 @@ mod tests {
         assert_eq!(got, vec![("pg_commits_per_second", 20.0), ("pg_xact_commit_total", 600.0)]);
     }
 
+    /// The maintenance round over a real (SQLite) store: full minutes rolled up, the
+    /// newest left for later, raw samples pruned by retention, and a second round idle.
+    #[tokio::test]
+    async fn maintenance_rolls_up_full_minutes_and_prunes_by_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sovdb_store::open(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
+        let config = crate::AppConfig {
+            local_hosts_dir: dir.path().join("hosts"),
+            agent_exe: dir.path().join("no-agent"),
+            port_range: 20000..=29999,
+            failpoints: sovdb_operations::Failpoints::none(),
+            internal_cert_validity: crate::DEFAULT_INTERNAL_CERT_VALIDITY,
+        };
+        let app = App::new(store.clone(), config);
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |secs_ago: i64| now - TimeDelta::seconds(secs_ago);
+        let row = |secs_ago: i64, rate: f64, total: f64| MetricRow {
+            target: "member/c/m-1".into(),
+            at: at(secs_ago),
+            data: encode(&[v("pg_commits_per_second", "", rate), v("pg_xact_commit_total", "", total)]),
+        };
+        // One minute 5 minutes back (three samples), one being written now, one too old.
+        let five = minute_floor(at(300));
+        let rows: Vec<MetricRow> = [0, 10, 20]
+            .into_iter()
+            .zip([(10.0, 100.0), (20.0, 300.0), (60.0, 900.0)])
+            .map(|(s, (r, t))| MetricRow { at: five + TimeDelta::seconds(s), ..row(0, r, t) })
+            .chain([row(1, 5.0, 1000.0), row(2 * 86400, 1.0, 1.0)])
+            .collect();
+        let mut tx = store.write().await.unwrap();
+        tx.metric_insert(MetricTable::Raw, &rows).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let retention = MetricsRetention::default();
+        app.metrics_maintain(now, retention).await.unwrap();
+        let mut tx = store.read().await.unwrap();
+        let rolled = tx.metric_list(MetricTable::Minute, None, at(3 * 86400), now).await.unwrap();
+        assert_eq!(rolled.len(), 1, "only the full minute old enough: {rolled:?}");
+        assert_eq!(rolled[0].at, five);
+        let got: Vec<(&str, f64)> = decode(&rolled[0].data).into_iter().map(|(d, _, v)| (d.name, v)).collect();
+        assert_eq!(got, vec![("pg_commits_per_second", 30.0), ("pg_xact_commit_total", 900.0)]);
+        let raw = tx.metric_list(MetricTable::Raw, None, at(3 * 86400), now + TimeDelta::seconds(1)).await.unwrap();
+        assert_eq!(raw.len(), 4, "the sample older than 24 h is gone");
+        let mark = tx.meta_get(ROLLED_KEY).await.unwrap().unwrap();
+        assert_eq!(mark, minute_floor(now - ROLLUP_DELAY).timestamp_millis().to_string());
+        drop(tx);
+        // Again: nothing new to roll, nothing changes.
+        app.metrics_maintain(now, retention).await.unwrap();
+        let mut tx = store.read().await.unwrap();
+        assert_eq!(tx.metric_list(MetricTable::Minute, None, at(3 * 86400), now).await.unwrap(), rolled);
+    }
+
     #[test]
     fn labels_are_escaped() {
         assert_eq!(render_labels(&[("a", "x\"y\\z\n".into()), ("b", "1".into())]), "{a=\"x\\\"y\\\\z\\n\",b=\"1\"}");
