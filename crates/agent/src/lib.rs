@@ -23,6 +23,7 @@ mod error;
 mod files;
 mod host;
 mod logfile;
+mod logs;
 mod metrics;
 mod packages;
 pub mod proto;
@@ -30,6 +31,7 @@ mod server;
 mod services;
 mod supervisor;
 mod sys;
+mod syslog;
 mod tls;
 
 pub use client::{AgentClient, AgentError, ClientIdentity};

@@ -749,3 +749,66 @@ async fn backup_schedules_start_one_operation_per_due_time_and_catch_up_once() {
     assert_eq!((a.status, a.body["next_backup"].clone()), (StatusCode::OK, Value::Null), "{}", a.body);
     assert!(h.app.schedules_run(base + day * 30).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn events_are_scoped_to_the_project_and_installation_events_to_admins() {
+    let h = harness().await;
+    let default = h.store.read().await.unwrap().project_get("default").await.unwrap().unwrap();
+    let other = Project { id: ProjectId::new(), name: "other".into(), created_at: chrono::Utc::now() };
+    let event = |project: Option<ProjectId>, target: &str, kind: &str| sovdb_store::NewEvent {
+        id: EventId::new(),
+        at: chrono::Utc::now(),
+        project_id: project,
+        target: target.into(),
+        kind: kind.into(),
+        message: format!("{kind} of {target}"),
+    };
+    let mut tx = h.store.write().await.unwrap();
+    tx.project_create(&other).await.unwrap();
+    for e in [
+        event(Some(default.id), "cluster/a", "created"),
+        event(None, "host/h1", "host-unreachable"),
+        event(Some(other.id), "cluster/b", "created"),
+        event(Some(default.id), "cluster/a", "switchover"),
+    ] {
+        tx.event_append(&e).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let targets = |a: &Answer| -> Vec<String> {
+        a.body["items"].as_array().unwrap().iter().map(|e| format!("{}:{}", e["target"], e["kind"])).collect()
+    };
+
+    // An admin: the project's events and the installation's, never another project's.
+    let a = h.get("/api/v1/events").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        targets(&a),
+        ["\"cluster/a\":\"created\"", "\"host/h1\":\"host-unreachable\"", "\"cluster/a\":\"switchover\""]
+    );
+    let a = h.get("/api/v1/events?cluster=a").await;
+    assert_eq!(targets(&a), ["\"cluster/a\":\"created\"", "\"cluster/a\":\"switchover\""]);
+    let first = a.body["items"][0]["id"].as_str().unwrap().to_string();
+    let a = h.get(&format!("/api/v1/events?cluster=a&after={first}")).await;
+    assert_eq!(targets(&a), ["\"cluster/a\":\"switchover\""]);
+    let a = h.get("/api/v1/events?since=2099-01-01T00:00:00Z").await;
+    assert!(targets(&a).is_empty(), "{}", a.body);
+    let a = h.get("/api/v1/events?limit=1").await;
+    assert!(a.body["next_page_token"].is_string(), "{}", a.body);
+    for bad in ["/api/v1/events?cluster=Not_A_Name", "/api/v1/events?after=nope", "/api/v1/events?colour=red"] {
+        assert_eq!(h.get(bad).await.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    // A viewer of the project: its events only; no logs (they may hold SQL text).
+    let body = json!({"name": "vera", "password": "a long enough password", "role": "viewer", "project": "default"});
+    let a = h.call(Method::POST, "/api/v1/users", Some(&h.token), Some(&body.to_string())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let login = json!({"user": "vera", "password": "a long enough password"});
+    let a = h.call(Method::POST, "/api/v1/login", None, Some(&login.to_string())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let vera = a.body["secret"].as_str().unwrap().to_string();
+    let a = h.call(Method::GET, "/api/v1/events", Some(&vera), None).await;
+    assert_eq!(targets(&a), ["\"cluster/a\":\"created\"", "\"cluster/a\":\"switchover\""]);
+    let a = h.call(Method::GET, "/api/v1/clusters/a/logs", Some(&vera), None).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert!(a.body["message"].as_str().unwrap().contains("reading a cluster's logs needs the developer role"));
+}

@@ -21,9 +21,11 @@ mod bootstrap;
 pub mod certs;
 mod clusters;
 mod error;
+pub mod events;
 mod hosts;
 mod ldap;
 mod locations;
+mod logs;
 mod metrics;
 mod monitor;
 mod observe;
@@ -47,7 +49,9 @@ pub use audit::DeniedRequest;
 pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
 pub use error::AppError;
+pub use events::{EventFollower, EventsQuery};
 pub use hosts::{DEFAULT_AGENT_PORT, DEFAULT_BASE_DIR, LOCAL_HOST};
+pub use logs::{LogStream, LogsQuery};
 pub use metrics::MetricsRetention;
 pub use pki::{FAILPOINT_ROTATE_AFTER_COMMIT, FAILPOINT_ROTATE_AFTER_NEW_FILE};
 pub use tokens::{DEFAULT_LOGIN_LIFETIME, DEFAULT_TOKEN_LIFETIME, MAX_LOGIN_LIFETIME};
@@ -76,6 +80,8 @@ pub struct App {
     agents: Arc<AgentClients>,
     /// Failed logins, per user name and source address (in memory; see `throttle`).
     logins: Arc<throttle::Throttle>,
+    /// What each host was last given to forward to syslog.
+    syslog_written: Arc<logs::SyslogWritten>,
 }
 
 /// Agent clients by host, with the endpoint (address, port) each was made for.
@@ -113,6 +119,7 @@ impl App {
             restarts: Arc::default(),
             agents: Arc::default(),
             logins: Arc::default(),
+            syslog_written: Arc::default(),
         }
     }
 
