@@ -11,6 +11,7 @@ set -euo pipefail
 # the agent installs them on a host at its first cluster (pgBackRest at its first backup
 # repository), but the tests start many servers at once and shouldn't each wait for that
 # install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own);
+# prometheus for the test that scrapes /metrics with a real Prometheus (one of its own);
 # rsyslog for the syslog forwarding test (an rsyslogd of its own on a loopback port);
 # chromium and chromium-driver for the web console's browser test (headless, via WebDriver),
 # with two packages Chromium recommends (packages here come without recommends, and the
@@ -18,7 +19,7 @@ set -euo pipefail
 # screenshots show text as people see it, and libgl1-mesa-dri.
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
   patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest
-  slapd ldap-utils rsyslog chromium chromium-driver fonts-liberation libgl1-mesa-dri)
+  slapd ldap-utils prometheus rsyslog chromium chromium-driver fonts-liberation libgl1-mesa-dri)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -77,7 +78,7 @@ if ((${#missing[@]})); then
   # Where systemd runs, Debian starts etcd, HAProxy and Patroni as services of their own;
   # sovdb runs its own instances under its agent, so keep the packaged ones off.
   if [[ -d /run/systemd/system ]]; then
-    for unit in etcd haproxy patroni pgbouncer; do
+    for unit in etcd haproxy patroni pgbouncer prometheus prometheus-node-exporter; do
       "${as_root[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
   fi

@@ -26,6 +26,7 @@ mod hosts;
 mod ldap;
 mod locations;
 mod logs;
+mod metrics;
 mod monitor;
 mod observe;
 mod operations;
@@ -51,6 +52,7 @@ pub use error::AppError;
 pub use events::{EventFollower, EventsQuery};
 pub use hosts::{DEFAULT_AGENT_PORT, DEFAULT_BASE_DIR, LOCAL_HOST};
 pub use logs::{LogStream, LogsQuery};
+pub use metrics::MetricsRetention;
 pub use pki::{FAILPOINT_ROTATE_AFTER_COMMIT, FAILPOINT_ROTATE_AFTER_NEW_FILE};
 pub use tokens::{DEFAULT_LOGIN_LIFETIME, DEFAULT_TOKEN_LIFETIME, MAX_LOGIN_LIFETIME};
 

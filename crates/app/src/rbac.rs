@@ -69,6 +69,8 @@ pub enum Action {
     /// Changing a cluster's network allow-list.
     ClusterAllowList,
     BackupRead,
+    /// Reading clusters' metrics (the API, `/metrics`, Prometheus' service discovery).
+    MetricsRead,
     BackupCreate,
     BackupVerify,
     BackupPolicySet,
@@ -110,6 +112,7 @@ impl Action {
         Action::BackupRead,
         Action::RepoRead,
         Action::OperationRead,
+        Action::MetricsRead,
         Action::ClusterCreate,
         Action::ClusterDelete,
         Action::ClusterConnect,
@@ -158,6 +161,7 @@ impl Action {
             Action::BackupRead => (InProject(Viewer), "reading backups, backup policies and kept backups"),
             Action::RepoRead => (InProject(Viewer), "reading backup repositories"),
             Action::OperationRead => (InProject(Viewer), "reading operations"),
+            Action::MetricsRead => (InProject(Viewer), "reading metrics"),
             Action::ClusterCreate => (InProject(Developer), "creating a cluster"),
             Action::ClusterDelete => (InProject(Developer), "deleting a cluster"),
             Action::ClusterConnect => (InProject(Developer), "reading a cluster's connection and password"),
@@ -278,7 +282,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 41, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 42, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -306,6 +310,7 @@ mod tests {
             (BackupRead, "viewer"),
             (RepoRead, "viewer"),
             (OperationRead, "viewer"),
+            (MetricsRead, "viewer"),
             (ClusterCreate, "developer"),
             (ClusterDelete, "developer"),
             (ClusterConnect, "developer"),
@@ -354,7 +359,7 @@ mod tests {
         let viewer = ctx(&[(Role::Viewer, Some(p.id))], &p);
         let allowed: Vec<Action> = Action::ALL.iter().copied().filter(|a| viewer.require(*a).is_ok()).collect();
         use Action::*;
-        assert_eq!(allowed, [LocationRead, OwnTokens, ClusterRead, BackupRead, RepoRead, OperationRead]);
+        assert_eq!(allowed, [LocationRead, OwnTokens, ClusterRead, BackupRead, RepoRead, OperationRead, MetricsRead]);
         assert!(viewer.require(ClusterConnect).is_err(), "no secrets");
         assert!(viewer.require(ClusterLogs).is_err(), "logs may hold SQL text");
     }
