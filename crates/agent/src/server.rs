@@ -122,9 +122,10 @@ impl Agent {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| ServeError::TlsFile { path: path.to_owned(), message: e.to_string() })
         };
+        // The CA first, then the certificate and key: a missing file is named in that order.
+        let ca_pem = read(&config.ca_cert)?;
         read(&config.cert)?;
         read(&config.key)?;
-        let ca_pem = read(&config.ca_cert)?;
         let files = crate::tls::CertFiles::load(&config.cert, &config.key).map_err(ServeError::Tls)?;
         let tls = crate::tls::server_config(&ca_pem, Arc::new(files)).map_err(ServeError::Tls)?;
 
