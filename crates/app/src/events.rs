@@ -50,6 +50,10 @@ pub mod kind {
     pub const DRILL: &str = "drill";
     /// A restore drill failed: the backup could not be restored or checked.
     pub const DRILL_FAILED: &str = "drill-failed";
+    /// The cluster's network allow-list changed (`cluster allow|deny`).
+    pub const ALLOW_LIST: &str = "allow-list";
+    /// Members' (or the backup client's) certificates were renewed by the certificate bot.
+    pub const CERTS_RENEWED: &str = "certs-renewed";
     /// A host's agent stopped answering.
     pub const HOST_UNREACHABLE: &str = "host-unreachable";
     /// A host's agent answers again.
@@ -75,6 +79,8 @@ pub mod kind {
         BACKUP_FAILED,
         DRILL,
         DRILL_FAILED,
+        ALLOW_LIST,
+        CERTS_RENEWED,
         HOST_UNREACHABLE,
         HOST_READY,
         ALERT_FIRING,

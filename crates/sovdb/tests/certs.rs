@@ -1,13 +1,14 @@
-//! The certificate bot renews internal certificates (members', etcd's, the agent's and
-//! the control plane's own) before they expire, without
-//! downtime: the real `sovdb serve` with member certificates valid 60 s, a two-member
-//! cluster on the local host, and clients that keep connecting with
-//! `sslmode=verify-full` (the installation CA, the member's address) to the primary
-//! directly and through HAProxy for more than two validity periods.
+//! The certificate bot renews internal certificates (members', etcd's, the agent's and the
+//! control plane's own) before they expire, without downtime: the real `sovdb serve` with
+//! internal certificates valid 90 s, a two-member cluster on the local host, and clients
+//! that keep connecting with `sslmode=verify-full` (the installation CA, the member's
+//! address) to the primary directly and through HAProxy until the first certificates have
+//! expired.
 //!
 //! What must hold: no connection fails; every member, the host's agent and every etcd
-//! member serve a new certificate (serial) at least once; no member restarted (`pg_postmaster_start_time()` unchanged); the
-//! renewals are operations of the actor `cert-bot` that succeeded.
+//! member serve a new certificate (serial) at least once; no member restarted
+//! (`pg_postmaster_start_time()` unchanged); the renewals are operations of the actor
+//! `cert-bot` that succeeded; the control plane still reaches its agent, etcd and Patroni.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,7 +19,9 @@ use sovdb_test_utils::cli::{json, ok, psql_within, wait_for};
 use sovdb_test_utils::server::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
-const VALIDITY_SECS: u64 = 60;
+/// Due for renewal 60 s after issue, with 30 s left to put the new one in place: shared CI
+/// machines can take 20 s for a cluster's renewal.
+const VALIDITY_SECS: u64 = 90;
 
 fn uri(conn: &Value, addr: &str, ca: &Path) -> String {
     format!(
@@ -96,7 +99,8 @@ fn member_certificates_are_renewed_under_traffic_without_a_failed_connection() {
         first.iter().map(|s| std::collections::BTreeSet::from([s.clone()])).collect();
     let mut failures = Vec::new();
     let mut connections = 0;
-    let deadline = Instant::now() + Duration::from_secs(VALIDITY_SECS * 2 + 30);
+    // Long enough for every certificate's first renewal and for the old ones to expire.
+    let deadline = Instant::now() + Duration::from_secs(VALIDITY_SECS + 60);
     while Instant::now() < deadline {
         for addr in std::iter::once(&routed).chain(&members) {
             connections += 1;
@@ -116,12 +120,27 @@ fn member_certificates_are_renewed_under_traffic_without_a_failed_connection() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(failures.is_empty(), "{} of {connections} connections failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {connections} connections failed: {:#?}\nrenewals:\n{}\nlog:\n{}",
+        failures.len(),
+        &failures[..failures.len().min(10)],
+        renewals(&server),
+        server.log()
+    );
     for (addr, serials) in members.iter().zip(&seen) {
-        assert!(serials.len() >= 2, "{addr} served a renewed certificate: {serials:?}; log:\n{}", server.log());
+        assert!(
+            serials.len() >= 2,
+            "{addr} served a renewed certificate: {serials:?}; renewals:\n{}",
+            renewals(&server)
+        );
     }
     for (addr, serials) in others.iter().zip(&others_seen) {
-        assert!(serials.len() >= 2, "{addr} served a renewed certificate: {serials:?}; log:\n{}", server.log());
+        assert!(
+            serials.len() >= 2,
+            "{addr} served a renewed certificate: {serials:?}; renewals:\n{}",
+            renewals(&server)
+        );
     }
     assert_eq!(start_times(), started, "no member restarted");
     let ops = json(&server, &["op", "list"]);
@@ -140,4 +159,16 @@ fn member_certificates_are_renewed_under_traffic_without_a_failed_connection() {
     assert!(location["dcs"]["members"].as_array().unwrap().iter().all(|m| m["healthy"] == true), "{location:#}");
     let show = json(&server, &["cluster", "show", "c"]);
     assert_eq!(show["state"], "ready", "{show:#}");
+}
+
+/// Every renewal operation with its steps (when each ran, how often, why it failed), to
+/// say what happened when the test fails.
+fn renewals(server: &TestServer) -> String {
+    let ops = json(server, &["op", "list"]);
+    let mut out = String::new();
+    for op in ops.as_array().unwrap().iter().filter(|o| o["kind"].as_str().unwrap_or("").ends_with("renew-certs")) {
+        let shown = json(server, &["op", "show", op["id"].as_str().unwrap()]);
+        out.push_str(&format!("{shown:#}\n"));
+    }
+    out
 }

@@ -407,7 +407,7 @@ pub(crate) async fn take_backup(
         sovdb_types::human_bytes(b.repo_size)
     );
     if let Ok(op) = operation.parse() {
-        pg::event_once(app, &record, op, "backup", message).await?;
+        pg::event_once(app, &record, op, crate::events::kind::BACKUP, message).await?;
     }
     Ok(json!({"backup": b.id, "type": b.kind, "size": b.size, "repo_size": b.repo_size}))
 }

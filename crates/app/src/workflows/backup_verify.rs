@@ -95,7 +95,7 @@ async fn noted<T>(ctx: &StepCtx<App>, r: Result<T, StepFailure>) -> Result<T, St
     if let Some((record, _)) = pg::cluster(&ctx.services, p.cluster).await? {
         let message =
             format!("the restore drill of cluster {} failed: {} (operation {})", record.name, f.error, ctx.operation);
-        pg::event_once(&ctx.services, &record, ctx.operation, "drill-failed", message).await?;
+        pg::event_once(&ctx.services, &record, ctx.operation, crate::events::kind::DRILL_FAILED, message).await?;
     }
     r
 }
@@ -350,7 +350,7 @@ async fn finish(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             checked["databases"].as_array().map_or(0, Vec::len),
             checked["blocks_checked"].as_u64().unwrap_or(0),
         );
-        pg::event_once(&ctx.services, &record, ctx.operation, "drill", message).await?;
+        pg::event_once(&ctx.services, &record, ctx.operation, crate::events::kind::DRILL, message).await?;
     }
     Ok(json!({"backup": drill.set, "seconds": seconds, "outcome": "ok"}))
 }

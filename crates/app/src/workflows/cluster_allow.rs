@@ -162,6 +162,6 @@ async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         "allow-list of cluster {}: {list} (besides loopback and the members); applied without a restart",
         record.name
     );
-    pg::event_once(app, &record, ctx.operation, "allow-list", message.clone()).await?;
+    pg::event_once(app, &record, ctx.operation, crate::events::kind::ALLOW_LIST, message.clone()).await?;
     Ok(json!({"message": message}))
 }

@@ -187,6 +187,6 @@ async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     } else {
         format!("certificates of cluster {} renewed for {}; applied without a restart", record.name, renewed.join(", "))
     };
-    pg::event_once(app, &record, ctx.operation, "certs-renewed", message.clone()).await?;
+    pg::event_once(app, &record, ctx.operation, crate::events::kind::CERTS_RENEWED, message.clone()).await?;
     Ok(json!({"message": message}))
 }
