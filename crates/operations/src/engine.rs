@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use serde_json::Value;
 use sovdb_store::{OperationChange, OperationRun, StepChange, Store, StoreError};
 use sovdb_types::{OperationId, OperationState, StepError, StepState};
@@ -295,7 +296,21 @@ impl<S: Send + Sync + 'static> Engine<S> {
         if let Some(failure) = self.inject(before) {
             return Ok(Err(failure));
         }
-        let result = self.with_lease(run.id, fence, f(self.ctx(run))).await?;
+        // A step that panics (a bug) fails for good, with the panic's message, rather than
+        // taking the worker task down and leaving its operation to hang until rerun, where
+        // it would panic again.
+        let step = std::panic::AssertUnwindSafe(f(self.ctx(run))).catch_unwind();
+        let step = async move {
+            step.await.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Err(StepFailure::permanent(format!("the step panicked (a bug in sovdb): {what}")))
+            })
+        };
+        let result = self.with_lease(run.id, fence, step).await?;
         Ok(match (result, self.inject(after)) {
             (Ok(_), Some(failure)) => Err(failure),
             (r, _) => r,

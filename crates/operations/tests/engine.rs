@@ -117,6 +117,9 @@ fn provision() -> Workflow<Svc> {
             if param(&ctx, "fail_finish", &mut v).and_then(Value::as_bool) == Some(true) {
                 return Err(StepFailure::permanent("the primary refused the configuration"));
             }
+            if param(&ctx, "panic_finish", &mut v).and_then(Value::as_bool) == Some(true) {
+                panic!("finish met a case nobody wrote");
+            }
             Ok(Value::Null)
         })
 }
@@ -251,6 +254,18 @@ async fn a_permanent_failure_undoes_finished_steps_in_reverse() {
     assert_eq!(w.svc.log_lines(), ["allocate", "create", "start", "undo start", "undo create"]);
     assert!(w.files().is_empty(), "nothing left behind: {:?}", w.files());
     assert!(op.steps.iter().all(|s| s.state == StepState::Undone), "{:?}", states(&op));
+}
+
+#[tokio::test]
+async fn a_step_that_panics_fails_for_good_and_undoes_instead_of_hanging() {
+    let w = world().await;
+    let id = w.create(json!({"panic_finish": true})).await;
+    let op = w.settle(&w.engine("a"), id).await;
+    assert_eq!(op.state, OperationState::Failed);
+    let error = op.error.clone().unwrap().message;
+    assert!(error.contains("the step panicked (a bug in sovdb): finish met a case nobody wrote"), "{error}");
+    assert_eq!(w.svc.log_lines(), ["allocate", "create", "start", "undo start", "undo create"]);
+    assert!(w.files().is_empty(), "nothing left behind: {:?}", w.files());
 }
 
 #[tokio::test]
