@@ -157,16 +157,7 @@ impl App {
     }
 
     async fn hosts_due(&self, now: DateTime<Utc>, out: &mut Vec<Renewal>) -> Result<()> {
-        let mut hosts = Vec::new();
-        let mut page = PageRequest { limit: 1000, after: None };
-        loop {
-            let batch = self.store.read().await?.host_list(None, &page).await?;
-            hosts.extend(batch.items);
-            match batch.next_page_token {
-                Some(_) => page.after = hosts.last().map(|h| h.host.name.clone()),
-                None => break,
-            }
-        }
+        let hosts = self.hosts_all().await?;
         let ready = hosts.into_iter().filter(|h| h.host.status == HostStatus::Ready);
         let checks = ready.map(|h| async move {
             let mut due = Vec::new();

@@ -295,6 +295,20 @@ impl App {
         .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))
     }
 
+    /// Every host of the installation, whatever its state (for the loops that visit hosts).
+    pub(crate) async fn hosts_all(&self) -> Result<Vec<HostRecord>> {
+        let mut hosts: Vec<HostRecord> = Vec::new();
+        let mut page = PageRequest { limit: 1000, after: None };
+        loop {
+            let batch = self.store.read().await?.host_list(None, &page).await?;
+            hosts.extend(batch.items);
+            match batch.next_page_token {
+                Some(_) => page.after = hosts.last().map(|h| h.host.name.clone()),
+                None => return Ok(hosts),
+            }
+        }
+    }
+
     /// A client of `host`'s agent, speaking mTLS with this installation's certificates.
     /// Clients are kept per host (and endpoint), so the heartbeat reuses one TLS setup and
     /// its connection instead of making new ones every second.

@@ -312,16 +312,7 @@ impl App {
                 break;
             }
         }
-        let mut hosts = Vec::new();
-        let mut page = PageRequest { limit: 1000, after: None };
-        loop {
-            let batch = self.store.read().await?.host_list(None, &page).await?;
-            hosts.extend(batch.items);
-            match batch.next_page_token {
-                Some(_) => page.after = hosts.last().map(|h| h.host.name.clone()),
-                None => break,
-            }
-        }
+        let hosts = self.hosts_all().await?;
         let mut targets: HashMap<LocationId, Option<String>> = HashMap::new();
         for h in hosts.into_iter().filter(|h| h.host.status == HostStatus::Ready) {
             let location = h.location_id;

@@ -181,16 +181,7 @@ impl App {
     }
 
     async fn ready_hosts(&self) -> Result<Vec<HostRecord>> {
-        let mut hosts = Vec::new();
-        let mut page = PageRequest { limit: 1000, after: None };
-        loop {
-            let batch = self.store.read().await?.host_list(None, &page).await?;
-            hosts.extend(batch.items);
-            match batch.next_page_token {
-                Some(_) => page.after = hosts.last().map(|h| h.host.name.clone()),
-                None => break,
-            }
-        }
+        let hosts = self.hosts_all().await?;
         Ok(hosts.into_iter().filter(|h| matches!(h.host.status, HostStatus::Ready | HostStatus::Draining)).collect())
     }
 

@@ -48,16 +48,7 @@ impl Restarts {
 impl App {
     /// One round of heartbeats, to every host that has finished being added, in parallel.
     pub async fn hosts_heartbeat(&self) -> Result<()> {
-        let mut hosts = Vec::new();
-        let mut page = PageRequest { limit: 1000, after: None };
-        loop {
-            let batch = self.store.read().await?.host_list(None, &page).await?;
-            hosts.extend(batch.items);
-            match batch.next_page_token {
-                Some(_) => page.after = hosts.last().map(|h| h.host.name.clone()),
-                None => break,
-            }
-        }
+        let hosts = self.hosts_all().await?;
         let ids: std::collections::HashSet<HostId> = hosts.iter().map(|r| r.host.id).collect();
         self.agents.lock().unwrap_or_else(|p| p.into_inner()).retain(|id, _| ids.contains(id));
         let watched = hosts
