@@ -165,7 +165,8 @@ impl Collector {
         let first = s.buffer.front().map_or(s.next_seq, |f| f.seq);
         let lost = first.saturating_sub(after + 1).min(s.next_seq.saturating_sub(after + 1));
         let limit = req.limit.clamp(1, MAX_PULL);
-        let mut samples: Vec<AgentSample> = s.buffer.iter().filter(|x| x.seq > after).take(limit + 1).cloned().collect();
+        let mut samples: Vec<AgentSample> =
+            s.buffer.iter().filter(|x| x.seq > after).take(limit + 1).cloned().collect();
         let more = samples.len() > limit;
         samples.truncate(limit);
         MetricsPullResponse {
@@ -267,9 +268,11 @@ impl Collector {
             v.put("pg_wal_position_bytes", "", c);
         }
         let previous = self.lock().previous.insert(key.to_owned(), current.clone()).unwrap_or_default();
-        for (counter, name) in
-            [("commit", "pg_commits_per_second"), ("rollback", "pg_rollbacks_per_second"), ("wal", "pg_wal_bytes_per_second")]
-        {
+        for (counter, name) in [
+            ("commit", "pg_commits_per_second"),
+            ("rollback", "pg_rollbacks_per_second"),
+            ("wal", "pg_wal_bytes_per_second"),
+        ] {
             if let Some(value) = get(counter) {
                 if let Some(r) = rate(&previous, &current, counter, value) {
                     v.put(name, "", r);
@@ -396,9 +399,7 @@ fn diskstats() -> Vec<(String, f64, f64)> {
     let Ok(text) = std::fs::read_to_string("/proc/diskstats") else { return Vec::new() };
     parse_diskstats(&text)
         .into_iter()
-        .filter(|(d, _, _)| {
-            !d.starts_with("loop") && !d.starts_with("ram") && Path::new("/sys/block").join(d).exists()
-        })
+        .filter(|(d, _, _)| !d.starts_with("loop") && !d.starts_with("ram") && Path::new("/sys/block").join(d).exists())
         .collect()
 }
 

@@ -123,7 +123,8 @@ impl Agent {
             std::fs::read(path).map_err(|e| ServeError::TlsFile { path: path.to_owned(), message: e.to_string() })
         };
         let ca_pem = read(&config.ca_cert)?;
-        let tls = crate::tls::server_config(&ca_pem, &read(&config.cert)?, &read(&config.key)?).map_err(ServeError::Tls)?;
+        let tls =
+            crate::tls::server_config(&ca_pem, &read(&config.cert)?, &read(&config.key)?).map_err(ServeError::Tls)?;
 
         // Supervisors run with `/` as working directory: a relative base directory would
         // mean something else to them.

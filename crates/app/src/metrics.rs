@@ -133,8 +133,10 @@ fn aggregate<'a>(rows: impl Iterator<Item = &'a str>) -> Vec<(&'static MetricDef
 }
 
 fn encode_aggregate(values: &[(&'static MetricDef, String, f64)]) -> String {
-    let v: Vec<MetricValue> =
-        values.iter().map(|(d, dim, value)| MetricValue { name: d.name.to_string(), dim: dim.clone(), value: *value }).collect();
+    let v: Vec<MetricValue> = values
+        .iter()
+        .map(|(d, dim, value)| MetricValue { name: d.name.to_string(), dim: dim.clone(), value: *value })
+        .collect();
     encode(&v)
 }
 
@@ -232,14 +234,14 @@ impl App {
         for _ in 0..20 {
             let (epoch, after) = self.store.read().await?.metric_cursor_get(host.host.id).await?.unwrap_or_default();
             let req = MetricsPullRequest { epoch, after: after.max(0) as u64, limit: 2000, targets: targets.clone() };
-            let answer = client
-                .metrics_pull(&req)
-                .await
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("pulling metrics: {}", sovdb_types::error_chain(&e))))?;
+            let answer = client.metrics_pull(&req).await.map_err(|e| {
+                AppError::Internal(anyhow::anyhow!("pulling metrics: {}", sovdb_types::error_chain(&e)))
+            })?;
             if answer.lost > 0 {
                 tracing::warn!(host = %host.host.name, lost = answer.lost, "metric samples were lost before they were pulled");
             }
-            let last = answer.samples.last().map_or(if answer.epoch == req.epoch { after } else { 0 }, |s| s.seq as i64);
+            let last =
+                answer.samples.last().map_or(if answer.epoch == req.epoch { after } else { 0 }, |s| s.seq as i64);
             let rows: Vec<MetricRow> = answer
                 .samples
                 .iter()
@@ -429,7 +431,12 @@ impl App {
 
     /// The clusters (with their projects) the caller may read metrics of, optionally one
     /// project's or one cluster's.
-    async fn metrics_visible(&self, ctx: &Ctx, project: Option<&str>, cluster: Option<&str>) -> Result<Vec<(Project, ClusterRecord)>> {
+    async fn metrics_visible(
+        &self,
+        ctx: &Ctx,
+        project: Option<&str>,
+        cluster: Option<&str>,
+    ) -> Result<Vec<(Project, ClusterRecord)>> {
         let mut tx = self.store.read().await?;
         let mut projects = Vec::new();
         let mut page = PageRequest { limit: 1000, after: None };
@@ -443,7 +450,9 @@ impl App {
         }
         let mut out = Vec::new();
         for p in projects {
-            if project.is_some_and(|want| want != p.name) || !Action::MetricsRead.allows(ctx.is_admin(), ctx.role_in(&p)) {
+            if project.is_some_and(|want| want != p.name)
+                || !Action::MetricsRead.allows(ctx.is_admin(), ctx.role_in(&p))
+            {
                 continue;
             }
             let mut page = PageRequest { limit: 1000, after: None };
@@ -515,7 +524,8 @@ impl App {
             targets.push(member_target(c.id, &m.name));
         }
         let now = crate::now();
-        let rows = self.store.read().await?.metric_list(MetricTable::Raw, Some(&targets), now - FRESH, now + FRESH).await?;
+        let rows =
+            self.store.read().await?.metric_list(MetricTable::Raw, Some(&targets), now - FRESH, now + FRESH).await?;
         let mut latest: HashMap<&str, &MetricRow> = HashMap::new();
         for r in &rows {
             latest.insert(&r.target, r);
@@ -551,7 +561,12 @@ impl App {
                 if let (Some(label), false) = (d.dim, dim.is_empty()) {
                     l.push((label, dim));
                 }
-                lines.entry(d.id).or_default().push(format!("sovdb_{}{} {}", d.name, render_labels(&l), prom_value(value)));
+                lines.entry(d.id).or_default().push(format!(
+                    "sovdb_{}{} {}",
+                    d.name,
+                    render_labels(&l),
+                    prom_value(value)
+                ));
             }
             if target.starts_with("member/") {
                 lines.entry(0).or_default().push(format!("sovdb_member_info{} 1", render_labels(base)));
@@ -559,7 +574,9 @@ impl App {
         }
         let mut out = String::new();
         if let Some(info) = lines.remove(&0) {
-            out.push_str("# HELP sovdb_member_info A cluster member, with its project, cluster, role, location and host.\n");
+            out.push_str(
+                "# HELP sovdb_member_info A cluster member, with its project, cluster, role, location and host.\n",
+            );
             out.push_str("# TYPE sovdb_member_info gauge\n");
             for l in info {
                 out.push_str(&l);
@@ -603,10 +620,7 @@ impl App {
                     ("__param_cluster".to_string(), c.name.clone()),
                     ("__meta_sovdb_project".to_string(), p.name.clone()),
                     ("__meta_sovdb_cluster".to_string(), c.name.clone()),
-                    (
-                        "__meta_sovdb_location".to_string(),
-                        locations.get(&c.location_id).cloned().unwrap_or_default(),
-                    ),
+                    ("__meta_sovdb_location".to_string(), locations.get(&c.location_id).cloned().unwrap_or_default()),
                 ]),
             })
             .collect();
@@ -639,7 +653,11 @@ fn prom_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -679,7 +697,10 @@ mod tests {
         let a = encode(&[v("pg_commits_per_second", "", 10.0), v("pg_xact_commit_total", "", 100.0)]);
         let b = encode(&[v("pg_commits_per_second", "", 20.0), v("pg_xact_commit_total", "", 300.0)]);
         let c = encode(&[v("pg_commits_per_second", "", 30.0), v("pg_xact_commit_total", "", 600.0)]);
-        let got: Vec<(&str, f64)> = aggregate([a.as_str(), b.as_str(), c.as_str()].into_iter()).into_iter().map(|(d, _, v)| (d.name, v)).collect();
+        let got: Vec<(&str, f64)> = aggregate([a.as_str(), b.as_str(), c.as_str()].into_iter())
+            .into_iter()
+            .map(|(d, _, v)| (d.name, v))
+            .collect();
         assert_eq!(got, vec![("pg_commits_per_second", 20.0), ("pg_xact_commit_total", 600.0)]);
     }
 

@@ -14,8 +14,8 @@ use sovdb_types::audit::{AuditEntry, AuditHead, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::{
-    AuditFilter, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation, OperationChange,
-    PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
+    AuditFilter, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation,
+    OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -1017,7 +1017,12 @@ async fn metrics_insert_list_prune_and_cursors(url: String) {
         data: data.into(),
     };
     let mut tx = store.write().await.unwrap();
-    let rows = [row("host/a", 0, "1=0.5"), row("host/a", 10, "1=0.7"), row("member/c/m-1", 0, "20=1"), row("host/b", 20, "1=1")];
+    let rows = [
+        row("host/a", 0, "1=0.5"),
+        row("host/a", 10, "1=0.7"),
+        row("member/c/m-1", 0, "20=1"),
+        row("host/b", 20, "1=1"),
+    ];
     assert_eq!(tx.metric_insert(MetricTable::Raw, &rows).await.unwrap(), 4);
     // The same sample again (a pull repeated after a crash, or by another replica) is kept once.
     assert_eq!(tx.metric_insert(MetricTable::Raw, &[row("host/a", 0, "1=9")]).await.unwrap(), 0);
@@ -1028,10 +1033,25 @@ async fn metrics_insert_list_prune_and_cursors(url: String) {
     let mut tx = store.read().await.unwrap();
     let end = t0 + chrono::TimeDelta::seconds(60);
     let all = tx.metric_list(MetricTable::Raw, None, t0, end).await.unwrap();
-    assert_eq!(all.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(), ["host/a", "host/a", "host/b", "member/c/m-1"]);
+    assert_eq!(
+        all.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+        ["host/a", "host/a", "host/b", "member/c/m-1"]
+    );
     assert_eq!(all[0], row("host/a", 0, "1=0.5"));
-    let some = tx.metric_list(MetricTable::Raw, Some(&["host/a".into(), "host/b".into()]), t0 + chrono::TimeDelta::seconds(5), end).await.unwrap();
-    assert_eq!(some, vec![row("host/a", 10, "1=0.7"), row("host/b", 20, "1=1")], "from is inclusive, by target then time");
+    let some = tx
+        .metric_list(
+            MetricTable::Raw,
+            Some(&["host/a".into(), "host/b".into()]),
+            t0 + chrono::TimeDelta::seconds(5),
+            end,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        some,
+        vec![row("host/a", 10, "1=0.7"), row("host/b", 20, "1=1")],
+        "from is inclusive, by target then time"
+    );
     assert!(tx.metric_list(MetricTable::Raw, Some(&[]), t0, end).await.unwrap().is_empty());
     assert_eq!(tx.metric_list(MetricTable::Minute, None, t0, end).await.unwrap(), vec![row("host/a", 0, "1=0.65")]);
     drop(tx);

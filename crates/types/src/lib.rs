@@ -23,7 +23,9 @@ pub use clusters::*;
 pub use dcs::{DcsMemberStatus, DcsState, DcsStatus, LocationDetail};
 pub use hosts::{DiskUsage, HostFacts, MetricsSnapshot, NetCounters};
 pub use ids::*;
-pub use metrics::{MetricKind, MetricSample, MetricSeries, MetricValue, MetricsQuery, MetricsQueryResult, PrometheusTargetGroup};
+pub use metrics::{
+    MetricKind, MetricSample, MetricSeries, MetricValue, MetricsQuery, MetricsQueryResult, PrometheusTargetGroup,
+};
 pub use operations::*;
 pub use page::{Page, PageError, PageParams, PageRequest};
 pub use resources::*;

@@ -72,8 +72,24 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(4, "host_memory_available_bytes", Gauge, Host, None, "bytes", "Memory available without swapping."),
     def(5, "host_disk_total_bytes", Gauge, Host, Some("mount"), "bytes", "Size of a mounted file system."),
     def(6, "host_disk_free_bytes", Gauge, Host, Some("mount"), "bytes", "Space available on a file system."),
-    def(7, "host_disk_read_bytes_per_second", Gauge, Host, Some("device"), "bytes/s", "Bytes read from a block device."),
-    def(8, "host_disk_written_bytes_per_second", Gauge, Host, Some("device"), "bytes/s", "Bytes written to a block device."),
+    def(
+        7,
+        "host_disk_read_bytes_per_second",
+        Gauge,
+        Host,
+        Some("device"),
+        "bytes/s",
+        "Bytes read from a block device.",
+    ),
+    def(
+        8,
+        "host_disk_written_bytes_per_second",
+        Gauge,
+        Host,
+        Some("device"),
+        "bytes/s",
+        "Bytes written to a block device.",
+    ),
     def(9, "host_network_receive_bytes_per_second", Gauge, Host, Some("interface"), "bytes/s", "Bytes received."),
     def(10, "host_network_transmit_bytes_per_second", Gauge, Host, Some("interface"), "bytes/s", "Bytes sent."),
     def(20, "pg_up", Gauge, Member, None, "", "1 when the agent could query the instance, else 0."),
@@ -88,8 +104,24 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(29, "pg_deadlocks_total", Counter, Member, None, "", "Deadlocks detected (pg_stat_database)."),
     def(30, "pg_oldest_transaction_age_seconds", Gauge, Member, None, "s", "Age of the oldest open transaction."),
     def(31, "pg_database_size_bytes", Gauge, Member, Some("database"), "bytes", "Size of a database."),
-    def(32, "pg_replication_lag_bytes", Gauge, Member, Some("replica"), "bytes", "WAL a replica has not replayed yet (seen on the primary)."),
-    def(33, "pg_replication_lag_seconds", Gauge, Member, Some("replica"), "s", "Replay lag of a replica (seen on the primary)."),
+    def(
+        32,
+        "pg_replication_lag_bytes",
+        Gauge,
+        Member,
+        Some("replica"),
+        "bytes",
+        "WAL a replica has not replayed yet (seen on the primary).",
+    ),
+    def(
+        33,
+        "pg_replication_lag_seconds",
+        Gauge,
+        Member,
+        Some("replica"),
+        "s",
+        "Replay lag of a replica (seen on the primary).",
+    ),
     def(34, "patroni_primary", Gauge, Member, None, "", "1 when Patroni says this member is the primary."),
     def(35, "patroni_timeline", Gauge, Member, None, "", "The member's timeline as Patroni reports it."),
     def(36, "patroni_running", Gauge, Member, None, "", "1 when Patroni reports PostgreSQL running."),
@@ -208,7 +240,9 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), CATALOGUE.len());
-        assert!(CATALOGUE.iter().all(|m| m.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')));
+        assert!(CATALOGUE
+            .iter()
+            .all(|m| m.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')));
     }
 
     #[test]

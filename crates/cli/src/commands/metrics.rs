@@ -25,7 +25,10 @@ pub struct MetricsArgs {
 }
 
 fn check_duration(s: &str) -> Result<String, String> {
-    parse_duration_secs(s).filter(|d| *d > 0).map(|_| s.to_string()).ok_or_else(|| format!("{s:?} is not a duration such as 15m or 2h"))
+    parse_duration_secs(s)
+        .filter(|d| *d > 0)
+        .map(|_| s.to_string())
+        .ok_or_else(|| format!("{s:?} is not a duration such as 15m or 2h"))
 }
 
 pub async fn run(args: MetricsArgs, client: &Client, out: OutputFormat) -> anyhow::Result<()> {
