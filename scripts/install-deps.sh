@@ -10,10 +10,11 @@ set -euo pipefail
 # namespace. The postgres engine's packages (Patroni, etcd, HAProxy, PgBouncer, pgBackRest):
 # the agent installs them on a host at its first cluster (pgBackRest at its first backup
 # repository), but the tests start many servers at once and shouldn't each wait for that
-# install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own).
+# install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own),
+# prometheus for the test that scrapes /metrics with a real Prometheus (one of its own).
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
   patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest
-  slapd ldap-utils)
+  slapd ldap-utils prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -72,7 +73,7 @@ if ((${#missing[@]})); then
   # Where systemd runs, Debian starts etcd, HAProxy and Patroni as services of their own;
   # sovdb runs its own instances under its agent, so keep the packaged ones off.
   if [[ -d /run/systemd/system ]]; then
-    for unit in etcd haproxy patroni pgbouncer; do
+    for unit in etcd haproxy patroni pgbouncer prometheus prometheus-node-exporter; do
       "${as_root[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
   fi

@@ -178,6 +178,11 @@ impl AgentClient {
         self.post(paths::METRICS, &serde_json::json!({}), self.timeout).await
     }
 
+    /// The samples after a cursor; tells the agent which PostgreSQL instances to sample.
+    pub async fn metrics_pull(&self, req: &MetricsPullRequest) -> Result<MetricsPullResponse, AgentError> {
+        self.post(paths::METRICS_PULL, req, self.timeout).await
+    }
+
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,

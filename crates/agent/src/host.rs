@@ -110,7 +110,7 @@ impl CpuSampler {
 
 /// Jiffies since boot from the `cpu` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct CpuTimes {
+pub(crate) struct CpuTimes {
     total: u64,
     idle: u64,
 }
@@ -128,7 +128,7 @@ impl CpuTimes {
         Some(CpuTimes { total, idle })
     }
 
-    fn busy_ratio_since(&self, before: &CpuTimes) -> f64 {
+    pub(crate) fn busy_ratio_since(&self, before: &CpuTimes) -> f64 {
         let total = self.total.saturating_sub(before.total);
         let idle = self.idle.saturating_sub(before.idle);
         if total == 0 {
@@ -138,18 +138,18 @@ impl CpuTimes {
     }
 }
 
-fn cpu_times() -> Option<CpuTimes> {
+pub(crate) fn cpu_times() -> Option<CpuTimes> {
     CpuTimes::parse(&fs::read_to_string("/proc/stat").ok()?)
 }
 
-fn loadavg() -> Option<(f64, f64, f64)> {
+pub(crate) fn loadavg() -> Option<(f64, f64, f64)> {
     let text = fs::read_to_string("/proc/loadavg").ok()?;
     let mut f = text.split_whitespace().map(|v| v.parse::<f64>().ok());
     Some((f.next()??, f.next()??, f.next()??))
 }
 
 /// A `/proc/meminfo` value (given in kB) in bytes.
-fn meminfo(key: &str) -> Option<u64> {
+pub(crate) fn meminfo(key: &str) -> Option<u64> {
     let text = fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
@@ -191,7 +191,7 @@ fn parse_os_release(text: &str, key: &str) -> Option<String> {
 }
 
 /// Mounted file systems that hold data, one entry per device (the first mount of it).
-fn disks() -> Vec<DiskUsage> {
+pub(crate) fn disks() -> Vec<DiskUsage> {
     let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -274,7 +274,7 @@ fn addresses() -> Vec<String> {
     ips.into_iter().map(|ip| ip.to_string()).collect()
 }
 
-fn net_counters() -> Vec<NetCounters> {
+pub(crate) fn net_counters() -> Vec<NetCounters> {
     let Ok(text) = fs::read_to_string("/proc/net/dev") else { return Vec::new() };
     parse_net_dev(&text)
 }

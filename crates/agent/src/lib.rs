@@ -23,6 +23,7 @@ mod error;
 mod files;
 mod host;
 mod logfile;
+mod metrics;
 mod packages;
 pub mod proto;
 mod server;
@@ -33,6 +34,8 @@ mod tls;
 
 pub use client::{AgentClient, AgentError, ClientIdentity};
 pub use error::ServeError;
-pub use server::{run, tls_dir, Agent, AgentConfig, TlsListener, DEFAULT_BASE_DIR, DEFAULT_LISTEN};
+pub use server::{
+    run, tls_dir, Agent, AgentConfig, TlsListener, DEFAULT_BASE_DIR, DEFAULT_LISTEN, DEFAULT_METRICS_INTERVAL,
+};
 pub use services::SUPERVISE_ARGS;
 pub use supervisor::{supervise, SuperviseError};

@@ -35,6 +35,7 @@ pub mod paths {
     pub const TAIL_FILE: &str = "/v1/tail_file";
     pub const FACTS: &str = "/v1/facts";
     pub const METRICS: &str = "/v1/metrics";
+    pub const METRICS_PULL: &str = "/v1/metrics/pull";
 }
 
 /// `GET /v1/health`: who answers.
@@ -484,4 +485,73 @@ mod tests {
         let req: RunCommandRequest = serde_json::from_str(r#"{"argv":["true"]}"#).unwrap();
         assert_eq!(req, RunCommandRequest::new(["true"]));
     }
+}
+
+/// `metrics/pull`: the samples the agent took since the caller's cursor, and the
+/// PostgreSQL instances it should sample from now on.
+///
+/// The agent samples every few seconds (10 by default) into a bounded buffer, whether or
+/// not anyone pulls: a caller that was away gets what the buffer still holds. Every
+/// sample has a sequence number; `after` is the last one the caller has. Sequence numbers
+/// count from 1 within an `epoch` (one run of the agent): a caller whose epoch is not the
+/// agent's gets everything from the start of the buffer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsPullRequest {
+    #[serde(default)]
+    pub epoch: String,
+    #[serde(default)]
+    pub after: u64,
+    /// At most this many samples in the answer (the rest with the next pull).
+    #[serde(default = "default_pull_limit")]
+    pub limit: usize,
+    /// The PostgreSQL instances to sample: replaces the previous list.
+    pub targets: Vec<PgTarget>,
+}
+
+fn default_pull_limit() -> usize {
+    2000
+}
+
+/// A local PostgreSQL instance to sample, reached over its Unix socket as the database
+/// superuser by peer authentication (no password), and its Patroni's REST API (HTTPS,
+/// verified against the installation CA; read-only endpoints need no password).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgTarget {
+    /// The caller's name for it (a member key); samples carry it back.
+    pub key: String,
+    /// The directory of the Unix socket.
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    /// The database superuser and the system user it is reached as (peer).
+    pub db_user: String,
+    pub os_user: String,
+    /// Patroni's REST API, `host:port`, if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patroni: Option<String>,
+}
+
+/// The answer of `metrics/pull`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsPullResponse {
+    pub epoch: String,
+    /// Samples after the cursor, oldest first.
+    pub samples: Vec<AgentSample>,
+    /// Whether more samples wait than `limit` let through.
+    pub more: bool,
+    /// Samples dropped from the full buffer before the caller got them (since `after`).
+    pub lost: u64,
+    /// Seconds between samples.
+    pub interval_secs: u64,
+}
+
+/// One sample of the host (`target` empty) or of a [`PgTarget`] (its key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSample {
+    pub seq: u64,
+    #[serde(default)]
+    pub target: String,
+    #[serde(flatten)]
+    pub sample: sovdb_types::MetricSample,
 }

@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::error::{ApiError, ServeError};
 use crate::host::CpuSampler;
+use crate::metrics::Collector;
 use crate::proto::{self, paths, *};
 use crate::services::Services;
 
@@ -36,6 +37,9 @@ use crate::services::Services;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7450";
 /// Where the agent keeps everything unless told otherwise.
 pub const DEFAULT_BASE_DIR: &str = "/var/lib/sovdb";
+
+/// How often the agent samples metrics unless told otherwise.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -61,6 +65,8 @@ pub struct AgentConfig {
     /// The executable started as `<exe> agent supervise ...` for each supervised process:
     /// the binary that runs the agent, normally.
     pub supervisor_exe: PathBuf,
+    /// How often the metrics collector samples (see [`crate::metrics`]).
+    pub metrics_interval: Duration,
 }
 
 impl AgentConfig {
@@ -74,6 +80,7 @@ impl AgentConfig {
             cert: tls.join("agent.crt"),
             key: tls.join("agent.key"),
             supervisor_exe: std::env::current_exe().map_err(ServeError::CurrentExe)?,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
             base_dir,
             listen,
         })
@@ -103,6 +110,7 @@ struct AgentState {
     started_at: DateTime<Utc>,
     services: Services,
     cpu: CpuSampler,
+    collector: Arc<Collector>,
     /// apt and dpkg take one caller at a time anyway; queue here rather than in dpkg's lock.
     packages: tokio::sync::Mutex<()>,
 }
@@ -114,10 +122,11 @@ impl Agent {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| ServeError::TlsFile { path: path.to_owned(), message: e.to_string() })
         };
+        let ca_pem = read(&config.ca_cert)?;
         read(&config.cert)?;
         read(&config.key)?;
         let files = crate::tls::CertFiles::load(&config.cert, &config.key).map_err(ServeError::Tls)?;
-        let tls = crate::tls::server_config(&read(&config.ca_cert)?, Arc::new(files)).map_err(ServeError::Tls)?;
+        let tls = crate::tls::server_config(&ca_pem, Arc::new(files)).map_err(ServeError::Tls)?;
 
         // Supervisors run with `/` as working directory: a relative base directory would
         // mean something else to them.
@@ -156,6 +165,7 @@ impl Agent {
             base_dir,
             started_at: Utc::now(),
             cpu: CpuSampler::default(),
+            collector: Arc::new(Collector::new(config.metrics_interval, &ca_pem)),
             packages: tokio::sync::Mutex::new(()),
         };
         Ok(Agent { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), state: Arc::new(state), _lock: lock })
@@ -174,6 +184,7 @@ impl Agent {
 
         let adopt = self.state.clone();
         tokio::task::spawn_blocking(move || adopt.services.adopt_all());
+        let collector = tokio::spawn(self.state.collector.clone().run());
 
         let listener = TlsListener::start(self.listener, self.acceptor, addr);
         let app = router(self.state.clone());
@@ -190,6 +201,7 @@ impl Agent {
             r = server => r.map_err(ServeError::Serve)?,
             _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them"),
         }
+        collector.abort();
         tracing::info!("agent stopped");
         Ok(())
     }
@@ -275,6 +287,7 @@ fn router(state: Arc<AgentState>) -> Router {
         .route(paths::TAIL_FILE, post(tail_file))
         .route(paths::FACTS, post(facts))
         .route(paths::METRICS, post(metrics))
+        .route(paths::METRICS_PULL, post(metrics_pull))
         .fallback(|| async { ApiError::not_found("no such endpoint; the agent's endpoints are under /v1/") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST (GET for /v1/health)")
@@ -370,4 +383,8 @@ async fn facts(State(s): AppState) -> Answer<proto::HostFacts> {
 
 async fn metrics(State(s): AppState) -> Json<proto::MetricsSnapshot> {
     Json(s.cpu.metrics().await)
+}
+
+async fn metrics_pull(State(s): AppState, Body(req): Body<MetricsPullRequest>) -> Json<MetricsPullResponse> {
+    Json(s.collector.pull(req))
 }

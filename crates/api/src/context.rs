@@ -125,6 +125,16 @@ fn credentials(req: &Request) -> Result<(Option<String>, Option<String>), ApiErr
                 .to_string(),
         ),
     };
+    // Prometheus sends no custom headers: its scrapes and service discovery name the
+    // project in the query (`?project=`) instead.
+    let project = match project {
+        None if matches!(req.uri().path(), "/metrics" | "/api/v1/prometheus/targets") => {
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(req.uri())
+                .ok()
+                .and_then(|q| q.0.get("project").cloned())
+        }
+        p => p,
+    };
     Ok((bearer, project))
 }
 

@@ -930,3 +930,63 @@ pub(crate) async fn login(
     let request_id = crate::context::REQUEST_ID.try_with(Clone::clone).ok();
     Ok((StatusCode::CREATED, Json(app.login(req, source, request_id).await?)))
 }
+
+/// A cluster's metrics over a time range: every member's PostgreSQL metrics and its
+/// host's metrics (or one metric with `name`), one point per `step`. Ranges with a step
+/// under a minute come from the raw samples (kept 24 h by default), longer steps from
+/// 1-minute rollups (14 days).
+#[utoipa::path(get, path = "/clusters/{name}/metrics", tag = "clusters",
+    params(("name" = String, Path), MetricsQuery, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = MetricsQueryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn cluster_metrics(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Params(q): Params<MetricsQuery>,
+) -> ApiResult<Json<MetricsQueryResult>> {
+    Ok(Json(app.cluster_metrics(&ctx, &name, &q).await?))
+}
+
+/// What `/metrics` shows: everything the caller may see, or one project's, one cluster's,
+/// or (admins) only the hosts.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ScrapeParams {
+    /// Only this project's clusters (also picks the project the token is checked in).
+    project: Option<String>,
+    /// Only this cluster.
+    cluster: Option<String>,
+    /// `hosts`: only the hosts (admins).
+    scope: Option<String>,
+}
+
+/// Prometheus' text exposition format: the newest sample of every cluster member (labels
+/// `project`, `cluster`, `member`, `role`, `location`, `host`) and host the token's user
+/// may see. Metric names are `sovdb_<name>` (see docs/monitoring.md).
+#[utoipa::path(get, path = "/metrics", tag = "system", params(ScrapeParams),
+    responses((status = 200, body = String, content_type = "text/plain; version=0.0.4"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn prometheus_metrics(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(q): Params<ScrapeParams>,
+) -> ApiResult<([(axum::http::header::HeaderName, &'static str); 1], String)> {
+    let hosts_only = q.scope.as_deref() == Some("hosts");
+    let text = app.prometheus_metrics(&ctx, q.project.as_deref(), q.cluster.as_deref(), hosts_only).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
+}
+
+/// Prometheus' HTTP service discovery (`http_sd_configs`): one target group per cluster
+/// the caller may read (scraped at `/metrics?project=P&cluster=C` on this server), and for
+/// admins one for the hosts.
+#[utoipa::path(get, path = "/prometheus/targets", tag = "system",
+    responses((status = 200, body = Vec<PrometheusTargetGroup>), (status = 401, body = ErrorBody)))]
+pub(crate) async fn prometheus_targets(
+    State(app): State<App>,
+    Context(ctx): Context,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<Vec<PrometheusTargetGroup>>> {
+    let address = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    Ok(Json(app.prometheus_targets(&ctx, address).await?))
+}

@@ -95,6 +95,8 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::cluster_get, handlers::cluster_delete))
         .routes(routes!(handlers::cluster_connection))
         .routes(routes!(handlers::cluster_events))
+        .routes(routes!(handlers::cluster_metrics))
+        .routes(routes!(handlers::prometheus_targets))
         .routes(routes!(handlers::backup_create, handlers::backup_list))
         .routes(routes!(handlers::cluster_restore))
         .routes(routes!(handlers::backup_verify))
@@ -117,8 +119,11 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::operation_get))
         .routes(routes!(handlers::operation_cancel))
         .routes(routes!(handlers::operation_events))
-        .layer(axum::middleware::from_fn_with_state(app, context::authenticate));
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(handlers::healthz)).nest(
+        .layer(axum::middleware::from_fn_with_state(app.clone(), context::authenticate));
+    let scrape = OpenApiRouter::new()
+        .routes(routes!(handlers::prometheus_metrics))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), context::authenticate));
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(handlers::healthz)).merge(scrape).nest(
         "/api/v1",
         OpenApiRouter::new().routes(routes!(handlers::openapi_json)).routes(routes!(handlers::login)).merge(v1),
     )

@@ -24,6 +24,7 @@ mod error;
 mod hosts;
 mod ldap;
 mod locations;
+mod metrics;
 mod monitor;
 mod observe;
 mod operations;
@@ -47,6 +48,7 @@ pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
 pub use error::AppError;
 pub use hosts::{DEFAULT_AGENT_PORT, DEFAULT_BASE_DIR, LOCAL_HOST};
+pub use metrics::MetricsRetention;
 pub use pki::{FAILPOINT_ROTATE_AFTER_COMMIT, FAILPOINT_ROTATE_AFTER_NEW_FILE};
 pub use tokens::{DEFAULT_LOGIN_LIFETIME, DEFAULT_TOKEN_LIFETIME, MAX_LOGIN_LIFETIME};
 

@@ -65,6 +65,8 @@ pub enum Action {
     /// Changing a cluster's network allow-list.
     ClusterAllowList,
     BackupRead,
+    /// Reading clusters' metrics (the API, `/metrics`, Prometheus' service discovery).
+    MetricsRead,
     BackupCreate,
     BackupVerify,
     BackupPolicySet,
@@ -105,6 +107,7 @@ impl Action {
         Action::BackupRead,
         Action::RepoRead,
         Action::OperationRead,
+        Action::MetricsRead,
         Action::ClusterCreate,
         Action::ClusterDelete,
         Action::ClusterConnect,
@@ -151,6 +154,7 @@ impl Action {
             Action::BackupRead => (InProject(Viewer), "reading backups, backup policies and kept backups"),
             Action::RepoRead => (InProject(Viewer), "reading backup repositories"),
             Action::OperationRead => (InProject(Viewer), "reading operations"),
+            Action::MetricsRead => (InProject(Viewer), "reading metrics"),
             Action::ClusterCreate => (InProject(Developer), "creating a cluster"),
             Action::ClusterDelete => (InProject(Developer), "deleting a cluster"),
             Action::ClusterConnect => (InProject(Developer), "reading a cluster's connection and password"),
@@ -270,7 +274,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 39, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 40, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -297,6 +301,7 @@ mod tests {
             (BackupRead, "viewer"),
             (RepoRead, "viewer"),
             (OperationRead, "viewer"),
+            (MetricsRead, "viewer"),
             (ClusterCreate, "developer"),
             (ClusterDelete, "developer"),
             (ClusterConnect, "developer"),

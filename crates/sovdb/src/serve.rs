@@ -86,6 +86,22 @@ pub struct ServeArgs {
     /// are taken over by another this long after it died
     #[arg(long, env = "SOVDB_OPERATION_LEASE", default_value = "30", value_name = "SECONDS", hide = true)]
     operation_lease: u64,
+
+    /// How long raw metric samples (one every 10 s per host and member) are kept, e.g.
+    /// `24h`
+    #[arg(long, env = "SOVDB_METRICS_RAW_RETENTION", default_value = "24h", value_name = "DURATION", value_parser = parse_retention)]
+    metrics_raw_retention: Duration,
+
+    /// How long 1-minute metric rollups are kept, e.g. `14d`
+    #[arg(long, env = "SOVDB_METRICS_ROLLUP_RETENTION", default_value = "14d", value_name = "DURATION", value_parser = parse_retention)]
+    metrics_rollup_retention: Duration,
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    match sovdb_types::metrics::parse_duration_secs(s) {
+        Some(secs) if secs >= 60 => Ok(Duration::from_secs(secs as u64)),
+        _ => Err(format!("{s:?} is not a retention: give a duration of at least a minute, e.g. 24h or 14d")),
+    }
 }
 
 /// The server's configuration, resolved once from flags and environment.
@@ -98,6 +114,7 @@ struct ServeConfig {
     port_range: std::ops::RangeInclusive<u16>,
     tls: TlsMode,
     internal_cert_validity: Duration,
+    metrics_retention: sovdb_app::MetricsRetention,
 }
 
 /// How the API is served.
@@ -143,6 +160,10 @@ impl ServeArgs {
             port_range: self.port_range,
             tls,
             internal_cert_validity: Duration::from_secs(self.internal_cert_validity_secs.max(1)),
+            metrics_retention: sovdb_app::MetricsRetention {
+                raw: self.metrics_raw_retention,
+                rollup: self.metrics_rollup_retention,
+            },
         }
     }
 }
@@ -263,6 +284,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let observe = tokio::spawn(observe_loop(app.clone()));
     let schedules = tokio::spawn(schedule_loop(app.clone()));
     let cert_bot = tokio::spawn(cert_bot_loop(app.clone(), config.internal_cert_validity));
+    let metrics = tokio::spawn(metrics_loop(app.clone()));
+    let metrics_upkeep = tokio::spawn(metrics_upkeep_loop(app.clone(), config.metrics_retention));
 
     let router = sovdb_api::app(app);
     match tls {
@@ -281,6 +304,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     observe.abort();
     schedules.abort();
     cert_bot.abort();
+    metrics.abort();
+    metrics_upkeep.abort();
     // Stop taking up new steps; the step in flight finishes and its operation is parked
     // for any replica (or our next start) to resume.
     engine.engine.stop();
@@ -348,6 +373,30 @@ async fn observe_loop(app: App) {
         tick.tick().await;
         if let Err(e) = app.clusters_observe().await {
             tracing::warn!(error = %e, "observing clusters failed; retrying");
+        }
+    }
+}
+
+/// Every 10 s: the samples agents took since the last pull (see `sovdb_app` metrics).
+async fn metrics_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.metrics_collect().await {
+            tracing::warn!(error = %e, "collecting metrics failed; retrying");
+        }
+    }
+}
+
+/// Every minute: metric rollups, and pruning by retention.
+async fn metrics_upkeep_loop(app: App, retention: sovdb_app::MetricsRetention) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.metrics_maintain(chrono::Utc::now(), retention).await {
+            tracing::warn!(error = %e, "rolling up or pruning metrics failed; retrying");
         }
     }
 }

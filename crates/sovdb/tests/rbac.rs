@@ -52,7 +52,7 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Answer {
-        let url = if path.starts_with("/healthz") {
+        let url = if path.starts_with("/healthz") || path.starts_with("/metrics") {
             format!("{}{path}", self.base)
         } else {
             format!("{}/api/v1{path}", self.base)
@@ -192,6 +192,9 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         case(M::DELETE, "/api/v1/clusters/{name}", "/clusters/nope", None, Developer),
         case(M::GET, "/api/v1/clusters/{name}/connection", "/clusters/nope/connection", None, Developer),
         case(M::GET, "/api/v1/clusters/{name}/events", "/clusters/nope/events", None, Viewer),
+        case(M::GET, "/api/v1/clusters/{name}/metrics", "/clusters/nope/metrics", None, Viewer),
+        case(M::GET, "/api/v1/prometheus/targets", "/prometheus/targets", None, Viewer),
+        case(M::GET, "/metrics", "/metrics", None, Viewer),
         case(M::POST, "/api/v1/clusters/{name}/backups", "/clusters/nope/backups", Some(json!({})), Operator),
         case(M::GET, "/api/v1/clusters/{name}/backups", "/clusters/nope/backups", None, Viewer),
         case(

@@ -14,8 +14,8 @@ use sovdb_types::audit::{AuditEntry, AuditHead, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::{
-    AuditFilter, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, OperationChange,
-    PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
+    AuditFilter, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation,
+    OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -46,6 +46,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("dcs_members_and_events", |u| Box::pin(dcs_members_and_events(u))),
     ("repos_round_trip_with_one_default_per_location", |u| Box::pin(repos_round_trip_with_one_default_per_location(u))),
     ("retained_backups_of_deleted_clusters", |u| Box::pin(retained_backups_of_deleted_clusters(u))),
+    ("metrics_insert_list_prune_and_cursors", |u| Box::pin(metrics_insert_list_prune_and_cursors(u))),
     ("meta_swap_lets_one_writer_win", |u| Box::pin(meta_swap_lets_one_writer_win(u))),
     ("audit_head_follows_every_append", |u| Box::pin(audit_head_follows_every_append(u))),
     ("sealed_values_can_be_listed_and_resealed", |u| Box::pin(sealed_values_can_be_listed_and_resealed(u))),
@@ -1005,6 +1006,70 @@ async fn retained_backups_of_deleted_clusters(url: String) {
     assert_eq!(tx.retained_get(a.id, "db1").await.unwrap(), Some(older));
     tx.commit().await.unwrap();
     assert_eq!(store.read().await.unwrap().retained_count_in_repo(r1.id).await.unwrap(), 2);
+}
+
+async fn metrics_insert_list_prune_and_cursors(url: String) {
+    let store = open(&url).await;
+    let t0 = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
+    let row = |target: &str, secs: i64, data: &str| MetricRow {
+        target: target.into(),
+        at: t0 + chrono::TimeDelta::seconds(secs),
+        data: data.into(),
+    };
+    let mut tx = store.write().await.unwrap();
+    let rows = [
+        row("host/a", 0, "1=0.5"),
+        row("host/a", 10, "1=0.7"),
+        row("member/c/m-1", 0, "20=1"),
+        row("host/b", 20, "1=1"),
+    ];
+    assert_eq!(tx.metric_insert(MetricTable::Raw, &rows).await.unwrap(), 4);
+    // The same sample again (a pull repeated after a crash, or by another replica) is kept once.
+    assert_eq!(tx.metric_insert(MetricTable::Raw, &[row("host/a", 0, "1=9")]).await.unwrap(), 0);
+    tx.metric_upsert(MetricTable::Minute, &[row("host/a", 0, "1=0.6")]).await.unwrap();
+    tx.metric_upsert(MetricTable::Minute, &[row("host/a", 0, "1=0.65")]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.read().await.unwrap();
+    let end = t0 + chrono::TimeDelta::seconds(60);
+    let all = tx.metric_list(MetricTable::Raw, None, t0, end).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+        ["host/a", "host/a", "host/b", "member/c/m-1"]
+    );
+    assert_eq!(all[0], row("host/a", 0, "1=0.5"));
+    let some = tx
+        .metric_list(
+            MetricTable::Raw,
+            Some(&["host/a".into(), "host/b".into()]),
+            t0 + chrono::TimeDelta::seconds(5),
+            end,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        some,
+        vec![row("host/a", 10, "1=0.7"), row("host/b", 20, "1=1")],
+        "from is inclusive, by target then time"
+    );
+    assert!(tx.metric_list(MetricTable::Raw, Some(&[]), t0, end).await.unwrap().is_empty());
+    assert_eq!(tx.metric_list(MetricTable::Minute, None, t0, end).await.unwrap(), vec![row("host/a", 0, "1=0.65")]);
+    drop(tx);
+
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.metric_prune(MetricTable::Raw, t0 + chrono::TimeDelta::seconds(10)).await.unwrap(), 2);
+    assert_eq!(tx.metric_prune(MetricTable::Minute, t0).await.unwrap(), 0, "before is exclusive");
+    let eu = location("eu-1");
+    let h = host("h1", &eu, "10.0.0.1");
+    tx.location_create(&eu).await.unwrap();
+    tx.host_create(&h).await.unwrap();
+    assert_eq!(tx.metric_cursor_get(h.host.id).await.unwrap(), None);
+    tx.metric_cursor_set(h.host.id, "e1", 5).await.unwrap();
+    tx.metric_cursor_set(h.host.id, "e2", 7).await.unwrap();
+    assert_eq!(tx.metric_cursor_get(h.host.id).await.unwrap(), Some(("e2".to_string(), 7)));
+    tx.commit().await.unwrap();
+    let mut tx = store.read().await.unwrap();
+    assert_eq!(tx.metric_list(MetricTable::Raw, None, t0, end).await.unwrap().len(), 2);
 }
 
 async fn meta_swap_lets_one_writer_win(url: String) {

@@ -122,6 +122,24 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// Which table of metric samples: as taken, or rolled up per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricTable {
+    Raw,
+    Minute,
+}
+
+/// One stored metric sample: every value of one target at one moment, encoded by the
+/// application (see `migrations/0008_metrics.sql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    /// `host/<host id>` or `member/<cluster id>/<member name>`.
+    pub target: String,
+    /// The moment (raw) or the start of the minute (rollups), to the millisecond.
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub data: String,
+}
+
 /// Filters of the audit log listing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
@@ -532,6 +550,26 @@ pub trait Tx: Send {
     /// Appends `entry` to the audit chain and returns the record as stored. In the same
     /// transaction the chain's head (the new record's seq and hash) is recorded apart from
     /// the chain, in `meta` (see [`Tx::audit_head`]).
+    /// Stores samples; a sample already stored (same target and moment) is kept as it
+    /// was. Answers how many were new.
+    async fn metric_insert(&mut self, table: MetricTable, rows: &[MetricRow]) -> Result<u64>;
+    /// Stores samples, replacing any of the same target and moment.
+    async fn metric_upsert(&mut self, table: MetricTable, rows: &[MetricRow]) -> Result<()>;
+    /// The samples of the targets (all targets when `None`) with `from <= at < to`, by
+    /// target then time.
+    async fn metric_list(
+        &mut self,
+        table: MetricTable,
+        targets: Option<&[String]>,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<MetricRow>>;
+    /// Deletes samples older than `before`; answers how many.
+    async fn metric_prune(&mut self, table: MetricTable, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+    /// Where the control plane is in a host agent's buffer: its epoch and last sequence.
+    async fn metric_cursor_get(&mut self, host: HostId) -> Result<Option<(String, i64)>>;
+    async fn metric_cursor_set(&mut self, host: HostId, epoch: &str, seq: i64) -> Result<()>;
+
     async fn audit_append(&mut self, entry: &AuditEntry) -> Result<AuditRecord>;
     /// The head recorded by the last append: `None` before the first one (or when the
     /// record was removed).

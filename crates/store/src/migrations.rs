@@ -11,6 +11,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "backup_repos", include_str!("../migrations/0005_backup_repos.sql")),
     (6, "retained_backups", include_str!("../migrations/0006_retained_backups.sql")),
     (7, "users", include_str!("../migrations/0007_users.sql")),
+    (8, "metrics", include_str!("../migrations/0008_metrics.sql")),
 ];
 
 /// The schema version this build writes.

@@ -14,7 +14,7 @@ use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, SecretRecord, StepChange,
+    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, SecretRecord, StepChange,
     StepRun, StoreError, Tx,
 };
 
@@ -1540,6 +1540,83 @@ impl Tx for SqlTx {
             .transpose()
     }
 
+    async fn metric_insert(&mut self, table: MetricTable, rows: &[MetricRow]) -> Result<u64> {
+        let (name, col) = metric_table(table);
+        let sql = format!("INSERT INTO {name} (target, {col}, data) VALUES ($1, $2, $3) ON CONFLICT (target, {col}) DO NOTHING");
+        let mut added = 0;
+        for r in rows {
+            added += sqlx::query(&sql).bind(&r.target).bind(ms(r.at)).bind(&r.data).execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(added)
+    }
+
+    async fn metric_upsert(&mut self, table: MetricTable, rows: &[MetricRow]) -> Result<()> {
+        let (name, col) = metric_table(table);
+        let sql = format!(
+            "INSERT INTO {name} (target, {col}, data) VALUES ($1, $2, $3) ON CONFLICT (target, {col}) DO UPDATE SET data = excluded.data"
+        );
+        for r in rows {
+            sqlx::query(&sql).bind(&r.target).bind(ms(r.at)).bind(&r.data).execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn metric_list(
+        &mut self,
+        table: MetricTable,
+        targets: Option<&[String]>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MetricRow>> {
+        let (name, col) = metric_table(table);
+        let filter = match targets {
+            None => String::new(),
+            Some([]) => return Ok(Vec::new()),
+            Some(list) => {
+                let params: Vec<String> = (0..list.len()).map(|i| format!("${}", i + 3)).collect();
+                format!(" AND target IN ({})", params.join(", "))
+            }
+        };
+        let sql = format!(
+            "SELECT target, {col} AS at, data FROM {name} WHERE {col} >= $1 AND {col} < $2{filter} ORDER BY target, {col}"
+        );
+        let mut q = sqlx::query(&sql).bind(ms(from)).bind(ms(to));
+        for t in targets.unwrap_or_default() {
+            q = q.bind(t);
+        }
+        let rows = q.fetch_all(&mut *self.tx).await?;
+        rows.iter()
+            .map(|r| Ok(MetricRow { target: r.try_get("target")?, at: time(r, "at")?, data: r.try_get("data")? }))
+            .collect()
+    }
+
+    async fn metric_prune(&mut self, table: MetricTable, before: DateTime<Utc>) -> Result<u64> {
+        let (name, col) = metric_table(table);
+        let done = sqlx::query(&format!("DELETE FROM {name} WHERE {col} < $1")).bind(ms(before)).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn metric_cursor_get(&mut self, host: HostId) -> Result<Option<(String, i64)>> {
+        let row = sqlx::query("SELECT epoch, seq FROM metric_cursors WHERE host_id = $1")
+            .bind(host.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| Ok((r.try_get("epoch")?, r.try_get("seq")?))).transpose()
+    }
+
+    async fn metric_cursor_set(&mut self, host: HostId, epoch: &str, seq: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO metric_cursors (host_id, epoch, seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (host_id) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq",
+        )
+        .bind(host.to_string())
+        .bind(epoch)
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     async fn audit_append(&mut self, entry: &AuditEntry) -> Result<AuditRecord> {
         // Appenders must see each other's heads: serialise them for the rest of this
         // transaction (SQLite write transactions already are).
@@ -1628,5 +1705,13 @@ impl Tx for SqlTx {
         .await?;
         let items = rows.iter().map(audit_from).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(items, page, |r| r.seq.to_string()))
+    }
+}
+
+/// The table of metric samples and its time column.
+fn metric_table(table: MetricTable) -> (&'static str, &'static str) {
+    match table {
+        MetricTable::Raw => ("metric_samples", "at"),
+        MetricTable::Minute => ("metric_rollups", "minute"),
     }
 }

@@ -11,6 +11,7 @@ pub mod clusters;
 pub mod dcs;
 pub mod hosts;
 pub mod ids;
+pub mod metrics;
 pub mod names;
 pub mod operations;
 pub mod page;
@@ -22,6 +23,9 @@ pub use clusters::*;
 pub use dcs::{DcsMemberStatus, DcsState, DcsStatus, LocationDetail};
 pub use hosts::{DiskUsage, HostFacts, MetricsSnapshot, NetCounters};
 pub use ids::*;
+pub use metrics::{
+    MetricKind, MetricSample, MetricSeries, MetricValue, MetricsQuery, MetricsQueryResult, PrometheusTargetGroup,
+};
 pub use operations::*;
 pub use page::{Page, PageError, PageParams, PageRequest};
 pub use resources::*;

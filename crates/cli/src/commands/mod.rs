@@ -11,6 +11,7 @@ mod backup;
 mod cluster;
 mod host;
 mod location;
+mod metrics;
 mod op;
 mod project;
 mod repo;
@@ -109,6 +110,13 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: users::LoginArgs,
     },
+    /// A cluster's metrics: a table with small charts, or one metric (--name)
+    Metrics {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(flatten)]
+        args: metrics::MetricsArgs,
+    },
     /// Show who the token belongs to and the project in use
     Whoami {
         #[command(flatten)]
@@ -132,6 +140,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         | ClientCommand::Role { global, .. }
         | ClientCommand::Token { global, .. }
         | ClientCommand::Login { global, .. }
+        | ClientCommand::Metrics { global, .. }
         | ClientCommand::Whoami { global } => global.clone(),
     };
     if let ClientCommand::Login { args, .. } = cmd {
@@ -157,6 +166,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Role { cmd, .. } => users::run_role(cmd, &client, out, explicit_project).await,
         ClientCommand::Token { cmd, .. } => users::run_token(cmd, &client, out).await,
         ClientCommand::Login { .. } => unreachable!("handled above"),
+        ClientCommand::Metrics { args, .. } => metrics::run(args, &client, out).await,
         ClientCommand::Whoami { .. } => project::whoami(&client, out).await,
     }
 }
