@@ -11,10 +11,11 @@ set -euo pipefail
 # the agent installs them on a host at its first cluster (pgBackRest at its first backup
 # repository), but the tests start many servers at once and shouldn't each wait for that
 # install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own),
-# prometheus for the test that scrapes /metrics with a real Prometheus (one of its own).
+# prometheus for the test that scrapes /metrics with a real Prometheus (one of its own),
+# rsyslog for the syslog forwarding test (an rsyslogd of its own on a loopback port).
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
   patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest
-  slapd ldap-utils prometheus)
+  slapd ldap-utils prometheus rsyslog)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -170,6 +170,10 @@ impl AgentClient {
         self.post(paths::TAIL_FILE, req, self.timeout).await
     }
 
+    pub async fn read_log(&self, req: &ReadLogRequest) -> Result<ReadLogResponse, AgentError> {
+        self.post(paths::READ_LOG, req, self.timeout).await
+    }
+
     pub async fn facts(&self) -> Result<HostFacts, AgentError> {
         self.post(paths::FACTS, &serde_json::json!({}), self.timeout).await
     }

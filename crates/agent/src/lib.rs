@@ -24,11 +24,13 @@ mod files;
 mod host;
 mod logfile;
 mod metrics;
+mod logs;
 mod packages;
 pub mod proto;
 mod server;
 mod services;
 mod supervisor;
+mod syslog;
 mod sys;
 mod tls;
 

@@ -36,6 +36,7 @@ pub mod paths {
     pub const FACTS: &str = "/v1/facts";
     pub const METRICS: &str = "/v1/metrics";
     pub const METRICS_PULL: &str = "/v1/metrics/pull";
+    pub const READ_LOG: &str = "/v1/read_log";
 }
 
 /// `GET /v1/health`: who answers.
@@ -403,6 +404,104 @@ impl fmt::Debug for TailFileResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TailFileResponse {{ lines: [{} lines] }}", self.lines.len())
     }
+}
+
+/// A log to read line by line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LogFile {
+    /// A file that rotates by being renamed to `<path>.1` (Patroni's logs, the agent's
+    /// own service logs).
+    File { path: PathBuf },
+    /// PostgreSQL's current log: the file that `<data_dir>/current_logfiles` names (its
+    /// `stderr` entry). PostgreSQL switches files by itself (`log_filename` with a day),
+    /// so the path is looked up at every read.
+    Postgres { data_dir: PathBuf },
+}
+
+/// Where a reader of a log stands: the file (by inode, so a rotation is noticed even
+/// when the new file has grown past the old offset) and the offset after the last whole
+/// line it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub inode: u64,
+    pub offset: u64,
+}
+
+/// `read_log`: whole lines of a log after `cursor`, across a rotation.
+///
+/// Without a cursor, the last `tail` lines (0: none) and a cursor at the end. With one,
+/// the lines written since, at most `max_bytes` of them: when the file was rotated (its
+/// inode changed) the rest of the rotated file (`<path>.1`) comes first, then the new
+/// file from its start; when it was truncated, its start. A line is only ever returned
+/// whole, so a line being written is left for the next call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadLogRequest {
+    pub file: LogFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<LogCursor>,
+    /// Lines from the end when there is no cursor (at most 10,000).
+    #[serde(default)]
+    pub tail: u32,
+    /// At most 16 MiB; default 1 MiB.
+    #[serde(default = "default_read_max")]
+    pub max_bytes: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadLogResponse {
+    /// Whole lines, oldest first, without their line ends (invalid UTF-8 replaced).
+    pub lines: Vec<String>,
+    /// Where to read next; absent while the log does not exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<LogCursor>,
+    /// The file read, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+/// Log lines may quote SQL text and its literals: `Debug` shows only how many.
+impl fmt::Debug for ReadLogResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadLogResponse")
+            .field("lines", &format_args!("[{} lines]", self.lines.len()))
+            .field("cursor", &self.cursor)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// What the agent forwards to a syslog server: the file `<base_dir>/agent/syslog.json`,
+/// written by the control plane with `write_file` ([`syslog_config_path`]) and read by
+/// the agent's forwarder every second. The forwarder works from this file alone, so it
+/// keeps forwarding while the control plane is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `tcp://HOST:PORT`; absent: forward nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The HOSTNAME field: the host's name in sovdb.
+    pub hostname: String,
+    pub sources: Vec<SyslogSource>,
+}
+
+/// One log to forward, and what its messages say about where they come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSource {
+    pub file: LogFile,
+    /// The APP-NAME field: `postgresql`, `patroni`.
+    pub app_name: String,
+    pub project: String,
+    pub cluster: String,
+    pub member: String,
+}
+
+/// Where the agent with base directory `base_dir` reads its syslog forwarding.
+pub fn syslog_config_path(base_dir: &std::path::Path) -> PathBuf {
+    base_dir.join("agent").join("syslog.json")
 }
 
 /// Environment values may be secrets: `Debug` shows only the names.

@@ -186,6 +186,8 @@ impl Agent {
         tokio::task::spawn_blocking(move || adopt.services.adopt_all());
         let collector = tokio::spawn(self.state.collector.clone().run());
 
+        // Syslog forwarding runs as long as the agent, whether or not a control plane talks to it.
+        let forwarder = tokio::spawn(crate::syslog::run(self.state.base_dir.clone()));
         let listener = TlsListener::start(self.listener, self.acceptor, addr);
         let app = router(self.state.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -202,6 +204,7 @@ impl Agent {
             _ = grace_expired => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping without them"),
         }
         collector.abort();
+        forwarder.abort();
         tracing::info!("agent stopped");
         Ok(())
     }
@@ -285,6 +288,7 @@ fn router(state: Arc<AgentState>) -> Router {
         .route(paths::RUN_COMMAND, post(run_command))
         .route(paths::READ_FILE, post(read_file))
         .route(paths::TAIL_FILE, post(tail_file))
+        .route(paths::READ_LOG, post(read_log))
         .route(paths::FACTS, post(facts))
         .route(paths::METRICS, post(metrics))
         .route(paths::METRICS_PULL, post(metrics_pull))
@@ -354,6 +358,10 @@ async fn read_file(Body(req): Body<ReadFileRequest>) -> Answer<ReadFileResponse>
 
 async fn tail_file(Body(req): Body<TailFileRequest>) -> Answer<TailFileResponse> {
     blocking(move || crate::files::tail_file(&req)).await
+}
+
+async fn read_log(Body(req): Body<ReadLogRequest>) -> Answer<ReadLogResponse> {
+    blocking(move || crate::logs::read_log(&req)).await
 }
 
 async fn ensure_packages(State(s): AppState, Body(req): Body<EnsurePackagesRequest>) -> Answer<EnsurePackagesResponse> {

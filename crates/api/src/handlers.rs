@@ -362,6 +362,138 @@ pub(crate) async fn cluster_events(
     Ok(Json(app.cluster_events(&ctx, &name, &page).await?))
 }
 
+/// Query of `GET /events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsParams {
+    /// Only this cluster's events.
+    cluster: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Only events after this one (an event ID).
+    after: Option<String>,
+    /// Stream events as they are written (server-sent events) instead of answering a page;
+    /// from `since`, or from now.
+    #[serde(default)]
+    follow: bool,
+    /// Items per page, 1–1000 (default 100).
+    limit: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// The timeline, oldest first: the request's project's events (failovers, switchovers,
+/// restarts, parameter changes, scaling, backups, drills, restores, alerts) and, for
+/// admins, the installation's own (hosts). With `follow=true`, a stream of server-sent
+/// events: an `event` event (data: the event as JSON) for each event as it is written.
+#[utoipa::path(get, path = "/events", tag = "events",
+    params(EventsParams, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Page<Event>, content_type = "application/json"),
+              (status = 200, content_type = "text/event-stream", body = String,
+               description = "with `follow=true`: `event: event`, `data:` the event as JSON"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn events(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Params(q): Params<EventsParams>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive};
+    use axum::response::IntoResponse as _;
+    let query = sovdb_app::EventsQuery { cluster: q.cluster, since: q.since, after: q.after };
+    if !q.follow {
+        let page = PageParams { limit: q.limit, page_token: q.page_token };
+        return Ok(Json(app.events(&ctx, &query, &page).await?).into_response());
+    }
+    let follower = app.events_follow(&ctx, &query)?;
+    let stream = futures_util::stream::unfold(
+        (follower, std::collections::VecDeque::<Event>::new(), true),
+        |(mut f, mut pending, mut first)| async move {
+            loop {
+                if let Some(e) = pending.pop_front() {
+                    let ev = SseEvent::default().event("event").json_data(&e).unwrap_or_default();
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (f, pending, first)));
+                }
+                if !std::mem::replace(&mut first, false) {
+                    tokio::time::sleep(EVENTS_POLL).await;
+                }
+                match f.next().await {
+                    Ok(events) => pending.extend(events),
+                    Err(e) => {
+                        // A store failure: say so and keep going (the client may stay).
+                        tracing::warn!(error = %e, "reading the events to follow failed");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        },
+    );
+    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Query of `GET /clusters/{name}/logs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogsParams {
+    /// Only this member's logs (default: every member's).
+    member: Option<String>,
+    /// Only lines stamped at or after this time (RFC 3339); looks back at most 10,000
+    /// lines of each log.
+    since: Option<DateTime<Utc>>,
+    /// Without `since`: how many of the last lines of each log (default 100, at most 10,000).
+    lines: Option<u32>,
+    /// Keep streaming lines as they are written (server-sent events).
+    #[serde(default)]
+    follow: bool,
+}
+
+/// How often a followed log is read again.
+const LOGS_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The PostgreSQL and Patroni log lines of the cluster's members, read through their
+/// agents. Logs may hold SQL text: reading them needs the developer role and is audited.
+/// Without `follow`, the last lines of each log as a JSON list; with `follow=true`, a
+/// stream of server-sent events: a `line` event (data: the line as JSON) for each line,
+/// first the last lines, then each new one as it is written, until the client leaves.
+#[utoipa::path(get, path = "/clusters/{name}/logs", tag = "clusters",
+    params(("name" = String, Path), LogsParams, ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = Vec<LogLine>, content_type = "application/json"),
+              (status = 200, content_type = "text/event-stream", body = String,
+               description = "with `follow=true`: `event: line`, `data:` the line as JSON"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_logs(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Params(q): Params<LogsParams>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive};
+    use axum::response::IntoResponse as _;
+    let query = sovdb_app::LogsQuery { member: q.member, since: q.since, lines: q.lines, follow: q.follow };
+    let mut logs = app.cluster_logs(&ctx, &name, &query).await?;
+    if !q.follow {
+        return Ok(Json(logs.next().await).into_response());
+    }
+    let stream = futures_util::stream::unfold(
+        (logs, std::collections::VecDeque::<LogLine>::new(), true),
+        |(mut logs, mut pending, mut first)| async move {
+            loop {
+                if let Some(l) = pending.pop_front() {
+                    let ev = SseEvent::default().event("line").json_data(&l).unwrap_or_default();
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (logs, pending, first)));
+                }
+                if !std::mem::replace(&mut first, false) {
+                    tokio::time::sleep(LOGS_POLL).await;
+                }
+                pending.extend(logs.next().await);
+            }
+        },
+    );
+    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
 /// A backup of the cluster into its repository (pgBackRest, on the primary): `incr` by
 /// default (`full` when the repository has none yet). Starts a `backup.create` operation.
 #[utoipa::path(post, path = "/clusters/{name}/backups", tag = "backups", request_body = BackupCreate,
@@ -741,6 +873,22 @@ pub(crate) async fn operation_events(
         }
     });
     Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Changes a location's settings (admin): `syslog`, where its hosts forward their
+/// clusters' PostgreSQL and Patroni logs as RFC 5424 messages (`tcp://HOST:PORT`, or
+/// `none`). The agents forward by themselves, also while the control plane is down.
+#[utoipa::path(patch, path = "/locations/{name}", tag = "locations", request_body = LocationSet,
+    params(("name" = String, Path)),
+    responses((status = 200, body = LocationDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn location_set(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<LocationSet>,
+) -> ApiResult<Json<LocationDetail>> {
+    Ok(Json(app.location_set(&ctx, &name, req).await?))
 }
 
 /// Creates a project (admin).

@@ -45,6 +45,7 @@ pub use context::PROJECT_HEADER;
         (name = "audit", description = "The audit log"),
         (name = "admin", description = "Installation administration"),
         (name = "operations", description = "Durable operations and their progress"),
+        (name = "events", description = "The timeline of clusters, hosts and the installation"),
     )
 )]
 struct ApiDoc;
@@ -87,7 +88,7 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::token_list, handlers::token_create))
         .routes(routes!(handlers::token_revoke))
         .routes(routes!(handlers::location_list, handlers::location_create))
-        .routes(routes!(handlers::location_get, handlers::location_delete))
+        .routes(routes!(handlers::location_get, handlers::location_delete, handlers::location_set))
         .routes(routes!(handlers::host_list, handlers::host_create))
         .routes(routes!(handlers::host_get, handlers::host_remove))
         .routes(routes!(handlers::host_drain))
@@ -97,6 +98,8 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::cluster_events))
         .routes(routes!(handlers::cluster_metrics))
         .routes(routes!(handlers::prometheus_targets))
+        .routes(routes!(handlers::cluster_logs))
+        .routes(routes!(handlers::events))
         .routes(routes!(handlers::backup_create, handlers::backup_list))
         .routes(routes!(handlers::cluster_restore))
         .routes(routes!(handlers::backup_verify))

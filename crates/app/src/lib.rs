@@ -21,10 +21,12 @@ mod bootstrap;
 pub mod certs;
 mod clusters;
 mod error;
+pub mod events;
 mod hosts;
 mod ldap;
 mod locations;
 mod metrics;
+mod logs;
 mod monitor;
 mod observe;
 mod operations;
@@ -47,6 +49,8 @@ pub use audit::DeniedRequest;
 pub use auth::{hash_token, new_token_secret, Ctx};
 pub use bootstrap::{Bootstrapped, ADMIN_USER, DEFAULT_PROJECT, LOCAL_LOCATION};
 pub use error::AppError;
+pub use events::{EventFollower, EventsQuery};
+pub use logs::{LogStream, LogsQuery};
 pub use hosts::{DEFAULT_AGENT_PORT, DEFAULT_BASE_DIR, LOCAL_HOST};
 pub use metrics::MetricsRetention;
 pub use pki::{FAILPOINT_ROTATE_AFTER_COMMIT, FAILPOINT_ROTATE_AFTER_NEW_FILE};
@@ -76,6 +80,8 @@ pub struct App {
     agents: Arc<AgentClients>,
     /// Failed logins, per user name and source address (in memory; see `throttle`).
     logins: Arc<throttle::Throttle>,
+    /// What each host was last given to forward to syslog.
+    syslog_written: Arc<logs::SyslogWritten>,
 }
 
 /// Agent clients by host, with the endpoint (address, port) each was made for.
@@ -113,6 +119,7 @@ impl App {
             restarts: Arc::default(),
             agents: Arc::default(),
             logins: Arc::default(),
+            syslog_written: Arc::default(),
         }
     }
 

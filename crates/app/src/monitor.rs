@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use sovdb_store::HostRecord;
 use sovdb_types::*;
 
+use crate::events;
 use crate::workflows::host_add::{start_script, AgentPaths};
 use crate::{App, Result};
 
@@ -100,6 +101,12 @@ impl App {
         match host.status {
             HostStatus::Unreachable => {
                 tx.host_set_status(host.id, HostStatus::Ready, None).await?;
+                let message = format!("host {}'s agent answers again", host.name);
+                events::record(
+                    tx.as_mut(),
+                    &events::installation_event(format!("host/{}", host.name), events::kind::HOST_READY, message),
+                )
+                .await?;
                 tracing::info!(host = %host.name, "host is reachable again");
             }
             HostStatus::Draining if host.status_message.is_some() => {
@@ -121,6 +128,11 @@ impl App {
         }
         let mut tx = self.store.write().await?;
         tx.host_set_status(host.id, status, Some(&message)).await?;
+        if host.status != status {
+            let text = format!("host {} is unreachable: {message}", host.name);
+            let event = events::installation_event(format!("host/{}", host.name), events::kind::HOST_UNREACHABLE, text);
+            events::record(tx.as_mut(), &event).await?;
+        }
         tx.commit().await?;
         if host.status != status {
             tracing::warn!(host = %host.name, reason = %why, "host is unreachable");

@@ -32,6 +32,8 @@ pub enum Action {
     LocationRead,
     LocationCreate,
     LocationDelete,
+    /// Changing a location's settings (its syslog forwarding).
+    LocationSet,
     HostRead,
     HostAdd,
     HostDrain,
@@ -57,6 +59,8 @@ pub enum Action {
     ClusterCreate,
     ClusterDelete,
     ClusterConnect,
+    /// Reading a cluster's PostgreSQL and Patroni logs (they may hold SQL text).
+    ClusterLogs,
     ClusterSwitchover,
     ClusterFailover,
     ClusterRestart,
@@ -90,6 +94,7 @@ impl Action {
         Action::LocationRead,
         Action::LocationCreate,
         Action::LocationDelete,
+        Action::LocationSet,
         Action::HostRead,
         Action::HostAdd,
         Action::HostDrain,
@@ -111,6 +116,7 @@ impl Action {
         Action::ClusterCreate,
         Action::ClusterDelete,
         Action::ClusterConnect,
+        Action::ClusterLogs,
         Action::ClusterSwitchover,
         Action::ClusterFailover,
         Action::ClusterRestart,
@@ -137,6 +143,7 @@ impl Action {
             Action::LocationRead => (Anyone, "reading locations"),
             Action::LocationCreate => (AdminRole, "creating a location"),
             Action::LocationDelete => (AdminRole, "deleting a location"),
+            Action::LocationSet => (AdminRole, "changing a location's settings"),
             Action::HostRead => (AdminRole, "reading hosts"),
             Action::HostAdd => (AdminRole, "adding a host"),
             Action::HostDrain => (AdminRole, "draining a host"),
@@ -158,6 +165,7 @@ impl Action {
             Action::ClusterCreate => (InProject(Developer), "creating a cluster"),
             Action::ClusterDelete => (InProject(Developer), "deleting a cluster"),
             Action::ClusterConnect => (InProject(Developer), "reading a cluster's connection and password"),
+            Action::ClusterLogs => (InProject(Developer), "reading a cluster's logs"),
             Action::ClusterSwitchover => (InProject(Operator), "switching over a cluster"),
             Action::ClusterFailover => (InProject(Operator), "failing over a cluster"),
             Action::ClusterRestart => (InProject(Operator), "restarting a cluster"),
@@ -274,7 +282,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 40, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 42, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -284,6 +292,7 @@ mod tests {
             (LocationRead, "anyone"),
             (LocationCreate, "admin"),
             (LocationDelete, "admin"),
+            (LocationSet, "admin"),
             (HostRead, "admin"),
             (HostAdd, "admin"),
             (HostDrain, "admin"),
@@ -305,6 +314,7 @@ mod tests {
             (ClusterCreate, "developer"),
             (ClusterDelete, "developer"),
             (ClusterConnect, "developer"),
+            (ClusterLogs, "developer"),
             (ClusterSwitchover, "operator"),
             (ClusterFailover, "operator"),
             (ClusterRestart, "operator"),
@@ -351,6 +361,7 @@ mod tests {
         use Action::*;
         assert_eq!(allowed, [LocationRead, OwnTokens, ClusterRead, BackupRead, RepoRead, OperationRead]);
         assert!(viewer.require(ClusterConnect).is_err(), "no secrets");
+        assert!(viewer.require(ClusterLogs).is_err(), "logs may hold SQL text");
     }
 
     #[test]

@@ -128,9 +128,19 @@ impl Client {
         resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
     }
 
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        let resp = self.send(self.request(reqwest::Method::PATCH, path).json(body)).await?;
+        resp.json().await.context("the server's answer is not what this CLI expects; are both the same version?")
+    }
+
     /// Opens a server-sent events stream.
     pub async fn events(&self, path: &str) -> anyhow::Result<EventStream> {
-        let req = self.request(reqwest::Method::GET, path).header("accept", "text/event-stream");
+        self.events_query(path, &[]).await
+    }
+
+    /// Opens a server-sent events stream, with query parameters.
+    pub async fn events_query(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<EventStream> {
+        let req = self.request(reqwest::Method::GET, path).query(query).header("accept", "text/event-stream");
         Ok(EventStream { resp: self.send(req).await?, buf: Vec::new() })
     }
 

@@ -40,7 +40,7 @@ pub fn print_one<T: Serialize + Tabular>(item: &T, format: OutputFormat) -> anyh
     Ok(())
 }
 
-fn print_structured<T: Serialize + ?Sized>(value: &T, format: OutputFormat) -> anyhow::Result<()> {
+pub fn print_structured<T: Serialize + ?Sized>(value: &T, format: OutputFormat) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
         OutputFormat::Yaml => print!("{}", serde_yaml::to_string(value)?),

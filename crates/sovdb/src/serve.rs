@@ -286,6 +286,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cert_bot = tokio::spawn(cert_bot_loop(app.clone(), config.internal_cert_validity));
     let metrics = tokio::spawn(metrics_loop(app.clone()));
     let metrics_upkeep = tokio::spawn(metrics_upkeep_loop(app.clone(), config.metrics_retention));
+    let syslog = tokio::spawn(syslog_loop(app.clone()));
 
     let router = sovdb_api::app(app);
     match tls {
@@ -306,6 +307,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     cert_bot.abort();
     metrics.abort();
     metrics_upkeep.abort();
+    syslog.abort();
     // Stop taking up new steps; the step in flight finishes and its operation is parked
     // for any replica (or our next start) to resume.
     engine.engine.stop();
@@ -397,6 +399,19 @@ async fn metrics_upkeep_loop(app: App, retention: sovdb_app::MetricsRetention) {
         tick.tick().await;
         if let Err(e) = app.metrics_maintain(chrono::Utc::now(), retention).await {
             tracing::warn!(error = %e, "rolling up or pruning metrics failed; retrying");
+        }
+    }
+}
+
+/// Every 5 s: each ready host is given the list of its members' logs to forward to its
+/// location's syslog server (written only when it changed).
+async fn syslog_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.syslog_reconcile().await {
+            tracing::warn!(error = %e, "giving hosts their syslog forwarding failed; retrying");
         }
     }
 }

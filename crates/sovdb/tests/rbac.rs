@@ -169,6 +169,8 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         ),
         case(M::GET, "/api/v1/locations/{name}", "/locations/local", None, Anyone),
         case(M::DELETE, "/api/v1/locations/{name}", "/locations/nope", None, Admin),
+        case(M::PATCH, "/api/v1/locations/{name}", "/locations/nope", Some(json!({"syslog": "none"})), Admin),
+        case(M::GET, "/api/v1/events", "/events", None, Viewer),
         case(M::GET, "/api/v1/hosts", "/hosts", None, Admin),
         case(
             M::POST,
@@ -195,6 +197,7 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         case(M::GET, "/api/v1/clusters/{name}/metrics", "/clusters/nope/metrics", None, Viewer),
         case(M::GET, "/api/v1/prometheus/targets", "/prometheus/targets", None, Viewer),
         case(M::GET, "/metrics", "/metrics", None, Viewer),
+        case(M::GET, "/api/v1/clusters/{name}/logs", "/clusters/nope/logs", None, Developer),
         case(M::POST, "/api/v1/clusters/{name}/backups", "/clusters/nope/backups", Some(json!({})), Operator),
         case(M::GET, "/api/v1/clusters/{name}/backups", "/clusters/nope/backups", None, Viewer),
         case(

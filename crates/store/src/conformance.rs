@@ -14,8 +14,8 @@ use sovdb_types::audit::{AuditEntry, AuditHead, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::{
-    AuditFilter, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation,
-    OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
+    AuditFilter, ClusterRecord, DcsMember, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent,
+    NewOperation, OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -879,6 +879,32 @@ async fn dcs_members_and_events(url: String) {
     let next = PageParams { limit: Some(2), page_token: Some(next) }.resolve().unwrap();
     let rest = tx.event_list(None, None, &next).await.unwrap();
     assert_eq!(kinds(rest), ["switchover"]);
+
+    // The timeline query: a project's events, with or without the installation's.
+    let q = |project, installation, target: Option<&str>, since| EventFilter {
+        project,
+        installation,
+        target: target.map(String::from),
+        since,
+    };
+    let all = PageRequest::first(10);
+    assert_eq!(kinds(tx.event_query(&q(Some(p.id), false, None, None), &all).await.unwrap()), ["failover", "switchover"]);
+    assert_eq!(
+        kinds(tx.event_query(&q(Some(p.id), true, None, None), &all).await.unwrap()),
+        ["failover", "unreachable", "switchover"]
+    );
+    assert_eq!(kinds(tx.event_query(&q(Some(ProjectId::new()), false, None, None), &all).await.unwrap()).len(), 0);
+    assert_eq!(
+        kinds(tx.event_query(&q(Some(ProjectId::new()), true, None, None), &all).await.unwrap()),
+        ["unreachable"]
+    );
+    assert_eq!(kinds(tx.event_query(&q(None, false, Some("cluster/dbx"), None), &all).await.unwrap()), ["switchover"]);
+    // `since` is inclusive; after the last event there is nothing.
+    assert_eq!(kinds(tx.event_query(&q(None, false, None, Some(e1.at)), &all).await.unwrap()).len(), 3);
+    let later = e1.at.max(e2.at).max(e3.at) + chrono::Duration::milliseconds(1);
+    assert!(tx.event_query(&q(None, false, None, Some(later)), &all).await.unwrap().items.is_empty());
+    let after = PageRequest { limit: 10, after: Some(e1.id.to_string()) };
+    assert_eq!(kinds(tx.event_query(&q(Some(p.id), false, None, None), &after).await.unwrap()), ["switchover"]);
 }
 
 fn repo(p: &Project, l: &Location, h: Option<&HostRecord>, name: &str, is_default: bool) -> RepoRecord {

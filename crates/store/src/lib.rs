@@ -275,6 +275,19 @@ pub struct NewEvent {
     pub message: String,
 }
 
+/// Which events `event_query` answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Only this project's events; `None`: every project's.
+    pub project: Option<ProjectId>,
+    /// With `project`, also the installation's own events (no project: hosts, locations).
+    pub installation: bool,
+    /// Exact, or every target of a kind with a `kind/` prefix.
+    pub target: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A new operation and the names of its steps, as the app creates it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOperation {
@@ -482,6 +495,9 @@ pub trait Tx: Send {
         target: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<Event>>;
+
+    /// Oldest first (by ID, which is time-ordered), as `filter` says.
+    async fn event_query(&mut self, filter: &EventFilter, page: &PageRequest) -> Result<Page<Event>>;
 
     async fn host_create(&mut self, h: &HostRecord) -> Result<()>;
     async fn host_get(&mut self, name: &str) -> Result<Option<HostRecord>>;

@@ -1186,6 +1186,26 @@ impl Tx for SqlTx {
         Ok(Page::from_rows(items, page, |e| e.id.to_string()))
     }
 
+    async fn event_query(&mut self, f: &crate::EventFilter, page: &PageRequest) -> Result<Page<Event>> {
+        let rows = sqlx::query(
+            "SELECT e.id, e.at, p.name AS project, e.target, e.kind, e.message FROM events e \
+             LEFT JOIN projects p ON p.id = e.project_id \
+             WHERE ($1 = '' OR e.project_id = $1 OR ($2 = 1 AND e.project_id IS NULL)) \
+             AND ($3 = '' OR e.target = $3 OR (SUBSTR($3, LENGTH($3), 1) = '/' AND SUBSTR(e.target, 1, LENGTH($3)) = $3)) \
+             AND e.at >= $4 AND e.id > $5 ORDER BY e.id LIMIT $6",
+        )
+        .bind(f.project.map(|p| p.to_string()).unwrap_or_default())
+        .bind(i64::from(f.installation))
+        .bind(f.target.as_deref().unwrap_or(""))
+        .bind(f.since.map(ms).unwrap_or(i64::MIN))
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let items = rows.iter().map(event_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |e| e.id.to_string()))
+    }
+
     async fn host_create(&mut self, r: &HostRecord) -> Result<()> {
         let h = &r.host;
         sqlx::query(

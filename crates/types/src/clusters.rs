@@ -224,6 +224,18 @@ pub struct ClusterAllowList {
     pub deny: Vec<String>,
 }
 
+/// One line of a cluster member's log, as `GET /clusters/{name}/logs` streams it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// The member (`db-1`).
+    pub member: String,
+    /// `postgresql` or `patroni`; `sovdb` for what the control plane says about the
+    /// stream itself (a member whose agent does not answer).
+    pub source: String,
+    /// The line as the program wrote it, without its line end.
+    pub line: String,
+}
+
 /// Something that happened to a cluster, a host or the installation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
@@ -232,7 +244,8 @@ pub struct Event {
     pub project: Option<String>,
     /// `cluster/<name>`, `host/<name>`, `location/<name>`.
     pub target: String,
-    /// `failover`, `switchover`, `member-down`, …
+    /// What happened: one of the kinds listed in `docs/events.md` (`failover`,
+    /// `switchover`, `restart`, `backup`, `drill-failed`, `host-unreachable`, `alert`, …).
     pub kind: String,
     pub message: String,
 }

@@ -77,6 +77,10 @@ pub struct LocationDetail {
     #[serde(flatten)]
     pub location: Location,
     pub dcs: DcsStatus,
+    /// Where the location's hosts forward their clusters' PostgreSQL and Patroni logs
+    /// (`tcp://HOST:PORT`, RFC 5424); absent: nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<String>,
 }
 
 #[cfg(test)]

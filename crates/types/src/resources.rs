@@ -153,6 +153,16 @@ pub struct Location {
     pub created_at: DateTime<Utc>,
 }
 
+/// Body of `PATCH /api/v1/locations/{name}`: what to change (absent: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationSet {
+    /// Where the location's hosts forward their clusters' PostgreSQL and Patroni logs as
+    /// RFC 5424 messages: `tcp://HOST:PORT`, or `none` to stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<String>,
+}
+
 /// Body of `POST /api/v1/locations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -508,5 +508,23 @@ pub(crate) async fn first_backup(ctx: StepCtx<App>) -> Result<Value, StepFailure
 
 async fn backup(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let p: BackupParams = ctx.params()?;
-    take_backup(&ctx.services, p.cluster, p.kind, &ctx.operation.to_string()).await
+    let r = take_backup(&ctx.services, p.cluster, p.kind, &ctx.operation.to_string()).await;
+    // A failure that retrying won't mend is on the cluster's timeline (a transient one is
+    // retried by the engine, which knows nothing of events).
+    if let Err(f) = &r {
+        if !f.transient {
+            if let Some((record, _)) = pg::cluster(&ctx.services, p.cluster).await? {
+                let message = format!(
+                    "{} backup of cluster {} failed: {} (operation {})",
+                    p.kind.as_str(),
+                    record.name,
+                    f.error,
+                    ctx.operation
+                );
+                pg::event_once(&ctx.services, &record, ctx.operation, crate::events::kind::BACKUP_FAILED, message)
+                    .await?;
+            }
+        }
+    }
+    r
 }

@@ -494,14 +494,7 @@ pub(crate) fn host_cert_request(common_name: &str, address: &str) -> sovdb_pki::
 
 /// An event of the cluster's.
 pub(crate) fn event(record: &ClusterRecord, kind: &str, message: String) -> sovdb_store::NewEvent {
-    sovdb_store::NewEvent {
-        id: sovdb_types::EventId::new(),
-        at: crate::now(),
-        project_id: Some(record.project_id),
-        target: format!("cluster/{}", record.name),
-        kind: kind.into(),
-        message,
-    }
+    crate::events::cluster_event(record, kind, message)
 }
 
 /// Appends the event `kind` of an operation's step once: a step that runs again after a
@@ -517,7 +510,7 @@ pub(crate) async fn event_once(
     let mut tx = app.store.write().await.map_err(store_failure)?;
     let mark = format!("event/{operation}/{kind}");
     if tx.meta_swap(&mark, None, &crate::now().to_rfc3339()).await.map_err(store_failure)? {
-        tx.event_append(&event(record, kind, message)).await.map_err(store_failure)?;
+        crate::events::record(tx.as_mut(), &event(record, kind, message)).await.map_err(super::app_failure)?;
         tx.commit().await.map_err(store_failure)?;
     }
     Ok(())

@@ -68,7 +68,7 @@ impl Tabular for AuditRecord {
 }
 
 /// An RFC 3339 time, or an age before now such as `15m`.
-fn parse_since(s: &str) -> anyhow::Result<DateTime<Utc>> {
+pub(crate) fn parse_since(s: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -233,9 +233,9 @@ impl Tabular for ClusterMember {
 }
 
 impl Tabular for Event {
-    const HEADERS: &'static [&'static str] = &["AT", "KIND", "MESSAGE"];
+    const HEADERS: &'static [&'static str] = &["AT", "TARGET", "KIND", "MESSAGE"];
     fn row(&self) -> Vec<String> {
-        vec![output::time(&self.at), self.kind.clone(), self.message.clone()]
+        vec![output::time(&self.at), self.target.clone(), self.kind.clone(), self.message.clone()]
     }
 }
 

@@ -1,6 +1,6 @@
 use anyhow::bail;
 use clap::Subcommand;
-use sovdb_types::{DcsMemberStatus, DcsState, Labels, Location, LocationCreate, LocationDetail, Provider};
+use sovdb_types::{DcsMemberStatus, DcsState, Labels, Location, LocationCreate, LocationDetail, LocationSet, Provider};
 
 use crate::client::Client;
 use crate::output::{self, print_list, print_one, render_table, OutputFormat, Tabular};
@@ -31,6 +31,15 @@ pub enum LocationCmd {
     List,
     /// Show one location, with the health of its DCS (etcd)
     Show { name: String },
+    /// Change a location's settings (admin)
+    Set {
+        name: String,
+        /// Forward the PostgreSQL and Patroni logs of the location's clusters to this syslog
+        /// server as RFC 5424 messages (tcp://HOST:PORT), done by each host's agent; `none`
+        /// stops forwarding
+        #[arg(long, value_name = "tcp://HOST:PORT|none")]
+        syslog: Option<String>,
+    },
     /// Delete a location that has nothing in it (admin)
     Delete {
         name: String,
@@ -83,6 +92,7 @@ fn show(l: &LocationDetail, out: OutputFormat) -> anyhow::Result<()> {
             DcsState::None => println!("\ndcs:       none (the location's first cluster creates it)"),
             s => println!("\ndcs:       {} ({healthy} of {} etcd members healthy)", s.as_str(), dcs.members.len()),
         }
+        println!("syslog:    {}", l.syslog.as_deref().unwrap_or("none"));
         if !dcs.members.is_empty() {
             let rows: Vec<Vec<String>> = dcs.members.iter().map(Tabular::row).collect();
             println!("\n{}", render_table(DcsMemberStatus::HEADERS, &rows));
@@ -121,6 +131,13 @@ pub async fn run(cmd: LocationCmd, client: &Client, out: OutputFormat) -> anyhow
         LocationCmd::List => print_list(&client.list::<Location>("/locations", &[]).await?, out),
         LocationCmd::Show { name } => {
             show(&client.get::<LocationDetail>(&format!("/locations/{name}"), &[]).await?, out)
+        }
+        LocationCmd::Set { name, syslog } => {
+            if syslog.is_none() {
+                bail!("say what to change: --syslog tcp://HOST:PORT or --syslog none");
+            }
+            let set: LocationDetail = client.patch(&format!("/locations/{name}"), &LocationSet { syslog }).await?;
+            show(&set, out)
         }
         LocationCmd::Delete { name, wait: _ } => {
             client.delete(&format!("/locations/{name}")).await?;

@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod backup;
 mod cluster;
+mod events;
 mod host;
 mod location;
 mod metrics;
@@ -39,6 +40,22 @@ pub enum ClientCommand {
         global: GlobalOpts,
         #[command(subcommand)]
         cmd: cluster::ClusterCmd,
+    },
+    /// The timeline: failovers, switchovers, restarts, changes, backups, drills, alerts
+    /// of the project's clusters (and, for admins, the hosts)
+    Events {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(flatten)]
+        args: events::EventsArgs,
+    },
+    /// PostgreSQL and Patroni logs of a cluster's members, each line prefixed by member
+    /// and source
+    Logs {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(flatten)]
+        args: events::LogsArgs,
     },
     /// Backup repositories of the project: where its clusters keep backups and WAL
     Repo {
@@ -129,6 +146,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     let global = match &cmd {
         ClientCommand::Location { global, .. }
         | ClientCommand::Cluster { global, .. }
+        | ClientCommand::Events { global, .. }
+        | ClientCommand::Logs { global, .. }
         | ClientCommand::Backup { global, .. }
         | ClientCommand::Host { global, .. }
         | ClientCommand::Repo { global, .. }
@@ -155,6 +174,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Location { cmd, .. } => location::run(cmd, &client, out).await,
         ClientCommand::Cluster { cmd, .. } => cluster::run(cmd, &client, out).await,
+        ClientCommand::Events { args, .. } => events::events(args, &client, out).await,
+        ClientCommand::Logs { args, .. } => events::logs(args, &client, out).await,
         ClientCommand::Backup { cmd, .. } => backup::run(cmd, &client, out).await,
         ClientCommand::Host { cmd, .. } => host::run(cmd, &client, out).await,
         ClientCommand::Repo { cmd, .. } => repo::run(cmd, &client, out).await,
