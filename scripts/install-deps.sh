@@ -12,10 +12,11 @@ set -euo pipefail
 # repository), but the tests start many servers at once and shouldn't each wait for that
 # install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own),
 # prometheus for the test that scrapes /metrics with a real Prometheus (one of its own),
-# rsyslog for the syslog forwarding test (an rsyslogd of its own on a loopback port).
+# rsyslog for the syslog forwarding test (an rsyslogd of its own on a loopback port),
+# python3-aiosmtpd for the alert email test (an SMTP server with STARTTLS of its own).
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
   patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest
-  slapd ldap-utils prometheus rsyslog)
+  slapd ldap-utils prometheus rsyslog python3-aiosmtpd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
