@@ -369,7 +369,10 @@ mod tests {
         let viewer = ctx(&[(Role::Viewer, Some(p.id))], &p);
         let allowed: Vec<Action> = Action::ALL.iter().copied().filter(|a| viewer.require(*a).is_ok()).collect();
         use Action::*;
-        assert_eq!(allowed, [LocationRead, OwnTokens, ClusterRead, BackupRead, RepoRead, OperationRead, MetricsRead, AlertRead]);
+        assert_eq!(
+            allowed,
+            [LocationRead, OwnTokens, ClusterRead, BackupRead, RepoRead, OperationRead, MetricsRead, AlertRead]
+        );
         assert!(viewer.require(ClusterConnect).is_err(), "no secrets");
         assert!(viewer.require(ClusterLogs).is_err(), "logs may hold SQL text");
     }

@@ -107,11 +107,7 @@ fn verified(r: &Received, secret: &str) -> Value {
 
 /// The notifications received for `rule` with `status`, verified.
 fn notified(rx: &Receiver, secret: &str, rule: &str, status: &str) -> Vec<Value> {
-    rx.received()
-        .iter()
-        .map(|r| verified(r, secret))
-        .filter(|v| v["rule"] == rule && v["status"] == status)
-        .collect()
+    rx.received().iter().map(|r| verified(r, secret)).filter(|v| v["rule"] == rule && v["status"] == status).collect()
 }
 
 /// Every process of a member's Patroni (its supervisor and Patroni itself), by its files.
@@ -177,11 +173,7 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
     assert!(alerts(&server).iter().all(|a| a["rule"] != "member-down"), "{:#?}", alerts(&server));
 
     // Stop the replica: its Patroni frozen, its key in the DCS expires.
-    let dir = sovdb_test_utils::member_dir(
-        &server.data_dir().join("hosts/local"),
-        c["id"].as_str().unwrap(),
-        &replica,
-    );
+    let dir = sovdb_test_utils::member_dir(&server.data_dir().join("hosts/local"), c["id"].as_str().unwrap(), &replica);
     let pids = patroni_of(&dir);
     assert!(!pids.is_empty(), "the replica's Patroni runs");
     let frozen = Frozen(pids);
@@ -225,8 +217,30 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
 
     // A user rule that must fire (every member's pg_up is 1) notifies within a minute and
     // resolves when it is deleted.
-    refused(&server, &["alert", "rule", "create", "x", "--metric", "nope", "--op", ">", "--threshold", "1"], "no metric");
-    ok(&server, &["alert", "rule", "create", "up", "--cluster", "al", "--metric", "pg_up", "--op", ">", "--threshold", "0.5", "--channel", "hook"]);
+    refused(
+        &server,
+        &["alert", "rule", "create", "x", "--metric", "nope", "--op", ">", "--threshold", "1"],
+        "no metric",
+    );
+    ok(
+        &server,
+        &[
+            "alert",
+            "rule",
+            "create",
+            "up",
+            "--cluster",
+            "al",
+            "--metric",
+            "pg_up",
+            "--op",
+            ">",
+            "--threshold",
+            "0.5",
+            "--channel",
+            "hook",
+        ],
+    );
     let got = wait_for("the user rule notified", Duration::from_secs(60), || {
         notified(&rx, &secret, "up", "firing").into_iter().next()
     });
@@ -298,9 +312,20 @@ fn email_goes_to_an_smtp_server_over_starttls() {
     ok(
         &server,
         &[
-            "alert", "channel", "create", "mail", "--type", "email", "--smtp-server",
-            &format!("127.0.0.1:{port}"), "--smtp-ca-file", ca_file.to_str().unwrap(),
-            "--from", "sovdb@example.org", "--to", "ops@example.org",
+            "alert",
+            "channel",
+            "create",
+            "mail",
+            "--type",
+            "email",
+            "--smtp-server",
+            &format!("127.0.0.1:{port}"),
+            "--smtp-ca-file",
+            ca_file.to_str().unwrap(),
+            "--from",
+            "sovdb@example.org",
+            "--to",
+            "ops@example.org",
         ],
     );
     let r = json(&server, &["alert", "channel", "test", "mail"]);
@@ -314,8 +339,18 @@ fn email_goes_to_an_smtp_server_over_starttls() {
     ok(
         &server,
         &[
-            "alert", "channel", "create", "mail2", "--type", "email", "--smtp-server",
-            &format!("127.0.0.1:{port}"), "--from", "sovdb@example.org", "--to", "ops@example.org",
+            "alert",
+            "channel",
+            "create",
+            "mail2",
+            "--type",
+            "email",
+            "--smtp-server",
+            &format!("127.0.0.1:{port}"),
+            "--from",
+            "sovdb@example.org",
+            "--to",
+            "ops@example.org",
         ],
     );
     let r = json(&server, &["alert", "channel", "test", "mail2"]);
@@ -324,9 +359,23 @@ fn email_goes_to_an_smtp_server_over_starttls() {
     let o = cli_input(
         &server,
         &[
-            "alert", "channel", "create", "mail3", "--type", "email", "--smtp-server", "127.0.0.1:1",
-            "--smtp-username", "u", "--smtp-password-stdin", "--from", "sovdb@example.org", "--to", "ops@example.org",
-            "-o", "json",
+            "alert",
+            "channel",
+            "create",
+            "mail3",
+            "--type",
+            "email",
+            "--smtp-server",
+            "127.0.0.1:1",
+            "--smtp-username",
+            "u",
+            "--smtp-password-stdin",
+            "--from",
+            "sovdb@example.org",
+            "--to",
+            "ops@example.org",
+            "-o",
+            "json",
         ],
         "pa55word-x\n",
     );

@@ -14,8 +14,9 @@ use sovdb_types::audit::{AuditEntry, AuditHead, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::{
-    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertSilenceRecord, DeliveryRecord, AuditFilter, ClusterRecord, DcsMember, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent,
-    NewOperation, OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
+    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertSilenceRecord, AuditFilter, ClusterRecord, DcsMember,
+    DeliveryRecord, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation,
+    OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -889,7 +890,10 @@ async fn dcs_members_and_events(url: String) {
         since,
     };
     let all = PageRequest::first(10);
-    assert_eq!(kinds(tx.event_query(&q(Some(p.id), false, None, None), &all).await.unwrap()), ["failover", "switchover"]);
+    assert_eq!(
+        kinds(tx.event_query(&q(Some(p.id), false, None, None), &all).await.unwrap()),
+        ["failover", "switchover"]
+    );
     assert_eq!(
         kinds(tx.event_query(&q(Some(p.id), true, None, None), &all).await.unwrap()),
         ["failover", "unreachable", "switchover"]

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sovdb_store::{AlertChannelRecord, AlertRecord, AlertRuleRecord, ClusterRecord, DeliveryRecord, MetricTable, NewEvent, Tx};
+use sovdb_store::{
+    AlertChannelRecord, AlertRecord, AlertRuleRecord, ClusterRecord, DeliveryRecord, MetricTable, NewEvent, Tx,
+};
 use sovdb_types::metrics::{metric, MetricScope};
 use sovdb_types::*;
 
@@ -62,12 +64,7 @@ pub(crate) enum Step {
 
 /// The state machine of one alert: its open state (and since when it is pending), whether
 /// its condition holds now, and the rule's `for`.
-pub(crate) fn step(
-    open: Option<(AlertState, DateTime<Utc>)>,
-    holds: bool,
-    for_secs: u64,
-    now: DateTime<Utc>,
-) -> Step {
+pub(crate) fn step(open: Option<(AlertState, DateTime<Utc>)>, holds: bool, for_secs: u64, now: DateTime<Utc>) -> Step {
     let long_enough = |since: DateTime<Utc>| now - since >= TimeDelta::seconds(for_secs as i64);
     match (open, holds) {
         (None, true) => Step::Open { firing: for_secs == 0 },
@@ -184,7 +181,8 @@ impl App {
         }
         targets.sort();
         targets.dedup();
-        let rows = self.store.read().await?.metric_list(MetricTable::Raw, Some(&targets), now - FRESH, now + FRESH).await?;
+        let rows =
+            self.store.read().await?.metric_list(MetricTable::Raw, Some(&targets), now - FRESH, now + FRESH).await?;
         let mut latest: Latest = HashMap::new();
         for r in &rows {
             // Rows are by target then time: the last one of each target wins.
@@ -210,7 +208,11 @@ impl App {
                         "host-unreachable",
                         None,
                         format!("host/{}", h.name),
-                        format!("host {} does not answer heartbeats: {}", h.name, h.status_message.as_deref().unwrap_or("no answer")),
+                        format!(
+                            "host {} does not answer heartbeats: {}",
+                            h.name,
+                            h.status_message.as_deref().unwrap_or("no answer")
+                        ),
                     ));
                 }
                 if let Some(values) = latest.get(&host_target(h.id)) {
@@ -320,7 +322,11 @@ impl App {
                 let policy = &spec.backup_policy;
                 if let Some(pattern) = policy.schedule.as_deref().or(policy.full_schedule.as_deref()) {
                     let mark = tx
-                        .meta_get(&format!("schedule/{}/{}", c.id, if policy.schedule.is_some() { "backup" } else { "full" }))
+                        .meta_get(&format!(
+                            "schedule/{}/{}",
+                            c.id,
+                            if policy.schedule.is_some() { "backup" } else { "full" }
+                        ))
                         .await?
                         .and_then(|m| DateTime::parse_from_rfc3339(&m).ok())
                         .map(|m| m.with_timezone(&Utc));
@@ -544,7 +550,9 @@ fn user_rule_conditions(r: &AlertRuleRecord, w: &Watched, latest: &Latest, round
             MetricScope::Member => {
                 (member_target(c.id, &m.name), format!("member/{}/{}", c.name, m.name), Some(c.name.clone()))
             }
-            MetricScope::Host => (host_target(m.host.host.id), format!("host/{}", m.host.host.name), spec.cluster.clone()),
+            MetricScope::Host => {
+                (host_target(m.host.host.id), format!("host/{}", m.host.host.name), spec.cluster.clone())
+            }
         };
         let Some(values) = latest.get(&target) else { continue };
         for (name, dim, value) in values {

@@ -379,10 +379,9 @@ impl App {
             return Err(AppError::Invalid("threshold must be a finite number".into()));
         }
         let for_secs = match req.for_duration.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => parse_duration_secs(s)
-                .filter(|s| (0..=7 * 86400).contains(s))
-                .ok_or_else(|| AppError::Invalid(format!("for {s:?} is not a duration such as 30s or 5m (at most 7d)")))?
-                as u64,
+            Some(s) => parse_duration_secs(s).filter(|s| (0..=7 * 86400).contains(s)).ok_or_else(|| {
+                AppError::Invalid(format!("for {s:?} is not a duration such as 30s or 5m (at most 7d)"))
+            })? as u64,
             None => 0,
         };
         let mut tx = self.store.write().await?;
@@ -423,7 +422,12 @@ impl App {
             }
             other => other?,
         }
-        tx.audit_append(&ctx.audit("alert.rule.create", format!("alert-rule/{}", req.name), serde_json::to_value(&req).unwrap_or_default())).await?;
+        tx.audit_append(&ctx.audit(
+            "alert.rule.create",
+            format!("alert-rule/{}", req.name),
+            serde_json::to_value(&req).unwrap_or_default(),
+        ))
+        .await?;
         tx.commit().await?;
         rule_view(&record)
     }
@@ -456,7 +460,8 @@ impl App {
     pub async fn alert_channel_create(&self, ctx: &Ctx, req: ChannelCreate) -> Result<Channel> {
         ctx.require(Action::AlertManage)?;
         crate::validate::dns_label("channel name", &req.name)?;
-        let kind = req.kind.ok_or_else(|| AppError::Invalid("a channel needs a type: webhook, slack or email".into()))?;
+        let kind =
+            req.kind.ok_or_else(|| AppError::Invalid("a channel needs a type: webhook, slack or email".into()))?;
         let mut spec = ChannelSpec { default_rules: req.default_rules.unwrap_or(true), ..Default::default() };
         let mut secrets: Vec<(&str, String)> = Vec::new();
         let mut shown = None;
@@ -481,7 +486,9 @@ impl App {
                 check_pem("the CA file", &req.ca_pem)?;
                 let secret = match &req.secret {
                     Some(s) if s.len() >= 16 => s.clone(),
-                    Some(_) => return Err(AppError::Invalid("the webhook secret must have at least 16 characters".into())),
+                    Some(_) => {
+                        return Err(AppError::Invalid("the webhook secret must have at least 16 characters".into()))
+                    }
                     None => {
                         let s = Alphanumeric.sample_string(&mut rand::thread_rng(), GENERATED_SECRET_LEN);
                         shown = Some(s.clone());
@@ -495,7 +502,10 @@ impl App {
             ChannelType::Slack => {
                 unexpected("SMTP settings, from or to", email_fields)?;
                 unexpected("secret", req.secret.is_some())?;
-                let url = req.url.clone().ok_or_else(|| AppError::Invalid("a slack channel needs its incoming webhook url".into()))?;
+                let url = req
+                    .url
+                    .clone()
+                    .ok_or_else(|| AppError::Invalid("a slack channel needs its incoming webhook url".into()))?;
                 check_url("the url", &url)?;
                 check_pem("the CA file", &req.ca_pem)?;
                 secrets.push((SECRET_SLACK_URL, url));
@@ -503,7 +513,10 @@ impl App {
             }
             ChannelType::Email => {
                 unexpected("url or secret", req.url.is_some() || req.secret.is_some() || req.ca_pem.is_some())?;
-                let server = req.smtp_server.clone().ok_or_else(|| AppError::Invalid("an email channel needs --smtp-server host[:port]".into()))?;
+                let server = req
+                    .smtp_server
+                    .clone()
+                    .ok_or_else(|| AppError::Invalid("an email channel needs --smtp-server host[:port]".into()))?;
                 if smtp_endpoint(&server).is_none() {
                     return Err(AppError::Invalid(format!("smtp server {server:?} is not host[:port]")));
                 }
@@ -597,8 +610,7 @@ impl App {
             .items
             .iter()
             .map(|a| {
-                let silenced = a.state != "resolved"
-                    && silences.iter().any(|s| silences_alert(s, a, now));
+                let silenced = a.state != "resolved" && silences.iter().any(|s| silences_alert(s, a, now));
                 alert_view(a, silenced)
             })
             .collect();
@@ -606,11 +618,18 @@ impl App {
     }
 
     /// The deliveries of the project's alerts (or of one alert), oldest first.
-    pub async fn alert_delivery_list(&self, ctx: &Ctx, alert: Option<&str>, page: &PageParams) -> Result<Page<Delivery>> {
+    pub async fn alert_delivery_list(
+        &self,
+        ctx: &Ctx,
+        alert: Option<&str>,
+        page: &PageParams,
+    ) -> Result<Page<Delivery>> {
         ctx.require(Action::AlertRead)?;
         let page = page.resolve().map_err(|e| AppError::Invalid(e.to_string()))?;
         let alert = match alert {
-            Some(a) => Some(a.parse::<AlertId>().map_err(|_| AppError::Invalid(format!("alert {a:?} is not an alert ID")))?),
+            Some(a) => {
+                Some(a.parse::<AlertId>().map_err(|_| AppError::Invalid(format!("alert {a:?} is not an alert ID")))?)
+            }
             None => None,
         };
         let records = self.store.read().await?.delivery_list(ctx.project.id, alert, &page).await?;
@@ -638,7 +657,9 @@ impl App {
                     .ok_or_else(|| AppError::Invalid(format!("duration {d:?} is not a duration such as 2h or 30m")))?;
                 starts_at + TimeDelta::seconds(secs)
             }
-            (None, None) => return Err(AppError::Invalid("a silence needs an end (--until) or a duration (--duration)".into())),
+            (None, None) => {
+                return Err(AppError::Invalid("a silence needs an end (--until) or a duration (--duration)".into()))
+            }
         };
         if ends_at <= starts_at || ends_at <= now {
             return Err(AppError::Invalid("a silence must end after it starts, and in the future".into()));
@@ -680,12 +701,14 @@ impl App {
 
     pub async fn alert_silence_delete(&self, ctx: &Ctx, id: &str) -> Result<()> {
         ctx.require(Action::AlertManage)?;
-        let sid: SilenceId = id.parse().map_err(|_| AppError::Invalid(format!("silence {id:?} is not a silence ID")))?;
+        let sid: SilenceId =
+            id.parse().map_err(|_| AppError::Invalid(format!("silence {id:?} is not a silence ID")))?;
         let mut tx = self.store.write().await?;
         if !tx.alert_silence_delete(ctx.project.id, sid).await? {
             return Err(AppError::not_found("silence", id));
         }
-        tx.audit_append(&ctx.audit("alert.silence.delete", format!("alert-silence/{id}"), serde_json::json!({}))).await?;
+        tx.audit_append(&ctx.audit("alert.silence.delete", format!("alert-silence/{id}"), serde_json::json!({})))
+            .await?;
         tx.commit().await?;
         Ok(())
     }

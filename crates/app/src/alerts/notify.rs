@@ -21,7 +21,9 @@ use sha2::Sha256;
 use sovdb_store::{AlertChannelRecord, AlertRecord, DeliveryRecord};
 use sovdb_types::*;
 
-use super::{channel_owner, smtp_endpoint, AlertData, ChannelSpec, SECRET_HMAC, SECRET_SLACK_URL, SECRET_SMTP_PASSWORD};
+use super::{
+    channel_owner, smtp_endpoint, AlertData, ChannelSpec, SECRET_HMAC, SECRET_SLACK_URL, SECRET_SMTP_PASSWORD,
+};
 use crate::rbac::Action;
 use crate::workflows::pg;
 use crate::{App, AppError, Ctx, Result};
@@ -287,15 +289,14 @@ async fn send_email(t: &Target, body: &str) -> std::result::Result<String, Failu
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let subject = summary(&v);
     let from: Mailbox = t.spec.from.as_deref().unwrap_or("").parse().map_err(|_| bad("the from address is invalid"))?;
-    let mut m = Message::builder().from(from).subject(format!("[sovdb] {}", subject.chars().take(200).collect::<String>()));
+    let mut m =
+        Message::builder().from(from).subject(format!("[sovdb] {}", subject.chars().take(200).collect::<String>()));
     for to in &t.spec.to {
         m = m.to(to.parse().map_err(|_| bad("a to address is invalid"))?);
     }
-    let text = format!(
-        "{subject}\n\n{}\n",
-        serde_json::to_string_pretty(&v).unwrap_or_else(|_| body.to_string())
-    );
-    let msg = m.header(ContentType::TEXT_PLAIN).body(text).map_err(|e| bad(&format!("cannot build the message: {e}")))?;
+    let text = format!("{subject}\n\n{}\n", serde_json::to_string_pretty(&v).unwrap_or_else(|_| body.to_string()));
+    let msg =
+        m.header(ContentType::TEXT_PLAIN).body(text).map_err(|e| bad(&format!("cannot build the message: {e}")))?;
     let tls = if t.spec.smtp_plaintext {
         Tls::None
     } else {

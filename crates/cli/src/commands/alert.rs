@@ -179,7 +179,8 @@ impl Tabular for Alert {
 }
 
 impl Tabular for AlertRule {
-    const HEADERS: &'static [&'static str] = &["NAME", "DEFAULT", "SEVERITY", "CLUSTER", "CONDITION", "FOR", "CHANNELS"];
+    const HEADERS: &'static [&'static str] =
+        &["NAME", "DEFAULT", "SEVERITY", "CLUSTER", "CONDITION", "FOR", "CHANNELS"];
     fn row(&self) -> Vec<String> {
         vec![
             self.name.clone(),
@@ -247,7 +248,9 @@ impl Tabular for Delivery {
 /// One line from standard input (a trailing line end is dropped).
 fn line_from_stdin(what: &str) -> anyhow::Result<String> {
     let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).with_context(|| format!("cannot read the {what} from standard input"))?;
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
     let v = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
     if v.is_empty() {
         bail!("standard input is empty; write the {what} on it");
