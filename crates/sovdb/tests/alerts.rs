@@ -28,14 +28,15 @@ struct Received {
 }
 
 /// A webhook receiver on a loopback port: answers 500 to the first `fail_first` requests
-/// (so the sender must retry), then 200, and keeps every request.
+/// whose body mentions `fail_for` (so the sender must retry), else 200, and keeps every
+/// request it answered 200.
 struct Receiver {
     url: String,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    fn start(fail_first: usize) -> Receiver {
+    fn start(fail_first: usize, fail_for: &'static str) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -65,10 +66,13 @@ impl Receiver {
                 if reader.read_exact(&mut body).is_err() {
                     continue;
                 }
-                seen += 1;
-                let status = if seen <= fail_first { "500 Internal Server Error" } else { "200 OK" };
+                let refuse = seen < fail_first && String::from_utf8_lossy(&body).contains(fail_for);
+                if refuse {
+                    seen += 1;
+                }
+                let status = if refuse { "500 Internal Server Error" } else { "200 OK" };
                 let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                if seen > fail_first {
+                if !refuse {
                     kept.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into() });
                 }
             }
@@ -142,9 +146,10 @@ fn alerts(server: &TestServer) -> Vec<Value> {
 
 #[test]
 fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves() {
-    let server = ready_server(Path::new(BIN));
-    // The first notification is refused once: the sender retries and records both attempts.
-    let rx = Receiver::start(1);
+    let mut server = ready_server(Path::new(BIN));
+    // The first member-down notification is refused once: the sender retries and records
+    // both attempts. (Other default rules may fire on this machine, e.g. a full disk.)
+    let rx = Receiver::start(1, "member-down");
     let created = json(&server, &["alert", "channel", "create", "hook", "--type", "webhook", "--url", &rx.url]);
     let secret = created["secret"].as_str().expect("a generated secret, shown once").to_string();
     assert!(secret.len() >= 32, "{created:#}");
@@ -192,6 +197,20 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
     assert_eq!(got["cluster"], "al");
     assert_eq!(got["project"], "default");
     assert_eq!(got["alert"], firing["id"]);
+
+    // A control-plane restart (kill -9) once the notification is recorded as delivered:
+    // nothing is sent twice, and the alert stays firing.
+    let id = firing["id"].as_str().unwrap().to_string();
+    wait_for("the firing delivery recorded", Duration::from_secs(30), || {
+        let d = json(&server, &["alert", "deliveries", "--alert", &id]);
+        d.as_array()?.iter().any(|d| d["status"] == "firing" && d["state"] == "delivered").then_some(())
+    });
+    server.kill9();
+    server.launch();
+    std::thread::sleep(Duration::from_secs(15));
+    let again: Vec<Value> = alerts(&server).into_iter().filter(|a| a["rule"] == "member-down").collect();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_eq!(again[0]["state"], "firing");
 
     // Start it again: the alert resolves, and the webhook is told.
     drop(frozen);
@@ -355,6 +374,9 @@ fn email_goes_to_an_smtp_server_over_starttls() {
     );
     let r = json(&server, &["alert", "channel", "test", "mail2"]);
     assert_eq!(r["delivered"], false, "{r:#}");
+    assert!(r["result"].as_str().unwrap().to_lowercase().contains("certificate"), "{r:#}");
+    // The CLI says so and exits non-zero.
+    refused(&server, &["alert", "channel", "test", "mail2"], "not delivered");
     // A password is read from standard input and never shown.
     let o = cli_input(
         &server,
