@@ -722,4 +722,129 @@ mod tests {
         // A cluster created after the occurrence: not overdue.
         assert!(!backup_overdue(daily, day(2, 10), None, None, day(3, 30)));
     }
+
+    /// An app over a fresh SQLite store, bootstrapped, with a webhook channel in `default`.
+    async fn app_with_channel(dir: &std::path::Path) -> (App, ProjectId) {
+        let store = sovdb_store::open(&format!("sqlite://{}/t.db", dir.display())).await.unwrap();
+        let app = App::new(
+            store,
+            crate::AppConfig {
+                local_hosts_dir: dir.join("hosts"),
+                agent_exe: dir.join("no-agent"),
+                port_range: 20000..=20100,
+                failpoints: sovdb_operations::Failpoints::none(),
+                internal_cert_validity: crate::DEFAULT_INTERNAL_CERT_VALIDITY,
+            },
+        );
+        app.bootstrap(|_| Ok(())).await.unwrap();
+        app.pki_init(sovdb_pki::MasterKey::generate()).await.unwrap();
+        let mut tx = app.store.write().await.unwrap();
+        let project = tx.project_get("default").await.unwrap().unwrap().id;
+        let spec = super::super::ChannelSpec {
+            url: Some("http://127.0.0.1:9/".into()),
+            default_rules: true,
+            ..Default::default()
+        };
+        tx.alert_channel_create(&AlertChannelRecord {
+            id: ChannelId::new(),
+            project_id: project,
+            name: "hook".into(),
+            kind: "webhook".into(),
+            spec: serde_json::to_string(&spec).unwrap(),
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        (app, project)
+    }
+
+    async fn state(app: &App) -> (Vec<AlertRecord>, Vec<(String, String)>) {
+        let mut tx = app.store.read().await.unwrap();
+        let project = tx.project_get("default").await.unwrap().unwrap().id;
+        let alerts = tx.alert_list(project, false, &PageRequest { limit: 100, after: None }).await.unwrap().items;
+        let deliveries = tx.delivery_list(project, None, &PageRequest { limit: 100, after: None }).await.unwrap().items;
+        (alerts, deliveries.into_iter().map(|d| (d.channel, d.status)).collect())
+    }
+
+    #[tokio::test]
+    async fn transitions_are_stored_once_and_silences_hold_notifications_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, project) = app_with_channel(dir.path()).await;
+        let failed = || Round {
+            conditions: vec![cond(project, "backup-failed", Some("c"), "cluster/c".into(), "disk full".into())],
+            ..Default::default()
+        };
+        // A silence of cluster c: the alert fires, nobody is told.
+        let silence = sovdb_store::AlertSilenceRecord {
+            id: SilenceId::new(),
+            project_id: project,
+            cluster: Some("c".into()),
+            rule: None,
+            starts_at: t(0),
+            ends_at: t(60),
+            comment: String::new(),
+            created_by: "admin".into(),
+            created_at: t(0),
+        };
+        let mut tx = app.store.write().await.unwrap();
+        tx.alert_silence_create(&silence).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(app.alerts_apply(failed(), t(1)).await.unwrap(), 1);
+        let (alerts, deliveries) = state(&app).await;
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].state.as_str(), alerts[0].started_at), ("firing", Some(t(1))));
+        assert!(deliveries.is_empty(), "silenced: {deliveries:?}");
+        // The same again (another round, another replica): nothing changes.
+        assert_eq!(app.alerts_apply(failed(), t(11)).await.unwrap(), 0);
+        // The silence ends: the alert, still firing, is notified now, once.
+        assert_eq!(app.alerts_apply(failed(), t(61)).await.unwrap(), 1);
+        assert_eq!(app.alerts_apply(failed(), t(71)).await.unwrap(), 0);
+        let (_, deliveries) = state(&app).await;
+        assert_eq!(deliveries, vec![("hook".to_string(), "firing".to_string())]);
+        // The condition is gone: resolved, and notified.
+        assert_eq!(app.alerts_apply(Round::default(), t(81)).await.unwrap(), 1);
+        let (alerts, deliveries) = state(&app).await;
+        assert_eq!((alerts[0].state.as_str(), alerts[0].resolved_at), ("resolved", Some(t(81))));
+        assert_eq!(deliveries.len(), 2);
+        assert_eq!(deliveries[1].1, "resolved");
+        // The timeline tells both.
+        let events = app
+            .store
+            .read()
+            .await
+            .unwrap()
+            .event_list(Some(project), Some("cluster/c"), &PageRequest { limit: 10, after: None })
+            .await
+            .unwrap()
+            .items;
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["alert-firing", "alert-resolved"]);
+
+        // A pending alert (member-down waits 20 s) whose condition goes away is forgotten,
+        // untold; one whose condition stays fires after its `for`.
+        let down = || Round {
+            conditions: vec![cond(project, "member-down", Some("c"), "member/c/c-2".into(), "c-2 is stopped".into())],
+            ..Default::default()
+        };
+        assert_eq!(app.alerts_apply(down(), t(100)).await.unwrap(), 1);
+        assert_eq!(state(&app).await.0.last().unwrap().state, "pending");
+        assert_eq!(app.alerts_apply(Round::default(), t(110)).await.unwrap(), 1);
+        assert_eq!(state(&app).await.0.len(), 1, "forgotten");
+        app.alerts_apply(down(), t(200)).await.unwrap();
+        app.alerts_apply(down(), t(210)).await.unwrap();
+        assert_eq!(state(&app).await.0.last().unwrap().state, "pending");
+        app.alerts_apply(down(), t(220)).await.unwrap();
+        let (alerts, deliveries) = state(&app).await;
+        assert_eq!(
+            (alerts.last().unwrap().state.as_str(), alerts.last().unwrap().started_at),
+            ("firing", Some(t(220)))
+        );
+        assert_eq!(deliveries.len(), 3);
+        // While the cluster can't be observed, its member-down alert stays as it is.
+        let mut unknown = Round::default();
+        unknown.unknown_clusters.insert((project, "c".into()));
+        assert_eq!(app.alerts_apply(unknown, t(230)).await.unwrap(), 0);
+        assert_eq!(state(&app).await.0.last().unwrap().state, "firing");
+    }
 }
