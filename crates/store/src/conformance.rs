@@ -1047,7 +1047,12 @@ async fn alerts_rules_channels_silences_and_deliveries(url: String) {
     tx.project_create(&p).await.unwrap();
     let rule = AlertRuleRecord { project_id: p.id, name: "lag".into(), spec: "{}".into(), created_at: t0 };
     tx.alert_rule_create(&rule).await.unwrap();
+    tx.commit().await.unwrap();
+    // A refused write aborts its transaction on PostgreSQL: each in one of its own.
+    let mut tx = store.write().await.unwrap();
     assert!(matches!(tx.alert_rule_create(&rule).await, Err(StoreError::Conflict(_))), "one rule per name");
+    drop(tx);
+    let mut tx = store.write().await.unwrap();
     let channel = AlertChannelRecord {
         id: ChannelId::new(),
         project_id: p.id,
@@ -1082,8 +1087,12 @@ async fn alerts_rules_channels_silences_and_deliveries(url: String) {
         resolved_at: None,
     };
     tx.alert_put(&alert).await.unwrap();
+    tx.commit().await.unwrap();
     let twin = AlertRecord { id: AlertId::new(), ..alert.clone() };
+    let mut tx = store.write().await.unwrap();
     assert!(matches!(tx.alert_put(&twin).await, Err(StoreError::Conflict(_))), "one open alert per key");
+    drop(tx);
+    let mut tx = store.write().await.unwrap();
     alert.state = "firing".into();
     alert.started_at = Some(t0);
     tx.alert_put(&alert).await.unwrap();
