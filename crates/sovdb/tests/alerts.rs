@@ -183,6 +183,7 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
     assert!(!pids.is_empty(), "the replica's Patroni runs");
     let frozen = Frozen(pids);
     signal(&frozen.0, libc::SIGSTOP);
+    let stopped = std::time::Instant::now();
     let subject = format!("member/al/{replica}");
     let firing = wait_for("member-down firing", Duration::from_secs(120), || {
         alerts(&server).into_iter().find(|a| a["rule"] == "member-down" && a["state"] == "firing")
@@ -193,6 +194,7 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
     let got = wait_for("the webhook told it fires", Duration::from_secs(60), || {
         notified(&rx, &secret, "member-down", "firing").into_iter().next()
     });
+    eprintln!("figure: replica stopped -> firing notification received: {:.1?}", stopped.elapsed());
     assert_eq!(got["subject"], subject.as_str());
     assert_eq!(got["cluster"], "al");
     assert_eq!(got["project"], "default");
@@ -214,6 +216,7 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
 
     // Start it again: the alert resolves, and the webhook is told.
     drop(frozen);
+    let started = std::time::Instant::now();
     let resolved = wait_for("member-down resolved", Duration::from_secs(120), || {
         alerts(&server).into_iter().find(|a| a["id"] == firing["id"] && a["state"] == "resolved")
     });
@@ -221,6 +224,7 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
     let got = wait_for("the webhook told it resolved", Duration::from_secs(60), || {
         notified(&rx, &secret, "member-down", "resolved").into_iter().next()
     });
+    eprintln!("figure: replica started -> resolved notification received: {:.1?}", started.elapsed());
     assert_eq!(got["alert"], firing["id"]);
     assert!(got["resolved_at"].is_string());
     // Each notification once, the first after a retry; the timeline tells both.
@@ -241,6 +245,7 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
         &["alert", "rule", "create", "x", "--metric", "nope", "--op", ">", "--threshold", "1"],
         "no metric",
     );
+    let rule_created = std::time::Instant::now();
     ok(
         &server,
         &[
@@ -263,13 +268,16 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
     let got = wait_for("the user rule notified", Duration::from_secs(60), || {
         notified(&rx, &secret, "up", "firing").into_iter().next()
     });
+    eprintln!("figure: user rule created -> firing notification received: {:.1?}", rule_created.elapsed());
     assert_eq!(got["value"], 1.0);
     assert_eq!(got["threshold"], 0.5);
     ok(&server, &["alert", "rule", "delete", "up"]);
+    let deleted = std::time::Instant::now();
     wait_for("the user rule's alerts resolved", Duration::from_secs(60), || {
         let open = alerts(&server).into_iter().filter(|a| a["rule"] == "up" && a["state"] != "resolved").count();
         (open == 0 && !notified(&rx, &secret, "up", "resolved").is_empty()).then_some(())
     });
+    eprintln!("figure: user rule deleted -> resolved notification received: {:.1?}", deleted.elapsed());
     assert!(!server.log().contains(&secret), "the secret is in the server's log");
 }
 
