@@ -296,6 +296,29 @@ impl Drop for Smtp {
 }
 
 #[test]
+fn slack_compatible_webhooks_get_text_and_their_url_stays_secret() {
+    let server = ready_server(Path::new(BIN));
+    let rx = Receiver::start(0, "");
+    let o = cli_input(
+        &server,
+        &["alert", "channel", "create", "chat", "--type", "slack", "--url-stdin"],
+        &format!("{}\n", rx.url),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&server, &["alert", "channel", "test", "chat"]);
+    assert_eq!(r["delivered"], true, "{r:#}");
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    let body: Value = serde_json::from_str(&got[0].body).unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(text.starts_with("[TEST] test on channel/chat (project default)"), "{text}");
+    // The URL is the secret: not shown, not audited.
+    let listed = ok(&server, &["alert", "channel", "list", "-o", "json"]);
+    assert!(!listed.contains(&rx.url) && listed.contains("chat"), "{listed}");
+    assert!(!ok(&server, &["audit", "list", "-o", "json"]).contains(&rx.url));
+}
+
+#[test]
 fn email_goes_to_an_smtp_server_over_starttls() {
     let server = ready_server(Path::new(BIN));
     let dir = tempfile::tempdir().unwrap();
