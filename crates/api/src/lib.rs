@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod alerts;
 mod context;
 pub mod error;
 mod extract;
@@ -47,6 +48,7 @@ pub use context::PROJECT_HEADER;
         (name = "admin", description = "Installation administration"),
         (name = "operations", description = "Durable operations and their progress"),
         (name = "events", description = "The timeline of clusters, hosts and the installation"),
+        (name = "alerts", description = "Alerts, their rules, notification channels and silences"),
     )
 )]
 struct ApiDoc;
@@ -126,6 +128,15 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::operation_get))
         .routes(routes!(handlers::operation_cancel))
         .routes(routes!(handlers::operation_events))
+        .routes(routes!(alerts::alert_list))
+        .routes(routes!(alerts::delivery_list))
+        .routes(routes!(alerts::rule_list, alerts::rule_create))
+        .routes(routes!(alerts::rule_delete))
+        .routes(routes!(alerts::channel_list, alerts::channel_create))
+        .routes(routes!(alerts::channel_delete))
+        .routes(routes!(alerts::channel_test))
+        .routes(routes!(alerts::silence_list, alerts::silence_create))
+        .routes(routes!(alerts::silence_delete))
         .layer(axum::middleware::from_fn_with_state(app.clone(), context::authenticate));
     let scrape = OpenApiRouter::new()
         .routes(routes!(handlers::prometheus_metrics))

@@ -13,6 +13,7 @@ use sovdb_store::Store;
 use sovdb_types::HostId;
 use tokio::sync::Notify;
 
+pub mod alerts;
 mod api_cert;
 mod audit;
 mod auth;

@@ -82,6 +82,10 @@ pub enum Action {
     RepoDelete,
     OperationRead,
     OperationCancel,
+    /// Reading alerts, their rules, channels (without secrets), silences and deliveries.
+    AlertRead,
+    /// Creating and deleting alert rules, channels and silences; testing a channel.
+    AlertManage,
     /// Listing the project's members.
     MemberRead,
     /// Creating users with a role in the project; granting and revoking its roles.
@@ -113,6 +117,7 @@ impl Action {
         Action::RepoRead,
         Action::OperationRead,
         Action::MetricsRead,
+        Action::AlertRead,
         Action::ClusterCreate,
         Action::ClusterDelete,
         Action::ClusterConnect,
@@ -131,6 +136,7 @@ impl Action {
         Action::RepoCreate,
         Action::RepoDelete,
         Action::OperationCancel,
+        Action::AlertManage,
         Action::MemberRead,
         Action::MemberChange,
     ];
@@ -162,6 +168,8 @@ impl Action {
             Action::RepoRead => (InProject(Viewer), "reading backup repositories"),
             Action::OperationRead => (InProject(Viewer), "reading operations"),
             Action::MetricsRead => (InProject(Viewer), "reading metrics"),
+            Action::AlertRead => (InProject(Viewer), "reading alerts"),
+            Action::AlertManage => (InProject(Operator), "managing alert rules, channels and silences"),
             Action::ClusterCreate => (InProject(Developer), "creating a cluster"),
             Action::ClusterDelete => (InProject(Developer), "deleting a cluster"),
             Action::ClusterConnect => (InProject(Developer), "reading a cluster's connection and password"),
@@ -282,7 +290,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 42, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 44, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -311,6 +319,7 @@ mod tests {
             (RepoRead, "viewer"),
             (OperationRead, "viewer"),
             (MetricsRead, "viewer"),
+            (AlertRead, "viewer"),
             (ClusterCreate, "developer"),
             (ClusterDelete, "developer"),
             (ClusterConnect, "developer"),
@@ -329,6 +338,7 @@ mod tests {
             (RepoCreate, "operator"),
             (RepoDelete, "operator"),
             (OperationCancel, "operator"),
+            (AlertManage, "operator"),
             (MemberRead, "owner"),
             (MemberChange, "owner"),
         ];
@@ -359,7 +369,10 @@ mod tests {
         let viewer = ctx(&[(Role::Viewer, Some(p.id))], &p);
         let allowed: Vec<Action> = Action::ALL.iter().copied().filter(|a| viewer.require(*a).is_ok()).collect();
         use Action::*;
-        assert_eq!(allowed, [LocationRead, OwnTokens, ClusterRead, BackupRead, RepoRead, OperationRead, MetricsRead]);
+        assert_eq!(
+            allowed,
+            [LocationRead, OwnTokens, ClusterRead, BackupRead, RepoRead, OperationRead, MetricsRead, AlertRead]
+        );
         assert!(viewer.require(ClusterConnect).is_err(), "no secrets");
         assert!(viewer.require(ClusterLogs).is_err(), "logs may hold SQL text");
     }

@@ -293,6 +293,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = tokio::spawn(metrics_loop(app.clone(), config.metrics_fanout));
     let metrics_upkeep = tokio::spawn(metrics_upkeep_loop(app.clone(), config.metrics_retention));
     let syslog = tokio::spawn(syslog_loop(app.clone()));
+    let alerts = tokio::spawn(alerts_loop(app.clone()));
+    let notifications = tokio::spawn(notify_loop(app.clone()));
 
     let router = sovdb_api::app(app);
     match tls {
@@ -314,6 +316,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     metrics.abort();
     metrics_upkeep.abort();
     syslog.abort();
+    alerts.abort();
+    notifications.abort();
     // Stop taking up new steps; the step in flight finishes and its operation is parked
     // for any replica (or our next start) to resume.
     engine.engine.stop();
@@ -418,6 +422,33 @@ async fn syslog_loop(app: App) {
         tick.tick().await;
         if let Err(e) = app.syslog_reconcile().await {
             tracing::warn!(error = %e, "giving hosts their syslog forwarding failed; retrying");
+        }
+    }
+}
+
+/// Every 10 s: the alert rules evaluated against what the control plane knows; alerts go
+/// pending, firing, resolved (see `sovdb_app::alerts`).
+async fn alerts_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match app.alerts_evaluate(chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(transitions = n, "alerts changed"),
+            Err(e) => tracing::warn!(error = %e, "evaluating alerts failed; retrying"),
+        }
+    }
+}
+
+/// Every 2 s: the notifications that are due (new ones, and retries whose backoff ended).
+async fn notify_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.alerts_deliver(chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "sending notifications failed; retrying");
         }
     }
 }

@@ -14,8 +14,9 @@ use sovdb_types::audit::{AuditEntry, AuditHead, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::{
-    AuditFilter, ClusterRecord, DcsMember, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent,
-    NewOperation, OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
+    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertSilenceRecord, AuditFilter, ClusterRecord, DcsMember,
+    DeliveryRecord, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation,
+    OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -47,6 +48,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("repos_round_trip_with_one_default_per_location", |u| Box::pin(repos_round_trip_with_one_default_per_location(u))),
     ("retained_backups_of_deleted_clusters", |u| Box::pin(retained_backups_of_deleted_clusters(u))),
     ("metrics_insert_list_prune_and_cursors", |u| Box::pin(metrics_insert_list_prune_and_cursors(u))),
+    ("alerts_rules_channels_silences_and_deliveries", |u| Box::pin(alerts_rules_channels_silences_and_deliveries(u))),
     ("meta_swap_lets_one_writer_win", |u| Box::pin(meta_swap_lets_one_writer_win(u))),
     ("audit_head_follows_every_append", |u| Box::pin(audit_head_follows_every_append(u))),
     ("sealed_values_can_be_listed_and_resealed", |u| Box::pin(sealed_values_can_be_listed_and_resealed(u))),
@@ -1035,6 +1037,137 @@ async fn retained_backups_of_deleted_clusters(url: String) {
     assert_eq!(tx.retained_get(a.id, "db1").await.unwrap(), Some(older));
     tx.commit().await.unwrap();
     assert_eq!(store.read().await.unwrap().retained_count_in_repo(r1.id).await.unwrap(), 2);
+}
+
+async fn alerts_rules_channels_silences_and_deliveries(url: String) {
+    let store = open(&url).await;
+    let t0 = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
+    let p = project("alerting");
+    let mut tx = store.write().await.unwrap();
+    tx.project_create(&p).await.unwrap();
+    let rule = AlertRuleRecord { project_id: p.id, name: "lag".into(), spec: "{}".into(), created_at: t0 };
+    tx.alert_rule_create(&rule).await.unwrap();
+    tx.commit().await.unwrap();
+    // A refused write aborts its transaction on PostgreSQL: each in one of its own.
+    let mut tx = store.write().await.unwrap();
+    assert!(matches!(tx.alert_rule_create(&rule).await, Err(StoreError::Conflict(_))), "one rule per name");
+    drop(tx);
+    let mut tx = store.write().await.unwrap();
+    let channel = AlertChannelRecord {
+        id: ChannelId::new(),
+        project_id: p.id,
+        name: "hook".into(),
+        kind: "webhook".into(),
+        spec: "{}".into(),
+        created_at: t0,
+    };
+    tx.alert_channel_create(&channel).await.unwrap();
+    let silence = AlertSilenceRecord {
+        id: SilenceId::new(),
+        project_id: p.id,
+        cluster: Some("c".into()),
+        rule: None,
+        starts_at: t0,
+        ends_at: t0 + chrono::TimeDelta::hours(1),
+        comment: "maintenance".into(),
+        created_by: "admin".into(),
+        created_at: t0,
+    };
+    tx.alert_silence_create(&silence).await.unwrap();
+    let mut alert = AlertRecord {
+        id: AlertId::new(),
+        project_id: p.id,
+        key: "lag|member/c/c-2".into(),
+        rule: "lag".into(),
+        cluster: Some("c".into()),
+        state: "pending".into(),
+        data: "{}".into(),
+        pending_since: t0,
+        started_at: None,
+        resolved_at: None,
+    };
+    tx.alert_put(&alert).await.unwrap();
+    tx.commit().await.unwrap();
+    let twin = AlertRecord { id: AlertId::new(), ..alert.clone() };
+    let mut tx = store.write().await.unwrap();
+    assert!(matches!(tx.alert_put(&twin).await, Err(StoreError::Conflict(_))), "one open alert per key");
+    drop(tx);
+    let mut tx = store.write().await.unwrap();
+    alert.state = "firing".into();
+    alert.started_at = Some(t0);
+    tx.alert_put(&alert).await.unwrap();
+    let delivery = DeliveryRecord {
+        id: DeliveryId::new(),
+        project_id: p.id,
+        alert_id: alert.id,
+        channel_id: channel.id,
+        channel: "hook".into(),
+        status: "firing".into(),
+        payload: "{}".into(),
+        attempts: 0,
+        next_at: t0,
+        last_result: None,
+        delivered_at: None,
+        gave_up: false,
+        created_at: t0,
+    };
+    tx.delivery_create(&delivery).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.alert_rule_list(Some(p.id)).await.unwrap(), vec![rule.clone()]);
+    assert_eq!(tx.alert_rule_list(None).await.unwrap(), vec![rule]);
+    assert_eq!(tx.alert_channel_list(Some(p.id)).await.unwrap(), vec![channel.clone()]);
+    assert_eq!(tx.alert_silence_list(None).await.unwrap(), vec![silence.clone()]);
+    assert_eq!(tx.alert_list_open().await.unwrap(), vec![alert.clone()]);
+    assert_eq!(tx.alert_get(alert.id).await.unwrap(), Some(alert.clone()));
+    assert_eq!(tx.delivery_due(t0 - chrono::TimeDelta::seconds(1), 10).await.unwrap(), vec![]);
+    assert_eq!(tx.delivery_due(t0, 10).await.unwrap(), vec![delivery.clone()]);
+    // A claim moves next_at; a second claim from the old value fails.
+    let later = t0 + chrono::TimeDelta::seconds(60);
+    assert!(tx.delivery_claim(delivery.id, t0, later).await.unwrap());
+    assert!(!tx.delivery_claim(delivery.id, t0, later).await.unwrap());
+    let done = DeliveryRecord {
+        attempts: 1,
+        last_result: Some("HTTP 200".into()),
+        delivered_at: Some(later),
+        ..delivery.clone()
+    };
+    tx.delivery_update(&done).await.unwrap();
+    assert!(tx.delivery_due(later, 10).await.unwrap().is_empty(), "a delivered notification is not due");
+    let page = tx.delivery_list(p.id, Some(alert.id), &PageRequest { limit: 10, after: None }).await.unwrap();
+    assert_eq!(page.items, vec![done]);
+    // Resolved: no longer open, and a new alert of the same key may open.
+    alert.state = "resolved".into();
+    alert.resolved_at = Some(later);
+    tx.alert_put(&alert).await.unwrap();
+    assert!(tx.alert_list_open().await.unwrap().is_empty());
+    tx.alert_put(&twin).await.unwrap();
+    let all = tx.alert_list(p.id, false, &PageRequest { limit: 10, after: None }).await.unwrap();
+    assert_eq!(all.items, vec![alert.clone(), twin.clone()]);
+    let open = tx.alert_list(p.id, true, &PageRequest { limit: 10, after: None }).await.unwrap();
+    assert_eq!(open.items, vec![twin.clone()]);
+    assert!(tx.alert_delete(twin.id).await.unwrap());
+    assert!(tx.alert_silence_delete(p.id, silence.id).await.unwrap());
+    assert!(tx.alert_channel_delete(channel.id).await.unwrap());
+    assert!(tx.alert_rule_delete(p.id, "lag").await.unwrap());
+    assert!(!tx.alert_rule_delete(p.id, "lag").await.unwrap());
+    // The newest event of some kinds.
+    for (i, kind) in ["backup", "backup-failed", "drill"].iter().enumerate() {
+        let e = NewEvent {
+            id: EventId::new(),
+            at: t0 + chrono::TimeDelta::seconds(i as i64),
+            project_id: Some(p.id),
+            target: "cluster/c".into(),
+            kind: kind.to_string(),
+            message: String::new(),
+        };
+        tx.event_append(&e).await.unwrap();
+    }
+    let latest = tx.event_latest(p.id, "cluster/c", &["backup", "backup-failed"]).await.unwrap().unwrap();
+    assert_eq!(latest.kind, "backup-failed");
+    assert!(tx.event_latest(p.id, "cluster/d", &["backup"]).await.unwrap().is_none());
+    tx.commit().await.unwrap();
 }
 
 async fn metrics_insert_list_prune_and_cursors(url: String) {

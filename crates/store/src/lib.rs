@@ -140,6 +140,84 @@ pub struct MetricRow {
     pub data: String,
 }
 
+/// A user's alert rule as stored; `spec` is JSON the application owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRuleRecord {
+    pub project_id: ProjectId,
+    pub name: String,
+    pub spec: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A notification channel as stored: its settings without its secrets (those are in the
+/// secrets, under the owner `channel/<id>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChannelRecord {
+    pub id: ChannelId,
+    pub project_id: ProjectId,
+    pub name: String,
+    /// `webhook`, `slack` or `email`.
+    pub kind: String,
+    pub spec: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A silence (a maintenance window when it starts later): matching alerts notify no one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSilenceRecord {
+    pub id: SilenceId,
+    pub project_id: ProjectId,
+    /// Only this cluster's alerts; `None`: any.
+    pub cluster: Option<String>,
+    /// Only this rule's alerts; `None`: any.
+    pub rule: Option<String>,
+    pub starts_at: chrono::DateTime<chrono::Utc>,
+    pub ends_at: chrono::DateTime<chrono::Utc>,
+    pub comment: String,
+    pub created_by: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One alert: an episode of a rule's condition on one subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub id: AlertId,
+    pub project_id: ProjectId,
+    /// The rule and the subject (`rule|subject`): one open alert per project and key.
+    pub key: String,
+    pub rule: String,
+    pub cluster: Option<String>,
+    /// `pending`, `firing` or `resolved`.
+    pub state: String,
+    /// JSON the application owns (subject, value, threshold, message).
+    pub data: String,
+    pub pending_since: chrono::DateTime<chrono::Utc>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub resolved_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One notification of an alert's transition to one channel, and how sending it went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    pub project_id: ProjectId,
+    pub alert_id: AlertId,
+    pub channel_id: ChannelId,
+    pub channel: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// The body, as sent at every attempt.
+    pub payload: String,
+    pub attempts: i64,
+    /// When the next attempt is due (or, while one runs, when its claim lapses).
+    pub next_at: chrono::DateTime<chrono::Utc>,
+    /// What the last attempt got (`HTTP 200`, an error).
+    pub last_result: Option<String>,
+    pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub gave_up: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Filters of the audit log listing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
@@ -585,6 +663,53 @@ pub trait Tx: Send {
     /// Where the control plane is in a host agent's buffer: its epoch and last sequence.
     async fn metric_cursor_get(&mut self, host: HostId) -> Result<Option<(String, i64)>>;
     async fn metric_cursor_set(&mut self, host: HostId, epoch: &str, seq: i64) -> Result<()>;
+
+    /// A project's alert rules by name (every project's when `None`).
+    async fn alert_rule_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertRuleRecord>>;
+    /// [`StoreError::Conflict`] when the project has a rule of that name.
+    async fn alert_rule_create(&mut self, r: &AlertRuleRecord) -> Result<()>;
+    async fn alert_rule_delete(&mut self, project: ProjectId, name: &str) -> Result<bool>;
+    /// A project's channels by name (every project's when `None`).
+    async fn alert_channel_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertChannelRecord>>;
+    /// [`StoreError::Conflict`] when the project has a channel of that name.
+    async fn alert_channel_create(&mut self, c: &AlertChannelRecord) -> Result<()>;
+    async fn alert_channel_delete(&mut self, id: ChannelId) -> Result<bool>;
+    /// A project's silences, oldest first (every project's when `None`).
+    async fn alert_silence_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertSilenceRecord>>;
+    async fn alert_silence_create(&mut self, s: &AlertSilenceRecord) -> Result<()>;
+    async fn alert_silence_delete(&mut self, project: ProjectId, id: SilenceId) -> Result<bool>;
+    /// Writes an alert, new or changed (by ID). [`StoreError::Conflict`] when another open
+    /// alert of the same project and key exists.
+    async fn alert_put(&mut self, a: &AlertRecord) -> Result<()>;
+    /// Forgets an alert that never fired.
+    async fn alert_delete(&mut self, id: AlertId) -> Result<bool>;
+    async fn alert_get(&mut self, id: AlertId) -> Result<Option<AlertRecord>>;
+    /// Every open (pending or firing) alert of every project.
+    async fn alert_list_open(&mut self) -> Result<Vec<AlertRecord>>;
+    /// A project's alerts by ID (oldest first); with `open`, only pending and firing ones.
+    async fn alert_list(&mut self, project: ProjectId, open: bool, page: &PageRequest) -> Result<Page<AlertRecord>>;
+    async fn delivery_create(&mut self, d: &DeliveryRecord) -> Result<()>;
+    /// Deliveries neither done nor given up whose next attempt is due at `now`, oldest first.
+    async fn delivery_due(&mut self, now: chrono::DateTime<chrono::Utc>, limit: i64) -> Result<Vec<DeliveryRecord>>;
+    /// Moves a delivery's `next_at` from `from` to `to` (a claim): `false` when it was not
+    /// at `from` any more (another sender took it, or it was done).
+    async fn delivery_claim(
+        &mut self,
+        id: DeliveryId,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool>;
+    /// Records an attempt: attempts, next_at, last_result, delivered_at, gave_up.
+    async fn delivery_update(&mut self, d: &DeliveryRecord) -> Result<()>;
+    /// A project's deliveries by ID (oldest first); only one alert's with `alert`.
+    async fn delivery_list(
+        &mut self,
+        project: ProjectId,
+        alert: Option<AlertId>,
+        page: &PageRequest,
+    ) -> Result<Page<DeliveryRecord>>;
+    /// The newest event of `target` in `project` whose kind is one of `kinds`.
+    async fn event_latest(&mut self, project: ProjectId, target: &str, kinds: &[&str]) -> Result<Option<Event>>;
 
     async fn audit_append(&mut self, entry: &AuditEntry) -> Result<AuditRecord>;
     /// The head recorded by the last append: `None` before the first one (or when the

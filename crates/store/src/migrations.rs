@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "retained_backups", include_str!("../migrations/0006_retained_backups.sql")),
     (7, "users", include_str!("../migrations/0007_users.sql")),
     (8, "metrics", include_str!("../migrations/0008_metrics.sql")),
+    (9, "alerts", include_str!("../migrations/0009_alerts.sql")),
 ];
 
 /// The schema version this build writes.

@@ -14,7 +14,7 @@ use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, SecretRecord, StepChange,
+    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertSilenceRecord, DeliveryRecord, AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, SecretRecord, StepChange,
     StepRun, StoreError, Tx,
 };
 
@@ -405,6 +405,46 @@ fn event_from(row: &Row) -> Result<Event> {
         target: row.try_get("target")?,
         kind: row.try_get("kind")?,
         message: row.try_get("message")?,
+    })
+}
+
+const ALERT_SELECT: &str =
+    "SELECT id, project_id, akey, rule, cluster, state, data, pending_since, started_at, resolved_at FROM alerts";
+
+
+fn alert_from(row: &Row) -> Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: parsed(row, "id", "alert id")?,
+        project_id: parsed(row, "project_id", "project id")?,
+        key: row.try_get("akey")?,
+        rule: row.try_get("rule")?,
+        cluster: row.try_get("cluster")?,
+        state: row.try_get("state")?,
+        data: row.try_get("data")?,
+        pending_since: time(row, "pending_since")?,
+        started_at: opt_time(row, "started_at")?,
+        resolved_at: opt_time(row, "resolved_at")?,
+    })
+}
+
+const DELIVERY_SELECT: &str = "SELECT id, project_id, alert_id, channel_id, channel, status, payload, attempts, \
+                               next_at, last_result, delivered_at, gave_up, created_at FROM alert_deliveries";
+
+fn delivery_from(row: &Row) -> Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        id: parsed(row, "id", "delivery id")?,
+        project_id: parsed(row, "project_id", "project id")?,
+        alert_id: parsed(row, "alert_id", "alert id")?,
+        channel_id: parsed(row, "channel_id", "channel id")?,
+        channel: row.try_get("channel")?,
+        status: row.try_get("status")?,
+        payload: row.try_get("payload")?,
+        attempts: row.try_get("attempts")?,
+        next_at: time(row, "next_at")?,
+        last_result: row.try_get("last_result")?,
+        delivered_at: opt_time(row, "delivered_at")?,
+        gave_up: row.try_get("gave_up")?,
+        created_at: time(row, "created_at")?,
     })
 }
 
@@ -1725,6 +1765,300 @@ impl Tx for SqlTx {
         .await?;
         let items = rows.iter().map(audit_from).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(items, page, |r| r.seq.to_string()))
+    }
+
+    async fn alert_rule_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertRuleRecord>> {
+        let rows = sqlx::query(
+            "SELECT project_id, name, spec, created_at FROM alert_rules WHERE ($1 = '' OR project_id = $1) \
+             ORDER BY project_id, name",
+        )
+        .bind(project.map(|p| p.to_string()).unwrap_or_default())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRuleRecord {
+                    project_id: parsed(r, "project_id", "project id")?,
+                    name: r.try_get("name")?,
+                    spec: r.try_get("spec")?,
+                    created_at: time(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn alert_rule_create(&mut self, r: &AlertRuleRecord) -> Result<()> {
+        sqlx::query("INSERT INTO alert_rules (project_id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(r.project_id.to_string())
+            .bind(&r.name)
+            .bind(&r.spec)
+            .bind(ms(r.created_at))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn alert_rule_delete(&mut self, project: ProjectId, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM alert_rules WHERE project_id = $1 AND name = $2")
+            .bind(project.to_string())
+            .bind(name)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn alert_channel_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertChannelRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, project_id, name, kind, spec, created_at FROM alert_channels \
+             WHERE ($1 = '' OR project_id = $1) ORDER BY project_id, name",
+        )
+        .bind(project.map(|p| p.to_string()).unwrap_or_default())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertChannelRecord {
+                    id: parsed(r, "id", "channel id")?,
+                    project_id: parsed(r, "project_id", "project id")?,
+                    name: r.try_get("name")?,
+                    kind: r.try_get("kind")?,
+                    spec: r.try_get("spec")?,
+                    created_at: time(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn alert_channel_create(&mut self, c: &AlertChannelRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_channels (id, project_id, name, kind, spec, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(c.id.to_string())
+        .bind(c.project_id.to_string())
+        .bind(&c.name)
+        .bind(&c.kind)
+        .bind(&c.spec)
+        .bind(ms(c.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn alert_channel_delete(&mut self, id: ChannelId) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM alert_channels WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn alert_silence_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertSilenceRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, project_id, cluster, rule, starts_at, ends_at, comment, created_by, created_at \
+             FROM alert_silences WHERE ($1 = '' OR project_id = $1) ORDER BY id",
+        )
+        .bind(project.map(|p| p.to_string()).unwrap_or_default())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertSilenceRecord {
+                    id: parsed(r, "id", "silence id")?,
+                    project_id: parsed(r, "project_id", "project id")?,
+                    cluster: r.try_get("cluster")?,
+                    rule: r.try_get("rule")?,
+                    starts_at: time(r, "starts_at")?,
+                    ends_at: time(r, "ends_at")?,
+                    comment: r.try_get("comment")?,
+                    created_by: r.try_get("created_by")?,
+                    created_at: time(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn alert_silence_create(&mut self, s: &AlertSilenceRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_silences (id, project_id, cluster, rule, starts_at, ends_at, comment, created_by, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(s.id.to_string())
+        .bind(s.project_id.to_string())
+        .bind(&s.cluster)
+        .bind(&s.rule)
+        .bind(ms(s.starts_at))
+        .bind(ms(s.ends_at))
+        .bind(&s.comment)
+        .bind(&s.created_by)
+        .bind(ms(s.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn alert_silence_delete(&mut self, project: ProjectId, id: SilenceId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM alert_silences WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn alert_put(&mut self, a: &AlertRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alerts (id, project_id, akey, rule, cluster, state, data, pending_since, started_at, \
+             resolved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data, \
+             started_at = excluded.started_at, resolved_at = excluded.resolved_at",
+        )
+        .bind(a.id.to_string())
+        .bind(a.project_id.to_string())
+        .bind(&a.key)
+        .bind(&a.rule)
+        .bind(&a.cluster)
+        .bind(&a.state)
+        .bind(&a.data)
+        .bind(ms(a.pending_since))
+        .bind(a.started_at.map(ms))
+        .bind(a.resolved_at.map(ms))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn alert_delete(&mut self, id: AlertId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM alerts WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn alert_get(&mut self, id: AlertId) -> Result<Option<AlertRecord>> {
+        sqlx::query(&format!("{ALERT_SELECT} WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| alert_from(&r))
+            .transpose()
+    }
+
+    async fn alert_list_open(&mut self) -> Result<Vec<AlertRecord>> {
+        let rows = sqlx::query(&format!("{ALERT_SELECT} WHERE state <> 'resolved' ORDER BY id"))
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(alert_from).collect()
+    }
+
+    async fn alert_list(&mut self, project: ProjectId, open: bool, page: &PageRequest) -> Result<Page<AlertRecord>> {
+        let rows = sqlx::query(&format!(
+            "{ALERT_SELECT} WHERE project_id = $1 AND ($2 = 0 OR state <> 'resolved') AND id > $3 ORDER BY id LIMIT $4"
+        ))
+        .bind(project.to_string())
+        .bind(i64::from(open))
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let items = rows.iter().map(alert_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |a| a.id.to_string()))
+    }
+
+    async fn delivery_create(&mut self, d: &DeliveryRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_deliveries (id, project_id, alert_id, channel_id, channel, status, payload, attempts, \
+             next_at, last_result, delivered_at, gave_up, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(d.id.to_string())
+        .bind(d.project_id.to_string())
+        .bind(d.alert_id.to_string())
+        .bind(d.channel_id.to_string())
+        .bind(&d.channel)
+        .bind(&d.status)
+        .bind(&d.payload)
+        .bind(d.attempts)
+        .bind(ms(d.next_at))
+        .bind(&d.last_result)
+        .bind(d.delivered_at.map(ms))
+        .bind(d.gave_up)
+        .bind(ms(d.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_due(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DeliveryRecord>> {
+        let rows = sqlx::query(&format!(
+            "{DELIVERY_SELECT} WHERE delivered_at IS NULL AND NOT gave_up AND next_at <= $1 ORDER BY next_at, id LIMIT $2"
+        ))
+        .bind(ms(now))
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(delivery_from).collect()
+    }
+
+    async fn delivery_claim(&mut self, id: DeliveryId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE alert_deliveries SET next_at = $1 WHERE id = $2 AND next_at = $3 AND delivered_at IS NULL \
+             AND NOT gave_up",
+        )
+        .bind(ms(to))
+        .bind(id.to_string())
+        .bind(ms(from))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delivery_update(&mut self, d: &DeliveryRecord) -> Result<()> {
+        sqlx::query(
+            "UPDATE alert_deliveries SET attempts = $1, next_at = $2, last_result = $3, delivered_at = $4, \
+             gave_up = $5 WHERE id = $6",
+        )
+        .bind(d.attempts)
+        .bind(ms(d.next_at))
+        .bind(&d.last_result)
+        .bind(d.delivered_at.map(ms))
+        .bind(d.gave_up)
+        .bind(d.id.to_string())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_list(
+        &mut self,
+        project: ProjectId,
+        alert: Option<AlertId>,
+        page: &PageRequest,
+    ) -> Result<Page<DeliveryRecord>> {
+        let rows = sqlx::query(&format!(
+            "{DELIVERY_SELECT} WHERE project_id = $1 AND ($2 = '' OR alert_id = $2) AND id > $3 ORDER BY id LIMIT $4"
+        ))
+        .bind(project.to_string())
+        .bind(alert.map(|a| a.to_string()).unwrap_or_default())
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let items = rows.iter().map(delivery_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |d| d.id.to_string()))
+    }
+
+    async fn event_latest(&mut self, project: ProjectId, target: &str, kinds: &[&str]) -> Result<Option<Event>> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let alternatives: Vec<String> = (0..kinds.len()).map(|i| format!("e.kind = ${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT e.id, e.at, p.name AS project, e.target, e.kind, e.message FROM events e \
+             LEFT JOIN projects p ON p.id = e.project_id WHERE e.project_id = $1 AND e.target = $2 AND ({}) \
+             ORDER BY e.id DESC LIMIT 1",
+            alternatives.join(" OR ")
+        );
+        let mut q = sqlx::query(&sql).bind(project.to_string()).bind(target);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        q.fetch_optional(&mut *self.tx).await?.map(|r| event_from(&r)).transpose()
     }
 }
 

@@ -84,3 +84,19 @@ id_type!(
     /// A backup repository.
     RepoId
 );
+id_type!(
+    /// An alert: one episode of a rule's condition on one subject (pending, firing, resolved).
+    AlertId
+);
+id_type!(
+    /// A notification channel of a project (webhook, Slack, email).
+    ChannelId
+);
+id_type!(
+    /// A silence (or maintenance window) of a project's notifications.
+    SilenceId
+);
+id_type!(
+    /// One notification of one alert transition to one channel.
+    DeliveryId
+);

@@ -5,6 +5,7 @@
 //! CLI and the server must agree on (what a valid name looks like). Everything here is
 //! serialisable and described for the OpenAPI document.
 
+pub mod alerts;
 pub mod audit;
 pub mod backups;
 pub mod clusters;
@@ -18,6 +19,7 @@ pub mod page;
 pub mod resources;
 pub mod users;
 
+pub use alerts::*;
 pub use backups::*;
 pub use clusters::*;
 pub use dcs::{DcsMemberStatus, DcsState, DcsStatus, LocationDetail};

@@ -6,6 +6,7 @@ use crate::client::Client;
 use crate::config::GlobalOpts;
 
 mod admin;
+mod alert;
 mod audit;
 mod backup;
 mod cluster;
@@ -134,6 +135,14 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: metrics::MetricsArgs,
     },
+    /// Alerts of the project: firing and resolved alerts, rules, notification channels,
+    /// silences and maintenance windows, deliveries
+    Alert {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        cmd: alert::AlertCmd,
+    },
     /// Show who the token belongs to and the project in use
     Whoami {
         #[command(flatten)]
@@ -160,6 +169,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         | ClientCommand::Token { global, .. }
         | ClientCommand::Login { global, .. }
         | ClientCommand::Metrics { global, .. }
+        | ClientCommand::Alert { global, .. }
         | ClientCommand::Whoami { global } => global.clone(),
     };
     if let ClientCommand::Login { args, .. } = cmd {
@@ -188,6 +198,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Token { cmd, .. } => users::run_token(cmd, &client, out).await,
         ClientCommand::Login { .. } => unreachable!("handled above"),
         ClientCommand::Metrics { args, .. } => metrics::run(args, &client, out).await,
+        ClientCommand::Alert { cmd, .. } => alert::run(cmd, &client, out).await,
         ClientCommand::Whoami { .. } => project::whoami(&client, out).await,
     }
 }
