@@ -309,6 +309,20 @@ impl App {
         }
     }
 
+    /// Every cluster record of every project, whatever its state (for the loops that visit
+    /// clusters).
+    pub(crate) async fn clusters_all(&self) -> Result<Vec<sovdb_store::ClusterRecord>> {
+        let mut out: Vec<sovdb_store::ClusterRecord> = Vec::new();
+        loop {
+            let batch = self.store.read().await?.cluster_records_all(out.last().map(|c| c.id), 200).await?;
+            let full = batch.len() == 200;
+            out.extend(batch);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
     /// A client of `host`'s agent, speaking mTLS with this installation's certificates.
     /// Clients are kept per host (and endpoint), so the heartbeat reuses one TLS setup and
     /// its connection instead of making new ones every second.

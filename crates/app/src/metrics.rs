@@ -163,18 +163,9 @@ impl App {
     /// Every cluster member by the host it runs on.
     async fn watched_members(&self) -> Result<Vec<Watched>> {
         let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let batch = self.store.read().await?.cluster_records_all(after, 200).await?;
-            let Some(last) = batch.last() else { break };
-            after = Some(last.id);
-            for c in &batch {
-                if let Ok(members) = pg::members(self, c.id).await {
-                    out.extend(members.into_iter().map(|member| Watched { cluster: c.clone(), member }));
-                }
-            }
-            if batch.len() < 200 {
-                break;
+        for c in self.clusters_all().await? {
+            if let Ok(members) = pg::members(self, c.id).await {
+                out.extend(members.into_iter().map(|member| Watched { cluster: c.clone(), member }));
             }
         }
         Ok(out)

@@ -147,26 +147,17 @@ impl App {
         let mut round = Round::default();
         // Every cluster that exists (created and not being deleted), with its members.
         let mut clusters = Vec::new();
-        let mut after = None;
-        loop {
-            let batch = self.store.read().await?.cluster_records_all(after, 200).await?;
-            let Some(last) = batch.last() else { break };
-            after = Some(last.id);
-            for c in &batch {
-                if !matches!(c.state, ClusterState::Ready | ClusterState::Degraded) {
-                    continue;
-                }
-                match pg::members(self, c.id).await {
-                    Ok(members) if !members.is_empty() => {
-                        clusters.push(Watched { record: c.clone(), members });
-                    }
-                    _ => {
-                        round.unknown_clusters.insert((c.project_id, c.name.clone()));
-                    }
-                }
+        for c in self.clusters_all().await? {
+            if !matches!(c.state, ClusterState::Ready | ClusterState::Degraded) {
+                continue;
             }
-            if batch.len() < 200 {
-                break;
+            match pg::members(self, c.id).await {
+                Ok(members) if !members.is_empty() => {
+                    clusters.push(Watched { record: c, members });
+                }
+                _ => {
+                    round.unknown_clusters.insert((c.project_id, c.name.clone()));
+                }
             }
         }
         let user_rules = self.store.read().await?.alert_rule_list(None).await?;
