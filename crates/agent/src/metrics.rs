@@ -171,6 +171,26 @@ impl Collector {
         }
     }
 
+    /// Stops watching the instances whose socket is under `dir` and ends their psql
+    /// sessions now: called before `dir` is removed, so that no session of a deleted
+    /// member lingers until the next pull.
+    pub(crate) async fn forget_under(&self, dir: &std::path::Path) {
+        let gone: Vec<String> = {
+            let mut s = self.lock();
+            let gone = s.targets.iter().filter(|t| t.socket_dir.starts_with(dir)).map(|t| t.key.clone()).collect();
+            s.targets.retain(|t| !t.socket_dir.starts_with(dir));
+            gone
+        };
+        let slots: Vec<Slot> = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            gone.iter().filter_map(|k| sessions.remove(k)).collect()
+        };
+        for slot in slots {
+            // Waits for a round still reading it; the psql is killed on drop.
+            *slot.lock().await = None;
+        }
+    }
+
     /// Answers a pull and takes its targets as the new list.
     pub(crate) fn pull(&self, req: MetricsPullRequest) -> MetricsPullResponse {
         let mut s = self.lock();

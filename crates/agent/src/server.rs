@@ -349,7 +349,9 @@ async fn write_file(Body(req): Body<WriteFileRequest>) -> Answer<Changed> {
     blocking(move || crate::files::write_file(&req)).await
 }
 
-async fn remove(Body(req): Body<RemoveRequest>) -> Answer<Changed> {
+async fn remove(State(s): AppState, Body(req): Body<RemoveRequest>) -> Answer<Changed> {
+    // A member's directory going away: its metrics session (a psql on its socket) ends first.
+    s.collector.forget_under(&req.path).await;
     blocking(move || crate::files::remove(&req)).await
 }
 
