@@ -52,7 +52,8 @@ pub mod kind {
     pub const DRILL_FAILED: &str = "drill-failed";
     /// The cluster's network allow-list changed (`cluster allow|deny`).
     pub const ALLOW_LIST: &str = "allow-list";
-    /// Members' (or the backup client's) certificates were renewed by the certificate bot.
+    /// The certificate bot renewed certificates: a cluster's members' (or its backup
+    /// client's), a host's (agent, pgBackRest server) or a location's (etcd members).
     pub const CERTS_RENEWED: &str = "certs-renewed";
     /// A host's agent stopped answering.
     pub const HOST_UNREACHABLE: &str = "host-unreachable";

@@ -129,7 +129,7 @@ async fn record_change(tx: &mut dyn Tx, record: &ClusterRecord, seen: &Seen, wri
                     let tl = seen.timeline.map(|t| format!(" (timeline {t})")).unwrap_or_default();
                     let message = format!("Patroni failed over cluster {}: {old} → {new}{tl}", record.name);
                     tracing::info!(cluster = %record.name, from = %old, to = %new, "failover observed");
-                    tx.event_append(&pg::event(&now, "failover", message)).await?;
+                    crate::events::record(tx, &pg::event(&now, crate::events::kind::FAILOVER, message)).await?;
                 }
                 record_leader(tx, record.id, new, seen.timeline).await?;
             }
@@ -137,18 +137,18 @@ async fn record_change(tx: &mut dyn Tx, record: &ClusterRecord, seen: &Seen, wri
     }
     let (state, kind, message) = match (now.state, &seen.problem) {
         (ClusterState::Ready, Some(why)) => {
-            (ClusterState::Degraded, "degraded", format!("cluster {} is degraded: {why}", record.name))
+            (ClusterState::Degraded, crate::events::kind::DEGRADED, format!("cluster {} is degraded: {why}", record.name))
         }
         (ClusterState::Degraded, None) => (
             ClusterState::Ready,
-            "recovered",
+            crate::events::kind::RECOVERED,
             format!("cluster {} is ready again: every member runs and streams", record.name),
         ),
         _ => return Ok(changed),
     };
     if write {
         tx.cluster_set_state(record.id, state).await?;
-        tx.event_append(&pg::event(&now, kind, message)).await?;
+        crate::events::record(tx, &pg::event(&now, kind, message)).await?;
     }
     Ok(true)
 }

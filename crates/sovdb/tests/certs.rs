@@ -152,6 +152,14 @@ fn member_certificates_are_renewed_under_traffic_without_a_failed_connection() {
             assert!(op["state"] == "succeeded" || op["state"] == "running", "{op:#}");
         }
     }
+    // Each kind of renewal is in a timeline: the cluster's, and the installation's (admin).
+    let events = json(&server, &["events"]);
+    for target in ["cluster/c", "host/local", "location/local"] {
+        assert!(
+            events.as_array().unwrap().iter().any(|e| e["kind"] == "certs-renewed" && e["target"] == target),
+            "a certs-renewed event of {target}: {events:#}"
+        );
+    }
     // The control plane still reaches the agent, Patroni and etcd: its own client
     // certificate (valid 60 s too) was renewed and its clients made again.
     assert_eq!(json(&server, &["host", "show", "local"])["status"], "ready");

@@ -34,8 +34,8 @@ use sovdb_agent::proto::{EnsurePackagesRequest, RemoveRequest};
 use sovdb_operations::{StepCtx, StepFailure, Workflow};
 use sovdb_postgres::render::{self, MemberPorts, PatroniInput};
 use sovdb_postgres::OS_USER;
-use sovdb_store::{MemberRecord, NewEvent};
-use sovdb_types::{ClusterState, EventId};
+use sovdb_store::MemberRecord;
+use sovdb_types::ClusterState;
 
 use super::cluster_restore::{self, RestoreFrom};
 use super::pg::{self, store_failure, ClusterParams, Member, MemberSpec};
@@ -391,24 +391,17 @@ pub(crate) async fn mark_ready(ctx: StepCtx<App>) -> Result<Value, StepFailure> 
     let (record, spec) = pg::must_cluster(app, cluster).await?;
     let (kind, message) = match cluster_restore::restore_params(&ctx)? {
         Some(r) => (
-            "restored",
+            crate::events::kind::RESTORED,
             format!("cluster {} is ready with {} member(s), restored from {}", record.name, spec.replicas, r.describe),
         ),
-        None => ("created", format!("cluster {} is ready with {} member(s)", record.name, spec.replicas)),
+        None => (crate::events::kind::CREATED, format!("cluster {} is ready with {} member(s)", record.name, spec.replicas)),
     };
     let mut tx = app.store.write().await.map_err(store_failure)?;
     if record.state != ClusterState::Ready {
         tx.cluster_set_state(cluster, ClusterState::Ready).await.map_err(store_failure)?;
-        tx.event_append(&NewEvent {
-            id: EventId::new(),
-            at: crate::now(),
-            project_id: Some(record.project_id),
-            target: format!("cluster/{}", record.name),
-            kind: kind.into(),
-            message,
-        })
-        .await
-        .map_err(store_failure)?;
+        crate::events::record(tx.as_mut(), &crate::events::cluster_event(&record, kind, message))
+            .await
+            .map_err(super::app_failure)?;
     }
     tx.commit().await.map_err(store_failure)?;
     Ok(json!({}))

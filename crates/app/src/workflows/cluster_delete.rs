@@ -84,12 +84,12 @@ async fn forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     cluster_create::forget(ctx).await?;
     if let (Some(name), Some(project)) = (marked["name"].as_str(), marked["project"].as_str()) {
         let mut tx = app.store.write().await.map_err(store_failure)?;
-        tx.event_append(&NewEvent {
+        let event = NewEvent {
             id: EventId::new(),
             at: crate::now(),
             project_id: project.parse::<ProjectId>().ok(),
             target: format!("cluster/{name}"),
-            kind: "deleted".into(),
+            kind: crate::events::kind::DELETED.into(),
             message: if kept {
                 format!(
                     "cluster {name} was deleted; its backups are kept: `sovdb cluster restore {name} --as NEW` \
@@ -98,9 +98,8 @@ async fn forget(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             } else {
                 format!("cluster {name} was deleted")
             },
-        })
-        .await
-        .map_err(store_failure)?;
+        };
+        crate::events::record(tx.as_mut(), &event).await.map_err(super::app_failure)?;
         tx.commit().await.map_err(store_failure)?;
     }
     Ok(json!({}))

@@ -86,7 +86,9 @@ async fn restart(ctx: StepCtx<App>, primary: bool) -> Result<Value, StepFailure>
         let mut tx = app.store.write().await.map_err(store_failure)?;
         let message =
             format!("rolling restart of cluster {}: replicas first, then the primary {}", record.name, plan.primary);
-        tx.event_append(&pg::event(&record, "restart", message)).await.map_err(store_failure)?;
+        crate::events::record(tx.as_mut(), &pg::event(&record, crate::events::kind::RESTART, message))
+            .await
+            .map_err(super::app_failure)?;
         tx.commit().await.map_err(store_failure)?;
     }
     Ok(json!({"restarted": restarted}))

@@ -222,7 +222,9 @@ async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             if choice.remove.is_empty() { String::new() } else { format!(" (removed {})", choice.remove.join(", ")) };
         let message =
             format!("cluster {} scaled from {} to {replicas} member(s){how}", record.name, choice.before.len());
-        tx.event_append(&pg::event(&record, "scaled", message)).await.map_err(store_failure)?;
+        crate::events::record(tx.as_mut(), &pg::event(&record, crate::events::kind::SCALED, message))
+            .await
+            .map_err(super::app_failure)?;
     }
     tx.commit().await.map_err(store_failure)?;
     Ok(json!({"replicas": replicas}))

@@ -170,7 +170,9 @@ async fn restart_pending(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         )
     };
     let mut tx = app.store.write().await.map_err(store_failure)?;
-    tx.event_append(&pg::event(&record, "parameters", message.clone())).await.map_err(store_failure)?;
+    crate::events::record(tx.as_mut(), &pg::event(&record, crate::events::kind::PARAMETERS, message.clone()))
+        .await
+        .map_err(super::app_failure)?;
     tx.commit().await.map_err(store_failure)?;
     Ok(json!({"restarted": restarted, "needs_restart": needs, "message": message}))
 }

@@ -187,5 +187,16 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         }
         presented.insert(what.to_string(), json!(serial));
     }
+    if !presented.is_empty() {
+        let which: Vec<&str> = presented.keys().map(String::as_str).collect();
+        let message =
+            format!("the {} certificate(s) of host {} were renewed and are served", which.join(" and "), record.host.name);
+        let event = crate::events::installation_event(
+            format!("host/{}", record.host.name),
+            crate::events::kind::CERTS_RENEWED,
+            message,
+        );
+        pg::record_once(app, ctx.operation, &event).await?;
+    }
     Ok(json!({ "presented": presented }))
 }

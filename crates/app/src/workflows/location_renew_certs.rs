@@ -28,7 +28,7 @@ use sovdb_operations::{StepCtx, StepFailure, Workflow};
 use sovdb_types::LocationId;
 
 use super::served_cert::{self, Protocol};
-use super::{app_failure, dcs};
+use super::{app_failure, dcs, pg};
 use crate::App;
 
 pub const KIND: &str = "location.renew-certs";
@@ -88,6 +88,23 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             }
         }
         presented.insert(m.name.clone(), json!(want));
+    }
+    if !presented.is_empty() {
+        // The operation's target is `location/<name>`.
+        let op = app.store.read().await.map_err(pg::store_failure)?.operation_get(ctx.operation).await;
+        let target = op.map_err(pg::store_failure)?.map_or_else(|| format!("location/{location}"), |o| o.target);
+        let name = target.strip_prefix("location/").unwrap_or(&target).to_owned();
+        let members: Vec<&str> = presented.keys().map(String::as_str).collect();
+        let message = format!(
+            "the certificates of DCS member(s) {} of location {name} were renewed and are served",
+            members.join(", ")
+        );
+        let event = crate::events::installation_event(
+            target,
+            crate::events::kind::CERTS_RENEWED,
+            message,
+        );
+        pg::record_once(app, ctx.operation, &event).await?;
     }
     Ok(json!({ "presented": presented }))
 }

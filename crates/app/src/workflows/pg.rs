@@ -507,10 +507,20 @@ pub(crate) async fn event_once(
     kind: &str,
     message: String,
 ) -> Result<(), StepFailure> {
+    record_once(app, operation, &event(record, kind, message)).await
+}
+
+/// Writes `event` once for `operation` (see [`event_once`]): for any event, a cluster's or
+/// the installation's.
+pub(crate) async fn record_once(
+    app: &App,
+    operation: sovdb_types::OperationId,
+    event: &sovdb_store::NewEvent,
+) -> Result<(), StepFailure> {
     let mut tx = app.store.write().await.map_err(store_failure)?;
-    let mark = format!("event/{operation}/{kind}");
+    let mark = format!("event/{operation}/{}", event.kind);
     if tx.meta_swap(&mark, None, &crate::now().to_rfc3339()).await.map_err(store_failure)? {
-        crate::events::record(tx.as_mut(), &event(record, kind, message)).await.map_err(super::app_failure)?;
+        crate::events::record(tx.as_mut(), event).await.map_err(super::app_failure)?;
         tx.commit().await.map_err(store_failure)?;
     }
     Ok(())
