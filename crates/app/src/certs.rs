@@ -68,31 +68,22 @@ impl App {
     }
 
     async fn clusters_due(&self, now: DateTime<Utc>, out: &mut Vec<Renewal>) -> Result<()> {
-        let mut after = None;
-        loop {
-            let batch = self.store.read().await?.cluster_records_all(after, 200).await?;
-            let Some(last) = batch.last() else { return Ok(()) };
-            after = Some(last.id);
-            for c in batch.iter().filter(|c| matches!(c.state, ClusterState::Ready | ClusterState::Degraded)) {
-                match self.cluster_certs_due(c, now).await {
-                    Ok(due) if !due.is_empty() => out.push(Renewal {
-                        target: format!("cluster/{}", c.name),
-                        kind: cluster_renew_certs::KIND,
-                        project: Some(c.project_id),
-                        params: serde_json::to_value(pg::ClusterParams { cluster: c.id }).expect("serialise"),
-                        due,
-                        cluster: Some(c.id),
-                    }),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(cluster = %c.name, error = %e, "checking the cluster's certificates failed")
-                    }
-                }
-            }
-            if batch.len() < 200 {
-                return Ok(());
+        let clusters = self.clusters_all().await?;
+        for c in clusters.iter().filter(|c| matches!(c.state, ClusterState::Ready | ClusterState::Degraded)) {
+            match self.cluster_certs_due(c, now).await {
+                Ok(due) if !due.is_empty() => out.push(Renewal {
+                    target: format!("cluster/{}", c.name),
+                    kind: cluster_renew_certs::KIND,
+                    project: Some(c.project_id),
+                    params: serde_json::to_value(pg::ClusterParams { cluster: c.id }).expect("serialise"),
+                    due,
+                    cluster: Some(c.id),
+                }),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(cluster = %c.name, error = %e, "checking the cluster's certificates failed"),
             }
         }
+        Ok(())
     }
 
     /// The certificates of `c` that are due at `now`: its members' (by name) and its

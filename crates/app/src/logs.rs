@@ -280,36 +280,27 @@ impl App {
         // Every cluster's members, by host.
         let mut by_host: BTreeMap<HostId, Vec<SyslogSource>> = BTreeMap::new();
         let mut projects: HashMap<ProjectId, String> = HashMap::new();
-        let mut after = None;
-        loop {
-            let batch = self.store.read().await?.cluster_records_all(after, 200).await?;
-            let Some(last) = batch.last() else { break };
-            after = Some(last.id);
-            for c in &batch {
-                let project = match projects.get(&c.project_id) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = self.store.read().await?.project_get_by_id(c.project_id).await?;
-                        let name = p.map(|p| p.name).unwrap_or_default();
-                        projects.insert(c.project_id, name.clone());
-                        name
-                    }
-                };
-                let Ok(members) = pg::members(self, c.id).await else { continue };
-                for m in &members {
-                    for (source, file) in sources(m) {
-                        by_host.entry(m.host.host.id).or_default().push(SyslogSource {
-                            file,
-                            app_name: source.into(),
-                            project: project.clone(),
-                            cluster: c.name.clone(),
-                            member: m.name.clone(),
-                        });
-                    }
+        for c in &self.clusters_all().await? {
+            let project = match projects.get(&c.project_id) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self.store.read().await?.project_get_by_id(c.project_id).await?;
+                    let name = p.map(|p| p.name).unwrap_or_default();
+                    projects.insert(c.project_id, name.clone());
+                    name
                 }
-            }
-            if batch.len() < 200 {
-                break;
+            };
+            let Ok(members) = pg::members(self, c.id).await else { continue };
+            for m in &members {
+                for (source, file) in sources(m) {
+                    by_host.entry(m.host.host.id).or_default().push(SyslogSource {
+                        file,
+                        app_name: source.into(),
+                        project: project.clone(),
+                        cluster: c.name.clone(),
+                        member: m.name.clone(),
+                    });
+                }
             }
         }
         let hosts = self.hosts_all().await?;

@@ -136,9 +136,11 @@ async fn record_change(tx: &mut dyn Tx, record: &ClusterRecord, seen: &Seen, wri
         }
     }
     let (state, kind, message) = match (now.state, &seen.problem) {
-        (ClusterState::Ready, Some(why)) => {
-            (ClusterState::Degraded, crate::events::kind::DEGRADED, format!("cluster {} is degraded: {why}", record.name))
-        }
+        (ClusterState::Ready, Some(why)) => (
+            ClusterState::Degraded,
+            crate::events::kind::DEGRADED,
+            format!("cluster {} is degraded: {why}", record.name),
+        ),
         (ClusterState::Degraded, None) => (
             ClusterState::Ready,
             crate::events::kind::RECOVERED,

@@ -106,18 +106,14 @@ impl App {
     /// One round over every cluster with a schedule; what it started.
     pub async fn schedules_run(&self, now: DateTime<Utc>) -> Result<Vec<Operation>> {
         let mut started = Vec::new();
-        let mut after = None;
-        loop {
-            let batch = self.store.read().await?.cluster_records_all(after, 200).await?;
-            let Some(last) = batch.last() else { return Ok(started) };
-            after = Some(last.id);
-            for c in batch.iter().filter(|c| matches!(c.state, ClusterState::Ready | ClusterState::Degraded)) {
-                match self.cluster_schedules(c, now).await {
-                    Ok(ops) => started.extend(ops),
-                    Err(e) => tracing::warn!(cluster = %c.name, error = %e, "scheduling the cluster's backups failed"),
-                }
+        let clusters = self.clusters_all().await?;
+        for c in clusters.iter().filter(|c| matches!(c.state, ClusterState::Ready | ClusterState::Degraded)) {
+            match self.cluster_schedules(c, now).await {
+                Ok(ops) => started.extend(ops),
+                Err(e) => tracing::warn!(cluster = %c.name, error = %e, "scheduling the cluster's backups failed"),
             }
         }
+        Ok(started)
     }
 
     async fn cluster_schedules(&self, c: &ClusterRecord, now: DateTime<Utc>) -> Result<Vec<Operation>> {

@@ -394,7 +394,9 @@ pub(crate) async fn mark_ready(ctx: StepCtx<App>) -> Result<Value, StepFailure> 
             crate::events::kind::RESTORED,
             format!("cluster {} is ready with {} member(s), restored from {}", record.name, spec.replicas, r.describe),
         ),
-        None => (crate::events::kind::CREATED, format!("cluster {} is ready with {} member(s)", record.name, spec.replicas)),
+        None => {
+            (crate::events::kind::CREATED, format!("cluster {} is ready with {} member(s)", record.name, spec.replicas))
+        }
     };
     let mut tx = app.store.write().await.map_err(store_failure)?;
     if record.state != ClusterState::Ready {

@@ -158,7 +158,9 @@ async fn wait(ctx: StepCtx<App>, failover: bool) -> Result<Value, StepFailure> {
     let from = choice.from.as_deref().unwrap_or("no running primary");
     let message = format!("{} of cluster {}: {from} → {}", kind(failover), record.name, s.leader);
     let mut tx = app.store.write().await.map_err(store_failure)?;
-    crate::events::record(tx.as_mut(), &pg::event(&record, kind(failover), message)).await.map_err(super::app_failure)?;
+    crate::events::record(tx.as_mut(), &pg::event(&record, kind(failover), message))
+        .await
+        .map_err(super::app_failure)?;
     // Ours, not Patroni's: the observing loop must not record it as a failover again.
     crate::observe::record_leader(tx.as_mut(), cluster, &s.leader, None).await.map_err(super::app_failure)?;
     tx.commit().await.map_err(store_failure)?;

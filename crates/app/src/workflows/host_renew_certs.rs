@@ -189,8 +189,11 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     }
     if !presented.is_empty() {
         let which: Vec<&str> = presented.keys().map(String::as_str).collect();
-        let message =
-            format!("the {} certificate(s) of host {} were renewed and are served", which.join(" and "), record.host.name);
+        let message = format!(
+            "the {} certificate(s) of host {} were renewed and are served",
+            which.join(" and "),
+            record.host.name
+        );
         let event = crate::events::installation_event(
             format!("host/{}", record.host.name),
             crate::events::kind::CERTS_RENEWED,

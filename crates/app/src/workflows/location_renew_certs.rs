@@ -99,11 +99,7 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             "the certificates of DCS member(s) {} of location {name} were renewed and are served",
             members.join(", ")
         );
-        let event = crate::events::installation_event(
-            target,
-            crate::events::kind::CERTS_RENEWED,
-            message,
-        );
+        let event = crate::events::installation_event(target, crate::events::kind::CERTS_RENEWED, message);
         pg::record_once(app, ctx.operation, &event).await?;
     }
     Ok(json!({ "presented": presented }))
