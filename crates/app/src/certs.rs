@@ -20,6 +20,12 @@
 //! It persists nothing of its own: the operations do the work (see
 //! `workflows::{cluster,location,host}_renew_certs`), and a round after a crash sees the same
 //! due certificates and starts them again.
+//!
+//! A renewal that failed is started again after a backoff ([`Backoff`]): the bot's period
+//! after the first failure, doubling with each failure in a row up to [`MAX_BACKOFF`], so a
+//! target that cannot be renewed (a host down) does not fill the operations list. The
+//! backoff is kept in memory: a restarted control plane tries once at once, then backs off
+//! again.
 
 use chrono::{DateTime, Utc};
 use sovdb_store::ClusterRecord;
@@ -32,6 +38,36 @@ use crate::{App, AppError, Result};
 
 /// The actor that the bot's operations and audit records name.
 pub const ACTOR: &str = "cert-bot";
+
+/// The longest wait before a renewal that keeps failing is tried again. Certificates are
+/// renewed when a third of their life is left (months for the default validity), so
+/// retries every few hours leave ample time to fix what makes them fail.
+pub const MAX_BACKOFF: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+
+/// The last renewal started per target and how many failed in a row before it.
+#[derive(Default)]
+pub(crate) struct Backoff(std::sync::Mutex<std::collections::HashMap<String, Tried>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Tried {
+    operation: OperationId,
+    /// Failed renewals in a row, `operation` included once it is seen failed.
+    failures: u32,
+    /// Whether `operation`'s failure is counted in `failures`.
+    counted: bool,
+}
+
+/// How often the bot looks: a tenth of the validity, between 1 s and 30 s.
+pub fn look_period(validity: std::time::Duration) -> std::time::Duration {
+    (validity / 10).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(30))
+}
+
+/// How long after a renewal that ended at `at` as the `failures`-th failure in a row the
+/// next may start: `period`, doubling, at most [`MAX_BACKOFF`].
+pub(crate) fn retry_at(at: DateTime<Utc>, failures: u32, period: chrono::TimeDelta) -> DateTime<Utc> {
+    let wait = period.checked_mul(1 << failures.saturating_sub(1).min(20)).unwrap_or(MAX_BACKOFF);
+    at + wait.min(MAX_BACKOFF)
+}
 
 /// A renewal to start: on what, which workflow, with what, and why (the due certificates).
 struct Renewal {
@@ -58,8 +94,22 @@ impl App {
         self.locations_due(now, &mut renewals).await?;
         self.hosts_due(now, &mut renewals).await?;
         for r in renewals {
+            match self.renewal_backing_off(&r.target, now).await {
+                Ok(Some((failures, until))) => {
+                    tracing::debug!(target = %r.target, failures, %until, "renewal failed before; waiting to retry");
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(target = %r.target, error = %e, "reading the last renewal failed"),
+            }
             match self.renewal_start(&r).await {
-                Ok(Some(op)) => started.push(op),
+                Ok(Some(op)) => {
+                    let mut tried = self.renewals_tried.0.lock().unwrap_or_else(|p| p.into_inner());
+                    let failures = tried.get(&r.target).map_or(0, |t| t.failures);
+                    tried.insert(r.target.clone(), Tried { operation: op.id, failures, counted: false });
+                    drop(tried);
+                    started.push(op)
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(target = %r.target, error = %e, "starting a certificate renewal failed"),
             }
@@ -181,6 +231,36 @@ impl App {
 
     /// Starts a renewal with its audit record, unless an operation acts on its target (or
     /// its cluster is no longer ready or degraded).
+    /// Whether the last renewal of `target` this process started failed recently: the
+    /// failures in a row and when the next may start. Counts the failure the first time it
+    /// is seen; a renewal that succeeded clears the count.
+    async fn renewal_backing_off(&self, target: &str, now: DateTime<Utc>) -> Result<Option<(u32, DateTime<Utc>)>> {
+        let last = self.renewals_tried.0.lock().unwrap_or_else(|p| p.into_inner()).get(target).copied();
+        let Some(last) = last else { return Ok(None) };
+        let Some(op) = self.store.read().await?.operation_get(last.operation).await? else { return Ok(None) };
+        let failures = match op.state {
+            OperationState::Failed | OperationState::Cancelled => {
+                let mut tried = self.renewals_tried.0.lock().unwrap_or_else(|p| p.into_inner());
+                let t = tried.entry(target.to_owned()).or_insert(last);
+                if t.operation == last.operation && !t.counted {
+                    t.failures += 1;
+                    t.counted = true;
+                }
+                t.failures
+            }
+            OperationState::Succeeded => {
+                self.renewals_tried.0.lock().unwrap_or_else(|p| p.into_inner()).remove(target);
+                return Ok(None);
+            }
+            // Still running: renewal_start sees it and starts nothing.
+            _ => return Ok(None),
+        };
+        let period = chrono::TimeDelta::from_std(look_period(self.config.internal_cert_validity))
+            .unwrap_or(chrono::TimeDelta::seconds(30));
+        let until = retry_at(op.finished_at.unwrap_or(now), failures, period);
+        Ok((now < until).then_some((failures, until)))
+    }
+
     async fn renewal_start(&self, r: &Renewal) -> Result<Option<Operation>> {
         let mut tx = self.store.write().await?;
         let mut project = None;
@@ -218,4 +298,21 @@ impl App {
 
 fn step_error(e: sovdb_operations::StepFailure) -> AppError {
     AppError::Internal(anyhow::anyhow!(e.error.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_renewals_back_off_doubling_up_to_the_cap() {
+        let at = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let period = chrono::TimeDelta::seconds(30);
+        let waits: Vec<i64> = (1..=6).map(|n| (retry_at(at, n, period) - at).num_seconds()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960]);
+        assert_eq!(retry_at(at, 20, period) - at, MAX_BACKOFF);
+        assert_eq!(retry_at(at, u32::MAX, period) - at, MAX_BACKOFF, "no overflow");
+        assert_eq!(look_period(std::time::Duration::from_secs(60)), std::time::Duration::from_secs(6));
+        assert_eq!(look_period(std::time::Duration::from_secs(825 * 86400)), std::time::Duration::from_secs(30));
+    }
 }

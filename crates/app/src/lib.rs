@@ -83,6 +83,8 @@ pub struct App {
     logins: Arc<throttle::Throttle>,
     /// What each host was last given to forward to syslog.
     syslog_written: Arc<logs::SyslogWritten>,
+    /// The certificate bot's last renewal per target, for its backoff.
+    renewals_tried: Arc<certs::Backoff>,
 }
 
 /// Agent clients by host, with the endpoint (address, port) each was made for.
@@ -121,6 +123,7 @@ impl App {
             agents: Arc::default(),
             logins: Arc::default(),
             syslog_written: Arc::default(),
+            renewals_tried: Arc::default(),
         }
     }
 

@@ -475,7 +475,7 @@ async fn schedule_loop(app: App) {
 /// their life left. It looks every 30 s, or a tenth of the validity when that is shorter,
 /// so a renewal has most of that third to finish in.
 async fn cert_bot_loop(app: App, validity: Duration) {
-    let period = (validity / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let period = sovdb_app::certs::look_period(validity);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
