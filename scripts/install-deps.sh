@@ -12,7 +12,8 @@ set -euo pipefail
 # repository), but the tests start many servers at once and shouldn't each wait for that
 # install. Tests: slapd and ldap-utils for the directory logins' tests (a slapd of their own);
 # prometheus for the test that scrapes /metrics with a real Prometheus (one of its own);
-# rsyslog for the syslog forwarding test (an rsyslogd of its own on a loopback port);
+# rsyslog and rsyslog-gnutls for the syslog forwarding tests (an rsyslogd of their own on a
+# loopback port, over TCP and over TLS);
 # python3-aiosmtpd for the alert email test (an SMTP server with STARTTLS of its own);
 # chromium and chromium-driver for the web console's browser test (headless, via WebDriver),
 # with two packages Chromium recommends (packages here come without recommends, and the
@@ -20,7 +21,7 @@ set -euo pipefail
 # screenshots show text as people see it, and libgl1-mesa-dri.
 PACKAGES=(gcc libc6-dev make util-linux postgresql-15 openssh-server openssh-client iproute2 iputils-ping
   patroni python3-psycopg2 python3-etcd etcd-server etcd-client haproxy pgbouncer pgbackrest
-  slapd ldap-utils prometheus rsyslog python3-aiosmtpd chromium chromium-driver fonts-liberation libgl1-mesa-dri)
+  slapd ldap-utils prometheus rsyslog rsyslog-gnutls python3-aiosmtpd chromium chromium-driver fonts-liberation libgl1-mesa-dri)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -479,13 +479,20 @@ impl fmt::Debug for ReadLogResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogConfig {
-    /// `tcp://HOST:PORT`; absent: forward nothing.
+    /// `tcp://HOST:PORT` or `tls://HOST:PORT`; absent: forward nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// For `tls://`: the CA certificates (PEM) the server's certificate must chain to;
+    /// absent: the host's system bundle ([`SYSTEM_CA_BUNDLE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
     /// The HOSTNAME field: the host's name in sovdb.
     pub hostname: String,
     pub sources: Vec<SyslogSource>,
 }
+
+/// Where Debian keeps the system's trusted CA certificates (package ca-certificates).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// One log to forward, and what its messages say about where they come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

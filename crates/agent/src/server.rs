@@ -111,6 +111,8 @@ struct AgentState {
     services: Services,
     cpu: CpuSampler,
     collector: Arc<Collector>,
+    /// The agent's certificate and key (re-read when they change).
+    identity: Arc<crate::tls::CertFiles>,
     /// apt and dpkg take one caller at a time anyway; queue here rather than in dpkg's lock.
     packages: tokio::sync::Mutex<()>,
 }
@@ -126,8 +128,8 @@ impl Agent {
         let ca_pem = read(&config.ca_cert)?;
         read(&config.cert)?;
         read(&config.key)?;
-        let files = crate::tls::CertFiles::load(&config.cert, &config.key).map_err(ServeError::Tls)?;
-        let tls = crate::tls::server_config(&ca_pem, Arc::new(files)).map_err(ServeError::Tls)?;
+        let files = Arc::new(crate::tls::CertFiles::load(&config.cert, &config.key).map_err(ServeError::Tls)?);
+        let tls = crate::tls::server_config(&ca_pem, files.clone()).map_err(ServeError::Tls)?;
 
         // Supervisors run with `/` as working directory: a relative base directory would
         // mean something else to them.
@@ -167,6 +169,7 @@ impl Agent {
             started_at: Utc::now(),
             cpu: CpuSampler::default(),
             collector: Arc::new(Collector::new(config.metrics_interval, &ca_pem)),
+            identity: files,
             packages: tokio::sync::Mutex::new(()),
         };
         Ok(Agent { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), state: Arc::new(state), _lock: lock })
@@ -188,7 +191,7 @@ impl Agent {
         let collector = tokio::spawn(self.state.collector.clone().run());
 
         // Syslog forwarding runs as long as the agent, whether or not a control plane talks to it.
-        let forwarder = tokio::spawn(crate::syslog::run(self.state.base_dir.clone()));
+        let forwarder = tokio::spawn(crate::syslog::run(self.state.base_dir.clone(), self.state.identity.clone()));
         let listener = TlsListener::start(self.listener, self.acceptor, addr);
         let app = router(self.state.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -1,11 +1,15 @@
 //! Forwarding this host's database logs to a syslog server, as RFC 5424 messages over
 //! TCP with octet-counting framing (RFC 6587 §3.4.1, which rsyslog, syslog-ng and most
-//! collectors accept).
+//! collectors accept), or over TLS (`tls://`, RFC 5425: the same framing). Over TLS the
+//! server's certificate must chain to the location's CA (or the host's system bundle) and
+//! name the target's host; the agent presents its own certificate when the server asks
+//! for one, so a server that trusts the installation CA knows which host is sending.
 //!
 //! The control plane says what to forward by writing `<base_dir>/agent/syslog.json`
 //! ([`SyslogConfig`]); the forwarder reads it every second and needs nothing else, so
 //! forwarding goes on while the control plane is down. A log newly listed is forwarded
-//! from its end (what was written before it was listed is not sent).
+//! from where it ended when it was listed (what was written before is not sent), whether
+//! or not the server could be reached then.
 //!
 //! Delivery is at least once: a line's position (the [`crate::logs`] cursor) moves only
 //! after its message was written to the connection, and the positions are kept in
@@ -25,11 +29,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::proto::{syslog_config_path, LogCursor, LogFile, ReadLogRequest, SyslogConfig, SyslogSource};
+use crate::proto::{
+    syslog_config_path, LogCursor, LogFile, ReadLogRequest, SyslogConfig, SyslogSource, SYSTEM_CA_BUNDLE,
+};
+use crate::tls::CertFiles;
 
 /// How often the configuration and the logs are looked at.
 const ROUND: Duration = Duration::from_secs(1);
@@ -51,13 +60,14 @@ fn state_path(base_dir: &Path) -> PathBuf {
 }
 
 /// Runs the forwarder until the task is dropped.
-pub(crate) async fn run(base_dir: PathBuf) {
+pub(crate) async fn run(base_dir: PathBuf, identity: Arc<CertFiles>) {
     let mut cursors: BTreeMap<LogFile, LogCursor> = std::fs::read(state_path(&base_dir))
         .ok()
         .and_then(|b| serde_json::from_slice::<State>(&b).ok())
         .map(|s| s.cursors.into_iter().collect())
         .unwrap_or_default();
-    let mut conn: Option<(String, TcpStream)> = None;
+    // The connection, with the target and CA it was made for.
+    let mut conn: Option<((String, Option<String>), Box<dyn Stream>)> = None;
     let mut complained = false;
     loop {
         tokio::time::sleep(ROUND).await;
@@ -78,28 +88,45 @@ pub(crate) async fn run(base_dir: PathBuf) {
             conn = None;
             continue;
         };
-        if conn.as_ref().is_some_and(|(t, s)| *t != target || closed(s)) {
-            conn = None;
+        // A log newly listed is forwarded from where it ends now, whether or not the server
+        // can be reached yet: lines written while it can't are sent once it can.
+        let before = cursors.clone();
+        cursors.retain(|f, _| config.sources.iter().any(|s| s.file == *f));
+        let unlisted: Vec<&SyslogSource> = config.sources.iter().filter(|s| !cursors.contains_key(&s.file)).collect();
+        for source in unlisted {
+            let req = ReadLogRequest { file: source.file.clone(), cursor: None, tail: 0, max_bytes: 0 };
+            if let Ok(Ok(read)) = tokio::task::spawn_blocking(move || crate::logs::read_log(&req)).await {
+                if let Some(end) = read.cursor {
+                    cursors.insert(source.file.clone(), end);
+                }
+            }
+        }
+        let made_for = (target.clone(), config.ca_pem.clone());
+        if let Some((for_, s)) = conn.as_mut() {
+            if *for_ != made_for || closed(s.as_mut()) {
+                conn = None;
+            }
         }
         if conn.is_none() {
-            match connect(&target).await {
+            match connect(&target, config.ca_pem.as_deref(), &identity).await {
                 Ok(s) => {
                     tracing::info!(%target, "forwarding logs to syslog");
                     complained = false;
-                    conn = Some((target.clone(), s));
+                    conn = Some((made_for, s));
                 }
                 Err(e) => {
                     if !complained {
                         tracing::warn!(%target, error = %e, "the syslog server can't be reached; retrying every second");
                         complained = true;
                     }
+                    if cursors != before {
+                        keep(&base_dir, &cursors);
+                    }
                     continue;
                 }
             }
         }
         let (_, stream) = conn.as_mut().expect("connected above");
-        let before = cursors.clone();
-        cursors.retain(|f, _| config.sources.iter().any(|s| s.file == *f));
         let mut broken = false;
         for source in &config.sources {
             let req = ReadLogRequest {
@@ -120,7 +147,12 @@ pub(crate) async fn run(base_dir: PathBuf) {
                     out.extend_from_slice(format!("{} ", msg.len()).as_bytes());
                     out.extend_from_slice(msg.as_bytes());
                 }
-                if let Err(e) = stream.write_all(&out).await {
+                // Flushed: over TLS, records may wait in the TLS layer otherwise.
+                let written = async {
+                    stream.write_all(&out).await?;
+                    stream.flush().await
+                };
+                if let Err(e) = written.await {
                     tracing::warn!(%target, error = %e, "the syslog connection broke; reconnecting");
                     broken = true;
                     break;
@@ -132,39 +164,77 @@ pub(crate) async fn run(base_dir: PathBuf) {
             conn = None;
         }
         if cursors != before {
-            let state = State { cursors: cursors.iter().map(|(f, c)| (f.clone(), *c)).collect() };
-            let path = state_path(&base_dir);
-            let tmp = path.with_extension("json.tmp");
-            let bytes = serde_json::to_vec(&state).expect("serialise");
-            if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
-                tracing::warn!(error = %e, "can't keep the syslog forwarding positions");
-            }
+            keep(&base_dir, &cursors);
         }
     }
 }
 
-/// Whether the server closed the connection. A syslog server never sends anything, so a
-/// readable socket means end of stream (or an error). Writing to a connection the server
-/// closed would succeed once (the kernel takes the bytes, the peer answers with a reset)
-/// and lose those lines; so this is asked before every round of writes.
-fn closed(s: &TcpStream) -> bool {
-    let mut probe = [0u8; 64];
-    match s.try_read(&mut probe) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+/// Keeps the forwarding positions across agent restarts.
+fn keep(base_dir: &Path, cursors: &BTreeMap<LogFile, LogCursor>) {
+    let state = State { cursors: cursors.iter().map(|(f, c)| (f.clone(), *c)).collect() };
+    let path = state_path(base_dir);
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec(&state).expect("serialise");
+    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+        tracing::warn!(error = %e, "can't keep the syslog forwarding positions");
     }
 }
 
-async fn connect(target: &str) -> std::io::Result<TcpStream> {
-    let addr = target.strip_prefix("tcp://").ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{target:?} is not tcp://HOST:PORT"))
-    })?;
+/// A connection to a syslog server: plain TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Whether the server closed the connection. A syslog server sends no messages, so
+/// anything readable is end of stream (or an error); over TLS, reading also takes in what
+/// the TLS layer itself sends (session tickets, a close_notify). Writing to a connection
+/// the server closed would succeed once (the kernel takes the bytes, the peer answers
+/// with a reset) and lose those lines; so this is asked before every round of writes.
+/// Reads only what is there already: a read that would wait is dropped (cancel-safe).
+fn closed(s: &mut dyn Stream) -> bool {
+    use std::future::Future;
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut probe = [0u8; 256];
+    loop {
+        let mut read = std::pin::pin!(s.read(&mut probe));
+        match read.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(0)) | std::task::Poll::Ready(Err(_)) => return true,
+            std::task::Poll::Ready(Ok(_)) => continue,
+            std::task::Poll::Pending => return false,
+        }
+    }
+}
+
+async fn connect(target: &str, ca_pem: Option<&str>, identity: &Arc<CertFiles>) -> std::io::Result<Box<dyn Stream>> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let (tls, addr) = match (target.strip_prefix("tcp://"), target.strip_prefix("tls://")) {
+        (Some(addr), _) => (false, addr),
+        (_, Some(addr)) => (true, addr),
+        _ => return Err(invalid(format!("{target:?} is not tcp://HOST:PORT or tls://HOST:PORT"))),
+    };
     let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))??;
     let _ = s.set_nodelay(true);
-    Ok(s)
+    if !tls {
+        return Ok(Box::new(s));
+    }
+    let roots = match ca_pem {
+        Some(pem) => pem.as_bytes().to_vec(),
+        None => std::fs::read(SYSTEM_CA_BUNDLE).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("no --syslog-ca given and the system bundle {SYSTEM_CA_BUNDLE}: {e}"))
+        })?,
+    };
+    let config = crate::tls::syslog_client_config(&roots, identity.clone()).map_err(invalid)?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| invalid(format!("{host:?} is not a name to check a certificate against: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, s))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the TLS handshake timed out"))??;
+    Ok(Box::new(s))
 }
 
 /// One RFC 5424 message (without its framing).

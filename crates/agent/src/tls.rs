@@ -148,6 +148,35 @@ impl ResolvesServerCert for CertFiles {
     }
 }
 
+/// The agent's certificate is also what it presents to a syslog server that asks for a
+/// client certificate (see [`crate::syslog`]).
+impl rustls::client::ResolvesClientCert for CertFiles {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Towards a syslog server (RFC 5425), which is not ours: trust the roots given (the
+/// location's `--syslog-ca`, else the host's system bundle), check the certificate against
+/// the target's host name with the standard WebPKI rules, TLS 1.2 or 1.3, and present the
+/// agent's own certificate when asked.
+pub(crate) fn syslog_client_config(roots_pem: &[u8], identity: Arc<CertFiles>) -> Result<rustls::ClientConfig, String> {
+    let mut store = RootCertStore::empty();
+    let (added, _ignored) = store.add_parsable_certificates(certs_from_pem(roots_pem, "the syslog CA")?);
+    if added == 0 {
+        return Err("no usable CA certificate to check the syslog server's certificate with".into());
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_client_cert_resolver(identity))
+}
+
 /// The client's side: trust only the CA, check the agent's certificate against
 /// `server_name` whatever address was dialled, present the client identity.
 pub(crate) fn client_config(

@@ -53,8 +53,8 @@ impl App {
         let dcs = crate::workflows::dcs::status(self, location.id)
             .await
             .map_err(|f| AppError::Internal(anyhow::anyhow!(f.error).context("cannot read the location's DCS")))?;
-        let syslog = self.location_syslog(location.id).await?;
-        Ok(LocationDetail { location, dcs, syslog })
+        let (syslog, syslog_ca) = self.location_syslog(location.id).await?;
+        Ok(LocationDetail { location, dcs, syslog, syslog_ca })
     }
 
     pub async fn location_list(&self, ctx: &Ctx, page: &PageParams) -> Result<Page<Location>> {

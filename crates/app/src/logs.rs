@@ -210,17 +210,18 @@ fn stamped_since(lines: &[String], since: DateTime<Utc>) -> Vec<bool> {
 }
 
 /// A location's syslog target, as `location set --syslog` takes it: `tcp://HOST:PORT`,
-/// or `none`.
+/// `tls://HOST:PORT`, or `none`.
 pub(crate) fn check_syslog_target(target: &str) -> Result<Option<String>> {
     if target == "none" {
         return Ok(None);
     }
     let bad = || {
         AppError::Invalid(format!(
-            "syslog target {target:?} is not tcp://HOST:PORT (a host name or IP address, a port 1-65535) or none"
+            "syslog target {target:?} is not tcp://HOST:PORT or tls://HOST:PORT (a host name or IP address, \
+             a port 1-65535) or none"
         ))
     };
-    let rest = target.strip_prefix("tcp://").ok_or_else(bad)?;
+    let rest = target.strip_prefix("tcp://").or_else(|| target.strip_prefix("tls://")).ok_or_else(bad)?;
     let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let host_ok = host.parse::<std::net::Ipv4Addr>().is_ok()
@@ -235,8 +236,39 @@ pub(crate) fn check_syslog_target(target: &str) -> Result<Option<String>> {
     Ok(Some(target.to_string()))
 }
 
+/// The most a syslog CA bundle may weigh.
+const MAX_SYSLOG_CA: usize = 256 * 1024;
+
+/// A syslog CA bundle: PEM certificates, each of which parses, at least one.
+pub(crate) fn check_syslog_ca(pem: &str) -> Result<String> {
+    let bad = |why: String| AppError::Invalid(format!("the syslog CA {why}: give a file of PEM certificates"));
+    if pem.len() > MAX_SYSLOG_CA {
+        return Err(bad(format!("is larger than {} KiB", MAX_SYSLOG_CA / 1024)));
+    }
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut count = 0;
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let end = rest[start..].find(END).ok_or_else(|| bad("has a certificate without its END line".into()))?;
+        let block = &rest[start..start + end + END.len()];
+        sovdb_pki::CertValidity::of_pem(block)
+            .map_err(|e| bad(format!("has a certificate that does not parse ({e})")))?;
+        count += 1;
+        rest = &rest[start + end + END.len()..];
+    }
+    if count == 0 {
+        return Err(bad("holds no certificate".into()));
+    }
+    Ok(pem.to_string())
+}
+
 fn syslog_key(location: LocationId) -> String {
     format!("syslog/{location}")
+}
+
+fn syslog_ca_key(location: LocationId) -> String {
+    format!("syslog-ca/{location}")
 }
 
 /// What the reconciler last wrote to each host, so unchanged lists are not sent again.
@@ -252,6 +284,20 @@ impl App {
             Some(t) => Some(check_syslog_target(t)?),
             None => None,
         };
+        let ca = match (&target, &req.syslog_ca) {
+            (_, None) => None,
+            (Some(Some(t)), Some(pem)) if t.starts_with("tls://") => Some(check_syslog_ca(pem)?),
+            (None, Some(_)) => {
+                return Err(AppError::Invalid(
+                    "a syslog CA goes with its target: give --syslog tls://HOST:PORT with --syslog-ca".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(AppError::Invalid(
+                    "a syslog CA is only used over TLS: give a tls://HOST:PORT target, or leave --syslog-ca out".into(),
+                ))
+            }
+        };
         {
             let mut tx = self.store.write().await?;
             let location = tx.location_get(name).await?.ok_or_else(|| AppError::not_found("location", name))?;
@@ -262,16 +308,35 @@ impl App {
                 }
                 None => {}
             }
-            let params = serde_json::to_value(&req).expect("serialise");
+            // A new target comes with its CA or with none (the system bundle).
+            if target.is_some() {
+                match &ca {
+                    Some(pem) => tx.meta_set(&syslog_ca_key(location.id), pem).await?,
+                    None => {
+                        tx.meta_delete(&syslog_ca_key(location.id)).await?;
+                    }
+                }
+            }
+            // The audit record says whether a CA was given, not its (long) text.
+            let mut params = serde_json::to_value(&req).expect("serialise");
+            if ca.is_some() {
+                params["syslog_ca"] = serde_json::json!("(PEM certificates)");
+            }
             tx.audit_append(&ctx.audit("location.set", format!("location/{name}"), params)).await?;
             tx.commit().await?;
         }
         self.location_detail(ctx, name).await
     }
 
-    /// Where a location's logs go, if anywhere.
-    pub(crate) async fn location_syslog(&self, location: LocationId) -> Result<Option<String>> {
-        Ok(self.store.read().await?.meta_get(&syslog_key(location)).await?)
+    /// Where a location's logs go, if anywhere, and the CA a `tls://` target is checked with.
+    pub(crate) async fn location_syslog(&self, location: LocationId) -> Result<(Option<String>, Option<String>)> {
+        let mut tx = self.store.read().await?;
+        let target = tx.meta_get(&syslog_key(location)).await?;
+        let ca = match &target {
+            Some(_) => tx.meta_get(&syslog_ca_key(location)).await?,
+            None => None,
+        };
+        Ok((target, ca))
     }
 
     /// One round: every ready host gets the list of logs to forward (and where), when it
@@ -304,10 +369,10 @@ impl App {
             }
         }
         let hosts = self.hosts_all().await?;
-        let mut targets: HashMap<LocationId, Option<String>> = HashMap::new();
+        let mut targets: HashMap<LocationId, (Option<String>, Option<String>)> = HashMap::new();
         for h in hosts.into_iter().filter(|h| h.host.status == HostStatus::Ready) {
             let location = h.location_id;
-            let target = match targets.get(&location) {
+            let (target, ca_pem) = match targets.get(&location) {
                 Some(t) => t.clone(),
                 None => {
                     let t = self.location_syslog(location).await?;
@@ -316,8 +381,9 @@ impl App {
                 }
             };
             let sources = by_host.remove(&h.host.id).unwrap_or_default();
-            let config =
-                SyslogConfig { target: target.filter(|_| !sources.is_empty()), hostname: h.host.name.clone(), sources };
+            let target = target.filter(|_| !sources.is_empty());
+            let ca_pem = ca_pem.filter(|_| target.is_some());
+            let config = SyslogConfig { target, ca_pem, hostname: h.host.name.clone(), sources };
             let unchanged =
                 self.syslog_written.0.lock().unwrap_or_else(|p| p.into_inner()).get(&h.host.id) == Some(&config);
             if unchanged {
@@ -352,12 +418,32 @@ mod tests {
     #[test]
     fn syslog_targets_are_checked() {
         assert_eq!(check_syslog_target("none").unwrap(), None);
-        for ok in ["tcp://127.0.0.1:514", "tcp://logs.example.org:6514", "tcp://[::1]:514"] {
+        for ok in
+            ["tcp://127.0.0.1:514", "tcp://logs.example.org:6514", "tcp://[::1]:514", "tls://logs.example.org:6514"]
+        {
             assert_eq!(check_syslog_target(ok).unwrap().as_deref(), Some(ok));
         }
-        for bad in ["udp://1.2.3.4:514", "tcp://1.2.3.4", "tcp://1.2.3.4:0", "tcp://a b:1", "1.2.3.4:514", ""] {
+        for bad in ["udp://1.2.3.4:514", "tcp://1.2.3.4", "tcp://1.2.3.4:0", "tcp://a b:1", "1.2.3.4:514", "", "tls://"]
+        {
             assert!(check_syslog_target(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn syslog_cas_must_be_pem_certificates() {
+        let ca = sovdb_pki::Ca::generate("syslog test CA").unwrap();
+        let two = format!("{}\n{}", ca.cert_pem(), ca.cert_pem());
+        assert_eq!(check_syslog_ca(&two).unwrap(), two);
+        for (bad, says) in [
+            ("", "holds no certificate"),
+            ("hello", "holds no certificate"),
+            ("-----BEGIN CERTIFICATE-----\nAAAA\n", "without its END line"),
+            ("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "does not parse"),
+        ] {
+            let e = check_syslog_ca(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("PEM certificates"), "{bad:?}: {e}");
+        }
+        assert!(check_syslog_ca(&"x".repeat(MAX_SYSLOG_CA + 1)).unwrap_err().to_string().contains("larger"));
     }
 
     #[test]

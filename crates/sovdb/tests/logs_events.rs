@@ -156,12 +156,47 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start() -> Rsyslog {
+        Rsyslog::configured(|_| (String::new(), String::new()))
+    }
+
+    /// Over TLS (RFC 5425, rsyslog's gtls driver): its certificate for 127.0.0.1 issued by a
+    /// CA of the test's own (an organisation's, not sovdb's: `org-ca.crt` in its directory),
+    /// and clients must present a certificate that `client_ca` (a PEM file) signed.
+    fn start_tls(client_ca: &Path) -> Rsyslog {
+        Rsyslog::configured(|d| {
+            let sh = format!(
+                "set -e; cd {d}
+                 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout org-ca.key \
+                   -out org-ca.crt -days 2 -subj /CN=org-ca 2>/dev/null
+                 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+                   -out server.csr -subj /CN=syslog 2>/dev/null
+                 printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext
+                 openssl x509 -req -in server.csr -CA org-ca.crt -CAkey org-ca.key -CAcreateserial \
+                   -out server.crt -days 2 -extfile server.ext 2>/dev/null",
+                d = d.display()
+            );
+            let made = Command::new("sh").args(["-c", &sh]).status().expect("openssl");
+            assert!(made.success(), "making the syslog server's certificates");
+            let global = format!(
+                r#" DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{ca}"
+  DefaultNetstreamDriverCertFile="{d}/server.crt" DefaultNetstreamDriverKeyFile="{d}/server.key""#,
+                ca = client_ca.display(),
+                d = d.display()
+            );
+            (global, r#" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="x509/certvalid""#.into())
+        })
+    }
+
+    /// `tls(dir)` makes what TLS needs in `dir` and answers what goes into rsyslog's
+    /// `global(...)` and `module(load="imtcp" ...)`.
+    fn configured(tls: impl FnOnce(&Path) -> (String, String)) -> Rsyslog {
         let dir = tempfile::Builder::new().prefix("sovdb-test-rsyslog-").tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (global, module) = tls(dir.path());
         let d = dir.path().display();
         let conf = format!(
-            r#"global(workDirectory="{d}")
-module(load="imtcp")
+            r#"global(workDirectory="{d}"{global})
+module(load="imtcp"{module})
 template(name="parsed" type="string" string="%protocol-version% %hostname% %app-name% %structured-data% %msg%\n")
 ruleset(name="in") {{
   action(type="omfile" file="{d}/out.log" template="parsed")
@@ -203,6 +238,10 @@ input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="in")
 
     fn out(&self) -> String {
         std::fs::read_to_string(self.out_path()).unwrap_or_default()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     fn out_path(&self) -> PathBuf {
@@ -263,4 +302,80 @@ fn the_agents_forward_the_clusters_logs_to_syslog_as_rfc_5424_across_a_server_ou
     let out = server.cli().args(["location", "set", "local", "--syslog", "udp://127.0.0.1:514"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not tcp://HOST:PORT"), "{out:?}");
+}
+
+#[test]
+fn the_agents_forward_to_syslog_over_tls_only_to_a_server_they_can_verify() {
+    let server = ready_server(Path::new(BIN));
+    // The syslog server trusts sovdb's CA for client certificates: it accepts the agent's.
+    let syslog = Rsyslog::start_tls(&server.data_dir().join("ca.crt"));
+    ok(&server, &["cluster", "create", "st", "--wait"]);
+    let uri = ok(&server, &["cluster", "connect", "st"]).trim().to_string();
+    let target = format!("tls://127.0.0.1:{}", syslog.port);
+
+    // Checked with the wrong CA (sovdb's own, which did not sign the syslog server's
+    // certificate), nothing is sent...
+    let wrong = server.data_dir().join("ca.crt");
+    ok(&server, &["location", "set", "local", "--syslog", &target, "--syslog-ca", wrong.to_str().unwrap()]);
+    let shown = ok(&server, &["location", "show", "local"]);
+    assert!(shown.contains("syslog CA: 1 certificate(s) given"), "{shown}");
+    // The agent refuses the server's certificate (its positions in the logs are taken
+    // first, so what is written from now on is held, not skipped).
+    let agent_log = server.data_dir().join("hosts/local/agent/log/agent.log");
+    wait_for("the agent refusing the syslog server's certificate", Duration::from_secs(60), || {
+        let log = std::fs::read_to_string(&agent_log).ok()?;
+        log.lines().any(|l| l.contains(&target) && l.contains("invalid peer certificate: UnknownIssuer")).then_some(())
+    });
+    let held = marker("held");
+    psql(&uri, &format!("DO $$ BEGIN RAISE LOG '{held}'; END $$")).unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(!syslog.out().contains(&held), "a server whose certificate does not verify got lines:\n{}", syslog.out());
+
+    // ...and with the organisation's CA, the held line arrives (its position did not move),
+    // then new ones.
+    let right = syslog.path("org-ca.crt");
+    ok(&server, &["location", "set", "local", "--syslog", &target, "--syslog-ca", right.to_str().unwrap()]);
+    let arrived = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("the held line over TLS", Duration::from_secs(60), || {
+            syslog.out().lines().find(|l| l.contains(&held)).map(String::from)
+        })
+    }));
+    if let Err(e) = arrived {
+        // Why: what the agent and rsyslogd said about the connection.
+        let agent = std::fs::read_to_string(&agent_log);
+        let agent: Vec<String> =
+            agent.unwrap_or_default().lines().filter(|l| l.contains("syslog")).map(String::from).collect();
+        eprintln!(
+            "agent:\n{}\nrsyslogd:\n{}",
+            agent.join("\n"),
+            std::fs::read_to_string(syslog.path("rsyslogd.err")).unwrap_or_default()
+        );
+        std::panic::resume_unwind(e);
+    }
+    let said = marker("tls");
+    let sd = "[sovdb@32473 project=\"default\" cluster=\"st\" member=\"st-1\"]";
+    let line = wait_for("a new line over TLS", Duration::from_secs(60), || {
+        psql(&uri, &format!("DO $$ BEGIN RAISE LOG '{said}'; END $$")).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        syslog.out().lines().find(|l| l.contains(&said)).map(String::from)
+    });
+    assert!(line.starts_with(&format!("1 local postgresql {sd} ")), "{line}");
+
+    // A CA goes only with a tls:// target, and must be PEM certificates.
+    let refused = |args: &[&str], says: &str| {
+        let out = server.cli().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{args:?}: {out:?}");
+    };
+    let plain = format!("tcp://127.0.0.1:{}", syslog.port);
+    refused(
+        &["location", "set", "local", "--syslog", &plain, "--syslog-ca", right.to_str().unwrap()],
+        "only used over TLS",
+    );
+    let key = syslog.path("server.key");
+    refused(
+        &["location", "set", "local", "--syslog", &target, "--syslog-ca", key.to_str().unwrap()],
+        "holds no certificate",
+    );
+    assert_eq!(json(&server, &["location", "show", "local"])["syslog"], target.as_str(), "nothing changed");
 }

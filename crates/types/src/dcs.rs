@@ -78,9 +78,13 @@ pub struct LocationDetail {
     pub location: Location,
     pub dcs: DcsStatus,
     /// Where the location's hosts forward their clusters' PostgreSQL and Patroni logs
-    /// (`tcp://HOST:PORT`, RFC 5424); absent: nowhere.
+    /// (`tcp://HOST:PORT` or `tls://HOST:PORT`, RFC 5424); absent: nowhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syslog: Option<String>,
+    /// The CA certificates (PEM) a `tls://` syslog server's certificate must chain to;
+    /// absent: each host's system bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog_ca: Option<String>,
 }
 
 #[cfg(test)]

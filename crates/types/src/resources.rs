@@ -158,9 +158,14 @@ pub struct Location {
 #[serde(deny_unknown_fields)]
 pub struct LocationSet {
     /// Where the location's hosts forward their clusters' PostgreSQL and Patroni logs as
-    /// RFC 5424 messages: `tcp://HOST:PORT`, or `none` to stop.
+    /// RFC 5424 messages: `tcp://HOST:PORT`, `tls://HOST:PORT` (RFC 5425), or `none` to stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syslog: Option<String>,
+    /// With a `tls://` target: the CA certificates (PEM) the syslog server's certificate
+    /// must chain to. Without it, each host's system bundle
+    /// (`/etc/ssl/certs/ca-certificates.crt`) is trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog_ca: Option<String>,
 }
 
 /// Body of `POST /api/v1/locations`.

@@ -35,10 +35,14 @@ pub enum LocationCmd {
     Set {
         name: String,
         /// Forward the PostgreSQL and Patroni logs of the location's clusters to this syslog
-        /// server as RFC 5424 messages (tcp://HOST:PORT), done by each host's agent; `none`
-        /// stops forwarding
-        #[arg(long, value_name = "tcp://HOST:PORT|none")]
+        /// server as RFC 5424 messages, over TCP (tcp://HOST:PORT) or TLS (tls://HOST:PORT,
+        /// RFC 5425), done by each host's agent; `none` stops forwarding
+        #[arg(long, value_name = "tcp://HOST:PORT|tls://HOST:PORT|none")]
         syslog: Option<String>,
+        /// With a tls:// target: a file of PEM CA certificates the syslog server's
+        /// certificate must chain to [default: each host's system bundle]
+        #[arg(long, value_name = "FILE", requires = "syslog")]
+        syslog_ca: Option<std::path::PathBuf>,
     },
     /// Delete a location that has nothing in it (admin)
     Delete {
@@ -93,6 +97,13 @@ fn show(l: &LocationDetail, out: OutputFormat) -> anyhow::Result<()> {
             s => println!("\ndcs:       {} ({healthy} of {} etcd members healthy)", s.as_str(), dcs.members.len()),
         }
         println!("syslog:    {}", l.syslog.as_deref().unwrap_or("none"));
+        if l.syslog.as_deref().is_some_and(|t| t.starts_with("tls://")) {
+            let ca = match &l.syslog_ca {
+                Some(pem) => format!("{} certificate(s) given", pem.matches("-----BEGIN CERTIFICATE-----").count()),
+                None => "each host's system bundle".to_owned(),
+            };
+            println!("syslog CA: {ca}");
+        }
         if !dcs.members.is_empty() {
             let rows: Vec<Vec<String>> = dcs.members.iter().map(Tabular::row).collect();
             println!("\n{}", render_table(DcsMemberStatus::HEADERS, &rows));
@@ -132,11 +143,19 @@ pub async fn run(cmd: LocationCmd, client: &Client, out: OutputFormat) -> anyhow
         LocationCmd::Show { name } => {
             show(&client.get::<LocationDetail>(&format!("/locations/{name}"), &[]).await?, out)
         }
-        LocationCmd::Set { name, syslog } => {
+        LocationCmd::Set { name, syslog, syslog_ca } => {
             if syslog.is_none() {
-                bail!("say what to change: --syslog tcp://HOST:PORT or --syslog none");
+                bail!("say what to change: --syslog tcp://HOST:PORT, --syslog tls://HOST:PORT or --syslog none");
             }
-            let set: LocationDetail = client.patch(&format!("/locations/{name}"), &LocationSet { syslog }).await?;
+            let syslog_ca = match syslog_ca {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read the syslog CA file {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            let set: LocationDetail =
+                client.patch(&format!("/locations/{name}"), &LocationSet { syslog, syslog_ca }).await?;
             show(&set, out)
         }
         LocationCmd::Delete { name, wait: _ } => {
