@@ -67,7 +67,7 @@ pub(crate) async fn run(base_dir: PathBuf, identity: Arc<CertFiles>) {
         .map(|s| s.cursors.into_iter().collect())
         .unwrap_or_default();
     // The connection, with the target and CA it was made for.
-    let mut conn: Option<((String, Option<String>), Box<dyn Stream>)> = None;
+    let mut conn: Option<(MadeFor, Box<dyn Stream>)> = None;
     let mut complained = false;
     loop {
         tokio::time::sleep(ROUND).await;
@@ -179,6 +179,9 @@ fn keep(base_dir: &Path, cursors: &BTreeMap<LogFile, LogCursor>) {
         tracing::warn!(error = %e, "can't keep the syslog forwarding positions");
     }
 }
+
+/// What a connection was made for: the target and the CA (PEM) it was checked with.
+type MadeFor = (String, Option<String>);
 
 /// A connection to a syslog server: plain TCP or TLS.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}

@@ -955,6 +955,22 @@ pub(crate) async fn user_enable(
     Ok(Json(app.user_set_disabled(&ctx, &name, false).await?))
 }
 
+/// Sets a user's password: your own with the current one (`current_password`; a wrong one
+/// counts as a failed login, 403), another user's as an admin. The user's other password
+/// logins are revoked; API tokens stay.
+#[utoipa::path(put, path = "/users/{name}/password", tag = "users", request_body = PasswordChange,
+    params(("name" = String, Path)),
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn user_password(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<PasswordChange>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(app.user_password_change(&ctx, &name, req).await?))
+}
+
 /// Grants a role: `admin` (by admins, without a project) or a role in a project (by admins
 /// and the project's owners).
 #[utoipa::path(post, path = "/users/{name}/roles", tag = "users", request_body = RoleGrant,

@@ -31,6 +31,8 @@ pub struct Ctx {
     /// The client's IP address, when the request came over the network.
     pub source: Option<String>,
     pub request_id: Option<String>,
+    /// The token the request came with.
+    pub token: Option<sovdb_types::TokenId>,
 }
 
 impl Ctx {
@@ -99,6 +101,6 @@ impl App {
                 roles.iter().any(|b| (b.role == Role::Admin && b.project_id.is_none()) || b.project_id == Some(p.id))
             })
             .ok_or_else(|| AppError::not_found("project", project_name))?;
-        Ok(Ctx { user, roles, project, source, request_id })
+        Ok(Ctx { user, roles, project, source, request_id, token: Some(token.id) })
     }
 }

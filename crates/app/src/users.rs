@@ -8,6 +8,7 @@
 //! records say whether a user has one, never what it is.
 
 use sovdb_store::StoreError;
+use sovdb_types::audit::Outcome;
 use sovdb_types::*;
 
 use crate::rbac::Action;
@@ -135,6 +136,82 @@ impl App {
             items.push(user_view(tx.as_mut(), ctx, u, roles).await?);
         }
         Ok(Page { items, next_page_token: users.next_page_token })
+    }
+
+    /// Sets a user's password. Your own: with the current one, checked as a login is (a
+    /// wrong one counts as a failed login of yours: throttled and audited). Another user's:
+    /// admins only, without theirs (a reset). Either way, the user's password logins (tokens
+    /// named `login`) are revoked, except the one making this request: a stolen session
+    /// ends with the password it came from. Named API tokens stay. Directory users change
+    /// their password in the directory.
+    pub async fn user_password_change(&self, ctx: &Ctx, name: &str, req: PasswordChange) -> Result<UserView> {
+        use crate::throttle::{self, Key};
+        let own = ctx.user.name == name;
+        if !own {
+            ctx.require(Action::UserPasswordReset)?;
+        }
+        let (user, stored) = {
+            let mut tx = self.store.read().await?;
+            let user = tx.user_get_by_name(name).await?.ok_or_else(|| AppError::not_found("user", name))?;
+            let stored = tx.user_password_get(user.id).await?;
+            (user, stored)
+        };
+        if own {
+            let Some(current) = req.current_password.clone() else {
+                return Err(AppError::Invalid(
+                    "give your current password to change it (`sovdb user passwd` asks for it)".into(),
+                ));
+            };
+            if stored.is_none() {
+                let why = if self.ldap_settings().await?.is_some() {
+                    "your password is the directory's: change it there"
+                } else {
+                    "you have no password here: an admin sets one with `sovdb user passwd NAME`"
+                };
+                return Err(AppError::Invalid(why.into()));
+            }
+            let user_key = Key::User(name.to_owned());
+            let now = std::time::Instant::now();
+            if let Some(wait) = self.logins.locked_for(&user_key, now) {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return Err(AppError::Throttled {
+                    message: format!("too many failed logins for user {name:?}: try again in {secs} s"),
+                    retry_after_secs: secs,
+                });
+            }
+            let check = stored.clone();
+            if !blocking(move || passwords::verify(&current, check.as_deref())).await? {
+                self.logins.fail(user_key, &throttle::PER_USER, now);
+                let mut entry = ctx.audit(
+                    "user.password",
+                    format!("user/{name}"),
+                    serde_json::json!({"reason": "wrong current password"}),
+                );
+                entry.outcome = Outcome::Failure;
+                let mut tx = self.store.write().await?;
+                tx.audit_append(&entry).await?;
+                tx.commit().await?;
+                return Err(AppError::Forbidden("the current password is wrong".into()));
+            }
+        }
+        passwords::check_new(&req.password)?;
+        let password = req.password.clone();
+        let hash = blocking(move || passwords::hash(&password)).await??;
+
+        let mut tx = self.store.write().await?;
+        tx.user_password_set(user.id, Some(&hash)).await?;
+        let mut revoked = 0;
+        for t in tx.token_find(user.id, "login").await? {
+            if !t.revoked && Some(t.id) != ctx.token && tx.token_revoke(t.id).await? {
+                revoked += 1;
+            }
+        }
+        let params = serde_json::json!({"reset": !own, "logins_revoked": revoked});
+        tx.audit_append(&ctx.audit("user.password", format!("user/{name}"), params)).await?;
+        let roles = tx.role_binding_list(user.id).await?;
+        let view = user_view(tx.as_mut(), ctx, user, roles).await?;
+        tx.commit().await?;
+        Ok(view)
     }
 
     /// Disables (or enables again) a user: a disabled user's tokens are refused from the

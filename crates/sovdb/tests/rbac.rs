@@ -149,6 +149,13 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         case(M::POST, "/api/v1/users/{name}/disable", "/users/nobody/disable", None, Admin),
         case(M::POST, "/api/v1/users/{name}/enable", "/users/nobody/enable", None, Admin),
         case(
+            M::PUT,
+            "/api/v1/users/{name}/password",
+            "/users/nobody/password",
+            Some(json!({"password": "a-new-password-1234"})),
+            Admin,
+        ),
+        case(
             M::POST,
             "/api/v1/users/{name}/roles",
             "/users/nobody/roles",
@@ -651,4 +658,89 @@ async fn users_log_in_hold_roles_and_lose_tokens() {
         .call(None, None, Method::POST, "/login", Some(&json!({"user": "ann", "password": "ann-password-1234"})))
         .await;
     assert_eq!(a.status, 201, "{}", a.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_change_their_own_password_and_admins_set_others() {
+    let server = TestServer::start(Path::new(BIN));
+    let api = Api::new(&server);
+    ok(&server, &["project", "create", "p"]);
+    for name in ["ann", "bob"] {
+        let args = ["user", "create", name, "--password-stdin", "--role", "viewer", "-p", "p"];
+        let out = cli_input(&server, &args, &format!("{name}-password-1234\n"));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let login = |password: &str| {
+        let out = cli_input(&server, &["login", "--user", "ann", "--password-stdin", "--print-token"], password);
+        out.status.success().then(|| text(&out.stdout).trim().to_string())
+    };
+    let whoami = |token: String| {
+        let api = &api;
+        async move { api.call(Some(&token), Some("p"), Method::GET, "/whoami", None).await.status }
+    };
+    // Two password logins of ann's, and an API token she made.
+    let first = login("ann-password-1234").expect("ann logs in");
+    let second = login("ann-password-1234").expect("ann logs in again");
+    let ci = ok(&server, &["token", "create", "--name", "ci", "-p", "p", "--token", &first]).trim().to_string();
+    let passwd = |token: &str, name: Option<&str>, input: &str| {
+        let mut args = vec!["user", "passwd"];
+        args.extend(name);
+        args.extend(["--password-stdin", "-p", "p", "--token", token]);
+        cli_input(&server, &args, input)
+    };
+
+    // Her own: the current password is needed, and right; the new one long enough.
+    for (input, says) in [
+        ("ann-new-password-5678\n", "write your current password, then the new one"),
+        ("not-the-password\nann-new-password-5678\n", "the current password is wrong"),
+        ("ann-password-1234\nshort\n", "at least 12 characters"),
+    ] {
+        let out = passwd(&first, None, input);
+        assert!(!out.status.success() && text(&out.stderr).contains(says), "{input:?}: {}", text(&out.stderr));
+    }
+    let out = passwd(&first, None, "ann-password-1234\nann-new-password-5678\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the password of ann is changed"), "{}", text(&out.stderr));
+    // Her other password login ended; the one she changed it with and her API token work.
+    assert_eq!(whoami(first.clone()).await, 200);
+    assert_eq!(whoami(second.clone()).await, 401);
+    assert_eq!(whoami(ci.clone()).await, 200);
+    assert!(login("ann-password-1234").is_none(), "the old password no longer logs in");
+    assert!(login("ann-new-password-5678").is_some(), "the new one does");
+
+    // Another user's password: admins only, without the current one.
+    let out = passwd(&first, Some("bob"), "bob-new-password-1234\n");
+    assert!(
+        text(&out.stderr).contains("setting another user's password needs the admin role"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = passwd(&server.token, Some("ann"), "ann-reset-password-9999\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(whoami(first.clone()).await, 401, "a reset ends every password login of hers");
+    assert_eq!(whoami(ci.clone()).await, 200, "API tokens stay");
+    assert!(login("ann-reset-password-9999").is_some());
+    let out = passwd(&server.token, Some("nobody"), "some-password-12345\n");
+    assert!(text(&out.stderr).contains("user \"nobody\" not found"), "{}", text(&out.stderr));
+
+    // Audited, the refusal too, and no password anywhere in the records.
+    let audit = api.ok(&server.token, None, Method::GET, "/audit?target=user/ann&limit=1000", None).await;
+    let changes: Vec<(String, Value)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "user.password")
+        .map(|r| (r["outcome"].as_str().unwrap().to_string(), r["params"].clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("failure".to_string(), json!({"reason": "wrong current password"})),
+            ("success".to_string(), json!({"reset": false, "logins_revoked": 1})),
+            ("success".to_string(), json!({"reset": true, "logins_revoked": 2})),
+        ],
+        "{audit:#}"
+    );
+    let all = audit.to_string();
+    assert!(!all.contains("new-password") && !all.contains("reset-password"), "{all}");
 }

@@ -65,6 +65,27 @@ impl std::fmt::Debug for UserCreate {
     }
 }
 
+/// Body of `PUT /api/v1/users/{name}/password`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The new password (at least 12 characters).
+    pub password: String,
+    /// The password now: required to change your own, not for an admin setting another
+    /// user's.
+    #[serde(default)]
+    pub current_password: Option<String>,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordChange")
+            .field("password", &"<redacted>")
+            .field("current_password", &self.current_password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// Body of `POST /api/v1/projects`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,7 @@ use std::io::{BufRead as _, Read as _, Write as _};
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use sovdb_types::{Login, NewToken, Role, RoleGrant, Token, TokenCreate, UserCreate, UserView};
+use sovdb_types::{Login, NewToken, PasswordChange, Role, RoleGrant, Token, TokenCreate, UserCreate, UserView, WhoAmI};
 
 use crate::client::Client;
 use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
@@ -36,6 +36,16 @@ pub enum UserCmd {
     Disable { name: String },
     /// Enable a disabled user again (admin)
     Enable { name: String },
+    /// Change your password (with the current one), or set another user's (admin). Ends
+    /// the user's other password logins; API tokens stay
+    Passwd {
+        /// Whose password [default: yours]
+        name: Option<String>,
+        /// Read the passwords from standard input, one per line: your current one, then the
+        /// new one (for another user's: only the new one)
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +186,18 @@ fn password_from_stdin() -> anyhow::Result<String> {
     Ok(password.to_string())
 }
 
+/// `n` passwords from standard input, one per line (the last line end is optional).
+fn passwords_from_stdin(n: usize) -> anyhow::Result<Vec<String>> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).context("cannot read the passwords from standard input")?;
+    let lines: Vec<String> = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect();
+    if lines.len() != n || lines.iter().any(String::is_empty) {
+        let what = if n == 2 { "your current password, then the new one" } else { "the new password" };
+        bail!("--password-stdin: write {what} on standard input, one per line ({} line(s) given)", lines.len());
+    }
+    Ok(lines)
+}
+
 /// Asks for a password on the terminal, without echoing it.
 fn password_from_terminal(prompt: &str) -> anyhow::Result<String> {
     use std::os::fd::AsRawFd as _;
@@ -243,6 +265,28 @@ pub async fn run_user(cmd: UserCmd, client: &Client, out: OutputFormat, explicit
         }
         UserCmd::Enable { name } => {
             let user: UserView = client.post(&format!("/users/{name}/enable"), &serde_json::json!({})).await?;
+            print_one(&user, out)
+        }
+        UserCmd::Passwd { name, password_stdin } => {
+            let me = client.get::<WhoAmI>("/whoami", &[]).await?.user;
+            let name = name.unwrap_or_else(|| me.clone());
+            let own = name == me;
+            let (current, password) = if password_stdin {
+                let mut given = passwords_from_stdin(if own { 2 } else { 1 })?;
+                let password = given.pop().expect("counted");
+                (given.pop(), password)
+            } else {
+                let current =
+                    if own { Some(password_from_terminal(&format!("current password for {name}: "))?) } else { None };
+                let password = password_from_terminal(&format!("new password for {name}: "))?;
+                if password_from_terminal("the new password again: ")? != password {
+                    bail!("the two new passwords differ: nothing was changed");
+                }
+                (current, password)
+            };
+            let req = PasswordChange { password, current_password: current };
+            let user: UserView = client.put(&format!("/users/{name}/password"), &req).await?;
+            eprintln!("the password of {name} is changed; their other password logins are ended (API tokens stay)");
             print_one(&user, out)
         }
     }
