@@ -955,6 +955,20 @@ pub(crate) async fn user_enable(
     Ok(Json(app.user_set_disabled(&ctx, &name, false).await?))
 }
 
+/// Deletes a user (admin) with their roles and tokens; not yourself, not the last enabled
+/// admin. Their audit records stay.
+#[utoipa::path(delete, path = "/users/{name}", tag = "users", params(("name" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn user_delete(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.user_delete(&ctx, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Sets a user's password: your own with the current one (`current_password`; a wrong one
 /// counts as a failed login, 403), another user's as an admin. The user's other password
 /// logins are revoked; API tokens stay.

@@ -90,6 +90,7 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(handlers::user_disable))
         .routes(routes!(handlers::user_enable))
         .routes(routes!(handlers::user_password))
+        .routes(routes!(handlers::user_delete))
         .routes(routes!(handlers::role_grant))
         .routes(routes!(handlers::role_revoke))
         .routes(routes!(handlers::token_list, handlers::token_create))

@@ -49,6 +49,7 @@ pub enum Action {
     /// Disabling and enabling users.
     UserDisable,
     UserPasswordReset,
+    UserDelete,
     /// Granting and revoking the installation-wide admin role.
     AdminGrant,
     /// Creating, listing and revoking the caller's own tokens.
@@ -111,6 +112,7 @@ impl Action {
         Action::UserCreate,
         Action::UserDisable,
         Action::UserPasswordReset,
+        Action::UserDelete,
         Action::AdminGrant,
         Action::OwnTokens,
         Action::OthersTokens,
@@ -163,6 +165,7 @@ impl Action {
             Action::UserCreate => (AdminRole, "creating a user without a project role"),
             Action::UserDisable => (AdminRole, "disabling or enabling a user"),
             Action::UserPasswordReset => (AdminRole, "setting another user's password"),
+            Action::UserDelete => (AdminRole, "deleting a user"),
             Action::AdminGrant => (AdminRole, "granting or revoking the admin role"),
             Action::OwnTokens => (Anyone, "managing your own tokens"),
             Action::OthersTokens => (AdminRole, "managing another user's tokens"),
@@ -294,7 +297,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 45, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 46, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -316,6 +319,7 @@ mod tests {
             (UserCreate, "admin"),
             (UserDisable, "admin"),
             (UserPasswordReset, "admin"),
+            (UserDelete, "admin"),
             (AdminGrant, "admin"),
             (OwnTokens, "anyone"),
             (OthersTokens, "admin"),

@@ -214,6 +214,34 @@ impl App {
         Ok(view)
     }
 
+    /// Deletes a user (admin) with their roles and every token of theirs (refused at once).
+    /// Not yourself, and not the last enabled admin. Their audit records stay, naming
+    /// them; the name can be given to a new user. A directory user the directory still
+    /// lets in comes back at their next login: disable them to keep them out.
+    pub async fn user_delete(&self, ctx: &Ctx, name: &str) -> Result<()> {
+        ctx.require(Action::UserDelete)?;
+        if ctx.user.name == name {
+            return Err(AppError::Conflict(
+                "you can't delete yourself: another admin can (or disable your user instead)".into(),
+            ));
+        }
+        let mut tx = self.store.write().await?;
+        let user = tx.user_get_by_name(name).await?.ok_or_else(|| AppError::not_found("user", name))?;
+        let roles = tx.role_binding_list(user.id).await?;
+        if !user.disabled && roles.iter().any(is_admin) && tx.role_binding_count_admins().await? <= 1 {
+            return Err(AppError::Conflict(format!(
+                "user {name:?} is the last enabled admin: grant admin to another user before deleting this one"
+            )));
+        }
+        let id = user.id;
+        let view = user_view(tx.as_mut(), ctx, user, roles).await?;
+        tx.user_delete(id).await?;
+        let params = serde_json::json!({"roles": view.roles});
+        tx.audit_append(&ctx.audit("user.delete", format!("user/{name}"), params)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Disables (or enables again) a user: a disabled user's tokens are refused from the
     /// next request on, and they can't log in. The last enabled admin can't be disabled.
     pub async fn user_set_disabled(&self, ctx: &Ctx, name: &str, disabled: bool) -> Result<UserView> {

@@ -148,6 +148,7 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         ),
         case(M::POST, "/api/v1/users/{name}/disable", "/users/nobody/disable", None, Admin),
         case(M::POST, "/api/v1/users/{name}/enable", "/users/nobody/enable", None, Admin),
+        case(M::DELETE, "/api/v1/users/{name}", "/users/nobody", None, Admin),
         case(
             M::PUT,
             "/api/v1/users/{name}/password",
@@ -661,7 +662,7 @@ async fn users_log_in_hold_roles_and_lose_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_change_their_own_password_and_admins_set_others() {
+async fn users_change_their_passwords_and_admins_set_them_and_delete_users() {
     let server = TestServer::start(Path::new(BIN));
     let api = Api::new(&server);
     ok(&server, &["project", "create", "p"]);
@@ -743,4 +744,22 @@ async fn users_change_their_own_password_and_admins_set_others() {
     );
     let all = audit.to_string();
     assert!(!all.contains("new-password") && !all.contains("reset-password"), "{all}");
+
+    // Deleting a user: admins only, not yourself; their tokens stop at once, their
+    // records stay, and the name can be used again.
+    refused(&server, &["user", "delete", "bob", "-p", "p", "--token", &ci], "deleting a user needs the admin role");
+    refused(&server, &admin_args(&server, &["user", "delete", "admin"]), "you can't delete yourself");
+    ok(&server, &admin_args(&server, &["user", "delete", "ann"]));
+    assert_eq!(whoami(ci.clone()).await, 401, "her tokens went with her");
+    assert!(login("ann-reset-password-9999").is_none());
+    refused(&server, &admin_args(&server, &["user", "delete", "ann"]), "user \"ann\" not found");
+    let audit = api.ok(&server.token, None, Method::GET, "/audit?target=user/ann&limit=1000", None).await;
+    let deleted = audit["items"].as_array().unwrap().iter().find(|r| r["action"] == "user.delete").cloned();
+    assert_eq!(deleted.map(|r| r["params"].clone()), Some(json!({"roles": [{"role": "viewer", "project": "p"}]})));
+    let out = cli_input(
+        &server,
+        &admin_args(&server, &["user", "create", "ann", "--password-stdin", "--role", "viewer", "-p", "p"]),
+        "ann-again-password-1234\n",
+    );
+    assert!(out.status.success(), "the name is free again: {}", text(&out.stderr));
 }

@@ -244,6 +244,28 @@ async fn users_list_disable_passwords_and_admins(url: String) {
         [RoleBinding { user_id: bob.id, role: Role::Owner, project_id: Some(a.id) }]
     );
     assert_eq!(tx.user_password_get(bob.id).await.unwrap(), None);
+    drop(tx);
+
+    // Deleting a user takes their bindings and tokens with them; the name is free again.
+    let mut tx = store.write().await.unwrap();
+    let token = TokenRecord {
+        id: TokenId::new(),
+        user_id: bob.id,
+        name: "ci".into(),
+        secret_sha256: "ab".repeat(32),
+        created_at: Utc::now(),
+        expires_at: None,
+        revoked: false,
+    };
+    tx.token_create(&token).await.unwrap();
+    assert!(tx.user_delete(bob.id).await.unwrap());
+    assert!(!tx.user_delete(bob.id).await.unwrap(), "a second delete finds nothing");
+    tx.commit().await.unwrap();
+    let mut tx = store.read().await.unwrap();
+    assert!(tx.user_get_by_name("bob").await.unwrap().is_none());
+    assert!(tx.role_binding_list(bob.id).await.unwrap().is_empty());
+    assert!(tx.token_get(token.id).await.unwrap().is_none());
+    assert!(tx.user_get(ann.id).await.unwrap().is_some(), "others stay");
 }
 
 async fn tokens_list_find_and_revoke(url: String) {

@@ -453,6 +453,8 @@ pub trait Tx: Send {
     async fn user_list(&mut self, project: Option<ProjectId>, page: &PageRequest) -> Result<Page<User>>;
     /// `false` when the user does not exist.
     async fn user_set_disabled(&mut self, id: UserId, disabled: bool) -> Result<bool>;
+    /// Deletes the user with their tokens and role bindings; false if there was none.
+    async fn user_delete(&mut self, id: UserId) -> Result<bool>;
     /// Sets (or with `None` removes) the user's password hash; `false` when the user does
     /// not exist.
     async fn user_password_set(&mut self, id: UserId, hash: Option<&str>) -> Result<bool>;

@@ -605,6 +605,14 @@ impl Tx for SqlTx {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn user_delete(&mut self, id: UserId) -> Result<bool> {
+        for sql in ["DELETE FROM tokens WHERE user_id = $1", "DELETE FROM role_bindings WHERE user_id = $1"] {
+            sqlx::query(sql).bind(id.to_string()).execute(&mut *self.tx).await?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn user_password_set(&mut self, id: UserId, hash: Option<&str>) -> Result<bool> {
         let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(hash)

@@ -36,6 +36,8 @@ pub enum UserCmd {
     Disable { name: String },
     /// Enable a disabled user again (admin)
     Enable { name: String },
+    /// Delete a user (admin) with their roles and tokens; their audit records stay
+    Delete { name: String },
     /// Change your password (with the current one), or set another user's (admin). Ends
     /// the user's other password logins; API tokens stay
     Passwd {
@@ -266,6 +268,11 @@ pub async fn run_user(cmd: UserCmd, client: &Client, out: OutputFormat, explicit
         UserCmd::Enable { name } => {
             let user: UserView = client.post(&format!("/users/{name}/enable"), &serde_json::json!({})).await?;
             print_one(&user, out)
+        }
+        UserCmd::Delete { name } => {
+            client.delete(&format!("/users/{name}")).await?;
+            eprintln!("user {name} deleted, with their roles and tokens");
+            Ok(())
         }
         UserCmd::Passwd { name, password_stdin } => {
             let me = client.get::<WhoAmI>("/whoami", &[]).await?.user;
