@@ -92,9 +92,10 @@ function ticks(max, unit) {
   const raw = m / 4;
   const p = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((f) => f * p).find((x) => x >= raw);
+  // Whole things (connections, bytes) have no fractions to mark.
+  if ((unit === "count" || unit === "bytes" || unit === "bytes_s") && step * scale < 1) return [0, 1];
   const out = [];
   for (let v = 0; v < m + step * 0.999; v += step) out.push(Number((v * scale).toPrecision(12)));
-  if (unit === "count" && step < 1) return [0, 1];
   return out;
 }
 

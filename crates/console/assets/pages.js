@@ -1522,7 +1522,8 @@ export async function alerts(main, { session, signal }) {
   const channelChoices = h("fieldset", { class: "filters" });
   const drawChannelChoices = () => {
     const ticked = new Set([...channelChoices.querySelectorAll("input:checked")].map((i) => i.value));
-    clear(channelChoices).append(
+    add(
+      clear(channelChoices),
       h("legend", {}, "Channels to notify (none ticked: every channel)"),
       channels.length ? channels.map((c) => checkbox(c.name, h("input", { type: "checkbox", name: "rule-channel", value: c.name, checked: ticked.has(c.name) }))) : h("p", { class: "empty" }, "No channels yet."),
     );
