@@ -426,13 +426,8 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     assert_eq!(kept, json!(["work_mem=32MB", true]), "the form lost its text or the focus");
     b.type_into(&params, "");
     wait_for("the API's switchover to end", OPERATION, || {
-        let o: Value = http
-            .get(format!("{url}/api/v1/operations/{op_id}"))
-            .bearer_auth(&server.token)
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
+        let o: Value =
+            http.get(format!("{url}/api/v1/operations/{op_id}")).bearer_auth(&server.token).send().ok()?.json().ok()?;
         match o["state"].as_str() {
             Some("succeeded") => Some(()),
             Some("failed" | "cancelled") => panic!("the switchover failed: {o}"),
@@ -547,11 +542,7 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     b.script("document.querySelector('main .view').dataset.mark = 'kept'", vec![]).unwrap();
     b.click(&b.button("Follow"));
     b.find("#follow[aria-pressed=true]", PAGE);
-    let deleted = http
-        .delete(format!("{url}/api/v1/alerts/rules/pg-up"))
-        .bearer_auth(&server.token)
-        .send()
-        .unwrap();
+    let deleted = http.delete(format!("{url}/api/v1/alerts/rules/pg-up")).bearer_auth(&server.token).send().unwrap();
     assert_eq!(deleted.status(), 204);
     b.wait_for(
         "the resolve streamed into the page",
