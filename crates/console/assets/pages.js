@@ -1605,7 +1605,7 @@ export async function alerts(main, { session, signal }) {
   function channelForm() {
     const name = input({ name: "channel-name", autocomplete: "off", required: true });
     const kind = select("channel-type", [["webhook", "webhook (signed JSON POST)"], ["slack", "Slack-compatible incoming webhook"], ["email", "email (SMTP)"]], "webhook");
-    const url = input({ name: "webhook-url", autocomplete: "off", placeholder: "https://hooks.example.org/sovdb" });
+    const url = input({ name: "webhook-url", autocomplete: "off" });
     const secret = h("input", { type: "password", name: "webhook-secret", autocomplete: "off" });
     const ca = h("textarea", { name: "webhook-ca", rows: 2, spellcheck: "false" });
     const slackUrl = h("input", { type: "password", name: "slack-url", autocomplete: "off" });
@@ -1617,7 +1617,7 @@ export async function alerts(main, { session, signal }) {
     const from = input({ name: "from", placeholder: "sovdb@example.org" });
     const to = input({ name: "to", placeholder: "ops@example.org, dba@example.org" });
     const defaults = h("input", { type: "checkbox", name: "default-rules", checked: true });
-    const webhook = h("fieldset", {}, h("legend", {}, "Webhook"), field("Webhook URL", url, "http or https; redirects are not followed."), field("HMAC secret", secret, "16 characters or more; empty: one is generated and shown once."), field("Webhook CA certificate", ca, "PEM, to trust besides the system's CAs (optional)."));
+    const webhook = h("fieldset", {}, h("legend", {}, "Webhook"), field("Webhook URL", url, "An http or https URL your receiver listens at; redirects are not followed."), field("HMAC secret", secret, "16 characters or more; empty: one is generated and shown once."), field("Webhook CA certificate", ca, "PEM, to trust besides the system's CAs (optional)."));
     const slack = h("fieldset", { hidden: true }, h("legend", {}, "Slack"), field("Slack webhook URL", slackUrl, "The incoming webhook's URL: a secret, never shown back."));
     const email = h(
       "fieldset",
