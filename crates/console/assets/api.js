@@ -97,70 +97,119 @@ export function isFinal(op) {
 }
 
 /**
+ * Reads one server-sent-events answer of `path` with fetch() (EventSource can't send an
+ * Authorization header, and the token never goes into a URL), calling `onEvent(name,
+ * data)` for each event. Resolves when the server ends the stream or the network cuts it
+ * (the caller decides whether to reopen), or when `signal` aborts; rejects with ApiError
+ * when the API refuses, and with what `onEvent` throws.
+ */
+export async function readEvents(path, onEvent, signal) {
+  let r;
+  try {
+    r = await fetch("/api/v1" + path, {
+      headers: headers({ Accept: "text/event-stream" }),
+      cache: "no-store",
+      credentials: "omit",
+      signal,
+    });
+  } catch (e) {
+    return; // the network, or the abort
+  }
+  if (!r.ok) {
+    const text = await r.text();
+    let data = null;
+    try {
+      data = JSON.parse(text);
+    } catch (_) {
+      data = null;
+    }
+    const e = new ApiError(r.status, data, text);
+    if (r.status === 401) unauthorized(e);
+    throw e;
+  }
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value.replace(/\r\n/g, "\n");
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        let event = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        // Comment lines alone (keep-alives) make a block without data.
+        if (data.length) onEvent(event, data.join("\n"));
+      }
+    }
+  } catch (e) {
+    if ((signal && signal.aborted) || e instanceof TypeError) return;
+    throw e;
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+const pause = (ms) => new Promise((res) => setTimeout(res, ms));
+
+/**
  * Follows an operation through `GET /operations/{id}/events` (server-sent events) until
- * it ends, calling `onUpdate` with each new state. EventSource can't send an
- * Authorization header, so the stream is read with fetch(); the token never goes into a
- * URL. A stream cut short (a server restart) is reopened.
+ * it ends, calling `onUpdate` with each new state. A stream cut short (a server restart)
+ * is reopened.
  */
 export async function watchOperation(id, onUpdate, signal) {
   let last = null;
   for (;;) {
-    let r;
-    try {
-      r = await fetch(`/api/v1/operations/${encodeURIComponent(id)}/events`, {
-        headers: headers({ Accept: "text/event-stream" }),
-        cache: "no-store",
-        credentials: "omit",
-        signal,
-      });
-    } catch (e) {
-      if (signal && signal.aborted) return last;
-      await new Promise((res) => setTimeout(res, 1000));
-      continue;
-    }
-    if (!r.ok) {
-      const text = await r.text();
-      let data = null;
-      try {
-        data = JSON.parse(text);
-      } catch (_) {
-        data = null;
-      }
-      const e = new ApiError(r.status, data, text);
-      if (r.status === 401) unauthorized(e);
-      throw e;
-    }
-    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += value.replace(/\r\n/g, "\n");
-        let i;
-        while ((i = buf.indexOf("\n\n")) >= 0) {
-          const block = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          let event = "message";
-          const data = [];
-          for (const line of block.split("\n")) {
-            if (line.startsWith("event:")) event = line.slice(6).trim();
-            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-          }
-          if (event === "operation") {
-            last = JSON.parse(data.join("\n"));
-            onUpdate(last);
-          } else if (event === "error") {
-            throw new Error(data.join("\n"));
-          }
+    await readEvents(
+      `/operations/${encodeURIComponent(id)}/events`,
+      (event, data) => {
+        if (event === "operation") {
+          last = JSON.parse(data);
+          onUpdate(last);
+        } else if (event === "error") {
+          throw new Error(data);
         }
-      }
-    } catch (e) {
-      if (signal && signal.aborted) return last;
-      if (!(e instanceof TypeError)) throw e;
-    }
+      },
+      signal,
+    );
     if (last && isFinal(last)) return last;
     if (signal && signal.aborted) return last;
-    await new Promise((res) => setTimeout(res, 1000));
+    await pause(1000);
+  }
+}
+
+/**
+ * Follows the timeline (`GET /events?follow=true`, server-sent events), calling `onEvent`
+ * with each new event, from `since` (an RFC 3339 time; default now) until `signal`
+ * aborts. A stream cut short is reopened from the newest event seen; an event seen twice
+ * (the reopened stream looks back a little) is passed on once.
+ */
+export async function followEvents(query, since, onEvent, signal) {
+  const seen = new Set();
+  let from = since;
+  while (!(signal && signal.aborted)) {
+    const q = new URLSearchParams(query);
+    q.set("follow", "true");
+    if (from) q.set("since", from);
+    await readEvents(
+      `/events?${q}`,
+      (event, data) => {
+        if (event !== "event") return;
+        const e = JSON.parse(data);
+        if (seen.has(e.id)) return;
+        seen.add(e.id);
+        if (!from || Date.parse(e.at) > Date.parse(from)) from = e.at;
+        onEvent(e);
+      },
+      signal,
+    );
+    if (signal && signal.aborted) return;
+    await pause(1000);
   }
 }

@@ -42,6 +42,10 @@ const ROUTES = [
   [/^\/clusters$/, pages.clusters, "Clusters"],
   [/^\/clusters\/new$/, pages.clusterCreate, "Create a cluster"],
   [/^\/clusters\/([^/]+)$/, pages.clusterDetail, "Cluster"],
+  [/^\/metrics$/, pages.metrics, "Metrics"],
+  [/^\/metrics\/([^/]+)$/, pages.metrics, "Metrics"],
+  [/^\/alerts$/, pages.alerts, "Alerts"],
+  [/^\/events$/, pages.events, "Events"],
   [/^\/operations$/, pages.operations, "Operations"],
   [/^\/operations\/([^/]+)$/, pages.operationDetail, "Operation"],
   [/^\/locations$/, pages.locations, "Locations and hosts"],
@@ -54,16 +58,14 @@ const ROUTES = [
 const NAV = [
   ["#/", "Overview", null],
   ["#/clusters", "Clusters", null],
+  ["#/metrics", "Metrics", null],
+  ["#/alerts", "Alerts", null],
+  ["#/events", "Events", null],
   ["#/operations", "Operations", null],
   ["#/locations", "Locations and hosts", null],
   ["#/repos", "Backup repositories", null],
   ["#/users", "Users and tokens", null],
   ["#/audit", "Audit log", "admin"],
-  // Metrics, alerts and installation-wide events get their pages when the API offers
-  // them; their places are kept here, hidden until then.
-  ["#/metrics", "Metrics", "hidden"],
-  ["#/alerts", "Alerts", "hidden"],
-  ["#/events", "Events", "hidden"],
 ];
 
 const app = document.getElementById("app");
@@ -81,7 +83,7 @@ function shell() {
       "ul",
       {},
       NAV.map(([href, text, need]) =>
-        h("li", { hidden: need === "hidden" || (need === "admin" && !session.admin) }, h("a", { href, "data-nav": href }, text)),
+        h("li", { hidden: need === "admin" && !session.admin }, h("a", { href, "data-nav": href }, text)),
       ),
     ),
   );

@@ -3,6 +3,7 @@
 // that may use them; the API decides anyway, and its refusal is shown if one comes.
 
 import * as api from "./api.js";
+import { metricsPanel } from "./charts.js";
 import { h, add, clear, table, facts, badge, time, bytes, errorBox, notice, field, checkbox, form, confirmByName, parseLabels, labelsText } from "./ui.js";
 
 const enc = encodeURIComponent;
@@ -159,21 +160,54 @@ export async function operationDetail(main, { args: [id], signal, session }) {
 
 export async function overview(main, { session }) {
   main.append(heading("Overview"));
-  const [clusters, ops] = await Promise.all([api.all("/clusters"), api.get("/operations?limit=10")]);
+  const [clusters, ops, open] = await Promise.all([api.all("/clusters"), api.get("/operations?limit=10"), api.all("/alerts?open=true")]);
   const counts = {};
   for (const c of clusters) counts[c.state] = (counts[c.state] || 0) + 1;
   const states = ["ready", "creating", "degraded", "failed", "deleting"];
+  const firing = open.filter((a) => a.state === "firing");
+  const pending = open.length - firing.length;
   main.append(
-    section(
-      "Clusters by state",
-      h(
-        "ul",
-        { class: "tiles" },
-        states.map((s) => h("li", { class: "tile state-" + s }, h("span", { class: "count" }, String(counts[s] || 0)), h("span", {}, s))),
+    h(
+      "div",
+      { class: "overview-top" },
+      section(
+        "Clusters by state",
+        h(
+          "ul",
+          { class: "tiles" },
+          states.map((s) => h("li", { class: "tile state-" + s }, h("span", { class: "count" }, String(counts[s] || 0)), h("span", {}, s))),
+        ),
+        h("p", {}, link("#/clusters", `All ${clusters.length} clusters`), session.can("developer") ? [" · ", link("#/clusters/new", "Create a cluster")] : null),
       ),
-      h("p", {}, link("#/clusters", `All ${clusters.length} clusters`), session.can("developer") ? [" · ", link("#/clusters/new", "Create a cluster")] : null),
+      section(
+        "Firing alerts",
+        h(
+          "ul",
+          { class: "tiles" },
+          h("li", { class: "tile state-firing", id: "firing-count" }, h("span", { class: "count" }, String(firing.length)), h("span", {}, "firing")),
+          h("li", { class: "tile state-pending" }, h("span", { class: "count" }, String(pending)), h("span", {}, "pending")),
+        ),
+        firing.length
+          ? h(
+              "ul",
+              { class: "alert-list" },
+              firing.map((a) =>
+                h(
+                  "li",
+                  {},
+                  badge(a.severity),
+                  " ",
+                  link("#/alerts", `${a.rule} on ${a.subject}`),
+                  a.silenced ? h("span", { class: "muted" }, " (silenced)") : null,
+                  h("span", { class: "muted" }, " since "),
+                  time(a.started_at || a.pending_since),
+                ),
+              ),
+            )
+          : h("p", { class: "empty" }, "Nothing is firing."),
+        h("p", {}, link("#/alerts", "Alerts, rules and channels")),
+      ),
     ),
-    // Firing alerts go here when the API has alerts.
     section("Recent operations", operationTable(ops.items), h("p", {}, link("#/operations", "All operations"))),
   );
 }
@@ -300,9 +334,17 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
       if (o.state === "succeeded") live.append(h("p", {}, next ? next() : button("Refresh the cluster", reload, "", { id: "refresh" })));
     }).catch((e) => clear(live).append(errorBox(e)));
   const actions = [];
+  const replicaChoices = (members) => [["", "the best replica (Patroni chooses)"], ...members.filter((m) => m.role !== "primary").map((m) => [m.name, m.name])];
+  const to = select("to", replicaChoices(c.members), "");
+  to.id = "switchover-to";
+  // When the roles change (a switchover), the replicas offered follow; a choice made
+  // that is still a replica stays chosen.
+  const switchoverChoices = (members) => {
+    if (document.activeElement === to) return;
+    const chosen = to.value;
+    clear(to).append(...replicaChoices(members).map(([value, text]) => h("option", { value, selected: value === chosen }, text)));
+  };
   if (session.can("operator") && c.members.length > 1) {
-    const to = select("to", [["", "the best replica (Patroni chooses)"], ...c.members.filter((m) => m.role !== "primary").map((m) => [m.name, m.name])], "");
-    to.id = "switchover-to";
     actions.push(
       h(
         "div",
@@ -333,14 +375,16 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
         { id: "delete-cluster" },
       ),
     );
-  add(
-    main,
-    heading(`Cluster ${cl.name}`),
-    h("p", {}, badge(cl.state), ` ${cl.engine} ${cl.version} in ${cl.location}`, c.status_message ? h("span", { class: "muted" }, ` — ${c.status_message}`) : null),
-    actions.length ? h("div", { class: "actions toolbar", role: "group", "aria-label": "Cluster actions" }, actions) : null,
-    live,
-    section(
-      "Topology",
+  // What changes by itself is drawn into boxes of its own, so a refresh redraws them
+  // and nothing else: a form being filled in keeps its values and the focus.
+  const statusLine = h("p", { id: "cluster-state" });
+  const membersBox = h("div", { id: "members" });
+  const opsBox = h("div", { id: "cluster-operations" });
+  const eventsBox = h("div", { id: "cluster-events" });
+  const drawStatus = (x) =>
+    add(clear(statusLine), badge(x.state), ` ${x.engine} ${x.version} in ${x.location}`, x.status_message ? h("span", { class: "muted" }, ` — ${x.status_message}`) : null);
+  const drawMembers = (members) =>
+    clear(membersBox).append(
       table(
         "Members",
         [
@@ -353,10 +397,25 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
           ["Host", (m) => link(`#/hosts/${enc(m.host)}`, m.host)],
           ["Address", (m) => m.address],
         ],
-        c.members,
+        members,
         "No members yet.",
       ),
-    ),
+    );
+  const loadOps = async () => (await api.get("/operations?limit=200")).items.filter((o) => o.target === `cluster/${name}`);
+  const drawOps = (ops) => clear(opsBox).append(operationTable(ops));
+  let events = [];
+  let eventsLoaded = false;
+  const drawEvents = () =>
+    clear(eventsBox).append(table("Events", [["When", (e) => time(e.at)], ["Kind", (e) => e.kind], ["Message", (e) => e.message]], events.slice(-50).reverse(), "No events."));
+  drawStatus(c);
+  drawMembers(c.members);
+  add(
+    main,
+    heading(`Cluster ${cl.name}`),
+    statusLine,
+    actions.length ? h("div", { class: "actions toolbar", role: "group", "aria-label": "Cluster actions" }, actions) : null,
+    live,
+    section("Topology", membersBox),
     section("Connect", endpoints(c, path, session)),
     section(
       "Settings",
@@ -373,22 +432,84 @@ export async function clusterDetail(main, { args: [name], signal, session }) {
     ),
     session.can("operator") ? section("Change", changes(c, path, run)) : null,
     section("Backups", later(() => backups(name, path, session, run))),
-    section(
-      "Operations",
-      later(async () => {
-        const ops = (await api.get("/operations?limit=200")).items.filter((o) => o.target === `cluster/${name}`);
-        return operationTable(ops);
-      }),
-    ),
+    section("Operations", later(async () => (drawOps(await loadOps()), opsBox))),
     section(
       "Events",
       later(async () => {
-        const events = await api.all(`${path}/events`);
-        return table("Events", [["When", (e) => time(e.at)], ["Kind", (e) => e.kind], ["Message", (e) => e.message]], events.slice(-50).reverse(), "No events.");
+        events = await api.all(`/events?cluster=${enc(name)}&limit=1000`);
+        eventsLoaded = true;
+        drawEvents();
+        return eventsBox;
       }),
     ),
-    // Metrics charts go here when the API has cluster metrics.
+    section("Metrics", metricsPanel(name, signal)),
   );
+  keepFresh(main, signal, [
+    {
+      key: "cluster",
+      boxes: [statusLine, membersBox],
+      first: JSON.stringify(c),
+      read: () => api.get(path),
+      draw: (x) => {
+        drawStatus(x);
+        drawMembers(x.members);
+        switchoverChoices(x.members);
+      },
+    },
+    { key: "operations", boxes: [opsBox], read: loadOps, draw: drawOps },
+    {
+      key: "events",
+      boxes: [eventsBox],
+      // Only what is newer than the newest event shown.
+      read: async () => {
+        if (!eventsLoaded) return null;
+        const q = events.length ? `&after=${enc(events[events.length - 1].id)}` : "";
+        const fresh = (await api.get(`/events?cluster=${enc(name)}&limit=1000${q}`)).items;
+        return fresh.length ? fresh : null;
+      },
+      draw: (fresh) => {
+        events.push(...fresh);
+        drawEvents();
+      },
+    },
+  ]);
+}
+
+/**
+ * Reads what a page shows again every 5 s while the page is shown and the tab visible,
+ * and stops when the page is left (`signal`). Each source reads (`read()`; null: nothing
+ * new) and redraws its boxes (`draw(answer)`) only when the answer differs from the last
+ * one (`first`: what the page was drawn with), and never while the keyboard focus is in
+ * one of its boxes, so nothing is taken from under the user. A failed read is tried
+ * again next round; a 404 (the thing is gone) ends the refreshing.
+ */
+function keepFresh(main, signal, sources) {
+  const last = new Map(sources.map((x) => [x.key, x.first]));
+  let timer = null;
+  const round = async () => {
+    if (signal.aborted || !main.isConnected) return;
+    if (document.visibilityState === "visible") {
+      for (const x of sources) {
+        if (x.boxes.some((b) => b.contains(document.activeElement))) continue;
+        let answer;
+        try {
+          answer = await x.read();
+        } catch (e) {
+          if (e && e.status === 404) return;
+          continue;
+        }
+        if (signal.aborted || !main.isConnected) return;
+        if (answer === null || answer === undefined) continue;
+        const print = JSON.stringify(answer);
+        if (print === last.get(x.key)) continue;
+        last.set(x.key, print);
+        x.draw(answer);
+      }
+    }
+    timer = setTimeout(round, 5000);
+  };
+  signal.addEventListener("abort", () => clearTimeout(timer));
+  timer = setTimeout(round, 5000);
 }
 
 /** Day-2 changes of an operator: members, parameters, the network allow-list. */
@@ -1124,4 +1245,638 @@ export async function audit(main, { session }) {
   };
   main.append(form("Filter the audit log", [h("div", { class: "filters" }, field("Since", since), field("Actor", actor), field("Target", target))], "Filter", () => load()), results);
   await load();
+}
+
+// ---------------------------------------------------------------- alerts
+
+/** A measured value, to 4 significant digits (87.88, not 87.87519650312436). */
+const num = (v) => String(Number(Number(v).toPrecision(4)));
+
+/** Seconds as a person reads a duration: `0 s`, `90 s`, `5 min`, `2 h`. */
+function duration(secs) {
+  if (!secs) return "at once";
+  if (secs % 3600 === 0) return `${secs / 3600} h`;
+  if (secs % 60 === 0 && secs >= 120) return `${secs / 60} min`;
+  return `${secs} s`;
+}
+
+/** An RFC 3339 time from a `datetime-local` input's value (the browser's time zone). */
+function localTime(value) {
+  const t = new Date(value);
+  if (Number.isNaN(t.getTime())) throw new Error(`"${value}" is not a time`);
+  return t.toISOString();
+}
+
+export async function alerts(main, { session, signal }) {
+  main.append(heading("Alerts"));
+  const canChange = session.can("operator");
+  let all = [];
+  let rules = [];
+  let channels = [];
+  let silences = [];
+  let deliveries = [];
+  const openBox = h("div", { id: "open-alerts" });
+  const historyBox = h("div", { id: "alert-history" });
+  const rulesBox = h("div", { id: "alert-rules" });
+  const channelsBox = h("div", { id: "alert-channels" });
+  const silencesBox = h("div", { id: "alert-silences" });
+  const deliveriesBox = h("div", { id: "alert-deliveries" });
+  const status = {
+    rules: h("div", { "aria-live": "polite" }),
+    channels: h("div", { "aria-live": "polite" }),
+    silences: h("div", { "aria-live": "polite" }),
+  };
+  const subjectOf = (id) => {
+    const a = all.find((x) => x.id === id);
+    return a ? `${a.rule} on ${a.subject}` : id;
+  };
+
+  const drawAlerts = () => {
+    const open = all.filter((a) => a.state !== "resolved");
+    clear(openBox).append(
+      table(
+        "Open alerts",
+        [
+          ["Rule", (a) => h("span", { "data-alert-rule": a.rule }, a.rule)],
+          ["State", (a) => badge(a.state)],
+          ["Severity", (a) => badge(a.severity)],
+          ["Subject", (a) => a.subject],
+          ["Since", (a) => time(a.started_at || a.pending_since)],
+          ["Value", (a) => (a.value === undefined || a.value === null ? "—" : `${num(a.value)}${a.threshold === undefined || a.threshold === null ? "" : ` (threshold ${num(a.threshold)})`}`)],
+          ["Silenced", (a) => (a.silenced ? "yes" : "no")],
+          ["Message", (a) => a.message],
+        ],
+        open,
+        "No alert is firing or pending.",
+      ),
+    );
+    const done = all.filter((a) => a.state === "resolved").slice(-100).reverse();
+    clear(historyBox).append(
+      table(
+        "Resolved alerts",
+        [
+          ["Rule", (a) => a.rule],
+          ["Severity", (a) => badge(a.severity)],
+          ["Subject", (a) => a.subject],
+          ["Fired", (a) => time(a.started_at)],
+          ["Resolved", (a) => time(a.resolved_at)],
+          ["Message", (a) => a.message],
+        ],
+        done,
+        "No alert has fired and resolved yet.",
+      ),
+    );
+  };
+
+  const act = async (box, f) => {
+    clear(box);
+    try {
+      const msg = await f();
+      if (msg) box.append(notice(msg));
+    } catch (e) {
+      box.append(errorBox(e));
+    }
+  };
+
+  const drawRules = () =>
+    clear(rulesBox).append(
+      table(
+        "Alert rules",
+        [
+          ["Rule", (r) => r.name],
+          ["Kind", (r) => (r.default ? "default" : "own")],
+          ["Condition", (r) => h("code", {}, r.condition)],
+          ["Cluster", (r) => r.cluster || "every cluster"],
+          ["For", (r) => duration(r.for_secs)],
+          ["Severity", (r) => badge(r.severity)],
+          ["Channels", (r) => (r.channels.length ? r.channels.join(", ") : r.default ? "every channel taking default rules" : "every channel")],
+          [
+            "Actions",
+            (r) =>
+              canChange && !r.default
+                ? button(
+                    "Delete",
+                    async () => {
+                      if (!(await confirmByName("rule", r.name))) return;
+                      await act(status.rules, async () => {
+                        await api.del(`/alerts/rules/${enc(r.name)}`);
+                        await reload();
+                        return `Rule ${r.name} deleted; its firing alerts resolve at the next round.`;
+                      });
+                    },
+                    "danger",
+                    { "aria-label": `Delete rule ${r.name}` },
+                  )
+                : "—",
+          ],
+        ],
+        rules,
+        "No rules.",
+      ),
+    );
+
+  const testResult = h("div", { "aria-live": "polite", id: "channel-test-result" });
+  const drawChannels = () =>
+    clear(channelsBox).append(
+      table(
+        "Notification channels",
+        [
+          ["Channel", (c) => c.name],
+          ["Type", (c) => c.type],
+          [
+            "Sends to",
+            (c) =>
+              c.type === "webhook"
+                ? c.url
+                : c.type === "email"
+                  ? `${(c.to || []).join(", ")} via ${c.smtp_server}${c.smtp_plaintext ? " (without TLS)" : ""}`
+                  : "a Slack-compatible webhook (its URL is a secret)",
+          ],
+          ["Default rules", (c) => (c.default_rules ? "yes" : "no")],
+          ["Created", (c) => time(c.created_at)],
+          [
+            "Actions",
+            (c) =>
+              canChange
+                ? h(
+                    "div",
+                    { class: "inline" },
+                    button(
+                      "Send a test",
+                      (ev) =>
+                        act(testResult, async () => {
+                          ev.target.disabled = true;
+                          try {
+                            const r = await api.post(`/alerts/channels/${enc(c.name)}/test`);
+                            if (!r.delivered) throw new Error(`The test message to ${r.channel} was not delivered: ${r.result}`);
+                            return `Test message to ${r.channel} delivered: ${r.result}.`;
+                          } finally {
+                            ev.target.disabled = false;
+                          }
+                        }),
+                      "",
+                      { "aria-label": `Send a test to ${c.name}` },
+                    ),
+                    button(
+                      "Delete",
+                      async () => {
+                        if (!(await confirmByName("channel", c.name))) return;
+                        await act(status.channels, async () => {
+                          await api.del(`/alerts/channels/${enc(c.name)}`);
+                          await reload();
+                          return `Channel ${c.name} deleted.`;
+                        });
+                      },
+                      "danger",
+                      { "aria-label": `Delete channel ${c.name}` },
+                    ),
+                  )
+                : "—",
+          ],
+        ],
+        channels,
+        "No channels: alerts are listed here and in the events, and notify no one.",
+      ),
+    );
+
+  const drawSilences = () =>
+    clear(silencesBox).append(
+      table(
+        "Silences",
+        [
+          ["Status", (x) => badge(x.status)],
+          ["Cluster", (x) => x.cluster || "every cluster"],
+          ["Rule", (x) => x.rule || "every rule"],
+          ["From", (x) => time(x.starts_at)],
+          ["Until", (x) => time(x.ends_at)],
+          ["Comment", (x) => x.comment || "—"],
+          ["By", (x) => x.created_by],
+          [
+            "Actions",
+            (x) =>
+              canChange && x.status !== "expired"
+                ? button(
+                    "Delete",
+                    () =>
+                      act(status.silences, async () => {
+                        await api.del(`/alerts/silences/${enc(x.id)}`);
+                        await reload();
+                        return "Silence deleted: its alerts notify again.";
+                      }),
+                    "danger",
+                    { "aria-label": `Delete the silence of ${x.cluster || "every cluster"}, ${x.rule || "every rule"}, until ${new Date(x.ends_at).toLocaleString()}` },
+                  )
+                : "—",
+          ],
+        ],
+        silences,
+        "No silences.",
+      ),
+    );
+
+  const drawDeliveries = () =>
+    clear(deliveriesBox).append(
+      table(
+        "Deliveries",
+        [
+          ["Queued", (d) => time(d.created_at)],
+          ["Channel", (d) => d.channel],
+          ["Alert", (d) => subjectOf(d.alert_id)],
+          ["Notifies", (d) => d.status],
+          ["State", (d) => h("span", { "data-delivery": d.channel }, badge(d.state))],
+          ["Attempts", (d) => String(d.attempts)],
+          ["Last result", (d) => d.last_result || "—"],
+          ["Delivered", (d) => time(d.delivered_at)],
+          ["Next attempt", (d) => (d.state === "retrying" ? time(d.next_at) : "—")],
+        ],
+        deliveries.slice(-100).reverse(),
+        "Nothing sent yet.",
+      ),
+    );
+
+  const readAlerts = async () => {
+    const [a, d] = await Promise.all([api.all("/alerts?limit=1000"), api.all("/alerts/deliveries?limit=1000")]);
+    return [a, d];
+  };
+  const reload = async () => {
+    [[all, deliveries], rules, channels, silences] = await Promise.all([readAlerts(), api.get("/alerts/rules"), api.get("/alerts/channels"), api.get("/alerts/silences")]);
+    drawAlerts();
+    drawRules();
+    drawChannels();
+    drawSilences();
+    drawDeliveries();
+    if (canChange) {
+      drawChannelChoices();
+      drawRuleChoices();
+    }
+  };
+
+  // The silence form's rules follow the rules (a new one can be silenced at once).
+  const silenceRule = h("select", { name: "silence-rule" });
+  const drawRuleChoices = () => {
+    const chosen = silenceRule.value;
+    clear(silenceRule).append(...[["", "every rule"], ...rules.map((r) => [r.name, r.name])].map(([value, text]) => h("option", { value, selected: value === chosen }, text)));
+  };
+
+  // The rule form's channel choices follow the channels (a new one is offered at once).
+  const channelChoices = h("fieldset", { class: "filters" });
+  const drawChannelChoices = () => {
+    const ticked = new Set([...channelChoices.querySelectorAll("input:checked")].map((i) => i.value));
+    add(
+      clear(channelChoices),
+      h("legend", {}, "Channels to notify (none ticked: every channel)"),
+      channels.length ? channels.map((c) => checkbox(c.name, h("input", { type: "checkbox", name: "rule-channel", value: c.name, checked: ticked.has(c.name) }))) : h("p", { class: "empty" }, "No channels yet."),
+    );
+  };
+
+  await reload();
+  main.append(
+    section("Open alerts", openBox),
+    section("Alert history", h("p", { class: "muted" }, "Resolved alerts, newest first (the last 100)."), historyBox),
+    section("Rules", status.rules, rulesBox, canChange ? await ruleForm() : null),
+    section("Channels", status.channels, testResult, channelsBox, canChange ? channelForm() : null),
+    section("Silences", status.silences, silencesBox, canChange ? await silenceForm() : null),
+    section("Deliveries", h("p", { class: "muted" }, "Each notification of an alert to a channel, newest first (the last 100). A test message is not one."), deliveriesBox),
+  );
+
+  // Alerts change by themselves: the lists are read again while the page is shown.
+  keepFresh(main, signal, [
+    {
+      key: "alerts",
+      boxes: [openBox, historyBox, deliveriesBox],
+      first: JSON.stringify([all, deliveries]),
+      read: readAlerts,
+      draw: ([a, d]) => {
+        all = a;
+        deliveries = d;
+        drawAlerts();
+        drawDeliveries();
+      },
+    },
+  ]);
+
+  async function ruleForm() {
+    const clusters = await api.all("/clusters");
+    const name = input({ name: "rule-name", autocomplete: "off", required: true });
+    const cluster = select("rule-cluster", [["", "every cluster of the project"], ...clusters.map((c) => [c.name, c.name])], "");
+    const metric = input({ name: "metric", required: true, autocomplete: "off", list: "metric-names", placeholder: "pg_replication_lag_seconds" });
+    const names = h("datalist", { id: "metric-names" });
+    // The names offered are those the project's first cluster has samples of.
+    if (clusters.length)
+      api
+        .get(`/clusters/${enc(clusters[0].name)}/metrics?from=2m`)
+        .then((r) => names.append(...[...new Set(r.series.map((x) => x.name))].sort().map((n) => h("option", { value: n }))))
+        .catch(() => {});
+    const op = select("op", [[">", "is above"], ["<", "is below"]], ">");
+    const threshold = h("input", { type: "number", name: "threshold", step: "any", required: true });
+    const forDuration = input({ name: "for", placeholder: "2m", autocomplete: "off" });
+    drawChannelChoices();
+    return h(
+      "div",
+      {},
+      h("h3", {}, "Create a rule"),
+      form(
+        "Create a rule",
+        [
+          field("Rule name", name, "A DNS label, not a default rule's name."),
+          field("Rule's cluster", cluster),
+          field("Metric", metric, "A name as the metrics catalogue has it (docs/monitoring.md), e.g. pg_replication_lag_seconds."),
+          names,
+          h("div", { class: "filters" }, field("Fires when the value", op), field("Threshold", threshold)),
+          field("For", forDuration, "How long the condition must hold before it fires: 30s, 5m; empty: at once."),
+          channelChoices,
+        ],
+        "Create rule",
+        async () => {
+          const body = { name: name.value.trim(), metric: metric.value.trim(), op: op.value };
+          // An empty threshold is left out: the API says what is missing.
+          if (threshold.value !== "") body.threshold = Number(threshold.value);
+          if (cluster.value) body.cluster = cluster.value;
+          if (forDuration.value.trim()) body.for = forDuration.value.trim();
+          body.channels = [...channelChoices.querySelectorAll("input:checked")].map((i) => i.value);
+          await api.post("/alerts/rules", body);
+          await reload();
+          return `Rule ${body.name} created.`;
+        },
+      ),
+    );
+  }
+
+  function channelForm() {
+    const name = input({ name: "channel-name", autocomplete: "off", required: true });
+    const kind = select("channel-type", [["webhook", "webhook (signed JSON POST)"], ["slack", "Slack-compatible incoming webhook"], ["email", "email (SMTP)"]], "webhook");
+    const url = input({ name: "webhook-url", autocomplete: "off" });
+    const secret = h("input", { type: "password", name: "webhook-secret", autocomplete: "off" });
+    const ca = h("textarea", { name: "webhook-ca", rows: 2, spellcheck: "false" });
+    const slackUrl = h("input", { type: "password", name: "slack-url", autocomplete: "off" });
+    const smtp = input({ name: "smtp-server", placeholder: "mail.example.org:587" });
+    const smtpUser = input({ name: "smtp-username", autocomplete: "off" });
+    const smtpPassword = h("input", { type: "password", name: "smtp-password", autocomplete: "off" });
+    const smtpCa = h("textarea", { name: "smtp-ca", rows: 2, spellcheck: "false" });
+    const plaintext = h("input", { type: "checkbox", name: "smtp-plaintext" });
+    const from = input({ name: "from", placeholder: "sovdb@example.org" });
+    const to = input({ name: "to", placeholder: "ops@example.org, dba@example.org" });
+    const defaults = h("input", { type: "checkbox", name: "default-rules", checked: true });
+    const webhook = h("fieldset", {}, h("legend", {}, "Webhook"), field("Webhook URL", url, "An http or https URL your receiver listens at; redirects are not followed."), field("HMAC secret", secret, "16 characters or more; empty: one is generated and shown once."), field("Webhook CA certificate", ca, "PEM, to trust besides the system's CAs (optional)."));
+    const slack = h("fieldset", { hidden: true }, h("legend", {}, "Slack"), field("Slack webhook URL", slackUrl, "The incoming webhook's URL: a secret, never shown back."));
+    const email = h(
+      "fieldset",
+      { hidden: true },
+      h("legend", {}, "Email"),
+      field("SMTP server", smtp, "host[:port]; port 587 unless given."),
+      field("SMTP user name", smtpUser),
+      field("SMTP password", smtpPassword),
+      field("SMTP CA certificate", smtpCa, "PEM, to trust besides the system's CAs (optional)."),
+      checkbox("Send without TLS (only on a network you trust)", plaintext),
+      field("From address", from),
+      field("To addresses", to, "Separated by commas."),
+    );
+    kind.addEventListener("change", () => {
+      webhook.hidden = kind.value !== "webhook";
+      slack.hidden = kind.value !== "slack";
+      email.hidden = kind.value !== "email";
+    });
+    const shown = h("div", { "aria-live": "polite" });
+    return h(
+      "div",
+      {},
+      h("h3", {}, "Create a channel"),
+      form(
+        "Create a channel",
+        [field("Channel name", name), field("Channel type", kind), webhook, slack, email, checkbox("Receives the default rules' alerts", defaults)],
+        "Create channel",
+        async () => {
+          clear(shown);
+          const body = { name: name.value.trim(), type: kind.value, default_rules: defaults.checked };
+          const set = (k, el) => {
+            if (el.value.trim()) body[k] = el.value.trim();
+          };
+          if (kind.value === "webhook") {
+            set("url", url);
+            set("secret", secret);
+            set("ca_pem", ca);
+          } else if (kind.value === "slack") {
+            set("url", slackUrl);
+          } else {
+            set("smtp_server", smtp);
+            set("smtp_username", smtpUser);
+            set("smtp_password", smtpPassword);
+            set("smtp_ca_pem", smtpCa);
+            set("from", from);
+            body.smtp_plaintext = plaintext.checked;
+            body.to = to.value
+              .split(",")
+              .map((x) => x.trim())
+              .filter(Boolean);
+          }
+          const ch = await api.post("/alerts/channels", body);
+          for (const el of [secret, slackUrl, smtpPassword]) el.value = "";
+          if (ch.secret)
+            shown.append(
+              h(
+                "div",
+                { class: "secret-once" },
+                h("p", {}, `The HMAC secret of ${ch.name}, shown only this once (receivers check the X-Sovdb-Signature header with it):`),
+                h("pre", { class: "snippet", id: "channel-secret" }, ch.secret),
+              ),
+            );
+          await reload();
+          return `Channel ${ch.name} created.`;
+        },
+      ),
+      shown,
+    );
+  }
+
+  async function silenceForm() {
+    const clusters = await api.all("/clusters");
+    const cluster = select("silence-cluster", [["", "every cluster"], ...clusters.map((c) => [c.name, c.name])], "");
+    const rule = silenceRule;
+    drawRuleChoices();
+    const starts = h("input", { type: "datetime-local", name: "silence-start" });
+    const length = input({ name: "silence-duration", placeholder: "2h", autocomplete: "off" });
+    const until = h("input", { type: "datetime-local", name: "silence-until" });
+    const comment = input({ name: "silence-comment", autocomplete: "off" });
+    return h(
+      "div",
+      {},
+      h("h3", {}, "Create a silence"),
+      h("p", { class: "muted" }, "A silence holds back notifications, not state: alerts still fire and are listed. A later start makes a maintenance window."),
+      form(
+        "Create a silence",
+        [
+          h("div", { class: "filters" }, field("Silenced cluster", cluster), field("Silenced rule", rule)),
+          field("Starts", starts, "Your local time; empty: now."),
+          h("div", { class: "filters" }, field("Duration", length, "2h, 30m…"), field("Or until", until, "Your local time.")),
+          field("Comment", comment),
+        ],
+        "Create silence",
+        async () => {
+          const body = {};
+          if (cluster.value) body.cluster = cluster.value;
+          if (rule.value) body.rule = rule.value;
+          if (starts.value) body.starts_at = localTime(starts.value);
+          if (until.value) body.ends_at = localTime(until.value);
+          else if (length.value.trim()) body.duration = length.value.trim();
+          if (comment.value.trim()) body.comment = comment.value.trim();
+          await api.post("/alerts/silences", body);
+          await reload();
+          return "Silence created.";
+        },
+      ),
+    );
+  }
+}
+
+// ---------------------------------------------------------------- events
+
+const PERIODS = [
+  ["24h", "the last 24 hours", 86400],
+  ["7d", "the last 7 days", 7 * 86400],
+  ["30d", "the last 30 days", 30 * 86400],
+  ["all", "everything", 0],
+];
+
+function eventRow(e) {
+  const target = e.target.startsWith("cluster/") ? link(`#/clusters/${enc(e.target.slice(8))}`, e.target) : e.target;
+  return h(
+    "tr",
+    { "data-event": e.id },
+    h("th", { scope: "row" }, time(e.at)),
+    h("td", { "data-kind": e.kind }, e.kind),
+    h("td", {}, target),
+    h("td", {}, e.project || "installation"),
+    h("td", {}, e.message),
+  );
+}
+
+/**
+ * The timeline of the project (and, for admins, of the installation's hosts), newest
+ * first, filtered by cluster and period; *Follow* streams new events in as they are
+ * written (server-sent events of `GET /events?follow=true`, read with fetch()).
+ */
+export async function events(main, { signal, session }) {
+  main.append(heading("Events"));
+  const clusters = await api.all("/clusters");
+  const saved = new URLSearchParams(sessionStorage.getItem("sovdb.events") || "");
+  const everything = session.admin ? "every cluster, and the installation's hosts" : "every cluster of the project";
+  const cluster = select("events-cluster", [["", everything], ...clusters.map((c) => [c.name, c.name])], saved.get("cluster") || "");
+  const period = select("events-period", PERIODS.map(([v, t]) => [v, t]), saved.get("period") || "7d");
+  const follow = h("button", { type: "button", id: "follow", "aria-pressed": "false" }, "Follow");
+  const followStatus = h("p", { class: "muted", "aria-live": "polite", id: "follow-status" });
+  const results = h("div", { id: "events" });
+  let items = [];
+  let following = null;
+  let body = null;
+
+  const draw = () => {
+    body = null;
+    const shown = items.slice(-200).reverse();
+    clear(results).append(h("p", { class: "muted", id: "events-count" }, `${items.length} events${items.length > shown.length ? `, the newest ${shown.length} shown` : ""}.`));
+    if (!shown.length) {
+      results.append(h("p", { class: "empty" }, "No events in this period."));
+      return;
+    }
+    body = h("tbody", {}, shown.map(eventRow));
+    results.append(
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          {},
+          h("caption", { class: "visually-hidden" }, "Events, newest first"),
+          h("thead", {}, h("tr", {}, ["When", "Kind", "Target", "Project", "Message"].map((c) => h("th", { scope: "col" }, c)))),
+          body,
+        ),
+      ),
+    );
+  };
+  const load = async () => {
+    const q = new URLSearchParams({ limit: "1000" });
+    if (cluster.value) q.set("cluster", cluster.value);
+    const secs = PERIODS.find((p) => p[0] === period.value)[2];
+    if (secs) q.set("since", new Date(Date.now() - secs * 1000).toISOString());
+    sessionStorage.setItem("sovdb.events", new URLSearchParams({ cluster: cluster.value, period: period.value }).toString());
+    items = await api.all(`/events?${q}`);
+    draw();
+  };
+  const stop = () => {
+    if (following) following.abort();
+    following = null;
+    follow.setAttribute("aria-pressed", "false");
+    clear(followStatus);
+  };
+  const start = () => {
+    following = new AbortController();
+    const ctl = following;
+    signal.addEventListener("abort", () => ctl.abort());
+    follow.setAttribute("aria-pressed", "true");
+    clear(followStatus).append("Following: new events appear at the top as they are written.");
+    const query = cluster.value ? { cluster: cluster.value } : {};
+    const newest = items.length ? items[items.length - 1].at : null;
+    let fresh = 0;
+    api
+      .followEvents(
+        query,
+        newest,
+        (e) => {
+          if (items.some((x) => x.id === e.id)) return;
+          items.push(e);
+          fresh++;
+          if (!body) draw();
+          else {
+            body.prepend(eventRow(e));
+            clear(results.querySelector("#events-count")).append(`${items.length} events.`);
+          }
+          clear(followStatus).append(`Following: ${fresh} new event${fresh === 1 ? "" : "s"} since you started.`);
+        },
+        ctl.signal,
+      )
+      .catch((e) => {
+        if (ctl !== following) return;
+        stop();
+        followStatus.append(errorBox(e));
+      });
+  };
+  follow.addEventListener("click", () => (following ? stop() : start()));
+  const refilter = async () => {
+    const was = following !== null;
+    stop();
+    try {
+      await load();
+    } catch (e) {
+      clear(results).append(errorBox(e));
+      return;
+    }
+    if (was) start();
+  };
+  cluster.addEventListener("change", refilter);
+  period.addEventListener("change", refilter);
+  main.append(
+    h("div", { class: "filters toolbar", role: "group", "aria-label": "Which events" }, field("Cluster", cluster), field("Period", period), h("div", { class: "actions" }, follow)),
+    followStatus,
+    results,
+  );
+  await load();
+}
+
+// ---------------------------------------------------------------- metrics
+
+/** A cluster's metrics charts, with a choice of cluster. */
+export async function metrics(main, { args: [name], signal }) {
+  main.append(heading("Metrics"));
+  const clusters = await api.all("/clusters");
+  if (!clusters.length) {
+    main.append(h("p", { class: "empty" }, "No clusters in this project yet: metrics are those of clusters' members and their hosts."));
+    return;
+  }
+  const current = name && clusters.some((c) => c.name === name) ? name : clusters[0].name;
+  const pick = select("metrics-cluster", clusters.map((c) => [c.name, c.name]), current);
+  pick.addEventListener("change", () => (location.hash = `#/metrics/${enc(pick.value)}`));
+  main.append(
+    h("div", { class: "inline" }, field("Cluster", pick), link(`#/clusters/${enc(current)}`, `Cluster ${current}`)),
+    h("p", { class: "muted" }, "Agents sample every 10 s. By default the last 24 hours are kept at that resolution and 14 days as 1-minute rollups."),
+    metricsPanel(current, signal),
+  );
 }

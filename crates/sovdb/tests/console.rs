@@ -4,20 +4,27 @@
 //! backup repository, create a two-member cluster (after a name the API refuses) and
 //! watch its operation to the end, see its members, switch over and see the roles change,
 //! connect with the snippet it shows, take a backup, restore into a new cluster, delete
-//! that by typing its name, find the records in the audit log, create a viewer — then log
-//! in as the viewer with a password and find every change button absent and the API
-//! refusing the change anyway.
+//! that by typing its name, find the records in the audit log; see the cluster's metrics
+//! charts draw lines and the cluster page follow a switchover made elsewhere without
+//! losing a half-typed form; on the alerts page make a webhook channel (to a receiver in
+//! this test) and send a test through it, make a rule that fires and see its delivery
+//! recorded, make and delete a silence; see the firing alert on the overview and the
+//! events stream in with *Follow*; create a viewer — then log in as the viewer with a
+//! password and find every change button absent and the API refusing the change anyway.
 //!
 //! A PNG of every page is saved under `<target dir>/console-screenshots/` (at 1280 px and
 //! some at 375 px), for people to look at; the test asserts behaviour, never pixels.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sovdb_test_utils::browser::TestBrowser;
-use sovdb_test_utils::cli::{psql, ready_server};
+use sovdb_test_utils::cli::{psql, ready_server, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
 /// How long one operation may take on a busy two-core machine.
@@ -125,6 +132,85 @@ fn wait_text(b: &TestBrowser, text: &str) {
         "return document.body.innerText.includes(arguments[0])",
         vec![json!(text)],
     );
+}
+
+/// Waits until a chart of commits or connections draws a line (an SVG path through at
+/// least two points); the names of the series drawn.
+fn drawn_series(b: &TestBrowser) -> Vec<Value> {
+    let v = b.wait_for(
+        "a drawn series of commits or connections",
+        OPERATION,
+        "const ps = [...document.querySelectorAll('figure[data-metric=pg_commits_per_second] path.series, \
+                                                  figure[data-metric=pg_connections] path.series')] \
+             .filter(p => /L/.test(p.getAttribute('d') || '')); \
+         return ps.length ? ps.map(p => p.dataset.series) : null",
+        vec![],
+    );
+    // The legend and the text alternative say the same.
+    let alt = b
+        .script(
+            "const f = document.querySelector('figure[data-metric=pg_connections]'); \
+             return [f.querySelectorAll('ul.legend li').length, f.querySelectorAll('details tbody tr').length, \
+                     (f.querySelector('.chart-latest') || {}).textContent || '']",
+            vec![],
+        )
+        .unwrap();
+    assert!(alt[0].as_u64() > Some(0) && alt[0] == alt[1], "legend and table: {alt}");
+    assert!(alt[2].as_str().unwrap().starts_with("Latest: "), "{alt}");
+    v.as_array().unwrap().clone()
+}
+
+/// Opens `fragment` and waits for a drawn series there.
+fn drawn_series_on(b: &TestBrowser, fragment: &str, url: &str) {
+    visit(b, url, fragment, "Metrics");
+    drawn_series(b);
+}
+
+/// A webhook receiver on a loopback port: answers 200 to every POST and keeps the bodies.
+struct Hook {
+    url: String,
+    got: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let kept = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.trim().eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    kept.lock().unwrap().push(v);
+                }
+            }
+        });
+        Hook { url, got }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.got.lock().unwrap().clone()
+    }
 }
 
 #[test]
@@ -287,6 +373,193 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     assert!(text.contains("cluster.create") && text.contains("admin"), "{text}");
     b.screenshot(&shots, "12-audit");
 
+    // The cluster's metrics: by now it has run for minutes, so its charts draw lines.
+    visit(&b, &url, "#/clusters/web", "Cluster web");
+    let before = roles(&b, 2);
+    let drawn = drawn_series(&b);
+    assert!(!drawn.is_empty(), "{}", b.page_text());
+    b.script("document.getElementById('s-metrics').scrollIntoView()", vec![]).unwrap();
+    b.screenshot(&shots, "12b-cluster-metrics");
+    // Another range: the charts are read again for it.
+    b.click(&b.by_label("6 h"));
+    b.wait_for(
+        "the charts of 6 hours",
+        PAGE,
+        "return document.querySelector('.charts[data-range=\"6h\"] figure[data-metric]') !== null",
+        vec![],
+    );
+    drawn_series(&b);
+    b.click(&b.by_label("1 h"));
+    b.wait_for(
+        "the charts of an hour",
+        PAGE,
+        "return document.querySelector('.charts[data-range=\"1h\"] figure[data-metric]') !== null",
+        vec![],
+    );
+
+    // The page keeps itself up to date: a switchover made elsewhere (the API) shows in the
+    // members' roles, while a form being typed in keeps its text and the focus.
+    let params = b.by_label("Set parameters");
+    b.type_into(&params, "work_mem=32MB");
+    let op: Value = http
+        .post(format!("{url}/api/v1/clusters/web/switchover"))
+        .bearer_auth(&server.token)
+        .json(&json!({}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let op_id = op["id"].as_str().unwrap_or_else(|| panic!("{op}")).to_string();
+    b.wait_for(
+        "the new roles shown without a reload",
+        OPERATION,
+        "const p = [...document.querySelectorAll('[data-member]')].filter(e => e.textContent === 'primary'); \
+         return p.length === 1 && p[0].dataset.member !== arguments[0]",
+        vec![json!(primary(&before))],
+    );
+    let kept = b
+        .script(
+            "const t = document.querySelector('textarea[name=set-params]'); return [t.value, document.activeElement === t]",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(kept, json!(["work_mem=32MB", true]), "the form lost its text or the focus");
+    b.type_into(&params, "");
+    wait_for("the API's switchover to end", OPERATION, || {
+        let o: Value =
+            http.get(format!("{url}/api/v1/operations/{op_id}")).bearer_auth(&server.token).send().ok()?.json().ok()?;
+        match o["state"].as_str() {
+            Some("succeeded") => Some(()),
+            Some("failed" | "cancelled") => panic!("the switchover failed: {o}"),
+            _ => None,
+        }
+    });
+
+    // Alerts: a webhook channel (a receiver in this test), a test message through it.
+    let hook = Hook::start();
+    visit(&b, &url, "#/alerts", "Alerts");
+    wait_text(&b, "No channels");
+    b.type_into(&b.by_label("Channel name"), "hook");
+    b.type_into(&b.by_label("Webhook URL"), &hook.url);
+    b.click(&b.button("Create channel"));
+    wait_text(&b, "Channel hook created.");
+    // Its generated secret is shown once, in the answer to the create.
+    b.find("#channel-secret", PAGE);
+    let secret = b.script("return document.getElementById('channel-secret').textContent", vec![]).unwrap();
+    assert_eq!(secret.as_str().map(str::len), Some(40), "{secret}");
+    b.click(&b.button("Send a test"));
+    wait_text(&b, "Test message to hook delivered: HTTP 200");
+    assert!(hook.bodies().iter().any(|v| v["status"] == "test"), "{:?}", hook.bodies());
+    // A Slack-compatible channel, deleted again by typing its name.
+    b.type_into(&b.by_label("Channel name"), "chat");
+    b.choose(&b.by_label("Channel type"), "slack");
+    b.type_into(&b.by_label("Slack webhook URL"), &format!("{}/slack", hook.url));
+    b.click(&b.button("Create channel"));
+    wait_text(&b, "Channel chat created.");
+    b.click(&b.find("button[aria-label='Delete channel chat']", PAGE));
+    b.type_into(&b.by_label("Name of the channel"), "chat");
+    b.click(&b.find("dialog button.danger", PAGE));
+    wait_text(&b, "Channel chat deleted.");
+
+    // A rule of our own: first a metric the API does not know (its message by the form),
+    // then one that holds while the members run, notifying the webhook.
+    b.type_into(&b.by_label("Rule name"), "pg-up");
+    b.choose(&b.by_label("Rule's cluster"), "web");
+    b.type_into(&b.by_label("Metric"), "pg_nope");
+    b.type_into(&b.by_label("Threshold"), "0");
+    b.click(&b.button("Create rule"));
+    let err = b.wait_for(
+        "the API's refusal of the metric",
+        PAGE,
+        "const e = document.querySelector('#s-rules ~ div form .error'); return e ? e.innerText : null",
+        vec![],
+    );
+    assert!(err.as_str().unwrap().contains("no metric"), "{err}");
+    b.type_into(&b.by_label("Metric"), "pg_up");
+    b.click(&b.by_label("hook"));
+    b.click(&b.button("Create rule"));
+    wait_text(&b, "Rule pg-up created.");
+    b.wait_for(
+        "rule pg-up listed",
+        PAGE,
+        "return [...document.querySelectorAll('#alert-rules tbody th')].some(t => t.textContent === 'pg-up')",
+        vec![],
+    );
+    // It fires (the page reads its alerts again by itself) and the webhook gets it,
+    // recorded as a delivery.
+    b.wait_for(
+        "pg-up firing on the page",
+        OPERATION,
+        "return [...document.querySelectorAll('#open-alerts tr')].some(r => r.querySelector('[data-alert-rule=\"pg-up\"]') && r.innerText.includes('firing'))",
+        vec![],
+    );
+    b.wait_for(
+        "a delivery to hook delivered",
+        OPERATION,
+        "return [...document.querySelectorAll('#alert-deliveries tbody tr')].some(r => r.innerText.includes('pg-up') && r.innerText.includes('delivered') && r.innerText.includes('HTTP 200'))",
+        vec![],
+    );
+    assert!(hook.bodies().iter().any(|v| v["rule"] == "pg-up" && v["status"] == "firing"), "{:?}", hook.bodies());
+    // A silence of the cluster for an hour, then deleted.
+    b.choose(&b.by_label("Silenced cluster"), "web");
+    b.type_into(&b.by_label("Duration"), "1h");
+    b.type_into(&b.by_label("Comment"), "console test");
+    b.click(&b.button("Create silence"));
+    wait_text(&b, "Silence created.");
+    wait_text(&b, "console test");
+    b.screenshot(&shots, "12c-alerts");
+    b.click(&b.find("#alert-silences button.danger", PAGE));
+    wait_text(&b, "Silence deleted");
+    assert!(!b.page_text().contains("console test"), "{}", b.page_text());
+
+    // The overview counts what fires and links to the alerts.
+    visit(&b, &url, "#/", "Overview");
+    b.wait_for(
+        "pg-up among the firing alerts",
+        PAGE,
+        "return [...document.querySelectorAll('#s-firing-alerts ~ ul a[href=\"#/alerts\"]')].some(a => a.textContent.startsWith('pg-up on '))",
+        vec![],
+    );
+    let firing: u64 = b
+        .script("return document.querySelector('#firing-count .count').textContent", vec![])
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(firing >= 1, "{}", b.page_text());
+    b.screenshot(&shots, "12d-overview-alerts");
+
+    // Events: the switchovers are listed; following, an event written now comes in live
+    // (the rule deleted through the API resolves its alerts).
+    visit(&b, &url, "#/events", "Events");
+    b.wait_for(
+        "the switchover event",
+        PAGE,
+        "return [...document.querySelectorAll('#events td[data-kind]')].some(t => t.textContent === 'switchover')",
+        vec![],
+    );
+    b.script("document.querySelector('main .view').dataset.mark = 'kept'", vec![]).unwrap();
+    b.click(&b.button("Follow"));
+    b.find("#follow[aria-pressed=true]", PAGE);
+    let deleted = http.delete(format!("{url}/api/v1/alerts/rules/pg-up")).bearer_auth(&server.token).send().unwrap();
+    assert_eq!(deleted.status(), 204);
+    b.wait_for(
+        "the resolve streamed into the page",
+        OPERATION,
+        "return document.querySelector('main .view[data-mark=kept] #events td[data-kind=\"alert-resolved\"]') !== null",
+        vec![],
+    );
+    wait_text(&b, "new event");
+    b.screenshot(&shots, "12e-events");
+    b.click(&b.button("Follow"));
+    b.find("#follow[aria-pressed=false]", PAGE);
+
+    // The metrics page shows the same charts for a chosen cluster.
+    visit(&b, &url, "#/metrics/web", "Metrics");
+    drawn_series(&b);
+    b.screenshot(&shots, "12f-metrics");
+
     // The other pages.
     visit(&b, &url, "#/operations", "Operations");
     wait_text(&b, "cluster.restore");
@@ -343,6 +616,8 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     );
     assert!(fits[0].as_u64() <= fits[1].as_u64(), "the page is wider than the window at phone width: {fits}");
     b.screenshot(&shots, "18-cluster-detail-375px");
+    b.script("document.getElementById('s-metrics').scrollIntoView()", vec![]).unwrap();
+    b.screenshot(&shots, "18b-cluster-metrics-375px");
     b.resize(1280, 900);
 
     // Log out; log in as the viewer with a password, by keyboard (Enter submits).
@@ -385,6 +660,13 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     visit(&b, &url, "#/users", "Users, roles and tokens");
     wait_text(&b, "Your API tokens");
     none_of(&["Create user", "Grant the role"]);
+    visit(&b, &url, "#/alerts", "Alerts");
+    wait_text(&b, "hook");
+    none_of(&["Create rule", "Create channel", "Create silence", "Delete", "Send a test"]);
+    b.screenshot(&shots, "20-viewer-alerts");
+    visit(&b, &url, "#/events", "Events");
+    wait_text(&b, "switchover");
+    drawn_series_on(&b, "#/metrics/web", &url);
     visit(&b, &url, "#/audit", "Audit log");
     wait_text(&b, "The audit log is shown to administrators.");
     assert!(b.exists("nav li[hidden] a[href='#/audit']"), "the audit log is in a viewer's navigation");

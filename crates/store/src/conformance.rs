@@ -52,6 +52,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("meta_swap_lets_one_writer_win", |u| Box::pin(meta_swap_lets_one_writer_win(u))),
     ("audit_head_follows_every_append", |u| Box::pin(audit_head_follows_every_append(u))),
     ("sealed_values_can_be_listed_and_resealed", |u| Box::pin(sealed_values_can_be_listed_and_resealed(u))),
+    ("a_caller_gone_while_a_transaction_starts_strands_nothing", |u| {
+        Box::pin(a_caller_gone_while_a_transaction_starts_strands_nothing(u))
+    }),
 ];
 
 /// Runs every case, each on a store at a fresh URL from `fresh_url`.
@@ -1331,4 +1334,39 @@ async fn sealed_values_can_be_listed_and_resealed(url: String) {
     assert_eq!(tx.secret_get("cluster/a", "app").await.unwrap().as_deref(), Some("v2:new"));
     assert_eq!(tx.secret_get("cluster/a", "superuser").await.unwrap().as_deref(), Some("v1:cluster/a#superuser"));
     assert_eq!(tx.host_get_by_id(h.host.id).await.unwrap().unwrap().ssh_key_sealed.as_deref(), Some("v2:key"));
+}
+
+/// An HTTP client that goes away drops its request's future wherever it is, also while
+/// the store starts a transaction. However late the drop, the transaction must end: a
+/// transaction left open on a pooled connection would hold SQLite's write lock for good
+/// and refuse every later start on that connection.
+async fn a_caller_gone_while_a_transaction_starts_strands_nothing(url: String) {
+    let store = open(&url).await;
+    // The start polled by hand, dropped after one poll more each time (with time between
+    // polls for the database to answer), so that every point where it waits is a point
+    // where its caller goes away.
+    for polls in 1..=16 {
+        for write in [true, false] {
+            let mut start = if write { store.write() } else { store.read() };
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            for _ in 0..polls {
+                if start.as_mut().poll(&mut cx).is_ready() {
+                    break; // started (and dropped at once)
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    // More writes than the pool has connections, one after the other: each starts at once
+    // and commits.
+    for n in 0..40 {
+        let mut tx = tokio::time::timeout(Duration::from_secs(20), store.write())
+            .await
+            .unwrap_or_else(|_| panic!("write {n} did not start: a connection is stuck in a transaction"))
+            .unwrap_or_else(|e| panic!("write {n}: {e:?}"));
+        tx.project_create(&project(&format!("after-{n}"))).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = store.read().await.unwrap_or_else(|e| panic!("read {n}: {e:?}"));
+        assert!(tx.project_get(&format!("after-{n}")).await.unwrap().is_some());
+    }
 }

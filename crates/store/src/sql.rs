@@ -72,15 +72,32 @@ impl crate::Store for SqlStore {
     }
 
     async fn read(&self) -> Result<Box<dyn Tx>> {
-        Ok(Box::new(SqlTx { tx: self.pool.begin_with(BEGIN_READ).await? }))
+        Ok(Box::new(SqlTx { tx: begin(&self.pool, BEGIN_READ).await? }))
     }
 
     async fn write(&self) -> Result<Box<dyn Tx>> {
-        Ok(Box::new(SqlTx { tx: self.pool.begin_with(BEGIN_WRITE).await? }))
+        Ok(Box::new(SqlTx { tx: begin(&self.pool, BEGIN_WRITE).await? }))
     }
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Starts a transaction on a task of its own, which always runs to the end: a caller
+/// dropped meanwhile (an HTTP client that went away drops its request) only drops the
+/// transaction once it exists, which rolls it back. Awaited in place, a drop at the wrong
+/// moment strands it: sqlx's SQLite `begin_with` still awaits after its BEGIN ran, and a
+/// future dropped there leaves the pooled connection inside a transaction no one ends —
+/// holding SQLite's write lock, and refusing every later start on that connection
+/// ("begin_with at non-zero transaction depth").
+async fn begin(pool: &sqlx::Pool<Db>, statement: &'static str) -> Result<sqlx::Transaction<'static, Db>> {
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin_with(statement).await }).await {
+        Ok(tx) => Ok(tx?),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(StoreError::Backend(sqlx::Error::PoolClosed)),
     }
 }
 
