@@ -1055,9 +1055,33 @@ export async function users(main, { session }) {
       ]),
     ),
   );
+  main.append(section("Your password", passwordForm(who.user, true)));
   main.append(section("Your API tokens", await tokens()));
   if (!session.can("owner")) return;
   main.append(section("Users", await userList(session)));
+}
+
+/** Changes `user`'s password: your own with the current one, another's (admins) without. */
+function passwordForm(user, own) {
+  const current = h("input", { type: "password", name: "current-password", autocomplete: "current-password" });
+  const next = h("input", { type: "password", name: "new-password", autocomplete: "new-password" });
+  const again = h("input", { type: "password", name: "new-password-again", autocomplete: "new-password" });
+  const fields = [
+    ...(own ? [field("Current password", current)] : []),
+    field(own ? "New password" : `New password for ${user}`, next, "At least 12 characters."),
+    field(own ? "The new password again" : `The new password for ${user} again`, again),
+  ];
+  const label = own ? "Change your password" : `Set the password of ${user}`;
+  return form(label, fields, own ? "Change password" : "Save the password", async () => {
+    if (next.value !== again.value) throw new Error("The two new passwords differ: nothing was changed.");
+    const body = { password: next.value };
+    if (own) body.current_password = current.value;
+    await api.put(`/users/${enc(user)}/password`, body);
+    for (const i of [current, next, again]) i.value = "";
+    return own
+      ? "Your password is changed. Your other password logins are ended; API tokens stay."
+      : `The password of ${user} is set. Their password logins are ended; API tokens stay.`;
+  });
 }
 
 async function tokens() {
@@ -1142,6 +1166,7 @@ async function userList(session) {
           ["Password", (u) => (u.has_password ? "yes" : "no")],
           ["Disabled", (u) => (u.disabled ? "yes" : "no")],
           ["Created", (u) => time(u.created_at)],
+          ...(session.admin ? [["Actions", (u) => userActions(u)]] : []),
         ],
         items,
       ),
@@ -1149,6 +1174,49 @@ async function userList(session) {
     const chosen = gUser.value;
     clear(gUser).append(...items.map((u) => h("option", { value: u.name, selected: u.name === chosen }, u.name)));
   };
+  // Admins: disable or enable, set the password, delete.
+  const userActions = (u) => {
+    const act = async (what, f) => {
+      clear(status);
+      try {
+        await f();
+        status.append(notice(what));
+        await refresh();
+      } catch (e) {
+        status.append(errorBox(e));
+      }
+    };
+    const toggle = u.disabled
+      ? button("Enable", () => act(`User ${u.name} enabled.`, () => api.post(`/users/${enc(u.name)}/enable`)), "", {
+          "aria-label": `Enable user ${u.name}`,
+        })
+      : button(
+          "Disable",
+          () => act(`User ${u.name} disabled: their tokens are refused from now on.`, () => api.post(`/users/${enc(u.name)}/disable`)),
+          "",
+          { "aria-label": `Disable user ${u.name}` },
+        );
+    const setPassword = button(
+      "Set password",
+      () => {
+        clear(passwordBox).append(h("h3", {}, `Set the password of ${u.name}`), passwordForm(u.name, false));
+        passwordBox.querySelector("input")?.focus();
+      },
+      "",
+      { "aria-label": `Set the password of user ${u.name}` },
+    );
+    const remove = button(
+      "Delete",
+      async () => {
+        if (!(await confirmByName("user", u.name))) return;
+        await act(`User ${u.name} deleted, with their roles and tokens.`, () => api.del(`/users/${enc(u.name)}`));
+      },
+      "danger",
+      { "aria-label": `Delete user ${u.name}` },
+    );
+    return h("div", { class: "actions" }, toggle, setPassword, remove);
+  };
+  const passwordBox = h("div");
   await refresh();
   const name = input({ name: "user-name", autocomplete: "off" });
   const password = h("input", { type: "password", name: "new-password", autocomplete: "new-password" });
@@ -1176,6 +1244,7 @@ async function userList(session) {
     {},
     status,
     listBox,
+    passwordBox,
     h("h3", {}, "Create a user"),
     form("Create a user", [field("User name", name), field("Password", password, "At least 12 characters; empty: the user logs in with tokens or the directory."), field("Role in this project", role)], "Create user", async () => {
       const body = { name: name.value.trim(), role: role.value };

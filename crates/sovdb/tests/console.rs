@@ -603,6 +603,28 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     b.click(&b.button("Create user"));
     wait_text(&b, "User vic created.");
     b.screenshot(&shots, "17-users");
+    // Another, disabled, given a password and deleted by an admin, all in the console.
+    b.type_into(&b.by_label("User name"), "zed");
+    b.type_into(&b.by_label("Password"), "");
+    b.click(&b.button("Create user"));
+    wait_text(&b, "User zed created.");
+    b.click(&b.find("button[aria-label='Disable user zed']", PAGE));
+    wait_text(&b, "User zed disabled");
+    b.click(&b.find("button[aria-label='Set the password of user zed']", PAGE));
+    b.type_into(&b.by_label("New password for zed"), "zed's long password");
+    b.type_into(&b.by_label("The new password for zed again"), "zed's long password");
+    b.click(&b.button("Save the password"));
+    wait_text(&b, "The password of zed is set.");
+    b.click(&b.find("button[aria-label='Delete user zed']", PAGE));
+    b.type_into(&b.by_label("Name of the user"), "zed");
+    b.click(&b.find("dialog button.danger", PAGE));
+    wait_text(&b, "User zed deleted, with their roles and tokens.");
+    b.wait_for(
+        "zed gone from the list",
+        PAGE,
+        "return ![...document.querySelectorAll('tbody th')].some(t => t.textContent === 'zed')",
+        vec![],
+    );
 
     // At phone width the page still fits: tables scroll inside their box, not the page.
     visit(&b, &url, "#/clusters/web", "Cluster web");
@@ -659,7 +681,18 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     none_of(&["Add host", "Create location", "Delete location"]);
     visit(&b, &url, "#/users", "Users, roles and tokens");
     wait_text(&b, "Your API tokens");
-    none_of(&["Create user", "Grant the role"]);
+    none_of(&["Create user", "Grant the role", "Delete", "Set password", "Disable"]);
+    // The viewer changes their own password: the current one must be right.
+    b.type_into(&b.by_label("Current password"), "not the password at all");
+    b.type_into(&b.by_label("New password"), "a viewer's new long password");
+    b.type_into(&b.by_label("The new password again"), "a viewer's new long password");
+    b.click(&b.button("Change password"));
+    wait_text(&b, "the current password is wrong");
+    b.type_into(&b.by_label("Current password"), "a viewer's long password");
+    b.type_into(&b.by_label("New password"), "a viewer's new long password");
+    b.type_into(&b.by_label("The new password again"), "a viewer's new long password");
+    b.click(&b.button("Change password"));
+    wait_text(&b, "Your password is changed.");
     visit(&b, &url, "#/alerts", "Alerts");
     wait_text(&b, "hook");
     none_of(&["Create rule", "Create channel", "Create silence", "Delete", "Send a test"]);
