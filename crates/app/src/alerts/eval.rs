@@ -87,6 +87,9 @@ pub(crate) struct Round {
     pub unknown_clusters: HashSet<(ProjectId, String)>,
     /// `(project, rule)` that could not be evaluated at all.
     pub unknown_rules: HashSet<(ProjectId, String)>,
+    /// `(project, host name)`: hosts of the project's members without a fresh sample (an
+    /// unreachable host, an agent that stopped reporting), whose disk rules are unknown.
+    pub unknown_hosts: HashSet<(ProjectId, String)>,
     /// `(project, rule)`: default rules a project disabled (their alerts resolve).
     pub disabled: HashSet<(ProjectId, String)>,
 }
@@ -98,7 +101,13 @@ impl Round {
 
     /// Whether an open alert's condition is unknown this round (then it is left alone).
     fn unknown(&self, a: &AlertRecord) -> bool {
+        // A disk of a host that stopped reporting is as full as it was: its alert must not
+        // resolve (and tell everyone so) for lack of a sample.
+        let disk_host = matches!(a.rule.as_str(), "disk-85" | "disk-95")
+            .then(|| a.key.split_once('|')?.1.strip_prefix("host/")?.split_once('/').map(|(h, _)| h.to_string()))
+            .flatten();
         self.unknown_rules.contains(&(a.project_id, a.rule.clone()))
+            || disk_host.is_some_and(|h| self.unknown_hosts.contains(&(a.project_id, h)))
             || a.cluster.as_ref().is_some_and(|c| {
                 matches!(a.rule.as_str(), "member-down" | "no-primary")
                     && self.unknown_clusters.contains(&(a.project_id, c.clone()))
@@ -228,9 +237,14 @@ impl App {
                     x.data.host = Some(h.name.clone());
                     round.add(x);
                 }
-                if let Some(values) = latest.get(&host_target(h.id)) {
-                    for x in disk_conditions(&settings, p, &h.name, values) {
-                        round.add(x);
+                match latest.get(&host_target(h.id)) {
+                    Some(values) => {
+                        for x in disk_conditions(&settings, p, &h.name, values) {
+                            round.add(x);
+                        }
+                    }
+                    None => {
+                        round.unknown_hosts.insert((p, h.name.clone()));
                     }
                 }
             }
@@ -403,8 +417,7 @@ impl App {
         for a in &open {
             let state = AlertState::parse(&a.state).unwrap_or(AlertState::Firing);
             let cond = holds.get(&(a.project_id, a.key.clone()));
-            let exists = (default_rule(&a.rule).is_some()
-                && !round.disabled.contains(&(a.project_id, a.rule.clone())))
+            let exists = (default_rule(&a.rule).is_some() && !round.disabled.contains(&(a.project_id, a.rule.clone())))
                 || rules.iter().any(|r| r.project_id == a.project_id && r.name == a.rule);
             if cond.is_none() && exists && round.unknown(a) {
                 continue;
@@ -782,11 +795,25 @@ mod tests {
         let daily = "0 2 * * *";
         // Yesterday's ran; today's is due at 02:00 and at 02:30 still within the grace.
         let yesterdays = Some(day(2, 5) - TimeDelta::days(1));
-        assert!(!backup_overdue(daily, created, Some(day(2, 0) - TimeDelta::days(1)), yesterdays, day(2, 30), TimeDelta::hours(1)));
+        assert!(!backup_overdue(
+            daily,
+            created,
+            Some(day(2, 0) - TimeDelta::days(1)),
+            yesterdays,
+            day(2, 30),
+            TimeDelta::hours(1)
+        ));
         // No backup ever: overdue since yesterday's.
         assert!(backup_overdue(daily, created, None, None, day(2, 30), TimeDelta::hours(1)));
         // At 03:30 with no backup since 02:00: overdue.
-        assert!(backup_overdue(daily, created, Some(day(2, 0)), Some(day(2, 0) - TimeDelta::days(1)), day(3, 30), TimeDelta::hours(1)));
+        assert!(backup_overdue(
+            daily,
+            created,
+            Some(day(2, 0)),
+            Some(day(2, 0) - TimeDelta::days(1)),
+            day(3, 30),
+            TimeDelta::hours(1)
+        ));
         // A backup at 02:05: not overdue.
         assert!(!backup_overdue(daily, created, Some(day(2, 0)), Some(day(2, 5)), day(3, 30), TimeDelta::hours(1)));
         // The schedule set at 02:40 (after the occurrence): not overdue.
@@ -808,10 +835,8 @@ mod tests {
         settings.set(p, "replication-lag", set(4096.0, None));
         settings.set(p, "failover", set(30.0, None));
         // A disk 50 % full: above p's 1 %, not above q's 85 %.
-        let host = vec![
-            ("host_disk_total_bytes", "/".to_string(), 100.0),
-            ("host_disk_free_bytes", "/".to_string(), 50.0),
-        ];
+        let host =
+            vec![("host_disk_total_bytes", "/".to_string(), 100.0), ("host_disk_free_bytes", "/".to_string(), 50.0)];
         let fired = disk_conditions(&settings, p, "db1", &host);
         assert_eq!(fired.len(), 1, "{fired:?}");
         assert_eq!((fired[0].rule.as_str(), fired[0].for_secs), ("disk-85", 0));
@@ -887,7 +912,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (app, project) = app_with_channel(dir.path()).await;
         let failed = || Round {
-            conditions: vec![cond(&Settings::default(), project, "backup-failed", Some("c"), "cluster/c".into(), "disk full".into())],
+            conditions: vec![cond(
+                &Settings::default(),
+                project,
+                "backup-failed",
+                Some("c"),
+                "cluster/c".into(),
+                "disk full".into(),
+            )],
             ..Default::default()
         };
         // A silence of cluster c: the alert fires, nobody is told.
@@ -939,7 +971,14 @@ mod tests {
         // A pending alert (member-down waits 20 s) whose condition goes away is forgotten,
         // untold; one whose condition stays fires after its `for`.
         let down = || Round {
-            conditions: vec![cond(&Settings::default(), project, "member-down", Some("c"), "member/c/c-2".into(), "c-2 is stopped".into())],
+            conditions: vec![cond(
+                &Settings::default(),
+                project,
+                "member-down",
+                Some("c"),
+                "member/c/c-2".into(),
+                "c-2 is stopped".into(),
+            )],
             ..Default::default()
         };
         assert_eq!(app.alerts_apply(down(), t(100)).await.unwrap(), 1);
@@ -961,6 +1000,41 @@ mod tests {
         unknown.unknown_clusters.insert((project, "c".into()));
         assert_eq!(app.alerts_apply(unknown, t(230)).await.unwrap(), 0);
         assert_eq!(state(&app).await.0.last().unwrap().state, "firing");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_stays_firing_while_its_host_sends_no_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, project) = app_with_channel(dir.path()).await;
+        let full = vec![
+            ("host_disk_total_bytes", "/data".to_string(), 100.0),
+            ("host_disk_free_bytes", "/data".to_string(), 2.0),
+        ];
+        let settings = Settings::default();
+        let round = Round { conditions: disk_conditions(&settings, project, "db1", &full), ..Default::default() };
+        assert_eq!(round.conditions.len(), 2, "disk-85 and disk-95");
+        app.alerts_apply(round, t(0)).await.unwrap();
+        app.alerts_apply(
+            Round { conditions: disk_conditions(&settings, project, "db1", &full), ..Default::default() },
+            t(60),
+        )
+        .await
+        .unwrap();
+        let firing = |alerts: &[AlertRecord]| alerts.iter().filter(|a| a.state == "firing").count();
+        assert_eq!(firing(&state(&app).await.0), 2);
+        // db1 is cut off: no sample, so nothing is known of its disks; they stay firing and
+        // no resolve is sent. Another host's unknown disks change nothing here.
+        let mut blind = Round::default();
+        blind.unknown_hosts.insert((project, "db1".into()));
+        assert_eq!(app.alerts_apply(blind, t(70)).await.unwrap(), 0);
+        let (alerts, deliveries) = state(&app).await;
+        assert_eq!(firing(&alerts), 2);
+        assert!(deliveries.iter().all(|(_, s)| s == "firing"), "{deliveries:?}");
+        // Back, and emptied: they resolve. (A host gone from every cluster resolves too.)
+        let mut other = Round::default();
+        other.unknown_hosts.insert((project, "db2".into()));
+        assert_eq!(app.alerts_apply(other, t(80)).await.unwrap(), 2);
+        assert_eq!(firing(&state(&app).await.0), 0);
     }
 
     /// The admin's context in project `default`.
@@ -1024,10 +1098,8 @@ mod tests {
             let mut tx = app.store.read().await.unwrap();
             Settings::load(tx.as_mut()).await.unwrap()
         };
-        let host = vec![
-            ("host_disk_total_bytes", "/".to_string(), 100.0),
-            ("host_disk_free_bytes", "/".to_string(), 60.0),
-        ];
+        let host =
+            vec![("host_disk_total_bytes", "/".to_string(), 100.0), ("host_disk_free_bytes", "/".to_string(), 60.0)];
         let round = Round { conditions: disk_conditions(&settings, project, "db1", &host), ..Default::default() };
         assert_eq!(round.conditions.len(), 1);
         assert_eq!(app.alerts_apply(round, t(0)).await.unwrap(), 1);
@@ -1078,7 +1150,11 @@ mod tests {
         let ctx = admin(&app).await;
         // A second channel that takes default rules; backup-failed goes to it only.
         let mut tx = app.store.write().await.unwrap();
-        let spec = super::super::ChannelSpec { url: Some("http://127.0.0.1:9/".into()), default_rules: true, ..Default::default() };
+        let spec = super::super::ChannelSpec {
+            url: Some("http://127.0.0.1:9/".into()),
+            default_rules: true,
+            ..Default::default()
+        };
         tx.alert_channel_create(&AlertChannelRecord {
             id: ChannelId::new(),
             project_id: project,
