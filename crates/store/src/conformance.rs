@@ -14,9 +14,9 @@ use sovdb_types::audit::{AuditEntry, AuditHead, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::{
-    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertRuleSettingsRecord, AlertSilenceRecord, AuditFilter, ClusterRecord, DcsMember,
-    DeliveryRecord, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation,
-    OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
+    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertRuleSettingsRecord, AlertSilenceRecord, AuditFilter,
+    ClusterRecord, DcsMember, DeliveryRecord, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent,
+    NewOperation, OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -236,7 +236,9 @@ impl Settings {
                 Ok(s) => {
                     map.insert((r.project_id, r.rule), s);
                 }
-                Err(e) => tracing::warn!(rule = %r.rule, error = %e, "unreadable alert rule settings; using the defaults"),
+                Err(e) => {
+                    tracing::warn!(rule = %r.rule, error = %e, "unreadable alert rule settings; using the defaults")
+                }
             }
         }
         Ok(Settings(map))
@@ -726,12 +728,12 @@ impl App {
             }
             return Err(AppError::not_found("alert rule", name));
         };
-        let given = req.threshold.is_some()
-            || req.for_duration.is_some()
-            || req.channels.is_some()
-            || req.enabled.is_some();
+        let given =
+            req.threshold.is_some() || req.for_duration.is_some() || req.channels.is_some() || req.enabled.is_some();
         if req.reset && given {
-            return Err(AppError::Invalid("reset takes no other setting: it puts the rule back as sovdb defines it".into()));
+            return Err(AppError::Invalid(
+                "reset takes no other setting: it puts the rule back as sovdb defines it".into(),
+            ));
         }
         if !req.reset && !given {
             return Err(AppError::Invalid(
@@ -739,7 +741,8 @@ impl App {
             ));
         }
         let records = tx.alert_rule_settings_list(Some(ctx.project.id)).await?;
-        let mut settings = if req.reset { RuleSettings::default() } else { stored_settings(&records, name).unwrap_or_default() };
+        let mut settings =
+            if req.reset { RuleSettings::default() } else { stored_settings(&records, name).unwrap_or_default() };
         if let Some(t) = &req.threshold {
             settings.threshold = Some(rule.parse_threshold(t)?);
         }
@@ -1143,13 +1146,16 @@ mod tests {
     fn settings_override_the_defaults_and_keep_only_what_differs() {
         let lag = default_rule("replication-lag").unwrap();
         let none = lag.effective(None);
-        assert_eq!(none, Effective {
-            threshold: Some(LAG_THRESHOLD_BYTES),
-            for_secs: 60,
-            channels: vec![],
-            enabled: true,
-            changed: false
-        });
+        assert_eq!(
+            none,
+            Effective {
+                threshold: Some(LAG_THRESHOLD_BYTES),
+                for_secs: 60,
+                channels: vec![],
+                enabled: true,
+                changed: false
+            }
+        );
         let s = RuleSettings { threshold: Some(1024.0), for_secs: Some(0), ..Default::default() };
         let e = lag.effective(Some(&s));
         assert_eq!((e.threshold, e.for_secs, e.enabled, e.changed), (Some(1024.0), 0, true, true));

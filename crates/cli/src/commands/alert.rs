@@ -208,7 +208,17 @@ impl Tabular for Alert {
 
 impl Tabular for AlertRule {
     const HEADERS: &'static [&'static str] = &[
-        "NAME", "DEFAULT", "ENABLED", "CHANGED", "SEVERITY", "CLUSTER", "THRESHOLD", "UNIT", "FOR", "CHANNELS", "CONDITION",
+        "NAME",
+        "DEFAULT",
+        "ENABLED",
+        "CHANGED",
+        "SEVERITY",
+        "CLUSTER",
+        "THRESHOLD",
+        "UNIT",
+        "FOR",
+        "CHANNELS",
+        "CONDITION",
     ];
     fn row(&self) -> Vec<String> {
         let yes_no = |b: bool| if b { "yes".to_string() } else { "no".to_string() };
@@ -330,16 +340,8 @@ pub async fn run(cmd: AlertCmd, client: &Client, out: OutputFormat) -> anyhow::R
                         Err(_) => ThresholdInput::Text(t),
                     }),
                     for_duration,
-                    channels: if all_channels {
-                        Some(Vec::new())
-                    } else {
-                        (!channels.is_empty()).then_some(channels)
-                    },
-                    enabled: if disable {
-                        Some(false)
-                    } else {
-                        enable.then_some(true)
-                    },
+                    channels: if all_channels { Some(Vec::new()) } else { (!channels.is_empty()).then_some(channels) },
+                    enabled: if disable { Some(false) } else { enable.then_some(true) },
                     reset,
                 };
                 print_one(&client.patch::<_, AlertRule>(&format!("/alerts/rules/{name}"), &req).await?, out)
