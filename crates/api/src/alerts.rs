@@ -85,6 +85,22 @@ pub(crate) async fn rule_create(
     Ok((StatusCode::CREATED, Json(app.alert_rule_create(&ctx, req).await?)))
 }
 
+/// Changes the project's settings of a default rule: threshold (in the rule's `unit`, or a
+/// text with a unit such as `64MiB`), `for`, channels, enabled; or `reset` them. What is
+/// not given stays as it is.
+#[utoipa::path(patch, path = "/alerts/rules/{name}", tag = "alerts", request_body = DefaultRuleUpdate,
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 200, body = AlertRule), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn rule_set(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Body(req): Body<DefaultRuleUpdate>,
+) -> ApiResult<Json<AlertRule>> {
+    Ok(Json(app.alert_rule_set(&ctx, &name, req).await?))
+}
+
 /// Deletes one of the project's rules (default rules cannot be deleted; silence them).
 #[utoipa::path(delete, path = "/alerts/rules/{name}", tag = "alerts",
     params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),

@@ -133,7 +133,7 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(alerts::alert_list))
         .routes(routes!(alerts::delivery_list))
         .routes(routes!(alerts::rule_list, alerts::rule_create))
-        .routes(routes!(alerts::rule_delete))
+        .routes(routes!(alerts::rule_set, alerts::rule_delete))
         .routes(routes!(alerts::channel_list, alerts::channel_create))
         .routes(routes!(alerts::channel_delete))
         .routes(routes!(alerts::channel_test))

@@ -275,6 +275,7 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
             Some(json!({"name": "Not A Label", "metric": "pg_up", "op": ">", "threshold": 1})),
             Operator,
         ),
+        case(M::PATCH, "/api/v1/alerts/rules/{name}", "/alerts/rules/nope", Some(json!({"reset": true})), Operator),
         case(M::DELETE, "/api/v1/alerts/rules/{name}", "/alerts/rules/nope", None, Operator),
         case(M::GET, "/api/v1/alerts/channels", "/alerts/channels", None, Viewer),
         case(

@@ -14,9 +14,9 @@ use sovdb_types::audit::{AuditEntry, AuditHead, Outcome, GENESIS_HASH};
 use sovdb_types::*;
 
 use crate::{
-    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertSilenceRecord, AuditFilter, ClusterRecord, DcsMember,
-    DeliveryRecord, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation,
-    OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
+    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertRuleSettingsRecord, AlertSilenceRecord, AuditFilter,
+    ClusterRecord, DcsMember, DeliveryRecord, EventFilter, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent,
+    NewOperation, OperationChange, PortAllocation, RepoRecord, RepoSpec, RetainedRecord, StepChange, Store, StoreError,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -1177,6 +1177,32 @@ async fn alerts_rules_channels_silences_and_deliveries(url: String) {
     assert!(tx.alert_channel_delete(channel.id).await.unwrap());
     assert!(tx.alert_rule_delete(p.id, "lag").await.unwrap());
     assert!(!tx.alert_rule_delete(p.id, "lag").await.unwrap());
+    // A project's settings of a default rule: one row per rule, replaced by a put.
+    let other = project("alerting-2");
+    tx.project_create(&other).await.unwrap();
+    let lag = AlertRuleSettingsRecord {
+        project_id: p.id,
+        rule: "replication-lag".into(),
+        spec: r#"{"threshold":1024}"#.into(),
+        updated_at: t0,
+    };
+    let disk = AlertRuleSettingsRecord { rule: "disk-85".into(), spec: r#"{"for_secs":0}"#.into(), ..lag.clone() };
+    let theirs = AlertRuleSettingsRecord { project_id: other.id, ..lag.clone() };
+    for s in [&lag, &disk, &theirs] {
+        tx.alert_rule_settings_put(s).await.unwrap();
+    }
+    let changed = AlertRuleSettingsRecord {
+        spec: r#"{"threshold":2048}"#.into(),
+        updated_at: t0 + chrono::TimeDelta::seconds(1),
+        ..lag.clone()
+    };
+    tx.alert_rule_settings_put(&changed).await.unwrap();
+    assert_eq!(tx.alert_rule_settings_list(Some(p.id)).await.unwrap(), vec![disk.clone(), changed.clone()]);
+    assert_eq!(tx.alert_rule_settings_list(None).await.unwrap().len(), 3);
+    assert!(tx.alert_rule_settings_delete(p.id, "replication-lag").await.unwrap());
+    assert!(!tx.alert_rule_settings_delete(p.id, "replication-lag").await.unwrap());
+    assert_eq!(tx.alert_rule_settings_list(Some(p.id)).await.unwrap(), vec![disk]);
+    assert_eq!(tx.alert_rule_settings_list(Some(other.id)).await.unwrap(), vec![theirs]);
     // The newest event of some kinds.
     for (i, kind) in ["backup", "backup-failed", "drill"].iter().enumerate() {
         let e = NewEvent {

@@ -149,6 +149,17 @@ pub struct AlertRuleRecord {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A project's settings of a default rule, where they differ from the code's; `spec` is
+/// JSON the application owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRuleSettingsRecord {
+    pub project_id: ProjectId,
+    /// The default rule's name.
+    pub rule: String,
+    pub spec: String,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A notification channel as stored: its settings without its secrets (those are in the
 /// secrets, under the owner `channel/<id>`).
 #[derive(Debug, Clone, PartialEq)]
@@ -671,6 +682,12 @@ pub trait Tx: Send {
     /// [`StoreError::Conflict`] when the project has a rule of that name.
     async fn alert_rule_create(&mut self, r: &AlertRuleRecord) -> Result<()>;
     async fn alert_rule_delete(&mut self, project: ProjectId, name: &str) -> Result<bool>;
+    /// A project's settings of default rules by rule (every project's when `None`).
+    async fn alert_rule_settings_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertRuleSettingsRecord>>;
+    /// Writes a project's settings of a default rule, replacing any it had.
+    async fn alert_rule_settings_put(&mut self, s: &AlertRuleSettingsRecord) -> Result<()>;
+    /// Forgets a project's settings of a default rule (back to the code's).
+    async fn alert_rule_settings_delete(&mut self, project: ProjectId, rule: &str) -> Result<bool>;
     /// A project's channels by name (every project's when `None`).
     async fn alert_channel_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertChannelRecord>>;
     /// [`StoreError::Conflict`] when the project has a channel of that name.

@@ -14,7 +14,7 @@ use sovdb_types::*;
 
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertSilenceRecord, DeliveryRecord, AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, SecretRecord, StepChange,
+    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertRuleSettingsRecord, AlertSilenceRecord, DeliveryRecord, AuditFilter, Backend, ClusterRecord, DcsMember, HostRecord, MemberRecord, MetricRow, MetricTable, NewEvent, NewOperation, PortAllocation, OpenError, OperationChange, OperationRun, RepoRecord, Result, RetainedRecord, SecretRecord, StepChange,
     StepRun, StoreError, Tx,
 };
 
@@ -1827,6 +1827,49 @@ impl Tx for SqlTx {
         let done = sqlx::query("DELETE FROM alert_rules WHERE project_id = $1 AND name = $2")
             .bind(project.to_string())
             .bind(name)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn alert_rule_settings_list(&mut self, project: Option<ProjectId>) -> Result<Vec<AlertRuleSettingsRecord>> {
+        let rows = sqlx::query(
+            "SELECT project_id, rule, spec, updated_at FROM alert_rule_settings \
+             WHERE ($1 = '' OR project_id = $1) ORDER BY project_id, rule",
+        )
+        .bind(project.map(|p| p.to_string()).unwrap_or_default())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRuleSettingsRecord {
+                    project_id: parsed(r, "project_id", "project id")?,
+                    rule: r.try_get("rule")?,
+                    spec: r.try_get("spec")?,
+                    updated_at: time(r, "updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn alert_rule_settings_put(&mut self, s: &AlertRuleSettingsRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_rule_settings (project_id, rule, spec, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (project_id, rule) DO UPDATE SET spec = $3, updated_at = $4",
+        )
+        .bind(s.project_id.to_string())
+        .bind(&s.rule)
+        .bind(&s.spec)
+        .bind(ms(s.updated_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn alert_rule_settings_delete(&mut self, project: ProjectId, rule: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM alert_rule_settings WHERE project_id = $1 AND rule = $2")
+            .bind(project.to_string())
+            .bind(rule)
             .execute(&mut *self.tx)
             .await?;
         Ok(done.rows_affected() > 0)

@@ -54,6 +54,39 @@ pub struct AlertRuleCreate {
     pub channels: Vec<String>,
 }
 
+/// A threshold as a request gives it: a number in the rule's unit (`unit` in
+/// [`AlertRule`]: bytes, percent, seconds, fraction), or a text with a unit such as
+/// `64MiB`, `90%` or `30m`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ThresholdInput {
+    Number(f64),
+    Text(String),
+}
+
+/// Body of `PATCH /api/v1/alerts/rules/{name}`: the project's settings of a default rule.
+/// What is not given stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRuleUpdate {
+    /// Only for the rules with a threshold (see `unit` in the rule list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<ThresholdInput>,
+    /// How long the condition must hold before the alert fires (`30s`, `5m`, `0`).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_duration: Option<String>,
+    /// The channels to notify, by name; an empty list: every channel of the project that
+    /// takes default rules (as without settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// `false`: the rule is not evaluated in this project (its open alerts resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Back to the rule as sovdb defines it; takes no other setting.
+    #[serde(default)]
+    pub reset: bool,
+}
+
 /// A rule: a default one (built in, `default` true) or one of the project's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AlertRule {
@@ -68,10 +101,20 @@ pub struct AlertRule {
     pub metric: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<AlertOp>,
+    /// In `unit` for a default rule; the project's value where it set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
+    /// A default rule's threshold unit: `bytes`, `percent`, `seconds` or `fraction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// Seconds the condition must hold before the alert fires.
     pub for_secs: u64,
+    /// Whether the rule is evaluated (a default rule can be disabled per project).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A default rule whose settings the project changed (`alert rule set`).
+    #[serde(default)]
+    pub changed: bool,
     /// `warning` or `critical`.
     pub severity: String,
     /// The channels it notifies; empty: every channel of the project (default rules: every
@@ -316,4 +359,8 @@ pub struct ChannelTestResult {
     pub channel: String,
     pub delivered: bool,
     pub result: String,
+}
+
+fn yes() -> bool {
+    true
 }

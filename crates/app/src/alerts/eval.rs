@@ -2,6 +2,9 @@
 //! control plane knows into conditions, one per rule and subject, and compares them with
 //! the open alerts.
 //!
+//! The default rules use each project's settings of them (threshold, `for`, channels,
+//! disabled: `alert_rule_settings`), read at the start of the round that uses them.
+//!
 //! Per alert the state machine is [`step`]: a condition without an open alert opens one
 //! (`firing` at once when the rule's `for` is 0, else `pending`); a pending alert whose
 //! condition held for `for` fires; a pending alert whose condition went away is forgotten
@@ -23,7 +26,7 @@ use sovdb_store::{
 use sovdb_types::metrics::{metric, MetricScope};
 use sovdb_types::*;
 
-use super::{default_rule, silences, AlertData, RuleSpec, BACKUP_GRACE, FAILOVER_WINDOW, LAG_THRESHOLD_BYTES};
+use super::{default_rule, silences, AlertData, RuleSpec, Settings};
 use crate::events::{self, kind};
 use crate::workflows::pg;
 use crate::{patroni, App, Result};
@@ -84,6 +87,11 @@ pub(crate) struct Round {
     pub unknown_clusters: HashSet<(ProjectId, String)>,
     /// `(project, rule)` that could not be evaluated at all.
     pub unknown_rules: HashSet<(ProjectId, String)>,
+    /// `(project, host name)`: hosts of the project's members without a fresh sample (an
+    /// unreachable host, an agent that stopped reporting), whose disk rules are unknown.
+    pub unknown_hosts: HashSet<(ProjectId, String)>,
+    /// `(project, rule)`: default rules a project disabled (their alerts resolve).
+    pub disabled: HashSet<(ProjectId, String)>,
 }
 
 impl Round {
@@ -93,7 +101,13 @@ impl Round {
 
     /// Whether an open alert's condition is unknown this round (then it is left alone).
     fn unknown(&self, a: &AlertRecord) -> bool {
+        // A disk of a host that stopped reporting is as full as it was: its alert must not
+        // resolve (and tell everyone so) for lack of a sample.
+        let disk_host = matches!(a.rule.as_str(), "disk-85" | "disk-95")
+            .then(|| a.key.split_once('|')?.1.strip_prefix("host/")?.split_once('/').map(|(h, _)| h.to_string()))
+            .flatten();
         self.unknown_rules.contains(&(a.project_id, a.rule.clone()))
+            || disk_host.is_some_and(|h| self.unknown_hosts.contains(&(a.project_id, h)))
             || a.cluster.as_ref().is_some_and(|c| {
                 matches!(a.rule.as_str(), "member-down" | "no-primary")
                     && self.unknown_clusters.contains(&(a.project_id, c.clone()))
@@ -101,17 +115,26 @@ impl Round {
     }
 }
 
-fn cond(project: ProjectId, rule: &str, cluster: Option<&str>, subject: String, message: String) -> Condition {
+/// A default rule's condition on `subject`, with the project's `for` and threshold.
+fn cond(
+    settings: &Settings,
+    project: ProjectId,
+    rule: &str,
+    cluster: Option<&str>,
+    subject: String,
+    message: String,
+) -> Condition {
     let d = default_rule(rule);
+    let e = settings.of(project, rule);
     Condition {
         project,
         rule: rule.into(),
         cluster: cluster.map(str::to_string),
-        for_secs: d.map_or(0, |d| d.for_secs),
+        for_secs: e.as_ref().map_or(0, |e| e.for_secs),
         data: AlertData {
             severity: d.map_or("warning", |d| d.severity).into(),
             subject,
-            threshold: d.and_then(|d| d.threshold),
+            threshold: e.and_then(|e| e.threshold),
             message,
             ..Default::default()
         },
@@ -160,7 +183,13 @@ impl App {
                 }
             }
         }
-        let user_rules = self.store.read().await?.alert_rule_list(None).await?;
+        let (user_rules, settings) = {
+            let mut tx = self.store.read().await?;
+            (tx.alert_rule_list(None).await?, Settings::load(tx.as_mut()).await?)
+        };
+        let cond = |p: ProjectId, rule: &str, cluster: Option<&str>, subject: String, message: String| {
+            cond(&settings, p, rule, cluster, subject, message)
+        };
 
         // The latest metrics of every member and its host.
         let mut targets: Vec<String> = Vec::new();
@@ -194,7 +223,7 @@ impl App {
                     continue;
                 }
                 if h.status == HostStatus::Unreachable {
-                    round.add(cond(
+                    let mut x = cond(
                         p,
                         "host-unreachable",
                         None,
@@ -204,25 +233,18 @@ impl App {
                             h.name,
                             h.status_message.as_deref().unwrap_or("no answer")
                         ),
-                    ));
+                    );
+                    x.data.host = Some(h.name.clone());
+                    round.add(x);
                 }
-                if let Some(values) = latest.get(&host_target(h.id)) {
-                    for (mount, used) in disk_used_percent(values) {
-                        for rule in ["disk-85", "disk-95"] {
-                            let limit = default_rule(rule).and_then(|r| r.threshold).unwrap_or(100.0);
-                            if used > limit {
-                                let mut x = cond(
-                                    p,
-                                    rule,
-                                    None,
-                                    format!("host/{}/{mount}", h.name),
-                                    format!("{mount} on host {} is {used:.1} % full (above {limit} %)", h.name),
-                                );
-                                x.data.host = Some(h.name.clone());
-                                x.data.value = Some(used);
-                                round.add(x);
-                            }
+                match latest.get(&host_target(h.id)) {
+                    Some(values) => {
+                        for x in disk_conditions(&settings, p, &h.name, values) {
+                            round.add(x);
                         }
+                    }
+                    None => {
+                        round.unknown_hosts.insert((p, h.name.clone()));
                     }
                 }
             }
@@ -277,19 +299,8 @@ impl App {
             // Replication lag, as the primary sees it.
             for m in &w.members {
                 let Some(values) = latest.get(&member_target(c.id, &m.name)) else { continue };
-                for (name, replica, lag) in values {
-                    if *name == "pg_replication_lag_bytes" && *lag > LAG_THRESHOLD_BYTES {
-                        let mut x = cond(
-                            p,
-                            "replication-lag",
-                            Some(&c.name),
-                            format!("member/{}/{replica}", c.name),
-                            format!("replica {replica} of cluster {} is {lag:.0} bytes behind", c.name),
-                        );
-                        x.data.member = Some(replica.clone());
-                        x.data.value = Some(*lag);
-                        round.add(x);
-                    }
+                for x in lag_conditions(&settings, p, &c.name, values) {
+                    round.add(x);
                 }
             }
             // Backups, drills and failovers, from the timeline.
@@ -305,7 +316,7 @@ impl App {
                 }
             }
             if let Some(e) = tx.event_latest(p, &target, &[kind::FAILOVER]).await? {
-                if now - e.at < FAILOVER_WINDOW {
+                if failover_recent(&settings, p, e.at, now) {
                     round.add(cond(p, "failover", Some(&c.name), target.clone(), e.message.clone()));
                 }
             }
@@ -322,7 +333,8 @@ impl App {
                         .and_then(|m| DateTime::parse_from_rfc3339(&m).ok())
                         .map(|m| m.with_timezone(&Utc));
                     let last = tx.event_latest(p, &target, &[kind::BACKUP]).await?.map(|e| e.at);
-                    if backup_overdue(pattern, c.created_at, mark, last, now) {
+                    let grace = TimeDelta::seconds(settings.threshold(p, "backup-overdue") as i64);
+                    if backup_overdue(pattern, c.created_at, mark, last, now, grace) {
                         round.add(cond(
                             p,
                             "backup-overdue",
@@ -337,14 +349,14 @@ impl App {
             // Certificates about to expire (the bot should have renewed them long ago).
             if let Ok(pki) = self.pki() {
                 let mut tx = self.store.read().await?;
+                let left_fraction = settings.threshold(p, "certificate-expiring");
                 for m in &w.members {
                     let owner = pg::member_owner(c.id, &m.name);
                     let Some(sealed) = tx.secret_get(&owner, pg::MEMBER_CERT).await? else { continue };
                     let Ok(plain) = pki.open(&sealed, &pg::aad(&owner, pg::MEMBER_CERT)) else { continue };
                     let Ok(kept) = serde_json::from_slice::<pg::KeptCert>(&plain) else { continue };
                     let Ok(v) = sovdb_pki::CertValidity::of_pem(&kept.cert_pem) else { continue };
-                    let life = v.not_after - v.issued_at;
-                    if v.not_after - now < life / 6 {
+                    if cert_expiring(v.issued_at, v.not_after, now, left_fraction) {
                         let mut x = cond(
                             p,
                             "certificate-expiring",
@@ -365,17 +377,23 @@ impl App {
         // A user rule's host conditions are per host, not per cluster: keep one of each.
         let mut seen = HashSet::new();
         round.conditions.retain(|c| seen.insert((c.project, c.key())));
+        round.disabled = settings.disabled();
         Ok(round)
     }
 
     /// Compares `round` with the open alerts and writes the transitions, their events and
     /// their deliveries, in one transaction.
-    pub(crate) async fn alerts_apply(&self, round: Round, now: DateTime<Utc>) -> Result<usize> {
+    pub(crate) async fn alerts_apply(&self, mut round: Round, now: DateTime<Utc>) -> Result<usize> {
+        // A rule a project disabled holds nothing (and its open alerts resolve).
+        let disabled = std::mem::take(&mut round.disabled);
+        round.conditions.retain(|c| !disabled.contains(&(c.project, c.rule.clone())));
+        round.disabled = disabled;
         let mut tx = self.store.write().await?;
         let open = tx.alert_list_open().await?;
         let rules = tx.alert_rule_list(None).await?;
         let channels = tx.alert_channel_list(None).await?;
         let silence_list = tx.alert_silence_list(None).await?;
+        let settings = Settings::load(tx.as_mut()).await?;
         let mut projects: HashMap<ProjectId, String> = HashMap::new();
         let mut page = PageRequest { limit: 1000, after: None };
         loop {
@@ -399,7 +417,7 @@ impl App {
         for a in &open {
             let state = AlertState::parse(&a.state).unwrap_or(AlertState::Firing);
             let cond = holds.get(&(a.project_id, a.key.clone()));
-            let exists = default_rule(&a.rule).is_some()
+            let exists = (default_rule(&a.rule).is_some() && !round.disabled.contains(&(a.project_id, a.rule.clone())))
                 || rules.iter().any(|r| r.project_id == a.project_id && r.name == a.rule);
             if cond.is_none() && exists && round.unknown(a) {
                 continue;
@@ -443,7 +461,7 @@ impl App {
                 _ => None,
             };
             if let Some(status) = queue {
-                let targets = channels_for(&next, &rules, &channels);
+                let targets = channels_for(&next, &rules, &settings, &channels);
                 queue_deliveries(tx.as_mut(), &next, &data, &project, status, &targets, now).await?;
                 data.notified = Some(status.into());
             }
@@ -477,7 +495,7 @@ impl App {
                     .any(|s| s.project_id == a.project_id && silences(s, &a.rule, a.cluster.as_deref(), now));
                 if !silenced {
                     let project = projects.get(&a.project_id).cloned().unwrap_or_default();
-                    let targets = channels_for(&a, &rules, &channels);
+                    let targets = channels_for(&a, &rules, &settings, &channels);
                     queue_deliveries(tx.as_mut(), &a, &data, &project, "firing", &targets, now).await?;
                     data.notified = Some("firing".into());
                 }
@@ -491,6 +509,63 @@ impl App {
         }
         Ok(changes)
     }
+}
+
+/// `disk-85` and `disk-95` on one host's latest sample, with the project's thresholds.
+fn disk_conditions(
+    settings: &Settings,
+    p: ProjectId,
+    host: &str,
+    values: &[(&'static str, String, f64)],
+) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for (mount, used) in disk_used_percent(values) {
+        for rule in ["disk-85", "disk-95"] {
+            let limit = settings.threshold(p, rule);
+            if used > limit {
+                let mut x = cond(
+                    settings,
+                    p,
+                    rule,
+                    None,
+                    format!("host/{host}/{mount}"),
+                    format!("{mount} on host {host} is {used:.1} % full (above {limit} %)"),
+                );
+                x.data.host = Some(host.to_string());
+                x.data.value = Some(used);
+                out.push(x);
+            }
+        }
+    }
+    out
+}
+
+/// `replication-lag` on a member's latest sample (a primary's: the lag of each replica),
+/// with the project's threshold.
+fn lag_conditions(
+    settings: &Settings,
+    p: ProjectId,
+    cluster: &str,
+    values: &[(&'static str, String, f64)],
+) -> Vec<Condition> {
+    let max_lag = settings.threshold(p, "replication-lag");
+    let mut out = Vec::new();
+    for (name, replica, lag) in values {
+        if *name == "pg_replication_lag_bytes" && *lag > max_lag {
+            let mut x = cond(
+                settings,
+                p,
+                "replication-lag",
+                Some(cluster),
+                format!("member/{cluster}/{replica}"),
+                format!("replica {replica} of cluster {cluster} is {lag:.0} bytes behind (above {max_lag:.0})"),
+            );
+            x.data.member = Some(replica.clone());
+            x.data.value = Some(*lag);
+            out.push(x);
+        }
+    }
+    out
 }
 
 /// The used share (percent) of each mounted file system in a host's sample.
@@ -507,7 +582,20 @@ fn disk_used_percent(values: &[(&'static str, String, f64)]) -> Vec<(String, f64
     out
 }
 
-/// Whether a backup schedule is overdue: its latest occurrence at least [`BACKUP_GRACE`] ago
+/// Whether a failover at `at` is recent enough at `now` for `failover` to fire (the
+/// project's window, after which it resolves by itself).
+fn failover_recent(settings: &Settings, p: ProjectId, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now - at < TimeDelta::milliseconds((settings.threshold(p, "failover") * 1000.0) as i64)
+}
+
+/// Whether a certificate issued at `issued` and valid until `not_after` has less than
+/// `left` (a fraction) of its life left at `now`.
+pub(crate) fn cert_expiring(issued: DateTime<Utc>, not_after: DateTime<Utc>, now: DateTime<Utc>, left: f64) -> bool {
+    let life = (not_after - issued).num_milliseconds() as f64;
+    ((not_after - now).num_milliseconds() as f64) < life * left
+}
+
+/// Whether a backup schedule is overdue: its latest occurrence at least `grace` ago
 /// came after the cluster was created and after the schedule was set (the scheduler's
 /// `mark`: the time it was set, or the last occurrence it ran), and no backup succeeded
 /// since.
@@ -517,8 +605,9 @@ pub(crate) fn backup_overdue(
     mark: Option<DateTime<Utc>>,
     last_backup: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    grace: TimeDelta,
 ) -> bool {
-    let Some(due) = crate::schedules::latest_due(pattern, now - BACKUP_GRACE) else { return false };
+    let Some(due) = crate::schedules::latest_due(pattern, now - grace) else { return false };
     // A mark that is not an occurrence is when the schedule was set.
     let set_after_due = mark.is_some_and(|m| m > due && crate::schedules::latest_due(pattern, m) != Some(m));
     due > created && !set_after_due && last_backup.is_none_or(|b| b < due)
@@ -579,14 +668,19 @@ fn user_rule_conditions(r: &AlertRuleRecord, w: &Watched, latest: &Latest, round
 }
 
 /// The channels an alert notifies: a user rule's named ones (all of the project's when it
-/// names none); a default rule's: every channel of the project that takes default rules.
+/// names none); a default rule's: those the project named for it (`alert rule set
+/// --channel`), else every channel of the project that takes default rules.
 fn channels_for<'a>(
     a: &AlertRecord,
     rules: &[AlertRuleRecord],
+    settings: &Settings,
     channels: &'a [AlertChannelRecord],
 ) -> Vec<&'a AlertChannelRecord> {
     let ours = channels.iter().filter(|c| c.project_id == a.project_id);
-    if default_rule(&a.rule).is_some() {
+    if let Some(e) = settings.of(a.project_id, &a.rule) {
+        if !e.channels.is_empty() {
+            return ours.filter(|c| e.channels.contains(&c.name)).collect();
+        }
         return ours
             .filter(|c| serde_json::from_str::<super::ChannelSpec>(&c.spec).map_or(true, |s| s.default_rules))
             .collect();
@@ -701,17 +795,72 @@ mod tests {
         let daily = "0 2 * * *";
         // Yesterday's ran; today's is due at 02:00 and at 02:30 still within the grace.
         let yesterdays = Some(day(2, 5) - TimeDelta::days(1));
-        assert!(!backup_overdue(daily, created, Some(day(2, 0) - TimeDelta::days(1)), yesterdays, day(2, 30)));
+        assert!(!backup_overdue(
+            daily,
+            created,
+            Some(day(2, 0) - TimeDelta::days(1)),
+            yesterdays,
+            day(2, 30),
+            TimeDelta::hours(1)
+        ));
         // No backup ever: overdue since yesterday's.
-        assert!(backup_overdue(daily, created, None, None, day(2, 30)));
+        assert!(backup_overdue(daily, created, None, None, day(2, 30), TimeDelta::hours(1)));
         // At 03:30 with no backup since 02:00: overdue.
-        assert!(backup_overdue(daily, created, Some(day(2, 0)), Some(day(2, 0) - TimeDelta::days(1)), day(3, 30)));
+        assert!(backup_overdue(
+            daily,
+            created,
+            Some(day(2, 0)),
+            Some(day(2, 0) - TimeDelta::days(1)),
+            day(3, 30),
+            TimeDelta::hours(1)
+        ));
         // A backup at 02:05: not overdue.
-        assert!(!backup_overdue(daily, created, Some(day(2, 0)), Some(day(2, 5)), day(3, 30)));
+        assert!(!backup_overdue(daily, created, Some(day(2, 0)), Some(day(2, 5)), day(3, 30), TimeDelta::hours(1)));
         // The schedule set at 02:40 (after the occurrence): not overdue.
-        assert!(!backup_overdue(daily, created, Some(day(2, 40)), None, day(3, 30)));
+        assert!(!backup_overdue(daily, created, Some(day(2, 40)), None, day(3, 30), TimeDelta::hours(1)));
         // A cluster created after the occurrence: not overdue.
-        assert!(!backup_overdue(daily, day(2, 10), None, None, day(3, 30)));
+        assert!(!backup_overdue(daily, day(2, 10), None, None, day(3, 30), TimeDelta::hours(1)));
+    }
+
+    #[test]
+    fn the_evaluator_uses_each_projects_thresholds() {
+        let (p, q) = (ProjectId::new(), ProjectId::new());
+        let mut settings = Settings::default();
+        let set = |threshold: f64, for_secs: Option<u64>| super::super::RuleSettings {
+            threshold: Some(threshold),
+            for_secs,
+            ..Default::default()
+        };
+        settings.set(p, "disk-85", set(1.0, Some(0)));
+        settings.set(p, "replication-lag", set(4096.0, None));
+        settings.set(p, "failover", set(30.0, None));
+        // A disk 50 % full: above p's 1 %, not above q's 85 %.
+        let host =
+            vec![("host_disk_total_bytes", "/".to_string(), 100.0), ("host_disk_free_bytes", "/".to_string(), 50.0)];
+        let fired = disk_conditions(&settings, p, "db1", &host);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!((fired[0].rule.as_str(), fired[0].for_secs), ("disk-85", 0));
+        assert_eq!((fired[0].data.threshold, fired[0].data.value), (Some(1.0), Some(50.0)));
+        assert!(disk_conditions(&settings, q, "db1", &host).is_empty());
+        // 8 KiB behind: above p's 4 KiB, not q's 64 MiB; q's keeps its default `for`.
+        let primary = vec![("pg_replication_lag_bytes", "c-2".to_string(), 8192.0)];
+        let lag = lag_conditions(&settings, p, "c", &primary);
+        assert_eq!(lag.len(), 1);
+        assert_eq!((lag[0].data.subject.as_str(), lag[0].for_secs), ("member/c/c-2", 60));
+        assert_eq!(lag[0].data.threshold, Some(4096.0));
+        assert!(lag_conditions(&settings, q, "c", &primary).is_empty());
+        let far = vec![("pg_replication_lag_bytes", "c-2".to_string(), 100.0 * 1024.0 * 1024.0)];
+        assert_eq!(lag_conditions(&settings, q, "c", &far).len(), 1);
+        // A failover 60 s ago: past p's 30 s window, within q's 10 minutes.
+        assert!(!failover_recent(&settings, p, t(0), t(60)));
+        assert!(failover_recent(&settings, p, t(0), t(29)));
+        assert!(failover_recent(&settings, q, t(0), t(60)));
+        assert!(!failover_recent(&settings, q, t(0), t(600)));
+        // A certificate of 60 days with 8 left: below a sixth, not below a tenth.
+        let (issued, end) = (t(0), t(60 * 86400));
+        assert!(cert_expiring(issued, end, t(52 * 86400), 1.0 / 6.0));
+        assert!(!cert_expiring(issued, end, t(52 * 86400), 0.1));
+        assert!(!cert_expiring(issued, end, t(40 * 86400), 1.0 / 6.0));
     }
 
     /// An app over a fresh SQLite store, bootstrapped, with a webhook channel in `default`.
@@ -763,7 +912,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (app, project) = app_with_channel(dir.path()).await;
         let failed = || Round {
-            conditions: vec![cond(project, "backup-failed", Some("c"), "cluster/c".into(), "disk full".into())],
+            conditions: vec![cond(
+                &Settings::default(),
+                project,
+                "backup-failed",
+                Some("c"),
+                "cluster/c".into(),
+                "disk full".into(),
+            )],
             ..Default::default()
         };
         // A silence of cluster c: the alert fires, nobody is told.
@@ -815,7 +971,14 @@ mod tests {
         // A pending alert (member-down waits 20 s) whose condition goes away is forgotten,
         // untold; one whose condition stays fires after its `for`.
         let down = || Round {
-            conditions: vec![cond(project, "member-down", Some("c"), "member/c/c-2".into(), "c-2 is stopped".into())],
+            conditions: vec![cond(
+                &Settings::default(),
+                project,
+                "member-down",
+                Some("c"),
+                "member/c/c-2".into(),
+                "c-2 is stopped".into(),
+            )],
             ..Default::default()
         };
         assert_eq!(app.alerts_apply(down(), t(100)).await.unwrap(), 1);
@@ -837,5 +1000,188 @@ mod tests {
         unknown.unknown_clusters.insert((project, "c".into()));
         assert_eq!(app.alerts_apply(unknown, t(230)).await.unwrap(), 0);
         assert_eq!(state(&app).await.0.last().unwrap().state, "firing");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_stays_firing_while_its_host_sends_no_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, project) = app_with_channel(dir.path()).await;
+        let full = vec![
+            ("host_disk_total_bytes", "/data".to_string(), 100.0),
+            ("host_disk_free_bytes", "/data".to_string(), 2.0),
+        ];
+        let settings = Settings::default();
+        let round = Round { conditions: disk_conditions(&settings, project, "db1", &full), ..Default::default() };
+        assert_eq!(round.conditions.len(), 2, "disk-85 and disk-95");
+        app.alerts_apply(round, t(0)).await.unwrap();
+        app.alerts_apply(
+            Round { conditions: disk_conditions(&settings, project, "db1", &full), ..Default::default() },
+            t(60),
+        )
+        .await
+        .unwrap();
+        let firing = |alerts: &[AlertRecord]| alerts.iter().filter(|a| a.state == "firing").count();
+        assert_eq!(firing(&state(&app).await.0), 2);
+        // db1 is cut off: no sample, so nothing is known of its disks; they stay firing and
+        // no resolve is sent. Another host's unknown disks change nothing here.
+        let mut blind = Round::default();
+        blind.unknown_hosts.insert((project, "db1".into()));
+        assert_eq!(app.alerts_apply(blind, t(70)).await.unwrap(), 0);
+        let (alerts, deliveries) = state(&app).await;
+        assert_eq!(firing(&alerts), 2);
+        assert!(deliveries.iter().all(|(_, s)| s == "firing"), "{deliveries:?}");
+        // Back, and emptied: they resolve. (A host gone from every cluster resolves too.)
+        let mut other = Round::default();
+        other.unknown_hosts.insert((project, "db2".into()));
+        assert_eq!(app.alerts_apply(other, t(80)).await.unwrap(), 2);
+        assert_eq!(firing(&state(&app).await.0), 0);
+    }
+
+    /// The admin's context in project `default`.
+    async fn admin(app: &App) -> crate::Ctx {
+        let mut tx = app.store.read().await.unwrap();
+        let project = tx.project_get("default").await.unwrap().unwrap();
+        let user = tx.user_get_by_name(crate::bootstrap::ADMIN_USER).await.unwrap().expect("the bootstrap admin");
+        crate::Ctx {
+            roles: vec![RoleBinding { user_id: user.id, role: Role::Admin, project_id: None }],
+            user,
+            project,
+            source: None,
+            request_id: None,
+        }
+    }
+
+    fn refused<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(e @ (crate::AppError::Invalid(_) | crate::AppError::NotFound { .. })) => e.to_string(),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn default_rules_are_set_per_project_and_the_evaluator_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, project) = app_with_channel(dir.path()).await;
+        let ctx = admin(&app).await;
+        let update = |threshold: Option<&str>, for_duration: Option<&str>| DefaultRuleUpdate {
+            threshold: threshold.map(|t| ThresholdInput::Text(t.into())),
+            for_duration: for_duration.map(str::to_string),
+            ..Default::default()
+        };
+        // Refused: an unknown rule, a threshold where there is none, out of range, nothing
+        // to change, a reset with settings, an unknown channel.
+        assert!(refused(app.alert_rule_set(&ctx, "nope", update(Some("1"), None)).await).contains("nope"));
+        let m = refused(app.alert_rule_set(&ctx, "member-down", update(Some("1"), None)).await);
+        assert!(m.contains("member-down has no threshold"), "{m}");
+        let m = refused(app.alert_rule_set(&ctx, "disk-85", update(Some("120"), None)).await);
+        assert!(m.contains("between 0.1 % and 99.9 %") && m.contains("120 %"), "{m}");
+        let m = refused(app.alert_rule_set(&ctx, "disk-85", update(None, Some("forever"))).await);
+        assert!(m.contains("not a duration"), "{m}");
+        assert!(refused(app.alert_rule_set(&ctx, "disk-85", DefaultRuleUpdate::default()).await)
+            .contains("nothing to change"));
+        let both = DefaultRuleUpdate { reset: true, ..update(Some("1"), None) };
+        assert!(refused(app.alert_rule_set(&ctx, "disk-85", both).await).contains("reset takes no other"));
+        let elsewhere = DefaultRuleUpdate { channels: Some(vec!["pager".into()]), ..Default::default() };
+        assert!(refused(app.alert_rule_set(&ctx, "disk-85", elsewhere).await).contains("pager"));
+
+        // Settings merge: a threshold, then a `for`; the list shows both, as changed.
+        app.alert_rule_set(&ctx, "disk-85", update(Some("1%"), None)).await.unwrap();
+        let shown = app.alert_rule_set(&ctx, "disk-85", update(None, Some("0"))).await.unwrap();
+        assert_eq!((shown.threshold, shown.for_secs, shown.changed), (Some(1.0), 0, true));
+        assert!(shown.condition.contains("more than 1 % full"), "{}", shown.condition);
+        let list = app.alert_rule_list(&ctx).await.unwrap();
+        let disk95 = list.iter().find(|r| r.name == "disk-95").unwrap();
+        assert_eq!((disk95.threshold, disk95.changed, disk95.unit.as_deref()), (Some(95.0), false, Some("percent")));
+        assert!(list.iter().find(|r| r.name == "disk-85").unwrap().changed);
+        // The evaluator reads them: disk-85 fires at once (for 0) at 1 %.
+        let settings = {
+            let mut tx = app.store.read().await.unwrap();
+            Settings::load(tx.as_mut()).await.unwrap()
+        };
+        let host =
+            vec![("host_disk_total_bytes", "/".to_string(), 100.0), ("host_disk_free_bytes", "/".to_string(), 60.0)];
+        let round = Round { conditions: disk_conditions(&settings, project, "db1", &host), ..Default::default() };
+        assert_eq!(round.conditions.len(), 1);
+        assert_eq!(app.alerts_apply(round, t(0)).await.unwrap(), 1);
+        let (alerts, deliveries) = state(&app).await;
+        assert_eq!((alerts[0].rule.as_str(), alerts[0].state.as_str()), ("disk-85", "firing"));
+        assert_eq!(deliveries, vec![("hook".to_string(), "firing".to_string())]);
+
+        // Disabled: its open alert resolves though its condition still holds; no new one.
+        let off = DefaultRuleUpdate { enabled: Some(false), ..Default::default() };
+        assert!(!app.alert_rule_set(&ctx, "disk-85", off).await.unwrap().enabled);
+        let settings = {
+            let mut tx = app.store.read().await.unwrap();
+            Settings::load(tx.as_mut()).await.unwrap()
+        };
+        let round = Round {
+            conditions: disk_conditions(&settings, project, "db1", &host),
+            disabled: settings.disabled(),
+            ..Default::default()
+        };
+        assert_eq!(app.alerts_apply(round, t(10)).await.unwrap(), 1);
+        let (alerts, deliveries) = state(&app).await;
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].state, "resolved");
+        assert_eq!(deliveries.len(), 2);
+
+        // Reset: back to the defaults, nothing stored.
+        let reset = DefaultRuleUpdate { reset: true, ..Default::default() };
+        let shown = app.alert_rule_set(&ctx, "disk-85", reset).await.unwrap();
+        assert_eq!((shown.threshold, shown.for_secs, shown.enabled, shown.changed), (Some(85.0), 60, true, false));
+        assert!(app.store.read().await.unwrap().alert_rule_settings_list(None).await.unwrap().is_empty());
+        // Every change is audited.
+        let audit = app
+            .store
+            .read()
+            .await
+            .unwrap()
+            .audit_list(&Default::default(), &PageRequest { limit: 100, after: None })
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(audit.iter().filter(|a| a.action == "alert.rule.set").count(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_default_rule_with_channels_notifies_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, project) = app_with_channel(dir.path()).await;
+        let ctx = admin(&app).await;
+        // A second channel that takes default rules; backup-failed goes to it only.
+        let mut tx = app.store.write().await.unwrap();
+        let spec = super::super::ChannelSpec {
+            url: Some("http://127.0.0.1:9/".into()),
+            default_rules: true,
+            ..Default::default()
+        };
+        tx.alert_channel_create(&AlertChannelRecord {
+            id: ChannelId::new(),
+            project_id: project,
+            name: "pager".into(),
+            kind: "webhook".into(),
+            spec: serde_json::to_string(&spec).unwrap(),
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let only = DefaultRuleUpdate { channels: Some(vec!["pager".into()]), ..Default::default() };
+        assert_eq!(app.alert_rule_set(&ctx, "backup-failed", only).await.unwrap().channels, ["pager"]);
+        let round = |rule: &str| Round {
+            conditions: vec![cond(&Settings::default(), project, rule, Some("c"), "cluster/c".into(), "x".into())],
+            ..Default::default()
+        };
+        app.alerts_apply(round("backup-failed"), t(0)).await.unwrap();
+        let (_, deliveries) = state(&app).await;
+        assert_eq!(deliveries, vec![("pager".to_string(), "firing".to_string())]);
+        // Another default rule still goes to every channel taking default rules.
+        let mut both = round("drill-failed");
+        both.conditions.extend(round("backup-failed").conditions);
+        app.alerts_apply(both, t(10)).await.unwrap();
+        let (_, deliveries) = state(&app).await;
+        let mut drill: Vec<&str> = deliveries[1..].iter().map(|(c, _)| c.as_str()).collect();
+        drill.sort();
+        assert_eq!(drill, ["hook", "pager"]);
     }
 }

@@ -12,12 +12,19 @@
 //! What is persisted: user rules (`alert_rules`), channels (`alert_channels`; their secrets
 //! sealed in `secrets` under `channel/<id>`, never shown back, logged or put in an error),
 //! silences, alerts (one row per episode, at most one open per rule and subject) and
-//! deliveries (`migrations/0009_alerts.sql`). The default rules are code ([`DEFAULT_RULES`]).
+//! deliveries (`migrations/0009_alerts.sql`). The default rules are code ([`DEFAULT_RULES`]);
+//! what a project changed of them (threshold, `for`, channels, disabled) is in
+//! `alert_rule_settings` (`migrations/0010_alert_rule_settings.sql`), only where it differs.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
-use sovdb_store::{AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertSilenceRecord, DeliveryRecord, StoreError};
+use sovdb_store::{
+    AlertChannelRecord, AlertRecord, AlertRuleRecord, AlertRuleSettingsRecord, AlertSilenceRecord, DeliveryRecord,
+    StoreError,
+};
 use sovdb_types::metrics::{metric, parse_duration_secs};
 use sovdb_types::*;
 
@@ -28,23 +35,247 @@ use crate::{App, AppError, Ctx, Result};
 pub(crate) mod eval;
 pub(crate) mod notify;
 
+/// What a default rule's threshold measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Bytes,
+    Percent,
+    Seconds,
+    /// A share of something (a certificate's life): 0.25 is a quarter.
+    Fraction,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Percent => "percent",
+            Unit::Seconds => "seconds",
+            Unit::Fraction => "fraction",
+        }
+    }
+
+    /// `v` for a person: `64 MiB`, `85 %`, `1h`, `16.7 %`.
+    pub fn show(self, v: f64) -> String {
+        match self {
+            Unit::Bytes => {
+                for (name, size) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+                    let n = v / size as f64;
+                    if n >= 1.0 && n.fract() == 0.0 {
+                        return format!("{n} {name}");
+                    }
+                }
+                format!("{v} bytes")
+            }
+            Unit::Percent => format!("{v} %"),
+            Unit::Seconds => {
+                let secs = v as u64;
+                match secs {
+                    s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
+                    s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+                    s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+                    s => format!("{s}s"),
+                }
+            }
+            Unit::Fraction => format!("{:.1} %", v * 100.0),
+        }
+    }
+}
+
 /// A default rule: exists in every project, evaluated from what the control plane knows.
+/// A project may change its threshold, `for`, channels, or disable it
+/// ([`App::alert_rule_set`]); the values here are what it has until then.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DefaultRule {
     pub name: &'static str,
     pub severity: &'static str,
+    /// What fires it, for a person; `{}` stands for the threshold ([`Unit::show`]).
     pub condition: &'static str,
     pub threshold: Option<f64>,
+    pub unit: Option<Unit>,
+    /// The thresholds a project may set (inclusive), in `unit`.
+    pub range: (f64, f64),
     /// Seconds the condition must hold before the alert fires.
     pub for_secs: u64,
 }
 
+impl DefaultRule {
+    /// The condition with `threshold` in it.
+    pub fn describe(&self, threshold: Option<f64>) -> String {
+        match (self.unit, threshold) {
+            (Some(u), Some(t)) => self.condition.replace("{}", &u.show(t)),
+            _ => self.condition.to_string(),
+        }
+    }
+
+    /// The rule as a project has it: its settings over the defaults.
+    pub(crate) fn effective(&self, s: Option<&RuleSettings>) -> Effective {
+        let s = s.cloned().unwrap_or_default();
+        let threshold = self.threshold.map(|d| s.threshold.unwrap_or(d));
+        let for_secs = s.for_secs.unwrap_or(self.for_secs);
+        let channels = s.channels.unwrap_or_default();
+        let enabled = s.enabled.unwrap_or(true);
+        let changed = threshold != self.threshold || for_secs != self.for_secs || !channels.is_empty() || !enabled;
+        Effective { threshold, for_secs, channels, enabled, changed }
+    }
+
+    /// `settings` without what equals the defaults (so an unchanged rule has none).
+    pub(crate) fn normalize(&self, settings: RuleSettings) -> RuleSettings {
+        RuleSettings {
+            threshold: settings.threshold.filter(|t| Some(*t) != self.threshold),
+            for_secs: settings.for_secs.filter(|f| *f != self.for_secs),
+            channels: settings.channels.filter(|c| !c.is_empty()),
+            enabled: settings.enabled.filter(|e| !e),
+        }
+    }
+
+    /// A threshold a request gives, in the rule's unit, checked against the rule's range.
+    pub(crate) fn parse_threshold(&self, input: &ThresholdInput) -> Result<f64> {
+        let Some(unit) = self.unit else {
+            return Err(AppError::Invalid(format!(
+                "{} has no threshold (it fires when {}); change its --for, --channel or --disable it instead",
+                self.name, self.condition
+            )));
+        };
+        let (lo, hi) = self.range;
+        let what = match unit {
+            Unit::Bytes => "a number of bytes such as 1048576, 64KiB or 64MiB",
+            Unit::Percent => "a percentage such as 90 or 90%",
+            Unit::Seconds => "a duration such as 30m or 2h (a bare number is seconds)",
+            Unit::Fraction => "a share of the certificate's life such as 0.2 or 20%",
+        };
+        let value = match input {
+            ThresholdInput::Number(n) => Some(*n),
+            ThresholdInput::Text(t) => parse_with_unit(unit, t),
+        }
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| AppError::Invalid(format!("the threshold of {} must be {what}", self.name)))?;
+        if !(lo..=hi).contains(&value) {
+            return Err(AppError::Invalid(format!(
+                "the threshold of {} must be between {} and {} (got {})",
+                self.name,
+                unit.show(lo),
+                unit.show(hi),
+                unit.show(value)
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// A text threshold in `unit`: a number with an optional unit suffix.
+fn parse_with_unit(unit: Unit, text: &str) -> Option<f64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(t.len());
+    let (num, suffix) = (t[..split].trim(), t[split..].trim());
+    if unit == Unit::Seconds {
+        return parse_duration_secs(t).map(|s| s as f64);
+    }
+    let n: f64 = num.parse().ok()?;
+    let scale = match (unit, suffix.to_ascii_lowercase().as_str()) {
+        (_, "") => 1.0,
+        (Unit::Bytes, "b") => 1.0,
+        (Unit::Bytes, "kib") => 1024.0,
+        (Unit::Bytes, "mib") => 1024.0 * 1024.0,
+        (Unit::Bytes, "gib") => 1024.0 * 1024.0 * 1024.0,
+        (Unit::Bytes, "tib") => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        (Unit::Bytes, "kb") => 1e3,
+        (Unit::Bytes, "mb") => 1e6,
+        (Unit::Bytes, "gb") => 1e9,
+        (Unit::Bytes, "tb") => 1e12,
+        (Unit::Percent, "%") => 1.0,
+        (Unit::Fraction, "%") => 0.01,
+        _ => return None,
+    };
+    Some(n * scale)
+}
+
+/// What the store keeps of a project's settings of a default rule
+/// (`alert_rule_settings.spec`): only what differs from the code's values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RuleSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl RuleSettings {
+    fn is_empty(&self) -> bool {
+        *self == RuleSettings::default()
+    }
+}
+
+/// A default rule as one project has it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Effective {
+    pub threshold: Option<f64>,
+    pub for_secs: u64,
+    /// Empty: every channel of the project that takes default rules.
+    pub channels: Vec<String>,
+    pub enabled: bool,
+    /// Whether it differs from the rule as the code defines it.
+    pub changed: bool,
+}
+
+/// Every project's settings of the default rules, as one evaluation round reads them.
+#[derive(Debug, Default)]
+pub(crate) struct Settings(HashMap<(ProjectId, String), RuleSettings>);
+
+impl Settings {
+    pub(crate) async fn load(tx: &mut dyn sovdb_store::Tx) -> Result<Settings> {
+        let mut map = HashMap::new();
+        for r in tx.alert_rule_settings_list(None).await? {
+            // Unreadable settings (written by a newer release?) count as none: the
+            // defaults still watch the project.
+            match serde_json::from_str::<RuleSettings>(&r.spec) {
+                Ok(s) => {
+                    map.insert((r.project_id, r.rule), s);
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %r.rule, error = %e, "unreadable alert rule settings; using the defaults")
+                }
+            }
+        }
+        Ok(Settings(map))
+    }
+
+    /// How `project` has the default rule `rule`; `None` for a rule that is not a default one.
+    pub(crate) fn of(&self, project: ProjectId, rule: &str) -> Option<Effective> {
+        default_rule(rule).map(|d| d.effective(self.0.get(&(project, rule.to_string()))))
+    }
+
+    /// The threshold `project` has for the default rule `rule` (its default without one).
+    pub(crate) fn threshold(&self, project: ProjectId, rule: &str) -> f64 {
+        self.of(project, rule).and_then(|e| e.threshold).expect("a default rule with a threshold")
+    }
+
+    /// Every `(project, rule)` a project disabled.
+    pub(crate) fn disabled(&self) -> std::collections::HashSet<(ProjectId, String)> {
+        self.0.iter().filter(|(_, s)| s.enabled == Some(false)).map(|(k, _)| k.clone()).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set(&mut self, project: ProjectId, rule: &str, s: RuleSettings) {
+        self.0.insert((project, rule.to_string()), s);
+    }
+}
+
 /// Replication lag (bytes, seen on the primary) above which `replication-lag` fires.
 pub const LAG_THRESHOLD_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
-/// How long after a failover `failover` keeps firing (then it resolves by itself).
-pub const FAILOVER_WINDOW: TimeDelta = TimeDelta::minutes(10);
-/// A scheduled backup is overdue when none succeeded this long after it was due.
-pub const BACKUP_GRACE: TimeDelta = TimeDelta::hours(1);
+/// How long after a failover `failover` keeps firing (then it resolves by itself), seconds.
+pub const FAILOVER_WINDOW_SECS: f64 = 600.0;
+/// A scheduled backup is overdue when none succeeded this long after it was due, seconds.
+pub const BACKUP_GRACE_SECS: f64 = 3600.0;
+/// `certificate-expiring` fires below this share of a certificate's life left (the
+/// certificate bot renews at a third).
+pub const CERT_LEFT_FRACTION: f64 = 1.0 / 6.0;
+
+const WEEK_SECS: f64 = 7.0 * 86400.0;
 
 /// The default rules, in the order `alert rule list` shows them (and `docs/alerts.md`).
 pub const DEFAULT_RULES: &[DefaultRule] = &[
@@ -53,6 +284,8 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
         severity: "critical",
         condition: "a host running a member of the project's clusters does not answer heartbeats",
         threshold: None,
+        unit: None,
+        range: (0.0, 0.0),
         for_secs: 0,
     },
     DefaultRule {
@@ -60,6 +293,8 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
         severity: "critical",
         condition: "Patroni reports a member missing, stopped or not streaming",
         threshold: None,
+        unit: None,
+        range: (0.0, 0.0),
         for_secs: 20,
     },
     DefaultRule {
@@ -67,27 +302,35 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
         severity: "critical",
         condition: "Patroni reports no running primary (or no member's Patroni answers)",
         threshold: None,
+        unit: None,
+        range: (0.0, 0.0),
         for_secs: 10,
     },
     DefaultRule {
         name: "replication-lag",
         severity: "warning",
-        condition: "pg_replication_lag_bytes > 67108864 (64 MiB)",
+        condition: "pg_replication_lag_bytes (seen on the primary) above {}",
         threshold: Some(LAG_THRESHOLD_BYTES),
+        unit: Some(Unit::Bytes),
+        range: (1.0, (1u64 << 40) as f64),
         for_secs: 60,
     },
     DefaultRule {
         name: "disk-85",
         severity: "warning",
-        condition: "a file system of a member's host is more than 85 % full",
+        condition: "a file system of a member's host is more than {} full",
         threshold: Some(85.0),
+        unit: Some(Unit::Percent),
+        range: (0.1, 99.9),
         for_secs: 60,
     },
     DefaultRule {
         name: "disk-95",
         severity: "critical",
-        condition: "a file system of a member's host is more than 95 % full",
+        condition: "a file system of a member's host is more than {} full",
         threshold: Some(95.0),
+        unit: Some(Unit::Percent),
+        range: (0.1, 99.9),
         for_secs: 0,
     },
     DefaultRule {
@@ -95,13 +338,17 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
         severity: "warning",
         condition: "the cluster's latest backup failed (until one succeeds)",
         threshold: None,
+        unit: None,
+        range: (0.0, 0.0),
         for_secs: 0,
     },
     DefaultRule {
         name: "backup-overdue",
         severity: "warning",
-        condition: "no backup succeeded within 1 h after the backup schedule was due",
-        threshold: None,
+        condition: "no backup succeeded within {} after the backup schedule was due",
+        threshold: Some(BACKUP_GRACE_SECS),
+        unit: Some(Unit::Seconds),
+        range: (60.0, WEEK_SECS),
         for_secs: 0,
     },
     DefaultRule {
@@ -109,23 +356,40 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
         severity: "warning",
         condition: "the cluster's latest restore drill failed (until one passes)",
         threshold: None,
+        unit: None,
+        range: (0.0, 0.0),
         for_secs: 0,
     },
     DefaultRule {
         name: "certificate-expiring",
         severity: "warning",
-        condition: "a member certificate has less than a sixth of its life left (the bot renews at a third)",
-        threshold: None,
+        condition: "a member certificate has less than {} of its life left (the bot renews at a third)",
+        threshold: Some(CERT_LEFT_FRACTION),
+        unit: Some(Unit::Fraction),
+        range: (0.01, 0.99),
         for_secs: 0,
     },
     DefaultRule {
         name: "failover",
         severity: "warning",
-        condition: "Patroni failed over (fires for 10 minutes after the failover)",
-        threshold: None,
+        condition: "Patroni failed over (fires for {} after the failover)",
+        threshold: Some(FAILOVER_WINDOW_SECS),
+        unit: Some(Unit::Seconds),
+        range: (10.0, WEEK_SECS),
         for_secs: 0,
     },
 ];
+
+/// The longest `for` a rule may have.
+const MAX_FOR_SECS: i64 = 7 * 86400;
+
+/// A rule's `for` as a request gives it (`30s`, `5m`, `0`).
+fn parse_for(s: &str) -> Result<u64> {
+    parse_duration_secs(s)
+        .filter(|s| (0..=MAX_FOR_SECS).contains(s))
+        .map(|s| s as u64)
+        .ok_or_else(|| AppError::Invalid(format!("for {s:?} is not a duration such as 30s or 5m (at most 7d)")))
+}
 
 pub(crate) fn default_rule(name: &str) -> Option<&'static DefaultRule> {
     DEFAULT_RULES.iter().find(|r| r.name == name)
@@ -197,27 +461,39 @@ fn rule_view(r: &AlertRuleRecord) -> Result<AlertRule> {
         metric: Some(spec.metric),
         op: Some(spec.op),
         threshold: Some(spec.threshold),
+        unit: None,
         for_secs: spec.for_secs,
+        enabled: true,
+        changed: false,
         severity: "warning".into(),
         channels: spec.channels,
         created_at: Some(r.created_at),
     })
 }
 
-fn default_view(r: &DefaultRule) -> AlertRule {
+fn default_view(r: &DefaultRule, e: &Effective) -> AlertRule {
     AlertRule {
         name: r.name.into(),
         default: true,
-        condition: r.condition.into(),
+        condition: r.describe(e.threshold),
         cluster: None,
         metric: None,
         op: None,
-        threshold: r.threshold,
-        for_secs: r.for_secs,
+        threshold: e.threshold,
+        unit: r.unit.map(|u| u.as_str().into()),
+        for_secs: e.for_secs,
+        enabled: e.enabled,
+        changed: e.changed,
         severity: r.severity.into(),
-        channels: Vec::new(),
+        channels: e.channels.clone(),
         created_at: None,
     }
+}
+
+/// A project's stored settings of one default rule (none when it has none, or they are
+/// unreadable).
+fn stored_settings(records: &[AlertRuleSettingsRecord], rule: &str) -> Option<RuleSettings> {
+    records.iter().find(|r| r.rule == rule).and_then(|r| serde_json::from_str(&r.spec).ok())
 }
 
 fn channel_view(c: &AlertChannelRecord, secret: Option<String>) -> Result<Channel> {
@@ -354,10 +630,16 @@ fn check_pem(what: &str, pem: &Option<String>) -> Result<()> {
 
 impl App {
     /// The default rules, then the project's own by name.
+    /// A default rule shows the project's values (`changed` when it set some).
     pub async fn alert_rule_list(&self, ctx: &Ctx) -> Result<Vec<AlertRule>> {
         ctx.require(Action::AlertRead)?;
-        let mut out: Vec<AlertRule> = DEFAULT_RULES.iter().map(default_view).collect();
-        for r in self.store.read().await?.alert_rule_list(Some(ctx.project.id)).await? {
+        let mut tx = self.store.read().await?;
+        let settings = tx.alert_rule_settings_list(Some(ctx.project.id)).await?;
+        let mut out: Vec<AlertRule> = DEFAULT_RULES
+            .iter()
+            .map(|r| default_view(r, &r.effective(stored_settings(&settings, r.name).as_ref())))
+            .collect();
+        for r in tx.alert_rule_list(Some(ctx.project.id)).await? {
             out.push(rule_view(&r)?);
         }
         Ok(out)
@@ -379,9 +661,7 @@ impl App {
             return Err(AppError::Invalid("threshold must be a finite number".into()));
         }
         let for_secs = match req.for_duration.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => parse_duration_secs(s).filter(|s| (0..=7 * 86400).contains(s)).ok_or_else(|| {
-                AppError::Invalid(format!("for {s:?} is not a duration such as 30s or 5m (at most 7d)"))
-            })? as u64,
+            Some(s) => parse_for(s)?,
             None => 0,
         };
         let mut tx = self.store.write().await?;
@@ -432,12 +712,95 @@ impl App {
         rule_view(&record)
     }
 
+    /// Changes the project's settings of a default rule: its threshold, `for`, channels,
+    /// whether it is evaluated; or, with `reset`, forgets them. What the request does not
+    /// give stays as it was. The evaluator uses the new values from its next round.
+    pub async fn alert_rule_set(&self, ctx: &Ctx, name: &str, req: DefaultRuleUpdate) -> Result<AlertRule> {
+        ctx.require(Action::AlertManage)?;
+        let mut tx = self.store.write().await?;
+        let Some(rule) = default_rule(name) else {
+            let own = tx.alert_rule_list(Some(ctx.project.id)).await?;
+            if own.iter().any(|r| r.name == name) {
+                return Err(AppError::Invalid(format!(
+                    "{name:?} is one of the project's own rules: `alert rule set` changes default rules; \
+                     delete and create it again to change it"
+                )));
+            }
+            return Err(AppError::not_found("alert rule", name));
+        };
+        let given =
+            req.threshold.is_some() || req.for_duration.is_some() || req.channels.is_some() || req.enabled.is_some();
+        if req.reset && given {
+            return Err(AppError::Invalid(
+                "reset takes no other setting: it puts the rule back as sovdb defines it".into(),
+            ));
+        }
+        if !req.reset && !given {
+            return Err(AppError::Invalid(
+                "nothing to change: give a threshold, a for, channels, enabled (--enable/--disable) or reset".into(),
+            ));
+        }
+        let records = tx.alert_rule_settings_list(Some(ctx.project.id)).await?;
+        let mut settings =
+            if req.reset { RuleSettings::default() } else { stored_settings(&records, name).unwrap_or_default() };
+        if let Some(t) = &req.threshold {
+            settings.threshold = Some(rule.parse_threshold(t)?);
+        }
+        if let Some(f) = &req.for_duration {
+            settings.for_secs = Some(parse_for(f)?);
+        }
+        if let Some(wanted) = &req.channels {
+            let channels = tx.alert_channel_list(Some(ctx.project.id)).await?;
+            let mut names = Vec::new();
+            for ch in wanted {
+                if !channels.iter().any(|c| &c.name == ch) {
+                    return Err(AppError::not_found("channel", ch.as_str()));
+                }
+                if !names.contains(ch) {
+                    names.push(ch.clone());
+                }
+            }
+            settings.channels = Some(names);
+        }
+        if let Some(e) = req.enabled {
+            settings.enabled = Some(e);
+        }
+        let settings = rule.normalize(settings);
+        if settings.is_empty() {
+            tx.alert_rule_settings_delete(ctx.project.id, name).await?;
+        } else {
+            tx.alert_rule_settings_put(&AlertRuleSettingsRecord {
+                project_id: ctx.project.id,
+                rule: name.into(),
+                spec: serde_json::to_string(&settings).expect("rule settings serialise"),
+                updated_at: crate::now(),
+            })
+            .await?;
+        }
+        let effective = rule.effective(Some(&settings));
+        tx.audit_append(&ctx.audit(
+            "alert.rule.set",
+            format!("alert-rule/{name}"),
+            serde_json::json!({
+                "reset": req.reset,
+                "threshold": effective.threshold,
+                "for_secs": effective.for_secs,
+                "channels": effective.channels,
+                "enabled": effective.enabled,
+            }),
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(default_view(rule, &effective))
+    }
+
     /// Deletes a user rule; its open alerts resolve at the next evaluation.
     pub async fn alert_rule_delete(&self, ctx: &Ctx, name: &str) -> Result<()> {
         ctx.require(Action::AlertManage)?;
         if default_rule(name).is_some() {
             return Err(AppError::Conflict(format!(
-                "{name:?} is a default rule: it cannot be deleted; silence it with `sovdb alert silence create --rule {name}`"
+                "{name:?} is a default rule: it cannot be deleted; disable it with `sovdb alert rule set {name} --disable` \
+                 or silence it with `sovdb alert silence create --rule {name}`"
             )));
         }
         let mut tx = self.store.write().await?;
@@ -734,6 +1097,92 @@ mod tests {
         assert!(check_address("to", "a@b.c, d@e.f").is_err());
         assert!(check_url("url", "http://127.0.0.1:9/hook").is_ok());
         assert!(check_url("url", "file:///etc/passwd").is_err());
+    }
+
+    fn invalid(r: Result<f64>) -> String {
+        match r {
+            Err(AppError::Invalid(m)) => m,
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn thresholds_are_read_in_the_rules_unit_and_checked_against_its_range() {
+        let rule = |n| default_rule(n).unwrap();
+        let text = |t: &str| ThresholdInput::Text(t.into());
+        let lag = rule("replication-lag");
+        assert_eq!(lag.parse_threshold(&ThresholdInput::Number(1.0)).unwrap(), 1.0);
+        assert_eq!(lag.parse_threshold(&text("64KiB")).unwrap(), 65536.0);
+        assert_eq!(lag.parse_threshold(&text("2 MiB")).unwrap(), 2097152.0);
+        assert_eq!(lag.parse_threshold(&text("1MB")).unwrap(), 1e6);
+        assert!(invalid(lag.parse_threshold(&text("0"))).contains("between 1 bytes and 1 TiB"));
+        assert!(invalid(lag.parse_threshold(&text("5m"))).contains("a number of bytes"));
+        let disk = rule("disk-85");
+        assert_eq!(disk.parse_threshold(&text("1%")).unwrap(), 1.0);
+        assert_eq!(disk.parse_threshold(&ThresholdInput::Number(70.5)).unwrap(), 70.5);
+        assert!(invalid(disk.parse_threshold(&ThresholdInput::Number(100.0))).contains("between 0.1 % and 99.9 %"));
+        assert!(invalid(disk.parse_threshold(&ThresholdInput::Number(f64::NAN))).contains("a percentage"));
+        assert!(invalid(disk.parse_threshold(&text("-5"))).contains("between"));
+        let failover = rule("failover");
+        assert_eq!(failover.parse_threshold(&text("30m")).unwrap(), 1800.0);
+        assert_eq!(failover.parse_threshold(&ThresholdInput::Number(45.0)).unwrap(), 45.0);
+        assert!(invalid(failover.parse_threshold(&text("5s"))).contains("between 10s and 7d"));
+        assert!(invalid(failover.parse_threshold(&text("8d"))).contains("between 10s and 7d"));
+        assert!(invalid(rule("backup-overdue").parse_threshold(&text("30s"))).contains("between 1m and 7d"));
+        let cert = rule("certificate-expiring");
+        assert_eq!(cert.parse_threshold(&text("25%")).unwrap(), 0.25);
+        assert_eq!(cert.parse_threshold(&ThresholdInput::Number(0.1)).unwrap(), 0.1);
+        assert!(invalid(cert.parse_threshold(&ThresholdInput::Number(1.5))).contains("between 1.0 % and 99.0 %"));
+        // Rules that fire on a state, not a value, have no threshold.
+        for name in ["host-unreachable", "member-down", "no-primary", "backup-failed", "drill-failed"] {
+            assert!(invalid(rule(name).parse_threshold(&text("1"))).contains("has no threshold"), "{name}");
+        }
+        assert!(parse_for("0").is_ok_and(|f| f == 0));
+        assert!(parse_for("5m").is_ok_and(|f| f == 300));
+        assert!(parse_for("8d").is_err() && parse_for("soon").is_err());
+    }
+
+    #[test]
+    fn settings_override_the_defaults_and_keep_only_what_differs() {
+        let lag = default_rule("replication-lag").unwrap();
+        let none = lag.effective(None);
+        assert_eq!(
+            none,
+            Effective {
+                threshold: Some(LAG_THRESHOLD_BYTES),
+                for_secs: 60,
+                channels: vec![],
+                enabled: true,
+                changed: false
+            }
+        );
+        let s = RuleSettings { threshold: Some(1024.0), for_secs: Some(0), ..Default::default() };
+        let e = lag.effective(Some(&s));
+        assert_eq!((e.threshold, e.for_secs, e.enabled, e.changed), (Some(1024.0), 0, true, true));
+        assert_eq!(lag.describe(e.threshold), "pg_replication_lag_bytes (seen on the primary) above 1 KiB");
+        // Values equal to the defaults are not kept: setting them back is a reset.
+        let back = RuleSettings {
+            threshold: Some(LAG_THRESHOLD_BYTES),
+            for_secs: Some(60),
+            channels: Some(vec![]),
+            enabled: Some(true),
+        };
+        assert!(lag.normalize(back).is_empty());
+        let off = lag.normalize(RuleSettings { enabled: Some(false), ..Default::default() });
+        assert_eq!(off, RuleSettings { enabled: Some(false), ..Default::default() });
+        assert!(lag.effective(Some(&off)).changed);
+        // A rule without a threshold keeps none, whatever is stored.
+        let down = default_rule("member-down").unwrap();
+        let e = down.effective(Some(&RuleSettings { threshold: Some(5.0), ..Default::default() }));
+        assert_eq!(e.threshold, None);
+        // The evaluator's view: per project.
+        let (p, q) = (ProjectId::new(), ProjectId::new());
+        let mut settings = Settings::default();
+        settings.set(p, "disk-85", RuleSettings { threshold: Some(1.0), enabled: Some(false), ..Default::default() });
+        assert_eq!(settings.threshold(p, "disk-85"), 1.0);
+        assert_eq!(settings.threshold(q, "disk-85"), 85.0);
+        assert_eq!(settings.disabled(), [(p, "disk-85".to_string())].into());
+        assert!(settings.of(p, "my-own-rule").is_none());
     }
 
     #[test]

@@ -65,6 +65,34 @@ pub enum RuleCmd {
         #[arg(long = "channel", value_name = "CHANNEL")]
         channels: Vec<String>,
     },
+    /// Change a default rule for this project: its threshold, `for`, channels, or turn it
+    /// off; --reset puts it back as sovdb defines it
+    Set {
+        /// A default rule's name (`alert rule list` shows them)
+        name: String,
+        /// In the rule's unit (UNIT in `alert rule list`): bytes (64MiB, 1048576), percent
+        /// (90, 90%), seconds (30m, 2h) or a fraction (0.2, 20%)
+        #[arg(long)]
+        threshold: Option<String>,
+        /// How long the condition must hold before the alert fires, e.g. 0, 30s, 5m
+        #[arg(long = "for", id = "for_duration", value_name = "DURATION")]
+        for_duration: Option<String>,
+        /// Notify only this channel (repeatable) [default: every channel that takes default rules]
+        #[arg(long = "channel", value_name = "CHANNEL", conflicts_with = "all_channels")]
+        channels: Vec<String>,
+        /// Notify every channel that takes default rules again (forget --channel)
+        #[arg(long)]
+        all_channels: bool,
+        /// Stop evaluating the rule in this project (its open alerts resolve)
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        /// Evaluate the rule again
+        #[arg(long)]
+        enable: bool,
+        /// Forget the project's settings of the rule
+        #[arg(long, conflicts_with_all = ["threshold", "for_duration", "channels", "all_channels", "disable", "enable"])]
+        reset: bool,
+    },
     /// Delete one of the project's rules (its open alerts resolve)
     Delete { name: String },
 }
@@ -179,17 +207,33 @@ impl Tabular for Alert {
 }
 
 impl Tabular for AlertRule {
-    const HEADERS: &'static [&'static str] =
-        &["NAME", "DEFAULT", "SEVERITY", "CLUSTER", "CONDITION", "FOR", "CHANNELS"];
+    const HEADERS: &'static [&'static str] = &[
+        "NAME",
+        "DEFAULT",
+        "ENABLED",
+        "CHANGED",
+        "SEVERITY",
+        "CLUSTER",
+        "THRESHOLD",
+        "UNIT",
+        "FOR",
+        "CHANNELS",
+        "CONDITION",
+    ];
     fn row(&self) -> Vec<String> {
+        let yes_no = |b: bool| if b { "yes".to_string() } else { "no".to_string() };
         vec![
             self.name.clone(),
-            if self.default { "yes".into() } else { "no".into() },
+            yes_no(self.default),
+            yes_no(self.enabled),
+            if self.default { yes_no(self.changed) } else { "-".into() },
             self.severity.clone(),
             self.cluster.clone().unwrap_or_else(|| "*".into()),
-            self.condition.clone(),
+            self.threshold.map_or("-".into(), |t| format!("{t}")),
+            self.unit.clone().unwrap_or_else(|| "-".into()),
             format!("{}s", self.for_secs),
             if self.channels.is_empty() { "*".into() } else { self.channels.join(",") },
+            self.condition.clone(),
         ]
     }
 }
@@ -288,6 +332,19 @@ pub async fn run(cmd: AlertCmd, client: &Client, out: OutputFormat) -> anyhow::R
                     channels,
                 };
                 print_one(&client.post::<_, AlertRule>("/alerts/rules", &req).await?, out)
+            }
+            RuleCmd::Set { name, threshold, for_duration, channels, all_channels, disable, enable, reset } => {
+                let req = DefaultRuleUpdate {
+                    threshold: threshold.map(|t| match t.trim().parse::<f64>() {
+                        Ok(n) => ThresholdInput::Number(n),
+                        Err(_) => ThresholdInput::Text(t),
+                    }),
+                    for_duration,
+                    channels: if all_channels { Some(Vec::new()) } else { (!channels.is_empty()).then_some(channels) },
+                    enabled: if disable { Some(false) } else { enable.then_some(true) },
+                    reset,
+                };
+                print_one(&client.patch::<_, AlertRule>(&format!("/alerts/rules/{name}"), &req).await?, out)
             }
             RuleCmd::Delete { name } => {
                 client.delete(&format!("/alerts/rules/{name}")).await?;
