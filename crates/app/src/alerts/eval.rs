@@ -1048,6 +1048,7 @@ mod tests {
             project,
             source: None,
             request_id: None,
+            token: None,
         }
     }
 
