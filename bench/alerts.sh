@@ -14,6 +14,7 @@ start_server
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 /usr/bin/python3 bench/webhook.py "$PORT" "$WORK/hooks.jsonl" &
+disown
 until [[ -f $WORK/hooks.jsonl ]]; do sleep 0.05; done
 "$BIN" alert channel create bench --type webhook --url "http://127.0.0.1:$PORT/" >/dev/null
 "$BIN" cluster create al --replicas 2 --wait >/dev/null 2>&1
