@@ -61,7 +61,9 @@ function trim(n) {
   // Up to 3 significant digits, no trailing zeros.
   if (n === 0) return "0";
   const a = Math.abs(n);
-  const digits = a >= 100 ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : 3;
+  // Below 1, significant digits: 0.0004 is not "0".
+  if (a < 1) return String(Number(n.toPrecision(2)));
+  const digits = a >= 100 ? 0 : a >= 10 ? 1 : 2;
   return String(Number(n.toFixed(digits)));
 }
 
@@ -86,6 +88,9 @@ export function formatValue(unit, v) {
 /** Nice tick values from 0 to at least `max` (about 4 steps of 1, 2 or 5 × 10ⁿ). */
 function ticks(max, unit) {
   if (unit === "ratio") return [0, 0.25, 0.5, 0.75, 1];
+  // Seconds, counts and rates get an axis of at least 1: a lag of 0.4 ms is drawn at the
+  // bottom of 0–1 s, not as the top of a 0–0.4 ms axis.
+  if (unit === "seconds" || unit === "count" || unit === "per_s") max = Math.max(max, 1);
   // Bytes tick at round numbers of the unit they are shown in (KiB, MiB...).
   const scale = unit === "bytes" || unit === "bytes_s" ? 1024 ** Math.max(0, Math.floor(Math.log(Math.max(max, 1)) / Math.log(1024))) : 1;
   const m = max / scale || 1;

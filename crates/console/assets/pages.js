@@ -752,6 +752,9 @@ export async function locations(main, { session, signal }) {
   const sshUser = input({ name: "ssh_user", placeholder: "root" });
   const sshPort = h("input", { type: "number", name: "ssh_port", min: 1, max: 65535, placeholder: "22" });
   const key = h("textarea", { name: "ssh_private_key", rows: 3, autocomplete: "off", spellcheck: "false" });
+  const hostKey = input({ name: "ssh_host_key", autocomplete: "off", spellcheck: "false", placeholder: "ssh-ed25519 AAAA…" });
+  const agentPort = h("input", { type: "number", name: "agent_port", min: 1, max: 65535, placeholder: "7450" });
+  const baseDir = input({ name: "base_dir", autocomplete: "off", placeholder: "/var/lib/sovdb" });
   const zone = input({ name: "zone" });
   const labels = input({ name: "labels", placeholder: "tier=nvme" });
   const progress = h("div", { class: "progress-area" });
@@ -767,6 +770,9 @@ export async function locations(main, { session, signal }) {
           field("SSH user", sshUser),
           field("SSH port", sshPort),
           field("SSH private key", key, "Used to install the agent; kept sealed."),
+          field("SSH host key", hostKey, "Pin the host's public key (type base64); empty: trust the key it presents the first time."),
+          field("Agent port", agentPort),
+          field("Base directory", baseDir, "Where everything sovdb puts on the host lives."),
           field("Zone", zone),
           field("Labels", labels, "key=value pairs, separated by commas."),
         ],
@@ -776,6 +782,9 @@ export async function locations(main, { session, signal }) {
           if (sshUser.value.trim()) body.ssh_user = sshUser.value.trim();
           if (sshPort.value) body.ssh_port = Number(sshPort.value);
           if (key.value.trim()) body.ssh_private_key = key.value;
+          if (hostKey.value.trim()) body.ssh_host_key = hostKey.value.trim();
+          if (agentPort.value) body.agent_port = Number(agentPort.value);
+          if (baseDir.value.trim()) body.base_dir = baseDir.value.trim();
           if (zone.value.trim()) body.zone = zone.value.trim();
           const l = parseLabels(labels.value);
           if (Object.keys(l).length) body.labels = l;

@@ -723,3 +723,54 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     assert_eq!(whoami["user"], Value::String("vic".into()), "{whoami}");
     eprintln!("console screenshots in {}", shots.display());
 }
+
+/// An admin adds a host over real SSH in the console (a network-namespace test host, its
+/// host key pinned), sees it ready with its facts and labels, drains it and removes it.
+#[test]
+fn an_admin_adds_a_host_over_ssh_and_removes_it_in_the_console() {
+    let hosts = sovdb_test_utils::testhosts::TestHosts::up(1);
+    let h = &hosts.hosts()[0];
+    let server = sovdb_test_utils::server::TestServer::start(Path::new(BIN));
+    let made =
+        server.cli().args(["location", "create", "dc1", "--provider", "ssh", "--region", "lab"]).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let shots = screenshots();
+    let url = server.url.clone();
+    let b = TestBrowser::start(1280, 900);
+    let mut ops = BTreeSet::new();
+
+    b.goto(&format!("{url}/"));
+    b.type_into(&b.by_label("API token"), &server.token);
+    b.click(&b.button("Use token"));
+    b.find("nav a[aria-current=page]", PAGE);
+    visit(&b, &url, "#/locations", "Locations and hosts");
+    let in_form = |name: &str| b.find(&format!("form[aria-label='Add a host'] [name={name}]"), PAGE);
+    b.type_into(&in_form("host-name"), "h1");
+    b.choose(&in_form("location"), "dc1");
+    b.type_into(&in_form("address"), &h.address.to_string());
+    b.type_into(&in_form("ssh_user"), &h.ssh_user);
+    b.type_into(&in_form("ssh_port"), &h.ssh_port.to_string());
+    b.type_into(&in_form("ssh_private_key"), &std::fs::read_to_string(&h.ssh_key).unwrap());
+    b.type_into(&in_form("ssh_host_key"), &h.host_public_key);
+    b.type_into(&in_form("base_dir"), h.base_dir.to_str().unwrap());
+    b.type_into(&in_form("labels"), "rack=r1");
+    b.screenshot(&shots, "30-add-host");
+    b.click(&b.button("Add host"));
+    operation_succeeds(&b, "host.add", &mut ops);
+    b.screenshot(&shots, "31-host-added");
+
+    visit(&b, &url, "#/hosts/h1", "Host h1");
+    wait_text(&b, "Agent version");
+    wait_text(&b, "rack=r1");
+    wait_text(&b, "ready");
+    b.screenshot(&shots, "32-host-detail");
+    b.click(&b.find("#drain", PAGE));
+    wait_text(&b, "Draining: no new member is placed here");
+    b.click(&b.find("#remove-host", PAGE));
+    b.type_into(&b.by_label("Name of the host"), "h1");
+    b.click(&b.find("dialog button.danger", PAGE));
+    operation_succeeds(&b, "host.remove", &mut ops);
+    let hosts_left = server.cli().args(["host", "list", "--location", "dc1", "-o", "json"]).output().unwrap();
+    let left: Value = serde_json::from_slice(&hosts_left.stdout).unwrap();
+    assert_eq!(left, json!([]), "the host is gone");
+}
