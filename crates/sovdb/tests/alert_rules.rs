@@ -22,12 +22,9 @@
 //! 10 s, and this machine is shared.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -35,6 +32,7 @@ use sovdb_test_utils::cli::{cli, json, ok, psql, ready_server, refused, wait_for
 use sovdb_test_utils::processes_mentioning;
 use sovdb_test_utils::server::TestServer;
 use sovdb_test_utils::testhosts::TestHosts;
+use sovdb_test_utils::webhook::Receiver;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
@@ -42,57 +40,11 @@ const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 /// every 10 s, a busy machine.
 const ALERT_WAIT: Duration = Duration::from_secs(180);
 
-/// A webhook receiver on a loopback port: answers 200 and keeps every body.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let kept = got.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() || !line.starts_with("POST /hook ") {
-                    continue;
-                }
-                let mut headers = BTreeMap::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.trim_end().split_once(':') {
-                        headers.insert(k.trim().to_lowercase(), v.trim().to_string());
-                    }
-                }
-                let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
-                let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                if let Ok(v) = serde_json::from_slice(&body) {
-                    kept.lock().unwrap().push(v);
-                }
-            }
-        });
-        Receiver { url, got }
-    }
-
-    /// The notification of `alert` (an ID) with `status`, once received.
-    fn wait(&self, alert: &Value, status: &str) -> Value {
-        wait_for(&format!("the webhook told {} {status}", alert["rule"]), Duration::from_secs(90), || {
-            self.got.lock().unwrap().iter().find(|v| v["alert"] == alert["id"] && v["status"] == status).cloned()
-        })
-    }
+/// The notification of `alert` with `status`, once `rx` received it.
+fn notified(rx: &Receiver, alert: &Value, status: &str) -> Value {
+    wait_for(&format!("the webhook told {} {status}", alert["rule"]), Duration::from_secs(90), || {
+        rx.bodies().into_iter().find(|v| v["alert"] == alert["id"] && v["status"] == status)
+    })
 }
 
 fn alerts(server: &TestServer) -> Vec<Value> {
@@ -249,7 +201,7 @@ fn lag_disk_and_backup_alerts_follow_the_projects_thresholds() {
     let disk = wait_alert(&server, "disk-95", "firing", |s| s.starts_with("host/local/"));
     assert_eq!(disk["threshold"].as_f64(), Some(1.0), "{disk:#}");
     assert!(disk["value"].as_f64().unwrap() > 1.0, "{disk:#}");
-    let got = rx.wait(&disk, "firing");
+    let got = notified(&rx, &disk, "firing");
     assert_eq!((got["threshold"].as_f64(), got["host"].as_str()), (Some(1.0), Some("local")), "{got:#}");
     let subject = disk["subject"].as_str().unwrap().to_string();
     assert!(told(&server, &[], "alert-firing", "disk-95", &subject));
@@ -260,7 +212,7 @@ fn lag_disk_and_backup_alerts_follow_the_projects_thresholds() {
     for a in &fired {
         wait_resolved(&server, a);
     }
-    rx.wait(&disk, "resolved");
+    notified(&rx, &disk, "resolved");
     assert!(told(&server, &[], "alert-resolved", "disk-95", &subject));
 
     // replication-lag at 64 KiB: the replica receives WAL but does not replay it.
@@ -277,11 +229,11 @@ fn lag_disk_and_backup_alerts_follow_the_projects_thresholds() {
     assert!(lag["value"].as_f64().unwrap() > 65536.0, "{lag:#}");
     assert_eq!(lag["threshold"].as_f64(), Some(65536.0), "{lag:#}");
     assert!(told(&server, &["--cluster", "ab"], "alert-firing", "replication-lag", &subject));
-    rx.wait(&lag, "firing");
+    notified(&rx, &lag, "firing");
     member_psql(&server, &c, &replica, "SELECT pg_wal_replay_resume()");
     drop(frozen);
     wait_resolved(&server, &lag);
-    rx.wait(&lag, "resolved");
+    notified(&rx, &lag, "resolved");
     assert!(told(&server, &["--cluster", "ab"], "alert-resolved", "replication-lag", &subject));
 
     // backup-failed: the stanza's backup directory unreadable for pgBackRest (it runs as
@@ -295,11 +247,11 @@ fn lag_disk_and_backup_alerts_follow_the_projects_thresholds() {
     let failed = wait_alert(&server, "backup-failed", "firing", |s| s == "cluster/ab");
     assert!(failed["message"].as_str().unwrap().contains("backup of cluster ab failed"), "{failed:#}");
     assert!(told(&server, &["--cluster", "ab"], "alert-firing", "backup-failed", "cluster/ab"));
-    rx.wait(&failed, "firing");
+    notified(&rx, &failed, "firing");
     drop(restore);
     ok(&server, &["backup", "create", "ab", "--type", "full", "--wait"]);
     wait_resolved(&server, &failed);
-    rx.wait(&failed, "resolved");
+    notified(&rx, &failed, "resolved");
     assert!(told(&server, &["--cluster", "ab"], "alert-resolved", "backup-failed", "cluster/ab"));
 }
 
@@ -384,12 +336,12 @@ fn a_host_whose_link_is_cut_fires_host_unreachable_until_it_is_healed() {
     let fired = wait_alert(&server, "host-unreachable", "firing", |s| s == subject);
     assert_eq!(fired["host"].as_str(), Some(h.name.as_str()), "{fired:#}");
     assert!(fired["message"].as_str().unwrap().contains("does not answer heartbeats"), "{fired:#}");
-    let got = rx.wait(&fired, "firing");
+    let got = notified(&rx, &fired, "firing");
     assert_eq!((got["severity"].as_str(), got["host"].as_str()), (Some("critical"), Some(h.name.as_str())), "{got:#}");
     assert!(told(&server, &[], "alert-firing", "host-unreachable", &subject));
 
     hosts.heal(&h.name);
     wait_resolved(&server, &fired);
-    rx.wait(&fired, "resolved");
+    notified(&rx, &fired, "resolved");
     assert!(told(&server, &[], "alert-resolved", "host-unreachable", &subject));
 }

@@ -5,85 +5,18 @@
 //! signature checked with `openssl` (an implementation of HMAC that is not ours). Email goes
 //! to Debian's aiosmtpd with STARTTLS, started by the test on a loopback port.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use sovdb_test_utils::cli::{cli_input, json, ok, ready_server, refused, wait_for};
 use sovdb_test_utils::processes_mentioning;
 use sovdb_test_utils::server::TestServer;
+use sovdb_test_utils::webhook::{Received, Receiver};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
-
-/// One request the receiver got: its headers (lower-case names) and body.
-#[derive(Debug, Clone)]
-struct Received {
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-/// A webhook receiver on a loopback port: answers 500 to the first `fail_first` requests
-/// whose body mentions `fail_for` (so the sender must retry), else 200, and keeps every
-/// request it answered 200.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    fn start(fail_first: usize, fail_for: &'static str) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let kept = got.clone();
-        std::thread::spawn(move || {
-            let mut seen = 0;
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() || !line.starts_with("POST /hook ") {
-                    continue;
-                }
-                let mut headers = BTreeMap::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.trim_end().split_once(':') {
-                        headers.insert(k.trim().to_lowercase(), v.trim().to_string());
-                    }
-                }
-                let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
-                let refuse = seen < fail_first && String::from_utf8_lossy(&body).contains(fail_for);
-                if refuse {
-                    seen += 1;
-                }
-                let status = if refuse { "500 Internal Server Error" } else { "200 OK" };
-                let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                if !refuse {
-                    kept.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into() });
-                }
-            }
-        });
-        Receiver { url, got }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-}
 
 /// The signature of `body` by `openssl dgst -sha256 -hmac`, as `sha256=<hex>`.
 fn openssl_signature(secret: &str, timestamp: &str, body: &str) -> String {
@@ -149,7 +82,7 @@ fn a_stopped_replica_fires_an_alert_that_a_signed_webhook_receives_and_resolves(
     let mut server = ready_server(Path::new(BIN));
     // The first member-down notification is refused once: the sender retries and records
     // both attempts. (Other default rules may fire on this machine, e.g. a full disk.)
-    let rx = Receiver::start(1, "member-down");
+    let rx = Receiver::refusing(1, "member-down");
     let created = json(&server, &["alert", "channel", "create", "hook", "--type", "webhook", "--url", &rx.url]);
     let secret = created["secret"].as_str().expect("a generated secret, shown once").to_string();
     assert!(secret.len() >= 32, "{created:#}");
@@ -298,7 +231,7 @@ impl Drop for Smtp {
 #[test]
 fn slack_compatible_webhooks_get_text_and_their_url_stays_secret() {
     let server = ready_server(Path::new(BIN));
-    let rx = Receiver::start(0, "");
+    let rx = Receiver::start();
     let o = cli_input(
         &server,
         &["alert", "channel", "create", "chat", "--type", "slack", "--url-stdin"],

@@ -16,15 +16,13 @@
 //! some at 375 px), for people to look at; the test asserts behaviour, never pixels.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sovdb_test_utils::browser::TestBrowser;
 use sovdb_test_utils::cli::{psql, ready_server, wait_for};
+use sovdb_test_utils::webhook::Receiver;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
 /// How long one operation may take on a busy two-core machine.
@@ -164,53 +162,6 @@ fn drawn_series(b: &TestBrowser) -> Vec<Value> {
 fn drawn_series_on(b: &TestBrowser, fragment: &str, url: &str) {
     visit(b, url, fragment, "Metrics");
     drawn_series(b);
-}
-
-/// A webhook receiver on a loopback port: answers 200 to every POST and keeps the bodies.
-struct Hook {
-    url: String,
-    got: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Hook {
-    fn start() -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let kept = got.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.trim().eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
-                let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                if let Ok(v) = serde_json::from_slice(&body) {
-                    kept.lock().unwrap().push(v);
-                }
-            }
-        });
-        Hook { url, got }
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.got.lock().unwrap().clone()
-    }
 }
 
 #[test]
@@ -436,7 +387,7 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     });
 
     // Alerts: a webhook channel (a receiver in this test), a test message through it.
-    let hook = Hook::start();
+    let hook = Receiver::start();
     visit(&b, &url, "#/alerts", "Alerts");
     wait_text(&b, "No channels");
     b.type_into(&b.by_label("Channel name"), "hook");

@@ -3,7 +3,8 @@
 //! directory (with the program's logs) when the test failed, printing where it is.
 //! `testhosts` does the same for whole hosts: network namespaces reached over SSH, and `s3`
 //! for an S3 endpoint (s3s-fs behind HAProxy's TLS), `ldap` for a directory (slapd),
-//! `browser` for a headless Chromium driven over WebDriver.
+//! `browser` for a headless Chromium driven over WebDriver, `webhook` for a receiver of
+//! alert notifications.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -15,6 +16,7 @@ pub mod postgres;
 pub mod s3;
 pub mod server;
 pub mod testhosts;
+pub mod webhook;
 
 /// A member's directory on a host whose base directory is `base`:
 /// `<base>/pg/<the last 8 hex digits of the cluster's ID>-<the member's number>` (the
