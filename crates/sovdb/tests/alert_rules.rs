@@ -29,10 +29,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sovdb_test_utils::cli::{cli, json, ok, psql, ready_server, refused, wait_for};
-use sovdb_test_utils::processes_mentioning;
 use sovdb_test_utils::server::TestServer;
 use sovdb_test_utils::testhosts::TestHosts;
 use sovdb_test_utils::webhook::Receiver;
+use sovdb_test_utils::{patroni_of, signal, Frozen};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
@@ -114,32 +114,6 @@ struct ModeBack(PathBuf, u32);
 impl Drop for ModeBack {
     fn drop(&mut self) {
         let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(self.1));
-    }
-}
-
-/// Every process of a member's Patroni (its supervisor and Patroni itself), by its files.
-fn patroni_of(dir: &Path) -> Vec<u32> {
-    let key = dir.file_name().unwrap().to_str().unwrap().to_string();
-    let mut pids = processes_mentioning(&format!("pg-{key}-patroni"));
-    pids.extend(processes_mentioning(&dir.join("patroni.yml").display().to_string()));
-    pids.sort();
-    pids.dedup();
-    pids
-}
-
-fn signal(pids: &[u32], sig: i32) {
-    for pid in pids {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(*pid as i32, sig) };
-    }
-}
-
-/// Continues processes stopped by the test even when it fails, so the cluster can stop.
-struct Frozen(Vec<u32>);
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        signal(&self.0, libc::SIGCONT);
     }
 }
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sovdb_test_utils::cli::{cli_input, json, ok, ready_server, refused, wait_for};
-use sovdb_test_utils::processes_mentioning;
 use sovdb_test_utils::server::TestServer;
 use sovdb_test_utils::webhook::{Received, Receiver};
+use sovdb_test_utils::{patroni_of, signal, Frozen};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
 
@@ -45,32 +45,6 @@ fn verified(r: &Received, secret: &str) -> Value {
 /// The notifications received for `rule` with `status`, verified.
 fn notified(rx: &Receiver, secret: &str, rule: &str, status: &str) -> Vec<Value> {
     rx.received().iter().map(|r| verified(r, secret)).filter(|v| v["rule"] == rule && v["status"] == status).collect()
-}
-
-/// Every process of a member's Patroni (its supervisor and Patroni itself), by its files.
-fn patroni_of(dir: &Path) -> Vec<u32> {
-    let key = dir.file_name().unwrap().to_str().unwrap().to_string();
-    let mut pids = processes_mentioning(&format!("pg-{key}-patroni"));
-    pids.extend(processes_mentioning(&dir.join("patroni.yml").display().to_string()));
-    pids.sort();
-    pids.dedup();
-    pids
-}
-
-fn signal(pids: &[u32], sig: i32) {
-    for pid in pids {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(*pid as i32, sig) };
-    }
-}
-
-/// Continues processes stopped by the test even when it fails, so the cluster can stop.
-struct Frozen(Vec<u32>);
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        signal(&self.0, libc::SIGCONT);
-    }
 }
 
 fn alerts(server: &TestServer) -> Vec<Value> {

@@ -55,6 +55,35 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Every process of a member's Patroni (its supervisor and Patroni itself), found by the
+/// member's directory `dir`.
+pub fn patroni_of(dir: &Path) -> Vec<u32> {
+    let key = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let mut pids = processes_mentioning(&format!("pg-{key}-patroni"));
+    pids.extend(processes_mentioning(&dir.join("patroni.yml").display().to_string()));
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// Sends `sig` to each of `pids`.
+pub fn signal(pids: &[u32], sig: i32) {
+    for pid in pids {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(*pid as i32, sig) };
+    }
+}
+
+/// Processes stopped with SIGSTOP by a test: they are continued when this is dropped, also
+/// when the test fails, so what they belong to can stop.
+pub struct Frozen(pub Vec<u32>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(&self.0, libc::SIGCONT);
+    }
+}
+
 /// The processes (other than this one) whose command line, arguments joined by spaces,
 /// contains `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<u32> {
