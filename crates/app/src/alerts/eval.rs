@@ -864,6 +864,25 @@ mod tests {
     }
 
     /// An app over a fresh SQLite store, bootstrapped, with a webhook channel in `default`.
+    /// A webhook channel `name` (to a closed port) that takes the default rules.
+    async fn add_webhook(tx: &mut dyn sovdb_store::Tx, project: ProjectId, name: &str) {
+        let spec = super::super::ChannelSpec {
+            url: Some("http://127.0.0.1:9/".into()),
+            default_rules: true,
+            ..Default::default()
+        };
+        tx.alert_channel_create(&AlertChannelRecord {
+            id: ChannelId::new(),
+            project_id: project,
+            name: name.into(),
+            kind: "webhook".into(),
+            spec: serde_json::to_string(&spec).unwrap(),
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+    }
+
     async fn app_with_channel(dir: &std::path::Path) -> (App, ProjectId) {
         let store = sovdb_store::open(&format!("sqlite://{}/t.db", dir.display())).await.unwrap();
         let app = App::new(
@@ -880,21 +899,7 @@ mod tests {
         app.pki_init(sovdb_pki::MasterKey::generate()).await.unwrap();
         let mut tx = app.store.write().await.unwrap();
         let project = tx.project_get("default").await.unwrap().unwrap().id;
-        let spec = super::super::ChannelSpec {
-            url: Some("http://127.0.0.1:9/".into()),
-            default_rules: true,
-            ..Default::default()
-        };
-        tx.alert_channel_create(&AlertChannelRecord {
-            id: ChannelId::new(),
-            project_id: project,
-            name: "hook".into(),
-            kind: "webhook".into(),
-            spec: serde_json::to_string(&spec).unwrap(),
-            created_at: t(0),
-        })
-        .await
-        .unwrap();
+        add_webhook(tx.as_mut(), project, "hook").await;
         tx.commit().await.unwrap();
         (app, project)
     }
@@ -1151,21 +1156,7 @@ mod tests {
         let ctx = admin(&app).await;
         // A second channel that takes default rules; backup-failed goes to it only.
         let mut tx = app.store.write().await.unwrap();
-        let spec = super::super::ChannelSpec {
-            url: Some("http://127.0.0.1:9/".into()),
-            default_rules: true,
-            ..Default::default()
-        };
-        tx.alert_channel_create(&AlertChannelRecord {
-            id: ChannelId::new(),
-            project_id: project,
-            name: "pager".into(),
-            kind: "webhook".into(),
-            spec: serde_json::to_string(&spec).unwrap(),
-            created_at: t(0),
-        })
-        .await
-        .unwrap();
+        add_webhook(tx.as_mut(), project, "pager").await;
         tx.commit().await.unwrap();
         let only = DefaultRuleUpdate { channels: Some(vec!["pager".into()]), ..Default::default() };
         assert_eq!(app.alert_rule_set(&ctx, "backup-failed", only).await.unwrap().channels, ["pager"]);
