@@ -211,7 +211,10 @@ impl<S: Send + Sync + 'static> Engine<S> {
         let point = format!("{}.{}", wf.name, def.name);
         self.set_step(run, fence, step.index, StepState::Running, None, None).await?;
         let attempts = step.attempts + 1;
-        match self.guarded(run, fence, &def.run, &format!("{point}.before"), &format!("{point}.after")).await? {
+        match self
+            .guarded(run, fence, step.index, &def.run, &format!("{point}.before"), &format!("{point}.after"))
+            .await?
+        {
             Ok(output) => {
                 self.set_step(run, fence, step.index, StepState::Succeeded, Some(&output), None).await?;
                 tracing::info!(operation = %run.id, step = def.name, attempts, "step succeeded");
@@ -254,7 +257,10 @@ impl<S: Send + Sync + 'static> Engine<S> {
         let point = format!("{}.{}", wf.name, def.name);
         self.set_step(run, fence, step.index, StepState::Undoing, None, None).await?;
         let attempts = step.attempts + 1;
-        match self.guarded(run, fence, undo, &format!("{point}.undo-before"), &format!("{point}.undo-after")).await? {
+        match self
+            .guarded(run, fence, step.index, undo, &format!("{point}.undo-before"), &format!("{point}.undo-after"))
+            .await?
+        {
             Ok(_) => {
                 self.set_step(run, fence, step.index, StepState::Undone, None, None).await?;
                 tracing::info!(operation = %run.id, step = def.name, "step undone");
@@ -289,6 +295,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
         &self,
         run: &OperationRun,
         fence: i64,
+        index: i64,
         f: &StepFn<S>,
         before: &str,
         after: &str,
@@ -299,7 +306,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
         // A step that panics (a bug) fails for good, with the panic's message, rather than
         // taking the worker task down and leaving its operation to hang until rerun, where
         // it would panic again.
-        let step = std::panic::AssertUnwindSafe(f(self.ctx(run))).catch_unwind();
+        let step = std::panic::AssertUnwindSafe(f(self.ctx(run, index, fence))).catch_unwind();
         let step = async move {
             step.await.unwrap_or_else(|panic| {
                 let what = panic
@@ -351,10 +358,34 @@ impl<S: Send + Sync + 'static> Engine<S> {
         }
     }
 
-    fn ctx(&self, run: &OperationRun) -> StepCtx<S> {
+    /// What step `index` sees. Its progress reports are written through `fence`, so a
+    /// worker that lost the operation can't write over its successor's.
+    fn ctx(&self, run: &OperationRun, index: i64, fence: i64) -> StepCtx<S> {
         let outputs: BTreeMap<String, Value> =
             run.steps.iter().filter_map(|s| Some((s.name.clone(), s.output.clone()?))).collect();
+        // `run` was read before this attempt was recorded: a first attempt has no start yet.
+        let started_at = run.steps.get(index as usize).and_then(|s| s.first_started_at).unwrap_or_else(Utc::now);
+        let (store, id) = (self.store.clone(), run.id);
+        let reporter: crate::workflow::Reporter = Arc::new(move |message: String| {
+            let store = store.clone();
+            Box::pin(async move {
+                let write = async {
+                    let mut tx = store.write().await?;
+                    let kept = tx.operation_step_progress(id, fence, index, &message, Utc::now()).await?;
+                    tx.commit().await?;
+                    Ok::<_, StoreError>(kept)
+                };
+                match write.await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::debug!(operation = %id, "progress not recorded: the fence moved on"),
+                    Err(e) => {
+                        tracing::warn!(operation = %id, error = %sovdb_types::error_chain(&e), "cannot record a step's progress")
+                    }
+                }
+            })
+        });
         StepCtx::new(run.id, Arc::new(run.params.clone()), outputs, self.services.clone())
+            .with_progress(started_at, reporter)
     }
 
     /// Records a step's new state through the fence. Entering `running` or `undoing`

@@ -13,13 +13,19 @@
 //! (or exhausted retries) undoes the finished steps in reverse order; a cancel request is
 //! honoured at the next step boundary and undoes likewise.
 //!
+//! A step that waits does it through [`StepCtx::wait`]: with a deadline from its first
+//! attempt, recording what it observes as the step's progress, failing for good with
+//! that observation at the deadline.
+//!
 //! Named [`failpoints`] sit between each side effect and the write that records it, so
 //! tests can crash the process at every boundary.
 
 mod engine;
 pub mod failpoints;
+mod wait;
 mod workflow;
 
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use failpoints::Failpoints;
+pub use wait::{format_duration, Probe, Wait};
 pub use workflow::{assert_steps_idempotent, StepCtx, StepFailure, Workflow};

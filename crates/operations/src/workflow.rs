@@ -5,12 +5,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sovdb_types::{OperationId, StepError};
 
 type StepFuture = Pin<Box<dyn Future<Output = Result<Value, StepFailure>> + Send>>;
 pub(crate) type StepFn<S> = Arc<dyn Fn(StepCtx<S>) -> StepFuture + Send + Sync>;
+/// Records a step's progress (see [`StepCtx::progress`]); the engine's writes it through
+/// the operation's fence.
+pub(crate) type Reporter = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Why a step did not succeed, and whether trying again may help.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,11 +35,16 @@ impl StepFailure {
 }
 
 /// What a step sees: its operation, the operation's parameters, the persisted outputs of
-/// the steps before it, and the services the engine was built with.
+/// the steps before it, when the step first started, and the services the engine was
+/// built with.
 pub struct StepCtx<S> {
     pub operation: OperationId,
     params: Arc<Value>,
     outputs: Arc<BTreeMap<String, Value>>,
+    /// When this step's first attempt started: retries and resumes after a crash keep it,
+    /// so a wait's deadline ([`StepCtx::wait`]) is not renewed by them.
+    pub started_at: DateTime<Utc>,
+    reporter: Option<Reporter>,
     pub services: Arc<S>,
 }
 
@@ -45,6 +54,8 @@ impl<S> Clone for StepCtx<S> {
             operation: self.operation,
             params: self.params.clone(),
             outputs: self.outputs.clone(),
+            started_at: self.started_at,
+            reporter: self.reporter.clone(),
             services: self.services.clone(),
         }
     }
@@ -57,7 +68,24 @@ impl<S> StepCtx<S> {
         outputs: BTreeMap<String, Value>,
         services: Arc<S>,
     ) -> Self {
-        StepCtx { operation, params, outputs: Arc::new(outputs), services }
+        StepCtx { operation, params, outputs: Arc::new(outputs), started_at: Utc::now(), reporter: None, services }
+    }
+
+    pub(crate) fn with_progress(mut self, started_at: DateTime<Utc>, reporter: Reporter) -> Self {
+        self.started_at = started_at;
+        self.reporter = Some(reporter);
+        self
+    }
+
+    /// Records what the step observes now, for `op show`, `--wait`'s progress line and the
+    /// console (never a secret). A write that fails is logged, not fatal: progress is
+    /// information, the step's outcome is what counts.
+    pub async fn progress(&self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::info!(operation = %self.operation, progress = %message, "step progress");
+        if let Some(report) = &self.reporter {
+            report(message).await;
+        }
     }
 
     /// The operation's parameters.

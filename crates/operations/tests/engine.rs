@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use sovdb_operations::{assert_steps_idempotent, Engine, EngineConfig, Failpoints, StepCtx, StepFailure, Workflow};
+use sovdb_operations::{
+    assert_steps_idempotent, Engine, EngineConfig, Failpoints, Probe, StepCtx, StepFailure, Wait, Workflow,
+};
 use sovdb_store::{NewOperation, Store};
 use sovdb_types::*;
 use tokio::sync::Semaphore;
@@ -120,8 +122,39 @@ fn provision() -> Workflow<Svc> {
             if param(&ctx, "panic_finish", &mut v).and_then(Value::as_bool) == Some(true) {
                 panic!("finish met a case nobody wrote");
             }
+            if let Some(deadline) = param(&ctx, "wait_deadline_ms", &mut v).and_then(Value::as_u64) {
+                return wait_for_answer(&ctx, Duration::from_millis(deadline)).await;
+            }
             Ok(Value::Null)
         })
+}
+
+/// The `finish` step's wait: the answer is there after `ready_after_looks` looks (never
+/// without it). With `slow_first_attempt`, the first attempt spends longer than the
+/// deadline on something else and fails transiently: the retry must not get a new deadline.
+async fn wait_for_answer(ctx: &StepCtx<Svc>, deadline: Duration) -> Result<Value, StepFailure> {
+    let mut v = Value::Null;
+    let ready_after = param(ctx, "ready_after_looks", &mut v).and_then(Value::as_u64).unwrap_or(u64::MAX);
+    let slow_first = param(ctx, "slow_first_attempt", &mut v).and_then(Value::as_bool) == Some(true);
+    let marker = ctx.services.dir.join(format!("slow-{}", ctx.operation));
+    if slow_first && !marker.exists() {
+        std::fs::write(&marker, "").unwrap();
+        tokio::time::sleep(deadline + Duration::from_millis(200)).await;
+        return Err(StepFailure::transient("the host did not answer"));
+    }
+    let looks = std::sync::atomic::AtomicU64::new(0);
+    let wait = Wait::new("the answer", deadline).poll(Duration::from_millis(20));
+    let answer = ctx
+        .wait(
+            &wait,
+            || async {
+                let n = looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                Ok(if n >= ready_after { Probe::Ready(n) } else { Probe::Waiting(format!("look {n}: no answer")) })
+            },
+            |seen| async move { format!("{seen} (the log says: connection refused)") },
+        )
+        .await?;
+    Ok(json!({"looks": answer}))
 }
 
 struct World {
@@ -411,4 +444,56 @@ async fn a_step_that_acted_but_failed_before_its_record_is_undone_too() {
     assert!(op.error.as_ref().unwrap().message.contains("failpoint test.provision.start.after"));
     assert_eq!(w.svc.log_lines(), ["allocate", "create", "start", "undo start", "undo create"]);
     assert!(w.files().is_empty(), "{:?}", w.files());
+}
+
+#[tokio::test]
+async fn a_wait_reports_what_it_sees_and_ends_when_it_is_there() {
+    let w = world().await;
+    let engine = w.engine("w1");
+    let id = w.create(json!({"wait_deadline_ms": 20_000, "ready_after_looks": 4})).await;
+    let op = w.settle(&engine, id).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let finish = op.steps.iter().find(|s| s.name == "finish").unwrap();
+    assert_eq!(finish.output, Some(json!({"looks": 4})));
+    let progress = finish.progress.as_ref().expect("the wait said what it saw");
+    assert_eq!(
+        progress.message,
+        "waiting for the answer (up to 20s): look 3: no answer (the log says: connection refused)"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_that_never_ends_fails_at_its_deadline_with_what_it_saw_and_undoes() {
+    let w = world().await;
+    let engine = w.engine("w1");
+    let id = w.create(json!({"wait_deadline_ms": 1000})).await;
+    let op = w.settle(&engine, id).await;
+    assert_eq!(op.state, OperationState::Failed);
+    let error = op.error.as_ref().unwrap().message.clone();
+    assert!(
+        error.starts_with("step finish failed: gave up waiting for the answer after 1s: look ")
+            && error.ends_with(": no answer (the log says: connection refused)"),
+        "{error}"
+    );
+    let finish = op.steps.iter().find(|s| s.name == "finish").unwrap();
+    assert_eq!(finish.attempts, 1, "a deadline is not retried");
+    assert!(finish.progress.as_ref().unwrap().message.starts_with("waiting for the answer (up to 1s): look "));
+    assert_eq!(w.svc.log_lines(), ["allocate", "create", "start", "undo start", "undo create"]);
+}
+
+#[tokio::test]
+async fn a_retried_wait_keeps_the_deadline_of_its_first_attempt() {
+    let w = world().await;
+    let engine = w.engine("w1");
+    let id =
+        w.create(json!({"wait_deadline_ms": 1000, "slow_first_attempt": true, "ready_after_looks": 1_000_000})).await;
+    let op = w.settle(&engine, id).await;
+    assert_eq!(op.state, OperationState::Failed);
+    let finish = op.steps.iter().find(|s| s.name == "finish").unwrap();
+    assert_eq!(finish.attempts, 2);
+    let error = op.error.as_ref().unwrap().message.clone();
+    assert!(
+        error.contains("gave up waiting for the answer after 1s: look 1: no answer"),
+        "the retry looked once: {error}"
+    );
 }

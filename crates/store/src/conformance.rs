@@ -40,6 +40,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("operations_are_claimed_one_per_target_and_fenced", |u| {
         Box::pin(operations_are_claimed_one_per_target_and_fenced(u))
     }),
+    ("step_progress_and_first_start_survive_retries", |u| Box::pin(step_progress_and_first_start_survive_retries(u))),
     ("operations_list_newest_first_with_steps", |u| Box::pin(operations_list_newest_first_with_steps(u))),
     ("concurrent_claims_take_each_operation_once", |u| Box::pin(concurrent_claims_take_each_operation_once(u))),
     ("hosts_round_trip_status_and_heartbeats", |u| Box::pin(hosts_round_trip_status_and_heartbeats(u))),
@@ -519,6 +520,47 @@ fn new_op(target: &str, at: DateTime<Utc>) -> NewOperation {
         created_at: at,
         steps: vec!["first".into(), "second".into()],
     }
+}
+
+async fn step_progress_and_first_start_survive_retries(url: String) {
+    let store = open(&url).await;
+    let t0 = now();
+    let op = new_op("cluster/p", t0);
+    let mut tx = store.write().await.unwrap();
+    tx.operation_create(&op).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.write().await.unwrap();
+    let (id, fence) = tx.operation_claim("w1", t0, t0 + chrono::Duration::seconds(30)).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(id, op.id);
+    let run = store.read().await.unwrap().operation_run(id).await.unwrap().unwrap();
+    assert_eq!(run.steps[0].first_started_at, None, "never started");
+
+    // Two attempts: the first start stays, the last start moves.
+    let t1 = t0 + chrono::Duration::seconds(1);
+    let t2 = t0 + chrono::Duration::seconds(5);
+    let attempt = |at| StepChange { state: StepState::Running, new_attempt: true, output: None, error: None, at };
+    let mut tx = store.write().await.unwrap();
+    assert!(tx.operation_step_change(id, fence, 0, &attempt(t1)).await.unwrap());
+    assert!(tx.operation_step_progress(id, fence, 0, "waiting for a primary: db-1 starting", t1).await.unwrap());
+    let retry = StepChange { state: StepState::Pending, new_attempt: false, output: None, error: None, at: t1 };
+    assert!(tx.operation_step_change(id, fence, 0, &retry).await.unwrap());
+    assert!(tx.operation_step_change(id, fence, 0, &attempt(t2)).await.unwrap());
+    assert!(tx.operation_step_progress(id, fence, 0, "waiting for a primary: db-1 running", t2).await.unwrap());
+    assert!(!tx.operation_step_progress(id, fence + 1, 0, "stale", t2).await.unwrap(), "fenced out");
+    tx.commit().await.unwrap();
+
+    let run = store.read().await.unwrap().operation_run(id).await.unwrap().unwrap();
+    assert_eq!((run.steps[0].attempts, run.steps[0].first_started_at), (2, Some(t1)));
+    let shown = store.read().await.unwrap().operation_get(id).await.unwrap().unwrap();
+    assert_eq!(shown.steps[0].started_at, Some(t2));
+    assert_eq!(
+        shown.steps[0].progress,
+        Some(StepProgress { message: "waiting for a primary: db-1 running".into(), at: t2 })
+    );
+    assert_eq!(shown.steps[1].progress, None);
+    let listed = store.read().await.unwrap().operation_list(None, &PageRequest::first(10)).await.unwrap();
+    assert_eq!(listed.items[0].steps[0].progress, shown.steps[0].progress, "lists carry it too");
 }
 
 async fn operations_are_claimed_one_per_target_and_fenced(url: String) {

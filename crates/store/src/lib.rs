@@ -410,6 +410,9 @@ pub struct StepRun {
     pub state: StepState,
     pub attempts: i64,
     pub output: Option<serde_json::Value>,
+    /// When the step's first attempt started (`None` before it ever ran); retries and
+    /// resumes keep it, so a wait's deadline counts from here.
+    pub first_started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A change to one step, written only if the writer still holds the operation's fence.
@@ -643,6 +646,16 @@ pub trait Tx: Send {
         fence: i64,
         index: i64,
         change: &StepChange<'_>,
+    ) -> Result<bool>;
+    /// Records what step `index` observes now (see `OperationStep::progress`). `false`
+    /// when the fence moved on: nothing was written.
+    async fn operation_step_progress(
+        &mut self,
+        id: OperationId,
+        fence: i64,
+        index: i64,
+        message: &str,
+        at: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool>;
     /// Gives back every lease `worker` holds, so they can be claimed at once (with a new
     /// fence). Only for a worker that knows its previous incarnation is dead: a restarted

@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "metrics", include_str!("../migrations/0008_metrics.sql")),
     (9, "alerts", include_str!("../migrations/0009_alerts.sql")),
     (10, "alert_rule_settings", include_str!("../migrations/0010_alert_rule_settings.sql")),
+    (11, "step_progress", include_str!("../migrations/0011_step_progress.sql")),
 ];
 
 /// The schema version this build writes.

@@ -236,6 +236,10 @@ fn step_from(row: &Row) -> Result<OperationStep> {
         finished_at: opt_time(row, "finished_at")?,
         error: opt_json(row, "error", "step error")?,
         output: opt_json(row, "output", "step output")?,
+        progress: match (row.try_get::<Option<String>, _>("progress")?, opt_time(row, "progress_at")?) {
+            (Some(message), Some(at)) => Some(StepProgress { message, at }),
+            _ => None,
+        },
     })
 }
 
@@ -254,8 +258,8 @@ impl SqlTx {
         }
         let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT operation_id, idx, name, state, attempts, started_at, finished_at, error, output FROM operation_steps \
-             WHERE operation_id IN ({placeholders}) ORDER BY operation_id, idx"
+            "SELECT operation_id, idx, name, state, attempts, started_at, finished_at, error, output, progress, \
+             progress_at FROM operation_steps WHERE operation_id IN ({placeholders}) ORDER BY operation_id, idx"
         );
         let mut query = sqlx::query(&sql);
         for id in ids {
@@ -1516,7 +1520,8 @@ impl Tx for SqlTx {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT idx, name, state, attempts, output FROM operation_steps WHERE operation_id = $1 ORDER BY idx",
+            "SELECT idx, name, state, attempts, output, first_started_at FROM operation_steps WHERE operation_id = $1 \
+             ORDER BY idx",
         )
         .bind(&sid)
         .fetch_all(&mut *self.tx)
@@ -1530,6 +1535,7 @@ impl Tx for SqlTx {
                     state: enum_col(r, "state", "step state", StepState::parse)?,
                     attempts: r.try_get("attempts")?,
                     output: opt_json(r, "output", "step output")?,
+                    first_started_at: opt_time(r, "first_started_at")?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -1587,6 +1593,7 @@ impl Tx for SqlTx {
              output = CASE WHEN $3 IS NULL THEN output ELSE $3 END, \
              error = CASE WHEN $4 IS NULL AND $1 IN ('undoing', 'undone') THEN error ELSE $4 END, \
              started_at = CASE WHEN $2 THEN $5 ELSE started_at END, \
+             first_started_at = CASE WHEN $2 AND first_started_at IS NULL THEN $5 ELSE first_started_at END, \
              finished_at = CASE WHEN $6 THEN $5 ELSE NULL END \
              WHERE operation_id = $7 AND idx = $8 \
              AND EXISTS (SELECT 1 FROM operations WHERE id = $7 AND fence = $9)",
@@ -1597,6 +1604,29 @@ impl Tx for SqlTx {
         .bind(change.error.map(|e| serde_json::to_string(e).expect("serialise")))
         .bind(ms(change.at))
         .bind(finished)
+        .bind(id.to_string())
+        .bind(index)
+        .bind(fence)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn operation_step_progress(
+        &mut self,
+        id: OperationId,
+        fence: i64,
+        index: i64,
+        message: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE operation_steps SET progress = $1, progress_at = $2 \
+             WHERE operation_id = $3 AND idx = $4 \
+             AND EXISTS (SELECT 1 FROM operations WHERE id = $3 AND fence = $5)",
+        )
+        .bind(message)
+        .bind(ms(at))
         .bind(id.to_string())
         .bind(index)
         .bind(fence)

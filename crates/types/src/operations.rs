@@ -161,6 +161,17 @@ pub struct OperationStep {
     /// What the step found or did (never a secret's value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
+    /// What a running step last reported it observes: a wait says what it waits for and
+    /// what it sees (e.g. the end of a member's log). Kept after the step ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<StepProgress>,
+}
+
+/// What a step reported it observes, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StepProgress {
+    pub message: String,
+    pub at: DateTime<Utc>,
 }
 
 /// An operation and its step log.
