@@ -279,6 +279,14 @@ impl App {
             }
         };
 
+        // What recovery starts from (the newest backup when no set is named), whose size
+        // the restore's deadline grows with.
+        let size = match &set {
+            Some(id) => backups.iter().find(|b| &b.backup.id == id).map(|b| b.backup.size),
+            None => backups.last().map(|b| b.backup.size),
+        }
+        .unwrap_or(0);
+
         // The new cluster: the source's settings unless the request says otherwise.
         let replicas = req.replicas.unwrap_or(spec.replicas as i64);
         if !(1..=crate::clusters::MAX_REPLICAS).contains(&replicas) {
@@ -301,6 +309,7 @@ impl App {
         let labels =
             if req.require_labels.is_empty() { spec.require_labels.clone() } else { req.require_labels.clone() };
         let (_, candidates) = crate::clusters::placement_candidates(tx.as_mut(), location.id).await?;
+        crate::clusters::hosts_bootstrapping(&location.name, &candidates)?;
         crate::placement::place(&location.name, &candidates, replicas as u32, spread, &labels)
             .map_err(AppError::Invalid)?;
         let new_spec = ClusterSpec {
@@ -351,6 +360,7 @@ impl App {
             set,
             source: live.then_some(src.id),
             describe,
+            size: Some(size),
         };
         let mut params = serde_json::to_value(ClusterParams { cluster: record.id }).expect("serialise");
         params["restore"] = serde_json::to_value(&from).expect("serialise");

@@ -72,6 +72,7 @@ impl App {
         // anything exists; the `place` step chooses again with what holds then.
         let backup_repo = crate::backups::cluster_repo(tx.as_mut(), ctx, &location, req.backup_repo.as_deref()).await?;
         let (_, candidates) = placement_candidates(tx.as_mut(), location.id).await?;
+        hosts_bootstrapping(&location.name, &candidates)?;
         placement::place(&location.name, &candidates, replicas as u32, req.spread, &req.require_labels)
             .map_err(AppError::Invalid)?;
 
@@ -519,6 +520,25 @@ pub(crate) async fn placement_candidates(
         });
     }
     Ok((hosts, candidates))
+}
+
+/// Refuses with [`AppError::NotReady`] when no host of the location is ready yet but
+/// some are still being added: the caller may wait (`--wait` does) rather than give up.
+pub(crate) fn hosts_bootstrapping(location: &str, candidates: &[Candidate]) -> Result<()> {
+    if candidates.is_empty() || candidates.iter().any(|c| c.status == HostStatus::Ready) {
+        return Ok(());
+    }
+    let coming: Vec<&str> =
+        candidates.iter().filter(|c| c.status == HostStatus::Bootstrapping).map(|c| c.name.as_str()).collect();
+    if coming.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::NotReady(format!(
+        "no host of location {location:?} is ready yet: {} still being added (its agent starting takes a few \
+         seconds on this machine, a few minutes over SSH; a host's first cluster then installs the engine's \
+         packages); `sovdb host list` shows when it is ready, or give --wait to wait for it",
+        if coming.len() == 1 { format!("{} is", coming[0]) } else { format!("{} are", coming.join(", ")) }
+    )))
 }
 
 /// A location's networks, the default allow-list: each host address's /24 (IPv4) or

@@ -28,6 +28,11 @@ pub enum AppError {
     /// message says what and why. Worth trying again later.
     #[error("{0}")]
     Unavailable(String),
+    /// What the request needs is on its way but not there yet (the location's hosts are
+    /// still being added); the message says what and how long it usually takes. Worth
+    /// trying again soon: `--wait` does.
+    #[error("{0}")]
+    NotReady(String),
     /// Something broke on our side; the source has the detail, the user gets none.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

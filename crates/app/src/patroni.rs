@@ -108,14 +108,7 @@ pub(crate) async fn wait_primary<'m>(
         let last = match status(app, members).await {
             Ok(s) => match s.leader().and_then(|l| members.iter().find(|m| m.name == l.name)) {
                 Some(m) => return Ok((s, m)),
-                None => format!(
-                    "members: {}",
-                    s.members
-                        .iter()
-                        .map(|m| format!("{} {} {}", m.name, m.role, m.state))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                None => describe(&s),
             },
             Err(e) => e,
         };
@@ -185,32 +178,56 @@ pub(crate) struct Settled {
     pub missing: Vec<String>,
 }
 
+/// One look at replication: the leader (none: `Err` with what was seen), the members
+/// streaming from it, and what is missing (see [`Settled`]).
+pub(crate) async fn replication(app: &App, members: &[Member], sync: bool) -> Result<Settled, String> {
+    let want_sync = sync && members.len() > 1;
+    let status = status(app, members).await?;
+    let Some(primary) = status.leader().and_then(|l| members.iter().find(|m| m.name == l.name)) else {
+        return Err(describe(&status));
+    };
+    let leader = primary.name.clone();
+    let streaming = self::streaming(app, primary).await.unwrap_or_default();
+    let mut missing: Vec<String> = members
+        .iter()
+        .filter(|m| m.name != leader)
+        .filter(|m| {
+            let running = status.members.iter().any(|p| p.name == m.name && serving(p) && !p.is_leader());
+            !(running && streaming.contains(&m.name))
+        })
+        .map(|m| m.name.clone())
+        .collect();
+    if want_sync && !status.members.iter().any(|m| m.is_sync()) {
+        missing.push("a synchronous standby".into());
+    }
+    Ok(Settled { leader, streaming, missing })
+}
+
+/// `members: db1-1 replica starting, db1-2 replica stopped`, or that Patroni knows none.
+pub(crate) fn describe(status: &PatroniStatus) -> String {
+    if status.members.is_empty() {
+        return "Patroni knows no member yet".into();
+    }
+    format!(
+        "members: {}",
+        status.members.iter().map(|m| format!("{} {} {}", m.name, m.role, m.state)).collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// Waits, for at most `timeout`, until a leader runs and every other member runs as a
 /// replica that streams from it (pg_basebackup's stream doesn't count: Patroni names a
 /// replica's stream after the member) and, with `sync`, Patroni names a synchronous
 /// standby. Answers what it saw last; an error only when no leader ran in that time.
 pub(crate) async fn settle(app: &App, members: &[Member], sync: bool, timeout: Duration) -> Result<Settled, String> {
-    let want_sync = sync && members.len() > 1;
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let (status, primary) = wait_primary(app, members, left).await?;
-        let leader = primary.name.clone();
-        let streaming = self::streaming(app, primary).await.unwrap_or_default();
-        let mut missing: Vec<String> = members
-            .iter()
-            .filter(|m| m.name != leader)
-            .filter(|m| {
-                let running = status.members.iter().any(|p| p.name == m.name && serving(p) && !p.is_leader());
-                !(running && streaming.contains(&m.name))
-            })
-            .map(|m| m.name.clone())
-            .collect();
-        if want_sync && !status.members.iter().any(|m| m.is_sync()) {
-            missing.push("a synchronous standby".into());
-        }
-        if missing.is_empty() || Instant::now() > deadline {
-            return Ok(Settled { leader, streaming, missing });
+        wait_primary(app, members, left).await?;
+        let seen = replication(app, members, sync).await;
+        match seen {
+            Ok(s) if s.missing.is_empty() || Instant::now() > deadline => return Ok(s),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -285,7 +285,9 @@ impl App {
         };
         let client = self.agent_client(&host.host, Duration::from_secs(90)).await?;
         client
-            .ensure_packages(&EnsurePackagesRequest { names: vec![br::PACKAGE.into()] })
+            .ensure_packages(&EnsurePackagesRequest {
+                names: sovdb_postgres::packages(sovdb_postgres::Role::Backup, sovdb_postgres::DEFAULT_VERSION),
+            })
             .await
             .map_err(host_trouble)?;
         let ca_file = match &spec.ca_pem {
@@ -382,7 +384,9 @@ impl App {
         };
         let client = self.agent_client(&host.host, Duration::from_secs(90)).await?;
         client
-            .ensure_packages(&EnsurePackagesRequest { names: vec![sovdb_postgres::backup::PACKAGE.into()] })
+            .ensure_packages(&EnsurePackagesRequest {
+                names: sovdb_postgres::packages(sovdb_postgres::Role::Backup, sovdb_postgres::DEFAULT_VERSION),
+            })
             .await
             .map_err(host_trouble)?;
         let user = sovdb_postgres::OS_USER;

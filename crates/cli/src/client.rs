@@ -79,7 +79,7 @@ impl Client {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => anyhow!("{} ({})", body.message, body.code),
+            Ok(body) => anyhow::Error::new(Refused { code: body.code, message: body.message }),
             Err(_) => anyhow!("the server answered {status}: {}", text.chars().take(200).collect::<String>()),
         })
     }
@@ -300,4 +300,25 @@ mod tests {
         buf.extend_from_slice(b"ta: y\r\n\r\n");
         assert_eq!(take_event(&mut buf), Some(SseEvent { event: "x".into(), data: "y".into() }));
     }
+}
+
+/// The server refused a request: its stable error code and its message for the user.
+/// Shown as `MESSAGE (CODE)`.
+#[derive(Debug)]
+pub struct Refused {
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The error code of a refusal, if `e` is one.
+pub fn refused_code(e: &anyhow::Error) -> Option<&str> {
+    e.downcast_ref::<Refused>().map(|r| r.code.as_str())
 }

@@ -124,7 +124,12 @@ fn status_line(op: &Operation) -> String {
     match current {
         Some(s) if !op.state.is_final() => {
             let attempt = if s.attempts > 1 { format!(", attempt {}", s.attempts) } else { String::new() };
-            let why = s.error.as_ref().map(|e| format!(" — {}", e.message)).unwrap_or_default();
+            // What the step last said it sees (a wait's observation), else why it last failed.
+            let why = match (&s.progress, &s.error) {
+                (Some(p), _) if s.state == StepState::Running => format!(" — {}", p.message),
+                (_, Some(e)) => format!(" — {}", e.message),
+                _ => String::new(),
+            };
             format!(
                 "{} step {}/{total} {} ({}{attempt}){why}",
                 op.state.as_str(),
@@ -160,8 +165,16 @@ impl Display {
 
     fn redraw(&self, elapsed: Duration) {
         if self.terminal && !self.line.is_empty() {
+            // One line redrawn in place: cut to the terminal's width, or it wraps and the
+            // carriage return no longer goes back to its start.
+            let width = terminal_width().saturating_sub(10).max(20);
+            let line: String = if self.line.chars().count() > width {
+                self.line.chars().take(width - 1).chain(std::iter::once('…')).collect()
+            } else {
+                self.line.clone()
+            };
             let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K{}  {}", self.line, format_elapsed(elapsed));
+            let _ = write!(err, "\r\x1b[2K{}  {}", line, format_elapsed(elapsed));
             let _ = err.flush();
         }
     }
@@ -181,6 +194,11 @@ impl Display {
             eprintln!();
         }
     }
+}
+
+/// The terminal's width in columns (`COLUMNS`, else 100).
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
 }
 
 #[cfg(test)]

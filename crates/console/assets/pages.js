@@ -62,6 +62,7 @@ export function operationProgress(op, signal, onEnd) {
           " ",
           badge(s.state),
           s.attempts > 1 ? h("span", { class: "muted" }, ` attempt ${s.attempts}`) : null,
+          s.progress ? h("div", { class: "step-progress muted" }, s.progress.message) : null,
           s.error ? h("div", { class: "step-error" }, s.error.message) : null,
         ),
       );

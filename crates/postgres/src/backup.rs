@@ -15,8 +15,6 @@ use sovdb_types::{Backup, BackupType, UriStyle};
 use crate::render::{MemberLayout, SUPERUSER};
 
 pub const PGBACKREST: &str = "/usr/bin/pgbackrest";
-/// The Debian package.
-pub const PACKAGE: &str = "pgbackrest";
 /// How many full backups a repository keeps for a stanza (older ones and the WAL only
 /// they need are expired after each backup) unless the cluster's policy says otherwise.
 pub const DEFAULT_RETENTION_FULL: u32 = 2;

@@ -7,7 +7,9 @@
 
 pub mod allow;
 pub mod backup;
+pub mod diagnose;
 pub mod params;
+pub mod preflight;
 pub mod render;
 
 /// The major versions this build can run (Debian 12 ships 15).
@@ -20,22 +22,7 @@ pub const OS_USER: &str = "postgres";
 /// The user etcd runs as (created by Debian's etcd-server).
 pub const ETCD_OS_USER: &str = "etcd";
 
-/// The Debian packages a member's host needs.
-pub fn member_packages(version: &str) -> Vec<String> {
-    [
-        format!("postgresql-{version}"),
-        "patroni".into(),
-        "python3-psycopg2".into(),
-        "python3-etcd".into(),
-        "haproxy".into(),
-    ]
-    .into_iter()
-    .collect()
-}
-
-/// The Debian packages a DCS member's host needs.
-pub const ETCD_PACKAGES: &[&str] = &["etcd-server", "etcd-client"];
-pub const PGBOUNCER_PACKAGE: &str = "pgbouncer";
+pub use preflight::{packages, Role};
 
 pub fn bin_dir(version: &str) -> String {
     format!("/usr/lib/postgresql/{version}/bin")

@@ -12,26 +12,31 @@
 //! 3. `generate-secrets` (allocates): the passwords, sealed in the store; the first
 //!    value written stays.
 //! 4. `ensure-dcs`: the location's etcd (created on first need).
-//! 5. `install-packages`: PostgreSQL, Patroni, HAProxy (PgBouncer) on every member's host.
+//! 5. `install-packages`: PostgreSQL, Patroni, HAProxy (PgBouncer, pgBackRest) on every
+//!    member's host, then the preflight checks there (see `preflight`): a host that lacks
+//!    a piece fails here, naming it, before anything starts and waits.
 //! 6. `write-configs` (undo: remove the members' directories): certificates, Patroni's
 //!    and HAProxy's configuration, written only where they differ.
 //! 7. `start-members` (undo: stop them and delete the cluster's DCS keys): Patroni,
 //!    which initialises the primary and clones the replicas.
-//! 8. `wait-primary`: a leader that runs.
+//! 8. `wait-primary`: a leader that runs, for at most [`PRIMARY_DEADLINE`]; meanwhile the
+//!    step's progress says what Patroni reports and what each member's logs say.
 //! 9. `create-database`: the application user and database (checked before made).
 //! 10. `stanza-setup` (undo: delete the stanza), with a backup repository: the cluster's
 //!     stanza in it, and a check that WAL archiving works (see `backup`).
 //! 11. `first-backup`: with a backup repository, a full backup (annotated with the
 //!     operation, so a rerun finds it).
 //! 12. `start-routers` (undo: stop them): HAProxy (and PgBouncer) on every member.
-//! 13. `wait-replicas`: every replica streams (and, with `--sync`, one is synchronous).
+//! 13. `wait-replicas`: every replica streams (and, with `--sync`, one is synchronous),
+//!     for at most [`REPLICAS_DEADLINE`] plus [`REPLICAS_PER_GIB`] per GiB of data, saying
+//!     meanwhile what the members that are behind report.
 //! 14. `mark-ready`: the cluster becomes `ready`, with an event.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sovdb_agent::proto::{EnsurePackagesRequest, RemoveRequest};
-use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_operations::{Probe, StepCtx, StepFailure, Wait, Workflow};
 use sovdb_postgres::render::{self, MemberPorts, PatroniInput};
 use sovdb_postgres::OS_USER;
 use sovdb_store::MemberRecord;
@@ -39,7 +44,7 @@ use sovdb_types::ClusterState;
 
 use super::cluster_restore::{self, RestoreFrom};
 use super::pg::{self, store_failure, ClusterParams, Member, MemberSpec};
-use super::{agent_failure, app_failure, backup, dcs};
+use super::{agent_failure, app_failure, backup, dcs, diagnose, preflight};
 use crate::patroni;
 use crate::placement;
 use crate::App;
@@ -181,21 +186,25 @@ pub(crate) async fn ensure_dcs(ctx: StepCtx<App>) -> Result<Value, StepFailure> 
 }
 
 pub(crate) async fn install_packages(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
+    use sovdb_postgres::Role;
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (record, spec) = pg::must_cluster(app, cluster).await?;
-    let mut names = sovdb_postgres::member_packages(&record.version);
+    let mut roles = vec![Role::Member];
     if spec.pooler {
-        names.push(sovdb_postgres::PGBOUNCER_PACKAGE.into());
+        roles.push(Role::Pooler);
     }
     if spec.backup_repo.is_some() || cluster_restore::restore_params(&ctx)?.is_some() {
-        names.push(sovdb_postgres::backup::PACKAGE.into());
+        roles.push(Role::Backup);
     }
+    let names: Vec<String> = roles.iter().flat_map(|r| sovdb_postgres::packages(*r, &record.version)).collect();
     let mut done = std::collections::BTreeSet::new();
     for m in pg::members(app, cluster).await? {
         if done.insert(m.host.host.id) {
             let client = pg::agent(app, &m.host, Duration::from_secs(900)).await?;
             client.ensure_packages(&EnsurePackagesRequest { names: names.clone() }).await.map_err(agent_failure)?;
+            // Installed is not yet working: check before anything starts and waits.
+            preflight::run(app, &m.host, &roles, &record.version).await?;
         }
     }
     Ok(json!({"packages": names}))
@@ -322,16 +331,39 @@ pub(crate) async fn stop_members(ctx: StepCtx<App>) -> Result<Value, StepFailure
     Ok(json!({}))
 }
 
+/// How long `wait-primary` waits for Patroni to initialise the first member and run it
+/// as the primary (3 to 5 s measured on loopback; initdb on a slow disk takes longer).
+pub(crate) const PRIMARY_DEADLINE: Duration = Duration::from_secs(5 * 60);
+
 pub(crate) async fn wait_primary(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
-    let app = &ctx.services;
-    let members = pg::members(app, cluster).await?;
-    let (_, primary) = patroni::wait_primary(app, &members, Duration::from_secs(180))
-        .await
-        .map_err(|e| StepFailure::transient(format!("no primary yet: {e}")))?;
-    Ok(json!({"primary": primary.name}))
+    let members = pg::members(&ctx.services, cluster).await?;
+    let primary = await_primary(&ctx, &members, Wait::new("a primary", PRIMARY_DEADLINE)).await?;
+    Ok(json!({"primary": primary}))
 }
 
+/// Waits until Patroni runs a leader among `members`, saying meanwhile what Patroni
+/// reports and what each member's logs say; answers the leader's name.
+pub(crate) async fn await_primary(ctx: &StepCtx<App>, members: &[Member], wait: Wait) -> Result<String, StepFailure> {
+    let app = &ctx.services;
+    ctx.wait(
+        &wait,
+        || async {
+            Ok(match patroni::status(app, members).await {
+                Ok(s) => match s.leader() {
+                    Some(l) => Probe::Ready(l.name.clone()),
+                    None => Probe::Waiting(patroni::describe(&s)),
+                },
+                Err(e) => Probe::Waiting(format!("no member's Patroni answers ({e})")),
+            })
+        },
+        |seen| async move {
+            let all: Vec<&Member> = members.iter().collect();
+            format!("{seen}; {}", diagnose::members(app, &all).await)
+        },
+    )
+    .await
+}
 pub(crate) async fn create_database(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
@@ -371,18 +403,55 @@ pub(crate) async fn start_routers(ctx: StepCtx<App>) -> Result<Value, StepFailur
     Ok(json!({}))
 }
 
+/// How long `wait-replicas` waits at least for every replica to stream; cloning a
+/// replica copies the primary's data, so [`REPLICAS_PER_GIB`] more per GiB of it.
+pub(crate) const REPLICAS_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// `wait-replicas`' allowance per GiB of the primary's databases (about 17 MB/s).
+pub(crate) const REPLICAS_PER_GIB: Duration = Duration::from_secs(60);
+
 pub(crate) async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let (_, spec) = pg::must_cluster(app, cluster).await?;
-    let members = pg::members(app, cluster).await?;
-    let s = patroni::settle(app, &members, spec.sync, Duration::from_secs(300))
-        .await
-        .map_err(|e| StepFailure::transient(format!("no primary: {e}")))?;
-    if !s.missing.is_empty() {
-        return Err(StepFailure::transient(format!("not streaming from the primary yet: {}", s.missing.join(", "))));
-    }
+    let members = &pg::members(app, cluster).await?;
+    let deadline = REPLICAS_DEADLINE + REPLICAS_PER_GIB.mul_f64(data_gib(app, members).await);
+    let what = if spec.sync && members.len() > 1 {
+        "every replica to stream and a synchronous standby"
+    } else {
+        "every replica to stream"
+    };
+    let s = ctx
+        .wait(
+            &Wait::new(what, deadline),
+            || async {
+                Ok(match patroni::replication(app, members, spec.sync).await {
+                    Ok(s) if s.missing.is_empty() => Probe::Ready(s),
+                    Ok(s) => {
+                        Probe::Waiting(format!("primary {}; not streaming yet: {}", s.leader, s.missing.join(", ")))
+                    }
+                    Err(e) => Probe::Waiting(format!("no primary ({e})")),
+                })
+            },
+            |seen| async move {
+                // Explain the members other than the primary (all of them without one).
+                let leader = seen.strip_prefix("primary ").and_then(|r| r.split(';').next()).map(str::to_string);
+                let behind: Vec<&Member> = members.iter().filter(|m| leader.as_ref() != Some(&m.name)).collect();
+                format!("{seen}; {}", diagnose::members(app, &behind).await)
+            },
+        )
+        .await?;
     Ok(json!({"primary": s.leader, "streaming": s.streaming}))
+}
+
+/// The size of the primary's databases in GiB, for deadlines that grow with the data;
+/// 0 when it can't be read (the base deadline holds then).
+pub(crate) async fn data_gib(app: &App, members: &[Member]) -> f64 {
+    let Ok((_, primary)) = patroni::wait_primary(app, members, Duration::from_secs(5)).await else { return 0.0 };
+    let sql = "SELECT sum(pg_database_size(oid)) FROM pg_database;".to_string();
+    match pg::psql(app, primary, sql, "read the size of the databases").await {
+        Ok(out) => out.trim().parse::<f64>().map(|b| b / (1u64 << 30) as f64).unwrap_or(0.0),
+        Err(_) => 0.0,
+    }
 }
 
 pub(crate) async fn mark_ready(ctx: StepCtx<App>) -> Result<Value, StepFailure> {

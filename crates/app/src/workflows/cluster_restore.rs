@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sovdb_agent::proto::RemoveRequest;
-use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_operations::{StepCtx, StepFailure, Wait, Workflow};
 use sovdb_postgres::backup::{self as br, RestoreTarget};
 use sovdb_types::{ClusterId, RepoId};
 
@@ -47,6 +47,10 @@ pub(crate) struct RestoreFrom {
     pub source: Option<ClusterId>,
     /// `db1 at 2026-11-21T10:15:00+00:00`, for events.
     pub describe: String,
+    /// The size of the databases in the backup recovery starts from, in bytes (what the
+    /// restore's deadline grows with); absent in operations of older releases.
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -99,16 +103,21 @@ async fn archive_source(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({"archived": true, "on": primary.name}))
 }
 
-/// A restore replays WAL before the member is promoted: a primary takes longer than
-/// after initdb.
+/// How long `wait-primary` of a restore waits at least: pgBackRest restores the backup
+/// and PostgreSQL replays WAL up to the target before the member is promoted, so
+/// [`RESTORE_PER_GIB`] more per GiB of the backup's databases.
+pub(crate) const RESTORE_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// The allowance per GiB of the backed-up databases (about 8.5 MB/s: restore and replay).
+pub(crate) const RESTORE_PER_GIB: Duration = Duration::from_secs(120);
+
 async fn wait_restored(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
-    let app = &ctx.services;
-    let members = pg::members(app, cluster).await?;
-    let (_, primary) = patroni::wait_primary(app, &members, Duration::from_secs(600))
-        .await
-        .map_err(|e| StepFailure::transient(format!("not restored yet: {e}")))?;
-    Ok(json!({"primary": primary.name}))
+    let from = restore_params(&ctx)?;
+    let members = pg::members(&ctx.services, cluster).await?;
+    let gib = from.and_then(|f| f.size).unwrap_or(0) as f64 / (1u64 << 30) as f64;
+    let deadline = RESTORE_DEADLINE + RESTORE_PER_GIB.mul_f64(gib);
+    let primary = cc::await_primary(&ctx, &members, Wait::new("the restored primary", deadline)).await?;
+    Ok(json!({"primary": primary}))
 }
 
 async fn forget_source(ctx: StepCtx<App>) -> Result<Value, StepFailure> {

@@ -136,8 +136,9 @@ async fn start_member(
     host: &HostRecord,
 ) -> Result<(), StepFailure> {
     let client = pg::agent(app, host, Duration::from_secs(600)).await?;
-    let names: Vec<String> = sovdb_postgres::ETCD_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let names = sovdb_postgres::packages(sovdb_postgres::Role::Dcs, sovdb_postgres::DEFAULT_VERSION);
     client.ensure_packages(&EnsurePackagesRequest { names }).await.map_err(agent_failure)?;
+    super::preflight::run(app, host, &[sovdb_postgres::Role::Dcs], sovdb_postgres::DEFAULT_VERSION).await?;
     let o = owner(location, &me.name);
     let cert = pg::kept_cert(app, &o, ETCD_CERT, &etcd_cert_request(me)).await?;
     let layout = EtcdLayout { dir: format!("{}/etcd/{}", host.host.base_dir, me.name) };

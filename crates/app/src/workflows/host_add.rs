@@ -15,8 +15,12 @@
 //!    differs), the CA, the certificate and key, and the installation marker.
 //! 5. `start-agent` (undo: stop it): started unless already running (a systemd unit where
 //!    systemd runs, else a detached process).
-//! 6. `wait-agent`: the agent answers over mutual TLS (transient until it does).
-//! 7. `record-facts`: the agent's facts are stored and the host becomes `ready`.
+//! 6. `wait-agent`: the agent answers over mutual TLS, for at most [`AGENT_DEADLINE`];
+//!    meanwhile the step's progress says what the connection meets and the end of the
+//!    agent's log.
+//! 7. `record-facts`: the preflight checks of every engine role whose packages are
+//!    installed already (see `preflight`; a host whose engine can't work is refused with
+//!    the reason), then the agent's facts are stored and the host becomes `ready`.
 //!
 //! Crash safety: every step checks before it acts, so a rerun after a crash at any point
 //! finds its work done and does nothing twice (one binary, one agent process, one record).
@@ -26,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_operations::{Probe, StepCtx, StepFailure, Wait, Workflow};
 use sovdb_provider::shell_quote;
 use sovdb_store::HostRecord;
 use sovdb_types::{HostStatus, StepError};
@@ -140,7 +144,8 @@ async fn check_host(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             )));
         }
     }
-    Ok(json!({ "arch": arch }))
+    let uid: Option<u32> = facts.get("uid").and_then(|u| u.parse().ok());
+    Ok(json!({ "arch": arch, "uid": uid }))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -331,37 +336,48 @@ async fn stop_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     Ok(json!({}))
 }
 
+/// How long `wait-agent` waits for a started agent to answer over mutual TLS (it
+/// answers within a second here; a loaded host or a slow disk may take longer).
+pub(crate) const AGENT_DEADLINE: Duration = Duration::from_secs(2 * 60);
+
 async fn wait_agent(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let Params { host } = ctx.params()?;
     let app = &ctx.services;
     let record = host_record(app, &host).await?;
     let client = app.agent_client(&record.host, Duration::from_secs(5)).await.map_err(app_failure)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match client.health().await {
-            Ok(h) => return Ok(json!({ "version": h.version })),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
+    let wait =
+        Wait::new(format!("the agent of host {host} to answer"), AGENT_DEADLINE).poll(Duration::from_millis(200));
+    let version = ctx
+        .wait(
+            &wait,
+            || async {
+                Ok(match client.health().await {
+                    Ok(h) => Probe::Ready(h.version),
+                    Err(e) => Probe::Waiting(sovdb_types::error_chain(&e)),
+                })
+            },
+            |seen| async {
                 // Say why: the end of the agent's own log usually does.
                 let log = match app.host_transport(&record) {
                     Ok(t) => {
                         let paths = AgentPaths::new(app, &record);
-                        t.run(&format!("tail -n 5 {} 2>/dev/null", shell_quote(&paths.log)), SCRIPT_TIMEOUT)
+                        t.run(&format!("tail -n 3 {} 2>/dev/null", shell_quote(&paths.log)), SCRIPT_TIMEOUT)
                             .await
                             .map(|o| o.stdout)
                             .unwrap_or_default()
                     }
                     Err(_) => String::new(),
                 };
-                let mut failure = agent_failure(e);
-                failure.transient = true;
-                if !log.trim().is_empty() {
-                    failure.error.stderr = Some(log);
+                let log: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                if log.is_empty() {
+                    seen
+                } else {
+                    format!("{seen}; the agent's log ends: {}", log.join(" / "))
                 }
-                return Err(failure);
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+            },
+        )
+        .await?;
+    Ok(json!({ "version": version }))
 }
 
 async fn record_facts(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
@@ -369,6 +385,10 @@ async fn record_facts(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let record = host_record(app, &host).await?;
     let client = app.agent_client(&record.host, Duration::from_secs(30)).await.map_err(app_failure)?;
+    // The agent runs as root on hosts that run engines; one that doesn't (this machine,
+    // under a server run as another user) can't switch to the engines' users to check.
+    let root = ctx.output::<Value>("check-host")?["uid"].as_u64() == Some(0);
+    let checked = if root { preflight_installed(&client, &record).await? } else { Vec::new() };
     let facts = client.facts().await.map_err(agent_failure)?;
     let facts = serde_json::to_value(&facts).expect("serialise");
     let mut tx = app.store.write().await.map_err(|e| app_failure(e.into()))?;
@@ -377,7 +397,38 @@ async fn record_facts(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         tx.host_set_status(record.host.id, HostStatus::Ready, None).await.map_err(|e| app_failure(e.into()))?;
     }
     tx.commit().await.map_err(|e| app_failure(e.into()))?;
-    Ok(json!({}))
+    Ok(json!({ "preflight": checked }))
+}
+
+/// The preflight of every engine role whose packages are all installed already (the
+/// others get theirs, and their checks, when a cluster first needs them): a host whose
+/// installed engine can't work is refused now, with the reason. Answers the roles checked.
+async fn preflight_installed(
+    client: &sovdb_agent::AgentClient,
+    record: &HostRecord,
+) -> Result<Vec<&'static str>, StepFailure> {
+    use sovdb_postgres::Role;
+    let version = sovdb_postgres::DEFAULT_VERSION;
+    let mut roles = Vec::new();
+    for role in [Role::Member, Role::Dcs] {
+        let names = sovdb_postgres::packages(role, version);
+        let mut argv = vec!["dpkg-query", "-W", "-f", "${Status}\\n", "--"];
+        argv.extend(names.iter().map(String::as_str));
+        let out = super::pg::exec(client, &argv, None, None).await?;
+        let installed = out.stdout.lines().filter(|l| l.trim() == "install ok installed").count();
+        if installed == names.len() {
+            roles.push(role);
+        }
+    }
+    let problems = super::preflight::problems(client, &roles, version).await?;
+    if !problems.is_empty() {
+        return Err(StepFailure::permanent(format!(
+            "host {} has the engines' packages but they don't work: {}",
+            record.host.name,
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        )));
+    }
+    Ok(roles.iter().map(|r| r.as_str()).collect())
 }
 
 async fn installation_id(app: &App) -> Result<String, StepFailure> {

@@ -24,11 +24,13 @@ pub mod cluster_scale;
 pub mod cluster_set;
 pub mod cluster_switchover;
 pub(crate) mod dcs;
+pub(crate) mod diagnose;
 pub mod host_add;
 pub mod host_remove;
 pub mod host_renew_certs;
 pub mod location_renew_certs;
 pub(crate) mod pg;
+pub(crate) mod preflight;
 pub(crate) mod repo_tls;
 pub(crate) mod served_cert;
 
@@ -71,7 +73,7 @@ pub(crate) async fn host_record(app: &App, host: &str) -> Result<HostRecord, Ste
 pub(crate) fn app_failure(e: AppError) -> StepFailure {
     match e {
         AppError::Internal(e) => StepFailure::transient(format!("{e:#}")),
-        AppError::Unavailable(why) => StepFailure::transient(why),
+        AppError::Unavailable(why) | AppError::NotReady(why) => StepFailure::transient(why),
         other => StepFailure::permanent(other.to_string()),
     }
 }

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
@@ -294,6 +295,43 @@ async fn post_and_say<B: serde::Serialize>(
     Ok(())
 }
 
+/// How long `--wait` waits for a location's hosts to finish being added before a create
+/// or restore can be placed: longer than a host add's slowest step (its agent's wait).
+const HOSTS_READY_DEADLINE: Duration = Duration::from_secs(10 * 60);
+
+/// Posts a create or restore; with `--wait`, a refusal because the location's hosts are
+/// still being added (`not_ready`) is retried until they are, for at most
+/// [`HOSTS_READY_DEADLINE`], saying what it waits for. A refusal creates nothing, so
+/// trying again is safe.
+async fn post_when_hosts_ready<B: serde::Serialize>(
+    client: &Client,
+    path: &str,
+    req: &B,
+    wait: Wait,
+) -> anyhow::Result<Operation> {
+    let started = std::time::Instant::now();
+    let mut said = String::new();
+    loop {
+        match client.post(path, req).await {
+            Err(e) if wait.wait && crate::client::refused_code(&e) == Some("not_ready") => {
+                let reason = e.downcast_ref::<crate::client::Refused>().map(|r| r.message.clone()).unwrap_or_default();
+                if started.elapsed() > HOSTS_READY_DEADLINE {
+                    anyhow::bail!(
+                        "gave up waiting after {}s for the location's hosts to be ready: {reason}",
+                        HOSTS_READY_DEADLINE.as_secs()
+                    );
+                }
+                if reason != said {
+                    eprintln!("waiting (up to {}s): {reason}", HOSTS_READY_DEADLINE.as_secs());
+                    said = reason;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `--param key=value`s as a map.
 fn parse_params(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
@@ -363,7 +401,7 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
                 pooler,
                 backup_repo,
             };
-            let op: Operation = client.post("/clusters", &req).await?;
+            let op: Operation = post_when_hosts_ready(client, "/clusters", &req, wait).await?;
             match started(client, op, wait, out).await? {
                 Some(_) => show(&client.get::<ClusterDetail>(&format!("/clusters/{name}"), &[]).await?, out),
                 None => Ok(()),
@@ -396,7 +434,8 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
                 require_labels: parse_labels(&require_labels)?,
                 backup_repo,
             };
-            let op: Operation = client.post(&format!("/clusters/{source}/restore"), &req).await?;
+            let op: Operation =
+                post_when_hosts_ready(client, &format!("/clusters/{source}/restore"), &req, wait).await?;
             match started(client, op, wait, out).await? {
                 Some(_) => show(&client.get::<ClusterDetail>(&format!("/clusters/{name}"), &[]).await?, out),
                 None => Ok(()),

@@ -107,6 +107,14 @@ fn show(op: &Operation, out: OutputFormat) -> anyhow::Result<()> {
     if out == OutputFormat::Table {
         println!();
         print_list(&op.steps, out)?;
+        // What the steps said they saw while they ran (a wait's observations).
+        let said: Vec<_> = op.steps.iter().filter_map(|s| Some((s, s.progress.as_ref()?))).collect();
+        if !said.is_empty() {
+            println!();
+            for (s, p) in said {
+                println!("step {} {} ({}): {}", s.index + 1, s.name, output::time(&p.at), p.message);
+            }
+        }
     }
     Ok(())
 }
