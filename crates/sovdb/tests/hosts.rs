@@ -56,6 +56,24 @@ fn add(server: &TestServer, name: &str, h: &TestHost, extra: &[&str]) -> Output 
     cli(server, &args)
 }
 
+/// A Python package `idna` whose import fails as a missing module's does, to mount over
+/// the real one on one test host: that host's Python lacks the module, the machine's has it.
+fn broken_idna() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.path().join("__init__.py"),
+        "raise ModuleNotFoundError(\"No module named 'idna'\", name='idna')\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.path().join("__init__.py"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    dir
+}
+
+/// Where Debian's python3-idna puts the module.
+const IDNA: &str = "/usr/lib/python3/dist-packages/idna";
+
 fn setup(n: usize) -> (TestServer, TestHosts) {
     let hosts = TestHosts::up(n);
     let server = TestServer::start(Path::new(BIN));
@@ -178,4 +196,52 @@ fn bad_hosts_are_refused_with_the_cause_and_leave_nothing_registered() {
         assert!(!ok(&server, &[args, &["-o", "json"]].concat()).contains(key_line), "{args:?} shows the key");
     }
     assert!(!server.log().contains(key_line), "the server log shows the key");
+}
+
+#[test]
+fn a_host_missing_a_python_module_is_refused_with_the_reason_instead_of_a_hang() {
+    let (server, hosts) = setup(1);
+    let h = &hosts.hosts()[0];
+    let broken = broken_idna();
+    let idna = Path::new(IDNA);
+    assert!(idna.join("__init__.py").exists(), "python3-idna is installed here (install-deps names it)");
+
+    // The engine's packages are installed on the host (it shares this machine's files), so
+    // adding it runs the engine's preflight: Patroni's Python can't import idna there.
+    hosts.bind(&h.name, broken.path(), idna);
+    let out = add(&server, &h.name, h, &["--wait"]);
+    let said = text(&out.stderr);
+    assert!(!out.status.success(), "a host whose Patroni can't run is refused: {said}");
+    assert!(
+        said.contains(
+            "python module idna does not import as user postgres (ModuleNotFoundError: No module named 'idna')"
+        ) && said.contains("install it with `apt-get install python3-idna`"),
+        "the error names the missing piece and the command that installs it: {said}"
+    );
+    assert!(
+        json(&server, &["host", "list"]).as_array().unwrap().iter().all(|x| x["name"] != h.name.as_str()),
+        "the refused host is not registered"
+    );
+
+    // Mended, the host is added; broken again, a cluster on it fails at its preflight,
+    // with the same reason, and is undone: no cluster and no process of it is left.
+    hosts.unbind(&h.name, idna);
+    let out = add(&server, &h.name, h, &["--wait"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    hosts.bind(&h.name, broken.path(), idna);
+    let out = cli(&server, &["cluster", "create", "db1", "--location", "dc1", "--wait"]);
+    let said = text(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("install-packages")
+            && said.contains(&format!("host {} is not ready to run PostgreSQL members", h.name))
+            && said.contains("No module named 'idna'")
+            && said.contains("apt-get install python3-idna"),
+        "{said}"
+    );
+    assert_eq!(json(&server, &["cluster", "list"]), serde_json::json!([]), "the create was undone");
+    let members = h.base_dir.join("pg");
+    let left: Vec<_> = std::fs::read_dir(&members).map(|d| d.filter_map(|e| e.ok()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "no member directory is left: {left:?}");
+    hosts.unbind(&h.name, idna);
 }

@@ -23,6 +23,15 @@ fn a_single_member_cluster_serves_tls_and_is_deleted_without_a_trace() {
     assert_eq!(c["state"], "ready", "{c:#}");
     assert_eq!(c["members"][0]["role"], "primary", "{c:#}");
     assert_eq!(c["params"]["work_mem"], "8MB");
+    // The create's wait for a primary said what it saw while Patroni initialised (it can't
+    // run a primary at the first look, a moment after it started).
+    let ops = json(&server, &["op", "list"]);
+    let create = ops.as_array().unwrap().iter().find(|o| o["kind"] == "cluster.create").unwrap();
+    let wait = create["steps"].as_array().unwrap().iter().find(|s| s["name"] == "wait-primary").unwrap();
+    let said = wait["progress"]["message"].as_str().unwrap_or_default();
+    assert!(said.starts_with("waiting for a primary (up to 5m): ") && said.contains("one-1: "), "{wait:#}");
+    let shown = ok(&server, &["op", "show", create["id"].as_str().unwrap()]);
+    assert!(shown.contains("wait-primary") && shown.contains("waiting for a primary"), "{shown}");
     // The location's DCS, made by this first cluster: one etcd member (one host), healthy.
     let loc = json(&server, &["location", "show", "local"]);
     assert_eq!(loc["dcs"]["status"], "healthy", "{loc:#}");

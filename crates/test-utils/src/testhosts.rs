@@ -204,6 +204,26 @@ impl TestHosts {
         self.script_on_host("start-sshd", name);
     }
 
+    /// Bind-mounts `source` over `target` on this host only: its sshd, SSH sessions and
+    /// everything they start (the agent, the engines) see `source` there; the machine and
+    /// other hosts don't. Gone when the host's sshd is started again.
+    pub fn bind(&self, name: &str, source: &Path, target: &Path) {
+        self.host(name);
+        let mut cmd = self.script_command("bind");
+        cmd.arg(name).arg(source).arg(target);
+        let out = output(&mut cmd);
+        check(&cmd, &out);
+    }
+
+    /// Undoes [`TestHosts::bind`].
+    pub fn unbind(&self, name: &str, target: &Path) {
+        self.host(name);
+        let mut cmd = self.script_command("unbind");
+        cmd.arg(name).arg(target);
+        let out = output(&mut cmd);
+        check(&cmd, &out);
+    }
+
     /// Runs `argv` inside the host's network namespace (`ip netns exec`) and returns its
     /// output, whatever its exit status. It shares the root namespace's hostname, unlike an
     /// SSH session on the host.
