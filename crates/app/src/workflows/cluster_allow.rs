@@ -149,7 +149,7 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let members = pg::members(app, params.cluster).await?;
     let peers: Vec<_> = members.iter().map(Member::peer).collect();
     let want = sovdb_postgres::render::pg_hba(&saved.allow, &peers);
-    pg::wait_each_applied(&members, "the allow-list", |m| applied(app, m, &want)).await
+    pg::wait_each_applied(&ctx, &members, "the allow-list", |m| applied(app, m, &want)).await
 }
 
 async fn mark(ctx: StepCtx<App>) -> Result<Value, StepFailure> {

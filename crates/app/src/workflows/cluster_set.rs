@@ -137,7 +137,7 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let members = pg::members(app, params.cluster).await?;
     let patch = params.patch();
-    pg::wait_each_applied(&members, "the change", |m| applied(app, m, &patch)).await
+    pg::wait_each_applied(&ctx, &members, "the change", |m| applied(app, m, &patch)).await
 }
 
 async fn restart_pending(ctx: StepCtx<App>) -> Result<Value, StepFailure> {

@@ -614,10 +614,15 @@ pub(crate) async fn remove_member(app: &App, m: &Member, cluster: &ClusterRecord
     Ok(())
 }
 
-/// Waits, for at most a minute, until `check` says each member has applied a change
-/// (`Ok(Ok(()))`); a member still without it then fails the step with `what` and the
-/// check's reason. The members' names, for the step's output.
+/// How long a `wait-applied` step waits for every member to apply a reloaded change.
+pub(crate) const APPLY_DEADLINE: Duration = Duration::from_secs(3 * 60);
+
+/// Waits, for at most [`APPLY_DEADLINE`] from the step's first attempt, until `check` says
+/// each member has applied a change (`Ok(Ok(()))`), saying meanwhile which members have
+/// not and why; at the deadline the step fails with that. The members' names, for the
+/// step's output.
 pub(crate) async fn wait_each_applied<'a, F, Fut>(
+    ctx: &sovdb_operations::StepCtx<App>,
     members: &'a [Member],
     what: &str,
     mut check: F,
@@ -626,18 +631,33 @@ where
     F: FnMut(&'a Member) -> Fut,
     Fut: std::future::Future<Output = Result<Result<(), String>, StepFailure>>,
 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    for m in members {
-        loop {
-            match check(m).await {
-                Ok(Ok(())) => break,
-                Ok(Err(why)) if std::time::Instant::now() > deadline => {
-                    return Err(StepFailure::transient(format!("{} has not applied {what}: {why}", m.name)))
+    let wait = sovdb_operations::Wait::new(format!("every member to apply {what}"), APPLY_DEADLINE);
+    // Members that applied it once are not asked again.
+    let applied = std::sync::Mutex::new(Vec::<String>::new());
+    let applied = &applied;
+    ctx.wait(
+        &wait,
+        || {
+            let done = applied.lock().expect("not poisoned").clone();
+            let looks: Vec<_> = members.iter().filter(|m| !done.contains(&m.name)).map(|m| (m, check(m))).collect();
+            async move {
+                let mut behind = Vec::new();
+                for (m, look) in looks {
+                    match look.await {
+                        Ok(Ok(())) => applied.lock().expect("not poisoned").push(m.name.clone()),
+                        Ok(Err(why)) => behind.push(format!("{}: {why}", m.name)),
+                        Err(e) => behind.push(format!("{}: {}", m.name, e.error.message)),
+                    }
                 }
-                Err(e) if std::time::Instant::now() > deadline => return Err(e),
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                Ok(if behind.is_empty() {
+                    sovdb_operations::Probe::Ready(())
+                } else {
+                    sovdb_operations::Probe::Waiting(format!("not yet applied on {}", behind.join("; ")))
+                })
             }
-        }
-    }
+        },
+        |seen| async move { seen },
+    )
+    .await?;
     Ok(serde_json::json!({"applied_on": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
 }
