@@ -78,6 +78,22 @@ pub(crate) fn serving(m: &PatroniMember) -> bool {
     m.state == "running" || m.state == "streaming"
 }
 
+/// A failed request to Patroni in a few words: what a user can act on.
+fn request_error(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        let chain = sovdb_types::error_chain(e);
+        if chain.contains("Connection refused") {
+            "connection refused".into()
+        } else {
+            format!("can't connect ({})", chain.rsplit(": ").next().unwrap_or(&chain))
+        }
+    } else if e.is_timeout() {
+        "no answer in time".into()
+    } else {
+        sovdb_types::error_chain(e)
+    }
+}
+
 /// `/cluster` from the first member whose Patroni answers.
 pub(crate) async fn status(app: &App, members: &[Member]) -> Result<PatroniStatus, String> {
     let https = &app.pki().map_err(|e| e.to_string())?.https();
@@ -90,7 +106,7 @@ pub(crate) async fn status(app: &App, members: &[Member]) -> Result<PatroniStatu
                 Err(e) => errors.push(format!("{}: {e}", m.name)),
             },
             Ok(r) => errors.push(format!("{}: HTTP {}", m.name, r.status())),
-            Err(e) => errors.push(format!("{}: {}", m.name, sovdb_types::error_chain(&e))),
+            Err(e) => errors.push(format!("{}: {}", m.name, request_error(&e))),
         }
     }
     Err(if errors.is_empty() { "the cluster has no members".into() } else { errors.join("; ") })

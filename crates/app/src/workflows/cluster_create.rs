@@ -414,7 +414,8 @@ pub(crate) async fn wait_replicas(ctx: StepCtx<App>) -> Result<Value, StepFailur
     let app = &ctx.services;
     let (_, spec) = pg::must_cluster(app, cluster).await?;
     let members = &pg::members(app, cluster).await?;
-    let deadline = REPLICAS_DEADLINE + REPLICAS_PER_GIB.mul_f64(data_gib(app, members).await);
+    // Whole GiB only: the base covers the rest, and the deadline reads round.
+    let deadline = REPLICAS_DEADLINE + REPLICAS_PER_GIB * data_gib(app, members).await.floor() as u32;
     let what = if spec.sync && members.len() > 1 {
         "every replica to stream and a synchronous standby"
     } else {

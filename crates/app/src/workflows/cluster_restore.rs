@@ -115,7 +115,7 @@ async fn wait_restored(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let from = restore_params(&ctx)?;
     let members = pg::members(&ctx.services, cluster).await?;
     let gib = from.and_then(|f| f.size).unwrap_or(0) as f64 / (1u64 << 30) as f64;
-    let deadline = RESTORE_DEADLINE + RESTORE_PER_GIB.mul_f64(gib);
+    let deadline = RESTORE_DEADLINE + RESTORE_PER_GIB * gib.floor() as u32;
     let primary = cc::await_primary(&ctx, &members, Wait::new("the restored primary", deadline)).await?;
     Ok(json!({"primary": primary}))
 }

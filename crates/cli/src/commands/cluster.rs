@@ -315,6 +315,8 @@ async fn post_when_hosts_ready<B: serde::Serialize>(
         match client.post(path, req).await {
             Err(e) if wait.wait && crate::client::refused_code(&e) == Some("not_ready") => {
                 let reason = e.downcast_ref::<crate::client::Refused>().map(|r| r.message.clone()).unwrap_or_default();
+                // What to do about it is what this loop does.
+                let reason = reason.split("; `sovdb host list`").next().unwrap_or_default().to_string();
                 if started.elapsed() > HOSTS_READY_DEADLINE {
                     anyhow::bail!(
                         "gave up waiting after {}s for the location's hosts to be ready: {reason}",
