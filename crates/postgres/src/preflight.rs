@@ -287,7 +287,7 @@ mod tests {
         }
         assert_eq!(packages(Role::Dcs, "15"), ["etcd-server", "etcd-client"]);
         assert_eq!(packages(Role::Pooler, "15"), ["pgbouncer"]);
-        assert_eq!(packages(Role::Backup, "15"), ["pgbackrest"]);
+        assert_eq!(packages(Role::Backup, "15"), ["pgbackrest", "ca-certificates"]);
     }
 
     #[test]
