@@ -601,3 +601,38 @@ fn identifier(flag: &str, value: &str, reserved: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, status: HostStatus) -> Candidate {
+        Candidate {
+            id: HostId::new(),
+            name: name.into(),
+            zone: None,
+            labels: Default::default(),
+            status,
+            memory_bytes: 8 << 30,
+            members: 0,
+        }
+    }
+
+    #[test]
+    fn a_location_whose_hosts_are_all_still_being_added_is_not_ready_yet() {
+        let err = hosts_bootstrapping("local", &[host("local", HostStatus::Bootstrapping)]).unwrap_err();
+        assert!(matches!(err, AppError::NotReady(_)), "{err:?}");
+        let said = err.to_string();
+        assert!(said.contains("local is still being added") && said.contains("--wait"), "{said}");
+        let two = [host("h1", HostStatus::Bootstrapping), host("h2", HostStatus::Bootstrapping)];
+        assert!(hosts_bootstrapping("dc1", &two).unwrap_err().to_string().contains("h1, h2 are still being added"));
+    }
+
+    #[test]
+    fn a_ready_host_or_none_coming_leaves_it_to_placement() {
+        let mixed = [host("h1", HostStatus::Bootstrapping), host("h2", HostStatus::Ready)];
+        assert!(hosts_bootstrapping("dc1", &mixed).is_ok(), "one is ready: placement decides");
+        assert!(hosts_bootstrapping("dc1", &[]).is_ok(), "no hosts: placement says to add one");
+        assert!(hosts_bootstrapping("dc1", &[host("h1", HostStatus::Unreachable)]).is_ok());
+    }
+}

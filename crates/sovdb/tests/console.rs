@@ -517,6 +517,15 @@ fn the_quick_start_in_the_console_and_a_viewer_who_cannot_change_anything() {
     b.screenshot(&shots, "13-operations");
     visit(&b, &url, &format!("#/operations/{}", ops.iter().next().unwrap()), "Operation cluster.create");
     wait_text(&b, "steps done");
+    // What the wait for a primary saw while Patroni initialised, under its step.
+    let said = b.wait_for(
+        "the wait-primary step's progress",
+        PAGE,
+        "const p = document.querySelector('li.step[data-step=\"wait-primary\"] .step-progress'); \
+         return p ? p.innerText : null",
+        vec![],
+    );
+    assert!(said.as_str().unwrap().starts_with("waiting for a primary (up to 5m): "), "{said}");
     b.screenshot(&shots, "14-operation");
     visit(&b, &url, "#/locations", "Locations and hosts");
     b.find("a[href='#/hosts/local']", PAGE);
