@@ -125,7 +125,8 @@ impl App {
                     target: format!("cluster/{}", c.name),
                     kind: cluster_renew_certs::KIND,
                     project: Some(c.project_id),
-                    params: serde_json::to_value(pg::ClusterParams { cluster: c.id }).expect("serialise"),
+                    params: serde_json::to_value(cluster_renew_certs::Params { cluster: c.id, issued_before: None })
+                        .expect("serialise"),
                     due,
                     cluster: Some(c.id),
                 }),
@@ -183,8 +184,11 @@ impl App {
                         target: format!("location/{}", l.name),
                         kind: location_renew_certs::KIND,
                         project: None,
-                        params: serde_json::to_value(location_renew_certs::Params { location: l.id })
-                            .expect("serialise"),
+                        params: serde_json::to_value(location_renew_certs::Params {
+                            location: l.id,
+                            issued_before: None,
+                        })
+                        .expect("serialise"),
                         due,
                         cluster: None,
                     });
@@ -220,7 +224,8 @@ impl App {
                     target: format!("host/{}", h.host.name),
                     kind: host_renew_certs::KIND,
                     project: None,
-                    params: serde_json::to_value(host_renew_certs::Params { host: h.host.id }).expect("serialise"),
+                    params: serde_json::to_value(host_renew_certs::Params { host: h.host.id, issued_before: None })
+                        .expect("serialise"),
                     due,
                     cluster: None,
                 });
