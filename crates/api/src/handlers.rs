@@ -104,6 +104,20 @@ pub(crate) async fn location_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Renews the certificates of every etcd member of the location now, whatever their age
+/// (admin). Put in place without a restart. Starts a `location.renew-certs` operation;
+/// refused (409) while an operation acts on the location or when it has no etcd yet.
+#[utoipa::path(post, path = "/locations/{name}/renew-certs", tag = "locations", params(("name" = String, Path)),
+    responses((status = 202, body = Operation), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn location_renew_certs(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.location_renew_certs(&ctx, &name).await?)))
+}
+
 /// Filters and paging of `GET /hosts`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +202,21 @@ pub(crate) async fn host_drain(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Host>> {
     Ok(Json(app.host_drain(&ctx, &name).await?))
+}
+
+/// Renews a host's agent certificate, and its pgBackRest TLS server's if it runs one, now,
+/// whatever their age (admin): after a key may have leaked, say. Put in place without a
+/// restart. Starts a `host.renew-certs` operation; refused (409) while an operation acts on
+/// the host or its agent does not answer.
+#[utoipa::path(post, path = "/hosts/{name}/renew-certs", tag = "hosts", params(("name" = String, Path)),
+    responses((status = 202, body = Operation), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn host_renew_certs(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.host_renew_certs(&ctx, &name).await?)))
 }
 
 /// Clusters of the request's project.
@@ -345,6 +374,22 @@ pub(crate) async fn cluster_allow_list(
     Body(req): Body<ClusterAllowList>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
     Ok((StatusCode::ACCEPTED, Json(app.cluster_allow_list(&ctx, &name, req).await?)))
+}
+
+/// Renews every internal certificate of the cluster now, whatever its age: its members'
+/// (PostgreSQL, Patroni's REST API, PgBouncer, towards etcd) and its stanza's client
+/// certificate; after a key may have leaked, say. Put in place without a restart. Starts a
+/// `cluster.renew-certs` operation; refused (409) while an operation acts on the cluster.
+#[utoipa::path(post, path = "/clusters/{name}/renew-certs", tag = "clusters",
+    params(("name" = String, Path), ("x-sovdb-project" = Option<String>, Header, description = "Project (default `default`)")),
+    responses((status = 202, body = Operation), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cluster_renew_certs(
+    State(app): State<App>,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.cluster_renew_certs(&ctx, &name).await?)))
 }
 
 /// What happened to a cluster, oldest first: created, failovers Patroni made (observed by

@@ -436,6 +436,70 @@ async fn insert_host(h: &Harness, name: &str, location: &str, status: HostStatus
     tx.commit().await.unwrap();
 }
 
+/// The parameters an operation was started with (the API does not show them).
+async fn params_of(h: &Harness, op: &Value) -> Value {
+    let id: OperationId = op["id"].as_str().unwrap().parse().unwrap();
+    h.store.read().await.unwrap().operation_run(id).await.unwrap().unwrap().params
+}
+
+#[tokio::test]
+async fn renewals_on_request_start_one_operation_of_the_caller_per_target() {
+    let h = harness().await;
+    let (project, local) = {
+        let mut tx = h.store.read().await.unwrap();
+        (tx.project_get("default").await.unwrap().unwrap(), tx.location_get("local").await.unwrap().unwrap())
+    };
+    for path in
+        ["/api/v1/clusters/nope/renew-certs", "/api/v1/locations/nope/renew-certs", "/api/v1/hosts/nope/renew-certs"]
+    {
+        assert_error(&h.post(path, "{}").await, StatusCode::NOT_FOUND, "not_found");
+    }
+    // No etcd yet: nothing to renew.
+    assert_error(&h.post("/api/v1/locations/local/renew-certs", "{}").await, StatusCode::CONFLICT, "conflict");
+    // An agent that does not answer can't take a certificate.
+    insert_host(&h, "gone", "local", HostStatus::Unreachable).await;
+    assert_error(&h.post("/api/v1/hosts/gone/renew-certs", "{}").await, StatusCode::CONFLICT, "conflict");
+
+    insert_host(&h, "h1", "local", HostStatus::Ready).await;
+    let db = cluster_record(&project, &local, "db", None);
+    let mut tx = h.store.write().await.unwrap();
+    tx.cluster_create(&db).await.unwrap();
+    let host = tx.host_get("h1").await.unwrap().unwrap().host;
+    let etcd = sovdb_store::DcsMember {
+        location_id: local.id,
+        name: "etcd-1".into(),
+        host_id: host.id,
+        client_port: 20000,
+        peer_port: 20001,
+        created_at: chrono::Utc::now(),
+    };
+    assert!(tx.dcs_member_create(&etcd).await.unwrap());
+    tx.commit().await.unwrap();
+    for (path, kind, target) in [
+        ("/api/v1/clusters/db/renew-certs", "cluster.renew-certs", "cluster/db"),
+        ("/api/v1/locations/local/renew-certs", "location.renew-certs", "location/local"),
+        ("/api/v1/hosts/h1/renew-certs", "host.renew-certs", "host/h1"),
+    ] {
+        let before = chrono::Utc::now();
+        let a = h.call(Method::POST, path, Some(&h.token), None).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{path}: {}", a.body);
+        assert_eq!((a.body["kind"].as_str(), a.body["target"].as_str()), (Some(kind), Some(target)), "{}", a.body);
+        assert_eq!(a.body["created_by"], "admin", "the caller's, not the bot's: {}", a.body);
+        // Every certificate issued until the request: the whole second after it.
+        let params = params_of(&h, &a.body).await;
+        let issued_before: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(params["issued_before"].clone()).unwrap();
+        assert_eq!(issued_before.timestamp_subsec_nanos(), 0, "{params}");
+        assert!(issued_before > before && issued_before <= chrono::Utc::now() + chrono::TimeDelta::seconds(1));
+        // One at a time: the first has not run yet.
+        assert_error(&h.post(path, "{}").await, StatusCode::CONFLICT, "conflict");
+        let audit = h.get("/api/v1/audit").await;
+        let record = audit.body["items"].as_array().unwrap().iter().rev().find(|r| r["action"] == kind).unwrap();
+        assert_eq!((record["target"].as_str(), record["actor"].as_str()), (Some(target), Some("admin")), "{record}");
+        assert_eq!(record["params"]["operation"], a.body["id"], "{record}");
+    }
+}
+
 #[tokio::test]
 async fn repos_are_refused_unchecked_listed_and_deleted_without_showing_a_secret() {
     let h = harness().await;

@@ -26,15 +26,23 @@
 //! target that cannot be renewed (a host down) does not fill the operations list. The
 //! backoff is kept in memory: a restarted control plane tries once at once, then backs off
 //! again.
+//!
+//! Renewals on request (`sovdb cluster|location|host renew-certs`, after a key may have
+//! leaked, say) start the same operations with the caller as their actor and the whole
+//! second after the request as `issued_before`: every certificate of the target issued
+//! before it is renewed, whatever its age, and one issued by the renewal itself never again
+//! (see `workflows::pg::Renew`). They are refused while an operation acts on the target, and
+//! written with their audit record in one transaction, as the bot's are.
 
-use chrono::{DateTime, Utc};
-use sovdb_store::ClusterRecord;
+use chrono::{DateTime, SubsecRound as _, Utc};
+use sovdb_store::{ClusterRecord, Tx};
 use sovdb_types::*;
 
 use crate::operations::OperationStart;
+use crate::rbac::Action;
 use crate::workflows::pg::{self, KeptCert};
 use crate::workflows::{cluster_renew_certs, dcs, host_renew_certs, location_renew_certs, repo_tls};
-use crate::{App, AppError, Result};
+use crate::{App, AppError, Ctx, Result};
 
 /// The actor that the bot's operations and audit records name.
 pub const ACTOR: &str = "cert-bot";
@@ -125,7 +133,8 @@ impl App {
                     target: format!("cluster/{}", c.name),
                     kind: cluster_renew_certs::KIND,
                     project: Some(c.project_id),
-                    params: serde_json::to_value(pg::ClusterParams { cluster: c.id }).expect("serialise"),
+                    params: serde_json::to_value(cluster_renew_certs::Params { cluster: c.id, issued_before: None })
+                        .expect("serialise"),
                     due,
                     cluster: Some(c.id),
                 }),
@@ -183,8 +192,11 @@ impl App {
                         target: format!("location/{}", l.name),
                         kind: location_renew_certs::KIND,
                         project: None,
-                        params: serde_json::to_value(location_renew_certs::Params { location: l.id })
-                            .expect("serialise"),
+                        params: serde_json::to_value(location_renew_certs::Params {
+                            location: l.id,
+                            issued_before: None,
+                        })
+                        .expect("serialise"),
                         due,
                         cluster: None,
                     });
@@ -220,7 +232,8 @@ impl App {
                     target: format!("host/{}", h.host.name),
                     kind: host_renew_certs::KIND,
                     project: None,
-                    params: serde_json::to_value(host_renew_certs::Params { host: h.host.id }).expect("serialise"),
+                    params: serde_json::to_value(host_renew_certs::Params { host: h.host.id, issued_before: None })
+                        .expect("serialise"),
                     due,
                     cluster: None,
                 });
@@ -293,6 +306,105 @@ impl App {
         self.operations_created();
         tracing::info!(target = %r.target, operation = %op.id, due = ?r.due, "certificates due; renewal started");
         Ok(Some(op))
+    }
+}
+
+/// The time a renewal on request renews the certificates issued before: the whole second
+/// after now, as certificates are dated in whole seconds (see `pg::Renew::IssuedBefore`).
+fn request_time() -> DateTime<Utc> {
+    crate::now().trunc_subsecs(0) + chrono::TimeDelta::seconds(1)
+}
+
+impl App {
+    /// Renews every internal certificate of a ready or degraded cluster now, whatever its
+    /// age: its members' and its stanza's client certificate (`cluster.renew-certs`, put
+    /// in place without a restart).
+    pub async fn cluster_renew_certs(&self, ctx: &Ctx, name: &str) -> Result<Operation> {
+        ctx.require(Action::ClusterRenewCerts)?;
+        let issued_before = request_time();
+        let mut tx = self.store.write().await?;
+        let record =
+            tx.cluster_record(ctx.project.id, name).await?.ok_or_else(|| AppError::not_found("cluster", name))?;
+        crate::clusters::changeable(&record)?;
+        let params = cluster_renew_certs::Params { cluster: record.id, issued_before: Some(issued_before) };
+        let start = OperationStart {
+            kind: cluster_renew_certs::KIND,
+            target: format!("cluster/{name}"),
+            project: Some(ctx.project.id),
+            params: serde_json::to_value(params).expect("serialise"),
+        };
+        self.renewal_requested(tx, ctx, start, issued_before).await
+    }
+
+    /// Renews the certificates of every etcd member of a location now, whatever their age
+    /// (`location.renew-certs`).
+    pub async fn location_renew_certs(&self, ctx: &Ctx, name: &str) -> Result<Operation> {
+        ctx.require(Action::LocationRenewCerts)?;
+        let issued_before = request_time();
+        let mut tx = self.store.write().await?;
+        let location = tx.location_get(name).await?.ok_or_else(|| AppError::not_found("location", name))?;
+        if tx.dcs_member_list(location.id).await?.is_empty() {
+            return Err(AppError::Conflict(format!(
+                "location {name:?} has no DCS (etcd) yet, so no certificate to renew: its first cluster creates it"
+            )));
+        }
+        let params = location_renew_certs::Params { location: location.id, issued_before: Some(issued_before) };
+        let start = OperationStart {
+            kind: location_renew_certs::KIND,
+            target: format!("location/{name}"),
+            project: None,
+            params: serde_json::to_value(params).expect("serialise"),
+        };
+        self.renewal_requested(tx, ctx, start, issued_before).await
+    }
+
+    /// Renews a host's agent certificate, and its pgBackRest TLS server's if it has one,
+    /// now, whatever their age (`host.renew-certs`). The agent must answer: the host is
+    /// ready or draining.
+    pub async fn host_renew_certs(&self, ctx: &Ctx, name: &str) -> Result<Operation> {
+        ctx.require(Action::HostRenewCerts)?;
+        let issued_before = request_time();
+        let mut tx = self.store.write().await?;
+        let host = tx.host_get(name).await?.ok_or_else(|| AppError::not_found("host", name))?.host;
+        if !matches!(host.status, HostStatus::Ready | HostStatus::Draining) {
+            return Err(AppError::Conflict(format!(
+                "host {name:?} is {}: its agent must answer to take a new certificate (`sovdb host show {name}`)",
+                host.status.as_str()
+            )));
+        }
+        let params = host_renew_certs::Params { host: host.id, issued_before: Some(issued_before) };
+        let start = OperationStart {
+            kind: host_renew_certs::KIND,
+            target: format!("host/{name}"),
+            project: None,
+            params: serde_json::to_value(params).expect("serialise"),
+        };
+        self.renewal_requested(tx, ctx, start, issued_before).await
+    }
+
+    /// Starts a renewal on request in `tx` (which read the target), with its audit record:
+    /// refused while an operation acts on the target, as the bot's renewals wait for it.
+    async fn renewal_requested(
+        &self,
+        mut tx: Box<dyn Tx>,
+        ctx: &Ctx,
+        start: OperationStart,
+        issued_before: DateTime<Utc>,
+    ) -> Result<Operation> {
+        if tx.operation_active_on(&start.target).await? {
+            return Err(AppError::Conflict(format!(
+                "an operation acts on {} now; ask again when it has ended (`sovdb op list`)",
+                start.target
+            )));
+        }
+        let (kind, target) = (start.kind, start.target.clone());
+        let op = self.operation_create(tx.as_mut(), &ctx.user.name, start).await?;
+        let params = serde_json::json!({"operation": op.id.to_string(), "issued_before": issued_before});
+        tx.audit_append(&ctx.audit(kind, target.clone(), params)).await?;
+        tx.commit().await?;
+        self.operations_created();
+        tracing::info!(%target, operation = %op.id, actor = %ctx.user.name, "certificate renewal asked for");
+        Ok(op)
     }
 }
 

@@ -38,6 +38,10 @@ pub enum Action {
     HostAdd,
     HostDrain,
     HostRemove,
+    /// Renewing a location's etcd certificates before they are due.
+    LocationRenewCerts,
+    /// Renewing a host's agent and pgBackRest server certificates before they are due.
+    HostRenewCerts,
     AuditRead,
     /// Re-sealing every secret under a new master key.
     MasterKeyRotate,
@@ -70,6 +74,8 @@ pub enum Action {
     ClusterSetParams,
     /// Changing a cluster's network allow-list.
     ClusterAllowList,
+    /// Renewing a cluster's internal certificates before they are due.
+    ClusterRenewCerts,
     BackupRead,
     /// Reading clusters' metrics (the API, `/metrics`, Prometheus' service discovery).
     MetricsRead,
@@ -105,6 +111,8 @@ impl Action {
         Action::HostAdd,
         Action::HostDrain,
         Action::HostRemove,
+        Action::LocationRenewCerts,
+        Action::HostRenewCerts,
         Action::AuditRead,
         Action::MasterKeyRotate,
         Action::DirectoryConfigure,
@@ -132,6 +140,7 @@ impl Action {
         Action::ClusterScale,
         Action::ClusterSetParams,
         Action::ClusterAllowList,
+        Action::ClusterRenewCerts,
         Action::BackupCreate,
         Action::BackupVerify,
         Action::BackupPolicySet,
@@ -158,6 +167,8 @@ impl Action {
             Action::HostAdd => (AdminRole, "adding a host"),
             Action::HostDrain => (AdminRole, "draining a host"),
             Action::HostRemove => (AdminRole, "removing a host"),
+            Action::LocationRenewCerts => (AdminRole, "renewing a location's etcd certificates"),
+            Action::HostRenewCerts => (AdminRole, "renewing a host's certificates"),
             Action::AuditRead => (AdminRole, "reading the audit log"),
             Action::MasterKeyRotate => (AdminRole, "rotating the master key"),
             Action::DirectoryConfigure => (AdminRole, "configuring directory logins"),
@@ -186,6 +197,7 @@ impl Action {
             Action::ClusterScale => (InProject(Operator), "scaling a cluster"),
             Action::ClusterSetParams => (InProject(Operator), "changing a cluster's parameters"),
             Action::ClusterAllowList => (InProject(Operator), "changing a cluster's network allow-list"),
+            Action::ClusterRenewCerts => (InProject(Operator), "renewing a cluster's certificates"),
             Action::BackupCreate => (InProject(Operator), "backing up a cluster"),
             Action::BackupVerify => (InProject(Operator), "verifying a cluster's backups"),
             Action::BackupPolicySet => (InProject(Operator), "setting a backup policy"),
@@ -297,7 +309,7 @@ mod tests {
             assert!(!a.doing().is_empty());
         }
         // A new variant that is not in ALL would have no row in the docs.
-        assert_eq!(seen.len(), 46, "update Action::ALL, docs/security.md and this count together");
+        assert_eq!(seen.len(), 49, "update Action::ALL, docs/security.md and this count together");
     }
 
     #[test]
@@ -312,6 +324,8 @@ mod tests {
             (HostAdd, "admin"),
             (HostDrain, "admin"),
             (HostRemove, "admin"),
+            (LocationRenewCerts, "admin"),
+            (HostRenewCerts, "admin"),
             (AuditRead, "admin"),
             (MasterKeyRotate, "admin"),
             (DirectoryConfigure, "admin"),
@@ -339,6 +353,7 @@ mod tests {
             (ClusterScale, "operator"),
             (ClusterSetParams, "operator"),
             (ClusterAllowList, "operator"),
+            (ClusterRenewCerts, "operator"),
             (BackupCreate, "operator"),
             (BackupVerify, "operator"),
             (BackupPolicySet, "operator"),

@@ -6,12 +6,14 @@
 //! Generic: the workflows come from the server's own registry, and a workflow without a
 //! scenario here fails `every_workflow_has_a_crash_scenario`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sovdb_test_utils::processes_mentioning as processes;
+use sovdb_test_utils::served_serial;
 use sovdb_test_utils::server::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sovdb");
@@ -562,13 +564,59 @@ fn host_renew_certs_completes_once_after_a_crash_at_every_failpoint() {
     renewal_completes_once_after_a_crash_at_every_failpoint("host.renew-certs");
 }
 
-/// The certificate bot starts every renewal: internal certificates live 60 s, so one is
-/// due 40 s after it was issued. Each crash is in the bot's next renewal of `kind`; no
-/// member restarts, no certificate on disk expires, and the control plane still reaches
-/// the agent and etcd.
+/// The servers of a renewal's target (`cluster` c, `location` local, `host` local) and
+/// the serial each presents in a TLS handshake, by address: the members' PostgreSQL, the
+/// location's etcd members, the host's agent.
+fn presented(server: &TestServer, target: &str) -> BTreeMap<String, String> {
+    let addresses: Vec<String> = match target {
+        "cluster" => json(server, &["cluster", "show", "c"]).unwrap()["endpoints"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect(),
+        "location" => json(server, &["location", "show", "local"]).unwrap()["dcs"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["endpoint"].as_str().unwrap().to_string())
+            .collect(),
+        _ => {
+            let host = json(server, &["host", "show", "local"]).unwrap();
+            vec![format!("{}:{}", host["address"].as_str().unwrap(), host["agent_port"])]
+        }
+    };
+    assert!(!addresses.is_empty(), "{target} has servers");
+    addresses
+        .into_iter()
+        .map(|a| {
+            let serial = served_serial(&a, target == "cluster").unwrap_or_else(|| panic!("{a} presents a certificate"));
+            (a, serial)
+        })
+        .collect()
+}
+
+/// Every server of the target presents another certificate than `before`.
+fn assert_renewed(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>, context: &str) {
+    assert_eq!(before.keys().collect::<Vec<_>>(), now.keys().collect::<Vec<_>>(), "{context}: the same servers");
+    for (addr, serial) in now {
+        assert_ne!(&before[addr], serial, "{context}: {addr} presents a new certificate");
+    }
+}
+
+/// Renewals on request (`sovdb cluster|location|host renew-certs`), which renew every
+/// certificate of the target whatever its age (the bot's own renewals of due certificates
+/// are `tests/certs.rs`'): first one waited for, as a user runs it, then one crashed at
+/// each failpoint of `kind` in turn. Each completes once as the caller's operation and the
+/// target's servers present new certificates; no member restarts, no certificate on disk
+/// expires, and the control plane still reaches the agent and etcd.
 fn renewal_completes_once_after_a_crash_at_every_failpoint(kind: &str) {
+    let (target, name) = match kind {
+        "cluster.renew-certs" => ("cluster", "c"),
+        "location.renew-certs" => ("location", "local"),
+        _ => ("host", "local"),
+    };
     let mut server = TestServer::new(Path::new(BIN), None);
-    server.set_env("SOVDB_INTERNAL_CERT_VALIDITY_SECS", Some("60"));
     server.launch();
     assert_local_host_added_once(&server, kind);
     let out = cli(&server, &["cluster", "create", "c", "--replicas", "2", "--wait"]);
@@ -585,30 +633,29 @@ fn renewal_completes_once_after_a_crash_at_every_failpoint(kind: &str) {
     };
     let before = postmasters();
     let began = Instant::now();
-    for point in failpoints(kind) {
-        // Between renewals: the one crashed next is the bot's next.
-        let done = wait_for("no renewal runs", &server, || {
-            let ops = operations(&server, kind);
-            ops.iter().all(|o| o["state"] != "running" && o["state"] != "queued").then_some(ops.len())
-        });
-        server.kill9();
-        server.set_env("SOVDB_FAILPOINTS", Some(&format!("{point}=crash")));
-        server.launch();
-        assert!(!server.wait_exit(Duration::from_secs(120)).success(), "{point}: the server should have crashed");
-        server.set_env("SOVDB_FAILPOINTS", None);
-        server.launch();
+
+    // As a user runs it: certificates issued seconds ago are renewed all the same.
+    let mut serials = presented(&server, target);
+    let out = cli(&server, &[target, "renew-certs", name, "--wait"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{kind} --wait: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("renewed"), "{kind} --wait says what it renewed: {said}");
+    let now = presented(&server, target);
+    assert_renewed(&serials, &now, "--wait");
+    serials = now;
+    assert_eq!(postmasters(), before, "--wait: no member restarted");
+    eprintln!("{kind} --wait: succeeded after {:?}", began.elapsed());
+
+    for (i, point) in failpoints(kind).iter().enumerate() {
+        crash_during(&mut server, point, &[target, "renew-certs", name]);
         let op = wait_for("the renewal ended", &server, || {
             let ops = operations(&server, kind);
-            let op = ops.get(ops.len().checked_sub(done + 1)?)?;
-            (op["state"] != "running" && op["state"] != "queued").then(|| op.clone())
+            (ops.len() == i + 2 && ops[0]["state"] != "running" && ops[0]["state"] != "queued").then(|| ops[0].clone())
         });
         assert_eq!(op["state"], "succeeded", "{point}: {op:#}");
-        assert_eq!(op["created_by"], "cert-bot", "{point}: {op:#}");
-        let step = point.trim_start_matches(kind).trim_start_matches('.').rsplit_once('.').unwrap().0;
-        let shown = json(&server, &["op", "show", op["id"].as_str().unwrap()]).unwrap();
-        let attempts = &shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap()["attempts"];
-        assert_eq!(attempts, 2, "{point}: the step in flight at the crash ran again: {shown:#}");
-        settled(&server, 2, &point);
+        assert_eq!(op["created_by"], "admin", "{point}: {op:#}");
+        assert_crashed_step_ran_again(&server, kind, point);
+        settled(&server, 2, point);
         member_certs(&server);
         assert_eq!(postmasters(), before, "{point}: no member restarted");
         let host = wait_for("the host is ready", &server, || {
@@ -618,6 +665,9 @@ fn renewal_completes_once_after_a_crash_at_every_failpoint(kind: &str) {
         let location = json(&server, &["location", "show", "local"]).unwrap();
         let etcd = location["dcs"]["members"].as_array().unwrap();
         assert!(etcd.iter().all(|m| m["healthy"] == true), "{point}: {location:#}");
+        let now = presented(&server, target);
+        assert_renewed(&serials, &now, point);
+        serials = now;
         eprintln!("{point}: crashed, resumed and succeeded after {:?}", began.elapsed());
     }
     let out = cli(&server, &["cluster", "delete", "c", "--wait"]);

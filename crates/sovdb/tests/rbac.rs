@@ -178,6 +178,7 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         case(M::GET, "/api/v1/locations/{name}", "/locations/local", None, Anyone),
         case(M::DELETE, "/api/v1/locations/{name}", "/locations/nope", None, Admin),
         case(M::PATCH, "/api/v1/locations/{name}", "/locations/nope", Some(json!({"syslog": "none"})), Admin),
+        case(M::POST, "/api/v1/locations/{name}/renew-certs", "/locations/nope/renew-certs", None, Admin),
         case(M::GET, "/api/v1/events", "/events", None, Viewer),
         case(M::GET, "/api/v1/hosts", "/hosts", None, Admin),
         case(
@@ -190,6 +191,7 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
         case(M::GET, "/api/v1/hosts/{name}", "/hosts/local", None, Admin),
         case(M::DELETE, "/api/v1/hosts/{name}", "/hosts/nope", None, Admin),
         case(M::POST, "/api/v1/hosts/{name}/drain", "/hosts/nope/drain", None, Admin),
+        case(M::POST, "/api/v1/hosts/{name}/renew-certs", "/hosts/nope/renew-certs", None, Admin),
         case(M::GET, "/api/v1/clusters", "/clusters", None, Viewer),
         case(
             M::POST,
@@ -244,6 +246,7 @@ fn matrix(repo: &str, op: &str) -> Vec<Case> {
             Some(json!({"allow": ["10.0.0.0/8"]})),
             Operator,
         ),
+        case(M::POST, "/api/v1/clusters/{name}/renew-certs", "/clusters/nope/renew-certs", None, Operator),
         case(M::GET, "/api/v1/repos", "/repos", None, Viewer),
         case(M::POST, "/api/v1/repos", "/repos", Some(json!({"name": "Not A Label", "type": "posix"})), Operator),
         case(M::GET, "/api/v1/repos/{name}", &format!("/repos/{repo}"), None, Viewer),

@@ -55,6 +55,19 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The serial (lowercase hex, as `openssl x509 -serial` prints it) of the certificate a
+/// server at `addr` (`host:port`) presents, read with `openssl s_client`: PostgreSQL's
+/// after its STARTTLS request when `postgres`, else from the first byte (the agent and etcd
+/// refuse the handshake later for want of a client certificate, but present theirs first).
+/// None when nothing answers within 10 s.
+pub fn served_serial(addr: &str, postgres: bool) -> Option<String> {
+    let flags = if postgres { "-starttls postgres" } else { "" };
+    let script =
+        format!("openssl s_client {flags} -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial");
+    let out = std::process::Command::new("timeout").args(["10", "sh", "-c", &script]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().strip_prefix("serial=").map(str::to_lowercase)
+}
+
 /// Every process of a member's Patroni (its supervisor and Patroni itself), found by the
 /// member's directory `dir`.
 pub fn patroni_of(dir: &Path) -> Vec<u32> {

@@ -1,6 +1,7 @@
 //! `cluster.renew-certs`: new certificates for the members whose certificate has less than
 //! a third of its life left, put in place without a restart. The certificate bot
-//! (`crate::certs`) starts it; nothing else needs to.
+//! (`crate::certs`) starts it; `sovdb cluster renew-certs` (`App::cluster_renew_certs`)
+//! starts it to renew every certificate of the cluster, whatever its age.
 //!
 //! A member's certificate serves PostgreSQL (`ssl_cert_file`), Patroni's REST API
 //! (`restapi.certfile`) and PgBouncer (`client_tls_cert_file`), and is its client
@@ -16,12 +17,15 @@
 //! primary would be down for the new worker and connections through HAProxy refused. A
 //! running worker rides over that one failed check.
 //!
-//! Parameters: `{"cluster": ID}`.
+//! Parameters: `{"cluster": ID}` from the bot; on request also `"issued_before": TIME`,
+//! the whole second after the request (see `pg::Renew`).
 //!
 //! Steps, each idempotent:
-//! 1. `reissue`: every member whose kept certificate is due gets a new one, which replaces
-//!    the kept one in the store (see `pg::member_cert_renew`); a rerun finds the new ones
-//!    fresh and does nothing. Its output names every member's serial now.
+//! 1. `reissue`: every member whose kept certificate is due (on request: was issued before
+//!    `issued_before`) gets a new one, which replaces the kept one in the store (see
+//!    `pg::member_cert_renew`), and so does the stanza's client certificate; a rerun finds
+//!    the new ones fresh (issued since the request) and does nothing. Its output names
+//!    every member's serial now.
 //! 2. `ensure-dcs`: the location's etcd endpoints, which `patroni.yml` names.
 //! 3. `write-configs`: every member's files (as `cluster.create` renders them, the kept
 //!    certificate among them), written only where they differ.
@@ -34,9 +38,9 @@
 //! Crash safety: the only store write (step 1) is one transaction per member and a rerun
 //! keeps what it wrote; the later steps read the store and rewrite the same files, so a
 //! crash at any boundary is followed by a rerun that converges. Nothing needs an undo: a
-//! failed operation leaves the new certificate kept, and the next run of the bot writes it
-//! out again. An old certificate stays valid until it expires, so a member that has not
-//! reloaded yet keeps serving.
+//! failed operation leaves the new certificate kept, and the next renewal (the bot's, or
+//! one asked for) writes it out again. An old certificate stays valid until it expires, so
+//! a member that has not reloaded yet keeps serving.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -48,17 +52,28 @@ use sovdb_types::ClusterId;
 
 use super::cluster_allow::reload_patroni;
 use super::cluster_create;
-use super::pg::{self, ClusterParams, Member};
+use super::pg::{self, ClusterParams, Member, Renew};
 use super::repo_tls;
 use super::served_cert::{self, Protocol};
 use crate::App;
 
 pub const KIND: &str = "cluster.renew-certs";
 
+/// The parameters. The later steps read them as [`ClusterParams`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Params {
+    pub cluster: ClusterId,
+    /// On request: renew every certificate issued before this time (see [`Renew`]).
+    /// Absent in the bot's renewals, which renew the due ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// What `reissue` did.
 #[derive(Debug, Serialize, Deserialize)]
 struct Reissued {
-    /// The members that got a new certificate in this run of the step.
+    /// The members that got a new certificate from this renewal: in this run of the step
+    /// (on request, also in a run before a crash).
     renewed: Vec<String>,
     /// Every member's certificate serial after the step (hex).
     serials: BTreeMap<String, String>,
@@ -79,17 +94,17 @@ pub fn workflow() -> Workflow<App> {
 }
 
 async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
-    let ClusterParams { cluster } = ctx.params()?;
+    let Params { cluster, issued_before } = ctx.params()?;
     let app = &ctx.services;
-    let now = chrono::Utc::now();
+    let renew = Renew::begin(issued_before).await?;
     let mut out = Reissued { renewed: Vec::new(), serials: BTreeMap::new(), stanza_renewed: false };
     let (_, spec) = pg::must_cluster(app, cluster).await?;
     if let Some(repo) = spec.backup_repo {
-        let renewed = repo_tls::stanza_cert_renew(app, repo, &cluster.to_string(), now).await?;
+        let renewed = repo_tls::stanza_cert_renew(app, repo, &cluster.to_string(), renew).await?;
         out.stanza_renewed = matches!(renewed, Some((_, true)));
     }
     for m in pg::members(app, cluster).await? {
-        let Some((kept, new)) = pg::member_cert_renew(app, cluster, &m, now).await? else { continue };
+        let Some((kept, new)) = pg::member_cert_renew(app, cluster, &m, renew).await? else { continue };
         if new {
             tracing::info!(cluster = %cluster, member = %m.name, "member certificate renewed");
             out.renewed.push(m.name.clone());

@@ -176,19 +176,15 @@ pub(crate) async fn certs_kept(
     Ok(out)
 }
 
-/// Every DCS member certificate of the location that is due at `now` replaced with a new
-/// one (see `pg::kept_cert_renew`); the members renewed. [`ensure`] puts them in place:
-/// etcd reads its certificate files again at every new connection, from clients and peers.
-pub(crate) async fn certs_renew(
-    app: &App,
-    location: LocationId,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<String>, StepFailure> {
+/// Every DCS member certificate of the location that `renew` wants replaced with a new one
+/// (see `pg::kept_cert_renew`); the members renewed. [`ensure`] puts them in place: etcd
+/// reads its certificate files again at every new connection, from clients and peers.
+pub(crate) async fn certs_renew(app: &App, location: LocationId, renew: pg::Renew) -> Result<Vec<String>, StepFailure> {
     let rows = existing(app, location).await?;
     let mut renewed = Vec::new();
     for (m, _) in resolve(app, &rows).await? {
         let o = owner(location, &m.name);
-        if let Some((_, true)) = pg::kept_cert_renew(app, &o, ETCD_CERT, &etcd_cert_request(&m), now).await? {
+        if let Some((_, true)) = pg::kept_cert_renew(app, &o, ETCD_CERT, &etcd_cert_request(&m), renew).await? {
             renewed.push(m.name.clone());
         }
     }

@@ -1,6 +1,7 @@
 //! `host.renew-certs`: a new certificate for the host's agent, and for its pgBackRest TLS
 //! server if it runs one, when less than a third of its life is left; put in place without
-//! a restart. The certificate bot (`crate::certs`) starts it.
+//! a restart. The certificate bot (`crate::certs`) starts it; `sovdb host renew-certs`
+//! (`App::host_renew_certs`) starts it to renew both, whatever their age.
 //!
 //! The agent re-reads its certificate files when they change (at a handshake, at most once
 //! a second; a key and certificate that do not fit together yet are not taken), so
@@ -10,20 +11,24 @@
 //! The agent's certificate is not kept in the store (the host's agent holds its key), so
 //! whether it is due is read from what the agent presents.
 //!
-//! Parameters: `{"host": ID}`.
+//! Parameters: `{"host": ID}` from the bot; on request also `"issued_before": TIME`, the
+//! whole second after the request (see `pg::Renew`).
 //!
 //! Steps, each idempotent:
-//! 1. `reissue`: when the agent presents a certificate that is due, a new one is issued;
-//!    its key travels in the step's output sealed with the master key. The server's kept
-//!    certificate is replaced when due.
+//! 1. `reissue`: when the agent presents a certificate that is due (on request: was issued
+//!    before `issued_before`), a new one is issued; its key travels in the step's output
+//!    sealed with the master key. The server's kept certificate is replaced likewise.
 //! 2. `write`: the agent's new key, then its certificate (the agent takes them when both
 //!    fit together); the server's files and a SIGHUP where they changed.
-//! 3. `wait-applied`: the agent presents the new certificate, and the server its kept one.
+//! 3. `wait-applied`: the agent presents the new certificate, and the server its kept one;
+//!    its output says so (`message`).
 //!
 //! Crash safety: step 1's output is kept once it ends, so a rerun of step 2 writes the same
 //! files; the server's certificate is one store write that a rerun keeps. A failed
 //! operation leaves at worst a certificate the agent already presents, or none written:
-//! the next run of the bot sees what the agent presents and starts again.
+//! the next renewal (the bot's, or one asked for) sees what the agent presents and starts
+//! again. A rerun of step 1 on request issues a new agent certificate again only while the
+//! agent still presents one from before the request, that is before step 2 wrote any.
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +39,7 @@ use sovdb_pki::{CertRequest, CertUsage, CertValidity};
 use sovdb_types::HostId;
 
 use super::host_add::AgentPaths;
-use super::pg::{self, store_failure};
+use super::pg::{self, store_failure, Renew};
 use super::served_cert::{self, Protocol};
 use super::{app_failure, repo_tls};
 use crate::App;
@@ -44,6 +49,10 @@ pub const KIND: &str = "host.renew-certs";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Params {
     pub host: HostId,
+    /// On request: renew every certificate issued before this time (see [`Renew`]).
+    /// Absent in the bot's renewals, which renew the due ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What `reissue` did.
@@ -96,15 +105,15 @@ async fn host(app: &App, id: HostId) -> Result<sovdb_store::HostRecord, StepFail
 }
 
 async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
-    let Params { host: id } = ctx.params()?;
+    let Params { host: id, issued_before } = ctx.params()?;
     let app = &ctx.services;
     let record = host(app, id).await?;
-    let now = chrono::Utc::now();
+    let renew = Renew::begin(issued_before).await?;
     let presented = agent_presents(app, &record.host).await.map_err(|e| {
         StepFailure::transient(format!("cannot read the certificate agent {} presents: {e}", record.host.name))
     })?;
     let pki = app.pki().map_err(app_failure)?;
-    let agent = if presented.due(now) {
+    let agent = if renew.wants(&presented) {
         let cert =
             pki.issue_for(&agent_cert_request(&record.host), app.config.internal_cert_validity).map_err(app_failure)?;
         tracing::info!(host = %record.host.name, "agent certificate renewed");
@@ -115,12 +124,12 @@ async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     } else {
         None
     };
-    let server_renewed = matches!(repo_tls::server_cert_renew(app, &record, now).await?, Some((_, true)));
+    let server_renewed = matches!(repo_tls::server_cert_renew(app, &record, renew).await?, Some((_, true)));
     Ok(serde_json::to_value(Reissued { agent, server_renewed }).expect("serialise"))
 }
 
 async fn write(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
-    let Params { host: id } = ctx.params()?;
+    let Params { host: id, .. } = ctx.params()?;
     let app = &ctx.services;
     let record = host(app, id).await?;
     let reissued: Reissued = ctx.output("reissue")?;
@@ -143,7 +152,7 @@ async fn write(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
 }
 
 async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
-    let Params { host: id } = ctx.params()?;
+    let Params { host: id, .. } = ctx.params()?;
     let app = &ctx.services;
     let record = host(app, id).await?;
     let reissued: Reissued = ctx.output("reissue")?;
@@ -187,19 +196,18 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         }
         presented.insert(what.to_string(), json!(serial));
     }
-    if !presented.is_empty() {
-        let which: Vec<&str> = presented.keys().map(String::as_str).collect();
-        let message = format!(
-            "the {} certificate(s) of host {} were renewed and are served",
-            which.join(" and "),
-            record.host.name
-        );
-        let event = crate::events::installation_event(
-            format!("host/{}", record.host.name),
-            crate::events::kind::CERTS_RENEWED,
-            message,
-        );
-        pg::record_once(app, ctx.operation, &event).await?;
+    if presented.is_empty() {
+        let message = format!("no certificate of host {} was due", record.host.name);
+        return Ok(json!({ "presented": presented, "message": message }));
     }
-    Ok(json!({ "presented": presented }))
+    let which: Vec<&str> = presented.keys().map(String::as_str).collect();
+    let message =
+        format!("the {} certificate(s) of host {} were renewed and are served", which.join(" and "), record.host.name);
+    let event = crate::events::installation_event(
+        format!("host/{}", record.host.name),
+        crate::events::kind::CERTS_RENEWED,
+        message.clone(),
+    );
+    pg::record_once(app, ctx.operation, &event).await?;
+    Ok(json!({ "presented": presented, "message": message }))
 }

@@ -1,24 +1,28 @@
 //! `location.renew-certs`: new certificates for the location's DCS (etcd) members whose
 //! certificate has less than a third of its life left, put in place without a restart.
-//! The certificate bot (`crate::certs`) starts it.
+//! The certificate bot (`crate::certs`) starts it; `sovdb location renew-certs`
+//! (`App::location_renew_certs`) starts it to renew every member's, whatever its age.
 //!
 //! etcd reads its certificate files again at every new connection, from clients
 //! (Patroni, the control plane) and from peers alike, so writing the files is enough:
 //! open connections keep the certificate they were made with.
 //!
-//! Parameters: `{"location": ID}`.
+//! Parameters: `{"location": ID}` from the bot; on request also `"issued_before": TIME`,
+//! the whole second after the request (see `pg::Renew`).
 //!
 //! Steps, each idempotent:
-//! 1. `reissue`: every member whose kept certificate is due gets a new one, which replaces
-//!    the kept one in the store; a rerun finds the new ones fresh and does nothing.
+//! 1. `reissue`: every member whose kept certificate is due (on request: was issued before
+//!    `issued_before`) gets a new one, which replaces the kept one in the store; a rerun
+//!    finds the new ones fresh (issued since the request) and does nothing.
 //! 2. `write`: the DCS as `cluster.create` ensures it: every member's files (the kept
 //!    certificate among them) written where they differ, every member running and healthy.
 //! 3. `wait-applied`: every member presents its kept certificate on its client and its peer
-//!    port, as a client sees it.
+//!    port, as a client sees it; its output says so (`message`).
 //!
 //! Crash safety: the only store write (step 1) is one transaction per member and a rerun
 //! keeps what it wrote; the later steps read the store and converge. A failed operation
-//! leaves the new certificates kept, and the next run of the bot writes them out again.
+//! leaves the new certificates kept, and the next renewal (the bot's, or one asked for)
+//! writes them out again.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,10 @@ pub const KIND: &str = "location.renew-certs";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Params {
     pub location: LocationId,
+    /// On request: renew every certificate issued before this time (see `pg::Renew`).
+    /// Absent in the bot's renewals, which renew the due ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub fn workflow() -> Workflow<App> {
@@ -43,8 +51,8 @@ pub fn workflow() -> Workflow<App> {
 }
 
 async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
-    let Params { location } = ctx.params()?;
-    let renewed = dcs::certs_renew(&ctx.services, location, chrono::Utc::now()).await?;
+    let Params { location, issued_before } = ctx.params()?;
+    let renewed = dcs::certs_renew(&ctx.services, location, pg::Renew::begin(issued_before).await?).await?;
     if !renewed.is_empty() {
         tracing::info!(%location, members = ?renewed, "DCS member certificates renewed");
     }
@@ -52,13 +60,13 @@ async fn reissue(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
 }
 
 async fn write(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
-    let Params { location } = ctx.params()?;
+    let Params { location, .. } = ctx.params()?;
     let members = dcs::ensure(&ctx.services, location).await?;
     Ok(json!({ "members": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>() }))
 }
 
 async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
-    let Params { location } = ctx.params()?;
+    let Params { location, .. } = ctx.params()?;
     let app = &ctx.services;
     let pki = app.pki().map_err(app_failure)?;
     let identity = pki.client();
@@ -89,18 +97,19 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
         }
         presented.insert(m.name.clone(), json!(want));
     }
-    if !presented.is_empty() {
-        // The operation's target is `location/<name>`.
-        let op = app.store.read().await.map_err(pg::store_failure)?.operation_get(ctx.operation).await;
-        let target = op.map_err(pg::store_failure)?.map_or_else(|| format!("location/{location}"), |o| o.target);
-        let name = target.strip_prefix("location/").unwrap_or(&target).to_owned();
-        let members: Vec<&str> = presented.keys().map(String::as_str).collect();
-        let message = format!(
-            "the certificates of DCS member(s) {} of location {name} were renewed and are served",
-            members.join(", ")
-        );
-        let event = crate::events::installation_event(target, crate::events::kind::CERTS_RENEWED, message);
-        pg::record_once(app, ctx.operation, &event).await?;
+    // The operation's target is `location/<name>`.
+    let op = app.store.read().await.map_err(pg::store_failure)?.operation_get(ctx.operation).await;
+    let target = op.map_err(pg::store_failure)?.map_or_else(|| format!("location/{location}"), |o| o.target);
+    let name = target.strip_prefix("location/").unwrap_or(&target).to_owned();
+    if presented.is_empty() {
+        return Ok(json!({ "presented": presented, "message": format!("location {name} has no DCS certificate") }));
     }
-    Ok(json!({ "presented": presented }))
+    let members: Vec<&str> = presented.keys().map(String::as_str).collect();
+    let message = format!(
+        "the certificates of DCS member(s) {} of location {name} were renewed and are served",
+        members.join(", ")
+    );
+    let event = crate::events::installation_event(target, crate::events::kind::CERTS_RENEWED, message.clone());
+    pg::record_once(app, ctx.operation, &event).await?;
+    Ok(json!({ "presented": presented, "message": message }))
 }

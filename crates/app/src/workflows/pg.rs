@@ -400,22 +400,88 @@ pub(crate) async fn kept_cert_get(app: &App, owner: &str, name: &str) -> Result<
         .map_err(|e| StepFailure::permanent(format!("the stored certificate {owner}/{name} is unreadable: {e}")))
 }
 
-/// Replaces `owner`'s kept certificate `name` with a new one issued for `req` when the kept
-/// one is due at `now`; answers the certificate kept after the call and whether it is new.
-/// Nothing kept yet: nothing is issued here (the workflow that writes its files issues it).
+/// Which certificates a renewal replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renew {
+    /// Those due at this time, with less than a third of their life left: the certificate
+    /// bot's renewals.
+    Due(chrono::DateTime<chrono::Utc>),
+    /// Every one issued before this time, whatever its age: a renewal someone asked for
+    /// (after a key may have leaked, say). The time is the whole second after the
+    /// request: certificates are dated in whole seconds, so every one issued until the
+    /// request is dated before it, and the renewal issues its own only once it has passed
+    /// (see [`Renew::begin`]), so they are dated at or after it and a step that runs again
+    /// after a crash never renews them again.
+    IssuedBefore(chrono::DateTime<chrono::Utc>),
+}
+
+/// The longest a renewal on request waits for its `issued_before` to pass: about a second
+/// normally; longer only when this control plane's clock is behind the one that took the
+/// request, and then the step fails for now and is retried.
+const MAX_WAIT_FOR_REQUEST_TIME: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+impl Renew {
+    /// What a renewal's `issued_before` parameter asks for: every certificate issued
+    /// before that time, or, without one, the certificates due now. With one, waits until
+    /// it has passed, so that what the renewal issues is dated at or after it.
+    pub(crate) async fn begin(issued_before: Option<chrono::DateTime<chrono::Utc>>) -> Result<Renew, StepFailure> {
+        let Some(t) = issued_before else { return Ok(Renew::Due(chrono::Utc::now())) };
+        let ahead = t - chrono::Utc::now();
+        if ahead > MAX_WAIT_FOR_REQUEST_TIME {
+            return Err(StepFailure::transient(format!(
+                "the renewal was asked for up to {t}, {} s ahead of this control plane's clock; it issues \
+                 certificates only once its clock has passed that (are the control planes' clocks in sync?)",
+                ahead.num_seconds()
+            )));
+        }
+        if let Ok(wait) = ahead.to_std() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(Renew::IssuedBefore(t))
+    }
+
+    /// Whether a certificate of this validity is replaced.
+    pub(crate) fn wants(self, v: &sovdb_pki::CertValidity) -> bool {
+        match self {
+            Renew::Due(now) => v.due(now),
+            Renew::IssuedBefore(t) => v.issued_at < t,
+        }
+    }
+
+    /// Whether a kept certificate is replaced; one that does not parse always is.
+    pub(crate) fn wants_kept(self, kept: &KeptCert) -> bool {
+        sovdb_pki::CertValidity::of_pem(&kept.cert_pem).map_or(true, |v| self.wants(&v))
+    }
+
+    /// Whether a kept certificate counts as renewed by this renewal although this run did
+    /// not replace it: on request, one dated at or after `issued_before` (a run before a
+    /// crash replaced it). The bot's renewals count only what they replace.
+    pub(crate) fn issued_since(self, kept: &KeptCert) -> bool {
+        match self {
+            Renew::Due(_) => false,
+            Renew::IssuedBefore(t) => sovdb_pki::CertValidity::of_pem(&kept.cert_pem).is_ok_and(|v| v.issued_at >= t),
+        }
+    }
+}
+
+/// Replaces `owner`'s kept certificate `name` with a new one issued for `req` when `renew`
+/// wants it; answers the certificate kept after the call and whether it counts as renewed
+/// (replaced now, or see [`Renew::issued_since`]). Nothing kept yet: nothing is issued
+/// here (the workflow that writes its files issues it).
 ///
 /// Crash safety: the new certificate replaces the old in one write; a rerun finds it fresh
-/// and keeps it.
+/// (not due, or issued since the request) and keeps it.
 pub(crate) async fn kept_cert_renew(
     app: &App,
     owner: &str,
     name: &str,
     req: &sovdb_pki::CertRequest,
-    now: chrono::DateTime<chrono::Utc>,
+    renew: Renew,
 ) -> Result<Option<(KeptCert, bool)>, StepFailure> {
     let Some(kept) = kept_cert_get(app, owner, name).await? else { return Ok(None) };
-    if !cert_due(&kept, now) {
-        return Ok(Some((kept, false)));
+    if !renew.wants_kept(&kept) {
+        let since = renew.issued_since(&kept);
+        return Ok(Some((kept, since)));
     }
     let issued = issue(app, req)?;
     let new = KeptCert { cert_pem: issued.cert_pem, key_pem: issued.key_pem };
@@ -464,14 +530,14 @@ pub(crate) async fn member_cert_kept(
     kept_cert_get(app, &member_owner(cluster, name), MEMBER_CERT).await
 }
 
-/// A member's certificate renewed when due at `now` (see [`kept_cert_renew`]).
+/// A member's certificate renewed as `renew` wants (see [`kept_cert_renew`]).
 pub(crate) async fn member_cert_renew(
     app: &App,
     cluster: ClusterId,
     m: &Member,
-    now: chrono::DateTime<chrono::Utc>,
+    renew: Renew,
 ) -> Result<Option<(KeptCert, bool)>, StepFailure> {
-    kept_cert_renew(app, &member_owner(cluster, &m.name), MEMBER_CERT, &member_cert_request(m), now).await
+    kept_cert_renew(app, &member_owner(cluster, &m.name), MEMBER_CERT, &member_cert_request(m), renew).await
 }
 
 /// A server certificate for a host: its address (and loopback) as names.
@@ -660,4 +726,63 @@ where
     )
     .await?;
     Ok(serde_json::json!({"applied_on": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{SubsecRound as _, TimeDelta, Utc};
+    use sovdb_pki::{Ca, CertValidity};
+
+    use super::*;
+
+    fn validity(issued_at: chrono::DateTime<Utc>, life: TimeDelta) -> CertValidity {
+        CertValidity { serial: "01".into(), issued_at, not_after: issued_at + life }
+    }
+
+    #[test]
+    fn on_request_every_certificate_issued_before_the_request_is_renewed_whatever_its_age() {
+        let t = Utc::now().trunc_subsecs(0);
+        let asked = Renew::IssuedBefore(t);
+        // Issued a second before the request: renewed although far from due.
+        let young = validity(t - TimeDelta::seconds(1), TimeDelta::days(825));
+        assert!(!Renew::Due(t).wants(&young));
+        assert!(asked.wants(&young));
+        // Issued by the renewal itself (the request's second or later): kept, on every rerun.
+        for later in [0, 1, 3600] {
+            assert!(!asked.wants(&validity(t + TimeDelta::seconds(later), TimeDelta::days(825))), "{later}");
+        }
+        // The bot's renewals still go by the third of the life that is left.
+        let old = validity(t - TimeDelta::days(600), TimeDelta::days(825));
+        assert!(Renew::Due(t).wants(&old));
+    }
+
+    fn issue(ca: &Ca) -> KeptCert {
+        let issued = ca.issue_for(&host_cert_request("m", "127.0.0.1"), TimeDelta::days(825)).unwrap();
+        KeptCert { cert_pem: issued.cert_pem, key_pem: issued.key_pem }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_on_request_renews_what_was_issued_until_the_request_and_nothing_it_issued() {
+        let ca = Ca::generate("test").unwrap();
+        // Issued a moment ago, in the same second as the request that follows.
+        let old = issue(&ca);
+        // The request: the whole second after now (as `App::*_renew_certs` take it).
+        let t = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(1);
+        let renew = Renew::begin(Some(t)).await.unwrap();
+        assert_eq!(renew, Renew::IssuedBefore(t));
+        assert!(Utc::now() >= t, "begin waits until the request's time has passed");
+        assert!(renew.wants_kept(&old), "issued before the request, even in its second");
+        assert!(!renew.issued_since(&old));
+        // What the renewal issues is never renewed again by a rerun, and counts as renewed.
+        let new = issue(&ca);
+        assert!(!renew.wants_kept(&new), "a rerun does not renew it again");
+        assert!(renew.issued_since(&new), "a rerun still counts it as renewed");
+        assert!(!Renew::Due(Utc::now()).issued_since(&new), "the bot counts only what it replaces");
+        // A certificate that does not parse is always replaced.
+        let broken = KeptCert { cert_pem: "not a certificate".into(), key_pem: String::new() };
+        assert!(renew.wants_kept(&broken) && !renew.issued_since(&broken));
+        // A request far ahead of this clock is not waited for here: the step is retried.
+        let ahead = Renew::begin(Some(Utc::now() + TimeDelta::minutes(5))).await.unwrap_err();
+        assert!(ahead.transient, "{}", ahead.error.message);
+    }
 }

@@ -89,15 +89,15 @@ fn stanza_cert_request(stanza: &str) -> CertRequest {
     }
 }
 
-/// A stanza's client certificate renewed when due at `now` (see `pg::kept_cert_renew`);
+/// A stanza's client certificate renewed as `renew` wants (see `pg::kept_cert_renew`);
 /// the member config writes put it in place (pgBackRest reads it at every command).
 pub(crate) async fn stanza_cert_renew(
     app: &App,
     repo: RepoId,
     stanza: &str,
-    now: chrono::DateTime<chrono::Utc>,
+    renew: pg::Renew,
 ) -> Result<Option<(KeptCert, bool)>, StepFailure> {
-    pg::kept_cert_renew(app, &repos::owner(repo), &stanza_cert_name(stanza), &stanza_cert_request(stanza), now).await
+    pg::kept_cert_renew(app, &repos::owner(repo), &stanza_cert_name(stanza), &stanza_cert_request(stanza), renew).await
 }
 
 /// A stanza's kept client certificate, if it has one.
@@ -167,14 +167,14 @@ pub(crate) async fn server_cert_kept(app: &App, host: HostId) -> Result<Option<K
     pg::kept_cert_get(app, &server_owner(host), SERVER_CERT).await
 }
 
-/// The host's server certificate renewed when due at `now` (see `pg::kept_cert_renew`);
+/// The host's server certificate renewed as `renew` wants (see `pg::kept_cert_renew`);
 /// [`ensure_server`] puts it in place (the server reads it again on SIGHUP).
 pub(crate) async fn server_cert_renew(
     app: &App,
     host: &HostRecord,
-    now: chrono::DateTime<chrono::Utc>,
+    renew: pg::Renew,
 ) -> Result<Option<(KeptCert, bool)>, StepFailure> {
-    pg::kept_cert_renew(app, &server_owner(host.host.id), SERVER_CERT, &server_cert_request(host), now).await
+    pg::kept_cert_renew(app, &server_owner(host.host.id), SERVER_CERT, &server_cert_request(host), renew).await
 }
 
 /// The host's server port, if it was given one.

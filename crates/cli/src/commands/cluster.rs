@@ -9,7 +9,7 @@ use sovdb_types::{
 };
 
 use super::location::parse_labels;
-use super::op::{started, Wait};
+use super::op::{post_and_say, started, Wait};
 use crate::client::Client;
 use crate::output::{self, print_list, print_one, render_table, OutputFormat, Tabular};
 
@@ -176,6 +176,13 @@ pub enum ClusterCmd {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Renew every internal certificate of a cluster now, whatever its age (after a key may
+    /// have leaked, say): its members' and its backup client's; no restart
+    RenewCerts {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Delete a cluster: stop and remove every member, release its ports and secrets. Its
     /// backups stay in its repository (`cluster restore NAME --as NEW` restores it) unless
     /// --delete-backups
@@ -270,26 +277,6 @@ fn show(c: &ClusterDetail, out: OutputFormat) -> anyhow::Result<()> {
         if !c.members.is_empty() {
             let rows: Vec<Vec<String>> = c.members.iter().map(Tabular::row).collect();
             println!("\n{}", render_table(ClusterMember::HEADERS, &rows));
-        }
-    }
-    Ok(())
-}
-
-/// Starts the operation at `path` with `req`; waited for, it prints what its last step
-/// says it did (a table), else the operation.
-async fn post_and_say<B: serde::Serialize>(
-    client: &Client,
-    path: &str,
-    req: &B,
-    wait: Wait,
-    out: OutputFormat,
-) -> anyhow::Result<()> {
-    let op: Operation = client.post(path, req).await?;
-    if let Some(op) = started(client, op, wait, out).await? {
-        let said = op.steps.last().and_then(|s| s.output.as_ref()).and_then(|o| o["message"].as_str());
-        match (out, said) {
-            (OutputFormat::Table, Some(m)) => println!("{m}"),
-            _ => print_one(&op, out)?,
         }
     }
     Ok(())
@@ -497,6 +484,10 @@ pub async fn run(cmd: ClusterCmd, client: &Client, out: OutputFormat) -> anyhow:
         ClusterCmd::Deny { name, cidrs, wait } => {
             let req = ClusterAllowList { allow: vec![], deny: cidrs };
             post_and_say(client, &format!("/clusters/{name}/allow-list"), &req, wait, out).await
+        }
+        ClusterCmd::RenewCerts { name, wait } => {
+            // Which members got new certificates: the last step says.
+            post_and_say(client, &format!("/clusters/{name}/renew-certs"), &serde_json::json!({}), wait, out).await
         }
         ClusterCmd::Delete { name, delete_backups, wait } => {
             let query = if delete_backups { "?delete_backups=true" } else { "" };

@@ -3,7 +3,7 @@ use clap::Subcommand;
 use sovdb_types::{Host, HostCreate, Operation};
 
 use super::location::parse_labels;
-use super::op::{started, Wait};
+use super::op::{post_and_say, started, Wait};
 use crate::client::Client;
 use crate::output::{self, print_list, print_one, OutputFormat, Tabular};
 
@@ -57,6 +57,13 @@ pub enum HostCmd {
     Show { name: String },
     /// Stop placing new database nodes on a host (admin)
     Drain {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Renew the host's agent certificate, and its pgBackRest TLS server's if it runs one,
+    /// now, whatever their age (admin; after a key may have leaked, say); no restart
+    RenewCerts {
         name: String,
         #[command(flatten)]
         wait: Wait,
@@ -192,6 +199,9 @@ pub async fn run(cmd: HostCmd, client: &Client, out: OutputFormat) -> anyhow::Re
         // Draining is immediate: there is nothing to wait for.
         HostCmd::Drain { name, wait: _ } => {
             show(&client.post::<_, Host>(&format!("/hosts/{name}/drain"), &serde_json::json!({})).await?, out)
+        }
+        HostCmd::RenewCerts { name, wait } => {
+            post_and_say(client, &format!("/hosts/{name}/renew-certs"), &serde_json::json!({}), wait, out).await
         }
         HostCmd::Remove { name, force, wait } => {
             let path = if force { format!("/hosts/{name}?force=true") } else { format!("/hosts/{name}") };

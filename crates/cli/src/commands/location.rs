@@ -44,6 +44,13 @@ pub enum LocationCmd {
         #[arg(long, value_name = "FILE", requires = "syslog")]
         syslog_ca: Option<std::path::PathBuf>,
     },
+    /// Renew the certificates of the location's etcd members now, whatever their age
+    /// (admin; after a key may have leaked, say); no restart
+    RenewCerts {
+        name: String,
+        #[command(flatten)]
+        wait: super::op::Wait,
+    },
     /// Delete a location that has nothing in it (admin)
     Delete {
         name: String,
@@ -157,6 +164,10 @@ pub async fn run(cmd: LocationCmd, client: &Client, out: OutputFormat) -> anyhow
             let set: LocationDetail =
                 client.patch(&format!("/locations/{name}"), &LocationSet { syslog, syslog_ca }).await?;
             show(&set, out)
+        }
+        LocationCmd::RenewCerts { name, wait } => {
+            let path = format!("/locations/{name}/renew-certs");
+            super::op::post_and_say(client, &path, &serde_json::json!({}), wait, out).await
         }
         LocationCmd::Delete { name, wait: _ } => {
             client.delete(&format!("/locations/{name}")).await?;

@@ -58,6 +58,26 @@ pub(crate) async fn started(
     Ok(None)
 }
 
+/// Starts the operation at `path` with `req`; waited for, it prints what its last step
+/// says it did (a table), else the operation.
+pub(crate) async fn post_and_say<B: serde::Serialize>(
+    client: &Client,
+    path: &str,
+    req: &B,
+    wait: Wait,
+    out: OutputFormat,
+) -> anyhow::Result<()> {
+    let op: Operation = client.post(path, req).await?;
+    if let Some(op) = started(client, op, wait, out).await? {
+        let said = op.steps.last().and_then(|s| s.output.as_ref()).and_then(|o| o["message"].as_str());
+        match (out, said) {
+            (OutputFormat::Table, Some(m)) => println!("{m}"),
+            _ => print_one(&op, out)?,
+        }
+    }
+    Ok(())
+}
+
 /// `n/m name` of the step in progress (or the last one), for tables.
 fn progress(op: &Operation) -> String {
     let total = op.steps.len();
