@@ -124,7 +124,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
     /// Asks the worker loop to stop: it finishes the step in flight, parks the operation
     /// (gives its lease back so any replica resumes it) and returns.
     pub fn stop(&self) {
-        let _ = self.stopping.send(true);
+        // `send_replace`, not `send`: the channel has no receiver until someone asks, and
+        // `send` stores nothing then, so the stop would be lost.
+        self.stopping.send_replace(true);
         self.wake.notify_one();
     }
 
@@ -326,26 +328,35 @@ impl<S: Send + Sync + 'static> Engine<S> {
 
     /// Runs a step's future while renewing the lease. If the lease is lost, the step is
     /// abandoned mid-way (like a crash: the next holder reruns it).
+    ///
+    /// The renewal runs beside the step, both polled by one `select!`, never in turn: a
+    /// step may hold the store's write lock across an await (a progress report, its own
+    /// writes), and a renewal that stopped polling the step while it waited for that lock
+    /// would wait for a lock that can't be let go.
     async fn with_lease(
         &self,
         id: OperationId,
         fence: i64,
         step: impl std::future::Future<Output = Result<Value, StepFailure>>,
     ) -> Result<Result<Value, StepFailure>, EngineError> {
-        tokio::pin!(step);
-        let mut tick = tokio::time::interval(self.config.lease / 3);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                r = &mut step => return Ok(r),
-                _ = tick.tick() => {
-                    let mut tx = self.store.write().await?;
-                    let kept = tx.operation_renew(id, fence, Utc::now() + ms(self.config.lease)).await?;
-                    tx.commit().await?;
-                    if !kept {
-                        return Ok(Err(StepFailure::transient("lease lost to another worker")));
-                    }
+        let renew = async {
+            let mut tick = tokio::time::interval(self.config.lease / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let mut tx = self.store.write().await?;
+                let kept = tx.operation_renew(id, fence, Utc::now() + ms(self.config.lease)).await?;
+                tx.commit().await?;
+                if !kept {
+                    return Ok::<(), EngineError>(());
                 }
+            }
+        };
+        tokio::select! {
+            r = step => Ok(r),
+            lost = renew => {
+                lost?;
+                Ok(Err(StepFailure::transient("lease lost to another worker")))
             }
         }
     }

@@ -14,6 +14,9 @@ use chrono::Utc;
 
 use crate::workflow::{StepCtx, StepFailure};
 
+/// The least time between two progress reports of a wait.
+const MIN_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// One look at what a step waits for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probe<T> {
@@ -64,7 +67,8 @@ impl<S> StepCtx<S> {
     /// Waits until `probe` answers [`Probe::Ready`], for at most `wait.deadline` from this
     /// step's first attempt. While it waits, the step's progress says
     /// `waiting for WHAT (up to DEADLINE): EXPLANATION`, where the explanation is
-    /// `explain(observation)`. At the deadline the step fails permanently with the last
+    /// `explain(observation)`, told when it changes (at most once a second) and again every
+    /// `wait.explain_every`. At the deadline the step fails permanently with the last
     /// explanation. A probe's `Err` ends the wait at once (use it for what waiting can't
     /// mend; fold passing trouble, such as a host that doesn't answer yet, into
     /// [`Probe::Waiting`]).
@@ -87,7 +91,11 @@ impl<S> StepCtx<S> {
             };
             let overdue = Utc::now() >= deadline_at;
             let stale = explained_at.is_none_or(|at| at.elapsed() >= wait.explain_every);
-            if overdue || stale || last_seen.as_deref() != Some(seen.as_str()) {
+            // A changed observation is told at once, but not more often than once a
+            // second: each report is a write to the store.
+            let changed = last_seen.as_deref() != Some(seen.as_str())
+                && explained_at.is_none_or(|at| at.elapsed() >= MIN_REPORT_INTERVAL);
+            if overdue || stale || changed {
                 explanation = explain(seen.clone()).await;
                 self.progress(format!("waiting for {} (up to {limit}): {explanation}", wait.what)).await;
                 explained_at = Some(Instant::now());

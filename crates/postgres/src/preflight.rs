@@ -103,7 +103,13 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}; install it with `apt-get install {}`", self.what, self.package)
+        write!(
+            f,
+            "{}; install it with `apt-get install {}` (`apt-get install --reinstall {}` if it is installed but broken)",
+            self.what,
+            self.package.trim_start_matches("--reinstall "),
+            self.package.trim_start_matches("--reinstall ")
+        )
     }
 }
 
@@ -309,7 +315,8 @@ mod tests {
         assert_eq!(
             p[0].to_string(),
             "python module idna does not import as user postgres (ModuleNotFoundError: No module named 'idna'); \
-             install it with `apt-get install python3-idna`"
+             install it with `apt-get install python3-idna` (`apt-get install --reinstall python3-idna` if it is \
+             installed but broken)"
         );
         assert_eq!(p[1].package, "python3-yaml", "the module that is missing, not the one that imports it");
     }
@@ -320,7 +327,7 @@ mod tests {
         let out = "program\t/usr/bin/patroni\t127\tsh: 1: /usr/bin/patroni: not found\n\
                    program\t/usr/sbin/haproxy\t1\tsegfault\n";
         let p = c.problems(out);
-        assert_eq!(p[0].to_string(), "/usr/bin/patroni is missing; install it with `apt-get install patroni`");
+        assert!(p[0].to_string().starts_with("/usr/bin/patroni is missing; install it with `apt-get install patroni`"));
         assert_eq!(p[1].what, "/usr/sbin/haproxy fails as user postgres (exit status 1: segfault)");
         assert!(c.problems("").is_empty());
     }

@@ -318,15 +318,40 @@ pub(crate) async fn make_dirs(client: &AgentClient, owner: &str, dirs: &[String]
     Ok(())
 }
 
-/// The TCP ports something listens on, on the agent's host (its network namespace).
+/// The TCP ports something listens on, on the agent's host (its network namespace), as
+/// the kernel lists them in `/proc/net/tcp` and `tcp6`: no program beyond `cat` needed
+/// (`ss` is in iproute2, which a minimal Debian lacks).
 pub(crate) async fn listening_ports(client: &AgentClient) -> Result<std::collections::BTreeSet<u16>, StepFailure> {
-    let out = run(client, &["ss", "-Htln"], None, None, "list the listening ports").await?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(3))
-        .filter_map(|addr| addr.rsplit_once(':'))
-        .filter_map(|(_, port)| port.parse().ok())
-        .collect())
+    let script = "cat /proc/net/tcp; [ -r /proc/net/tcp6 ] && cat /proc/net/tcp6; exit 0";
+    let out = run(client, &["sh", "-c", script], None, None, "list the listening ports").await?;
+    Ok(parse_proc_net_tcp(&out))
+}
+
+/// The local ports of the sockets in state LISTEN (`0A`) of `/proc/net/tcp{,6}` text:
+/// `sl local_address rem_address st ...`, the address `HEXIP:HEXPORT`.
+pub(crate) fn parse_proc_net_tcp(text: &str) -> std::collections::BTreeSet<u16> {
+    text.lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            (state == "0A").then_some(())?;
+            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect()
+}
+
+/// Sends `signal` to process `pid` on the host with the shell's own `kill` (the `kill`
+/// program is in procps, which a minimal Debian lacks).
+pub(crate) async fn signal(
+    client: &AgentClient,
+    signal: &str,
+    pid: &str,
+    user: Option<&str>,
+    what: &str,
+) -> Result<String, StepFailure> {
+    let script = format!("kill -{signal} \"$1\"");
+    run(client, &["sh", "-c", &script, "sh", pid], user, None, what).await
 }
 
 /// Gives out one port per owner on `host`, in `tx`: the lowest that no one holds in the
@@ -643,7 +668,7 @@ pub(crate) async fn reload_haproxy(client: &AgentClient, m: &Member) -> Result<(
     let list = client.process_list().await.map_err(agent_failure)?;
     if let Some(pid) = list.into_iter().find(|p| p.name == name).and_then(|p| p.pid) {
         let pid = pid.to_string();
-        run(client, &["kill", "-USR2", &pid], None, None, "reload HAProxy").await?;
+        signal(client, "USR2", &pid, None, "reload HAProxy").await?;
     }
     Ok(())
 }
@@ -655,7 +680,7 @@ pub(crate) async fn reload_pgbouncer(client: &AgentClient, m: &Member) -> Result
     let list = client.process_list().await.map_err(agent_failure)?;
     if let Some(pid) = list.into_iter().find(|p| p.name == name).and_then(|p| p.pid) {
         let pid = pid.to_string();
-        run(client, &["kill", "-HUP", &pid], None, None, "reload PgBouncer").await?;
+        signal(client, "HUP", &pid, None, "reload PgBouncer").await?;
     }
     Ok(())
 }
@@ -730,6 +755,17 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn listening_ports_are_read_from_proc_net_tcp() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+   1: 0100007F:9C40 0100007F:1B58 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000000000000000000000000000:4E20 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   104        0 3 1 0 100 0 0 10 0\n";
+        let ports: Vec<u16> = super::parse_proc_net_tcp(text).into_iter().collect();
+        assert_eq!(ports, [7000, 20000], "listening ones only, v4 and v6, not the established 40000");
+    }
+
     use chrono::{SubsecRound as _, TimeDelta, Utc};
     use sovdb_pki::{Ca, CertValidity};
 

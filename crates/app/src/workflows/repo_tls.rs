@@ -302,7 +302,7 @@ async fn reload(client: &AgentClient) -> Result<(), StepFailure> {
     let status = client.process_status(SERVICE).await.map_err(super::agent_failure)?;
     if let Some(pid) = status.pid {
         let pid = pid.to_string();
-        pg::run(client, &["kill", "-HUP", &pid], Some(OS_USER), None, "reload pgBackRest's TLS server").await?;
+        pg::signal(client, "HUP", &pid, Some(OS_USER), "reload pgBackRest's TLS server").await?;
     }
     Ok(())
 }
