@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_operations::{Probe, StepCtx, StepFailure, Wait, Workflow};
 use sovdb_types::ClusterId;
 
 use super::cluster_allow::reload_patroni;
@@ -179,12 +179,32 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let ClusterParams { cluster } = ctx.params()?;
     let app = &ctx.services;
     let ca = app.pki().map_err(super::app_failure)?.ca_pem().to_string();
-    let mut serials = BTreeMap::new();
+    let mut want = Vec::new();
     for m in pg::members(app, cluster).await? {
-        if let Some(serial) = wait_presented(app, &ca, cluster, &m).await? {
-            serials.insert(m.name.clone(), serial);
+        if let Some(kept) = pg::member_cert_kept(app, cluster, &m.name).await? {
+            let serial = sovdb_pki::CertValidity::of_pem(&kept.cert_pem)
+                .map_err(|e| StepFailure::permanent(format!("{}'s kept certificate does not parse: {e}", m.name)))?
+                .serial;
+            want.push((m, serial));
         }
     }
+    let (ca, want) = (&ca, &want);
+    let wait = Wait::new("every member to present its new certificate", pg::PRESENT_DEADLINE);
+    ctx.wait(
+        &wait,
+        || async move {
+            let mut behind = Vec::new();
+            for (m, serial) in want {
+                if let Some(why) = presented(ca, m, serial).await {
+                    behind.push(format!("{}: {why}", m.name));
+                }
+            }
+            Ok(if behind.is_empty() { Probe::Ready(()) } else { Probe::Waiting(behind.join("; ")) })
+        },
+        |seen| async move { seen },
+    )
+    .await?;
+    let serials: BTreeMap<String, String> = want.iter().map(|(m, s)| (m.name.clone(), s.clone())).collect();
     Ok(json!({"presented": serials}))
 }
 

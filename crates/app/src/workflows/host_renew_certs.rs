@@ -30,11 +30,11 @@
 //! again. A rerun of step 1 on request issues a new agent certificate again only while the
 //! agent still presents one from before the request, that is before step 2 wrote any.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_operations::{Probe, StepCtx, StepFailure, Wait, Workflow};
 use sovdb_pki::{CertRequest, CertUsage, CertValidity};
 use sovdb_types::HostId;
 
@@ -174,28 +174,26 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
             want.push(("pgBackRest server", port, serial));
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut presented = serde_json::Map::new();
-    for (what, port, serial) in want {
-        loop {
-            let why =
-                match served_cert::served(pki.ca_pem(), Some(&pki.client()), &record.host.address, port, Protocol::Tls)
-                    .await
-                {
-                    Ok(v) if v.serial == serial => break,
-                    Ok(v) => format!("presents certificate {}, not {serial}", v.serial),
-                    Err(e) => format!("could not be asked for its certificate: {e}"),
-                };
-            if Instant::now() > deadline {
-                return Err(StepFailure::transient(format!(
-                    "the {what} of host {} has not put its new certificate in place: it {why}",
-                    record.host.name
-                )));
+    let (pki, address, want) = (&pki, &record.host.address, &want);
+    let wait = Wait::new(format!("host {} to present its new certificates", record.host.name), pg::PRESENT_DEADLINE);
+    ctx.wait(
+        &wait,
+        || async move {
+            let mut behind = Vec::new();
+            for (what, port, serial) in want {
+                match served_cert::served(pki.ca_pem(), Some(&pki.client()), address, *port, Protocol::Tls).await {
+                    Ok(v) if v.serial == *serial => {}
+                    Ok(v) => behind.push(format!("the {what} presents certificate {}, not {serial}", v.serial)),
+                    Err(e) => behind.push(format!("the {what} could not be asked for its certificate: {e}")),
+                }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        presented.insert(what.to_string(), json!(serial));
-    }
+            Ok(if behind.is_empty() { Probe::Ready(()) } else { Probe::Waiting(behind.join("; ")) })
+        },
+        |seen| async move { seen },
+    )
+    .await?;
+    let presented: serde_json::Map<String, Value> =
+        want.iter().map(|(what, _, serial)| (what.to_string(), json!(serial))).collect();
     if presented.is_empty() {
         let message = format!("no certificate of host {} was due", record.host.name);
         return Ok(json!({ "presented": presented, "message": message }));

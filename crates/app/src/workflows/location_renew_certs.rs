@@ -24,11 +24,9 @@
 //! leaves the new certificates kept, and the next renewal (the bot's, or one asked for)
 //! writes them out again.
 
-use std::time::{Duration, Instant};
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sovdb_operations::{StepCtx, StepFailure, Workflow};
+use sovdb_operations::{Probe, StepCtx, StepFailure, Wait, Workflow};
 use sovdb_types::LocationId;
 
 use super::served_cert::{self, Protocol};
@@ -70,33 +68,40 @@ async fn wait_applied(ctx: StepCtx<App>) -> Result<Value, StepFailure> {
     let app = &ctx.services;
     let pki = app.pki().map_err(app_failure)?;
     let identity = pki.client();
-    let mut presented = serde_json::Map::new();
+    let mut want = Vec::new();
     for (m, kept) in dcs::certs_kept(app, location).await? {
-        let want = sovdb_pki::CertValidity::of_pem(&kept.cert_pem)
+        let serial = sovdb_pki::CertValidity::of_pem(&kept.cert_pem)
             .map_err(|e| {
                 StepFailure::permanent(format!("DCS member {}'s kept certificate does not parse: {e}", m.name))
             })?
             .serial;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for (what, port) in [("client", m.client_port), ("peer", m.peer_port)] {
-            loop {
-                let why =
-                    match served_cert::served(pki.ca_pem(), Some(&identity), &m.address, port, Protocol::Tls).await {
-                        Ok(v) if v.serial == want => break,
-                        Ok(v) => format!("its {what} port presents certificate {}, not {want}", v.serial),
-                        Err(e) => format!("its {what} port could not be asked for its certificate: {e}"),
-                    };
-                if Instant::now() > deadline {
-                    return Err(StepFailure::transient(format!(
-                        "DCS member {} has not put its new certificate in place: {why}",
-                        m.name
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-        presented.insert(m.name.clone(), json!(want));
+        want.push((m, serial));
     }
+    let (pki, identity, want) = (&pki, &identity, &want);
+    let wait = Wait::new("every etcd member to present its new certificate", pg::PRESENT_DEADLINE);
+    ctx.wait(
+        &wait,
+        || async move {
+            let mut behind = Vec::new();
+            for (m, serial) in want {
+                for (what, port) in [("client", m.client_port), ("peer", m.peer_port)] {
+                    match served_cert::served(pki.ca_pem(), Some(identity), &m.address, port, Protocol::Tls).await {
+                        Ok(v) if v.serial == *serial => {}
+                        Ok(v) => behind.push(format!(
+                            "{}: its {what} port presents certificate {}, not {serial}",
+                            m.name, v.serial
+                        )),
+                        Err(e) => behind
+                            .push(format!("{}: its {what} port could not be asked for its certificate: {e}", m.name)),
+                    }
+                }
+            }
+            Ok(if behind.is_empty() { Probe::Ready(()) } else { Probe::Waiting(behind.join("; ")) })
+        },
+        |seen| async move { seen },
+    )
+    .await?;
+    let presented: serde_json::Map<String, Value> = want.iter().map(|(m, s)| (m.name.clone(), json!(s))).collect();
     // The operation's target is `location/<name>`.
     let op = app.store.read().await.map_err(pg::store_failure)?.operation_get(ctx.operation).await;
     let target = op.map_err(pg::store_failure)?.map_or_else(|| format!("location/{location}"), |o| o.target);

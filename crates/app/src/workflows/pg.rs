@@ -705,6 +705,10 @@ pub(crate) async fn remove_member(app: &App, m: &Member, cluster: &ClusterRecord
     Ok(())
 }
 
+/// How long a renewal's `wait-applied` step waits for every server to present its new
+/// certificate (they reload within a second or two here).
+pub(crate) const PRESENT_DEADLINE: Duration = Duration::from_secs(3 * 60);
+
 /// How long a `wait-applied` step waits for every member to apply a reloaded change.
 pub(crate) const APPLY_DEADLINE: Duration = Duration::from_secs(3 * 60);
 
