@@ -242,8 +242,6 @@ impl App {
         Ok(())
     }
 
-    /// Starts a renewal with its audit record, unless an operation acts on its target (or
-    /// its cluster is no longer ready or degraded).
     /// Whether the last renewal of `target` this process started failed recently: the
     /// failures in a row and when the next may start. Counts the failure the first time it
     /// is seen; a renewal that succeeded clears the count.
@@ -274,6 +272,8 @@ impl App {
         Ok((now < until).then_some((failures, until)))
     }
 
+    /// Starts a renewal with its audit record, unless an operation acts on its target (or
+    /// its cluster is no longer ready or degraded).
     async fn renewal_start(&self, r: &Renewal) -> Result<Option<Operation>> {
         let mut tx = self.store.write().await?;
         let mut project = None;

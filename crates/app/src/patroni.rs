@@ -237,10 +237,8 @@ pub(crate) fn describe(status: &PatroniStatus) -> String {
 pub(crate) async fn settle(app: &App, members: &[Member], sync: bool, timeout: Duration) -> Result<Settled, String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        wait_primary(app, members, left).await?;
-        let seen = replication(app, members, sync).await;
-        match seen {
+        // `replication` reads `/cluster` once and answers `Err` while no leader runs.
+        match replication(app, members, sync).await {
             Ok(s) if s.missing.is_empty() || Instant::now() > deadline => return Ok(s),
             Err(e) if Instant::now() > deadline => return Err(e),
             _ => {}
